@@ -1,0 +1,3 @@
+from gsimclr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The in-memory image dataset every source produces.
+
+Example:
+    >>> import numpy as np
+    >>> data = ImageData(np.zeros((4, 32, 32, 3), np.uint8), labels=np.array([0, 1, 0, 1]),
+    ...                  classes=["a", "b"], name="toy")
+    >>> len(data), data.image_size, data.num_classes
+    (4, 32, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageData:
+    """Decoded images as one uint8 array (N, H, W, 3), with optional integer labels.
+
+    ``fingerprint`` identifies the source (path, size, modification time, decoding options) and keys
+    the decoded-image cache. ``skipped`` counts unreadable files that were skipped while decoding.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+    name: str = ""
+    fingerprint: str = ""
+    skipped: int = 0
+    paths: list[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if len(self.labels) != len(self.images):
+                raise ValueError("labels and images differ in length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None and bool((self.labels >= 0).all())
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+    def subset(self, index: np.ndarray) -> "ImageData":
+        return ImageData(
+            self.images[index],
+            None if self.labels is None else self.labels[index],
+            self.classes,
+            self.name,
+            self.fingerprint + f":subset{len(index)}",
+            self.skipped,
+        )

@@ -1,0 +1,55 @@
+"""Device, precision and compilation choices, made once per run."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from gsimclr.errors import UserError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on a GPU (``auto`` or ``bf16``), nothing on the CPU unless asked for."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def maybe_compile(fn, device: torch.device, mode: str = "auto"):
+    """torch.compile on a GPU by default; the eager function where compilation is unavailable."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return fn
+    try:
+        return torch.compile(fn)
+    except Exception:  # e.g. no compiler toolchain on this platform: run eagerly
+        return fn
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The random stream of one epoch: a function of (seed, epoch) only, so a resumed run draws the
+    same augmentations as an uninterrupted one."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return gen
