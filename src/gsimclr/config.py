@@ -65,6 +65,7 @@ class Config:
     guidance: str = "batches"             # G-SimCLR: guided batches, false-negative masking, or both
     sampler_tail: str = "relax"
     checkpoint_every: int = 0             # epochs; 0 = only at the end
+    sync_batch_norm: bool = True          # multi-GPU runs: SyncBatchNorm across processes
     # denoising autoencoder + k-means pseudo labels
     ae_model: str = "shallow"
     ae_epochs: int = 20

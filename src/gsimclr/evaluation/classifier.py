@@ -1,0 +1,119 @@
+"""Training a backbone with a linear classifier end to end: fine-tuning a pretrained encoder on a
+fraction of the labels (the paper's 10%), and the fully supervised baseline with the same backbone.
+
+Fine-tuning first trains the classifier on the frozen backbone, then everything at a low learning
+rate. Training images get a light augmentation (random resized crop with scale 0.5-1, flip).
+
+Example:
+    >>> import numpy as np
+    >>> labels = np.repeat(np.arange(3), 10)
+    >>> idx = label_subset(labels, 0.2, seed=0)
+    >>> len(idx), sorted(set(labels[idx].tolist()))
+    (6, [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from gsimclr.data.dataset import ImageData
+from gsimclr.runtime import autocast, epoch_generator
+from gsimclr.transforms.augment import Augment, eval_transform
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.num_features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+
+def label_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """A stratified ``fraction`` of the indices, at least one per class, sorted."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picks.append(rng.choice(idx, max(1, round(fraction * len(idx))), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ImageData, image_size: int, device: torch.device, precision: str = "auto",
+             batch_size: int = 512) -> float:
+    model.eval()
+    images, correct = torch.from_numpy(data.images), 0
+    labels = torch.from_numpy(data.labels)
+    for i in range(0, len(data), batch_size):
+        x = eval_transform(images[i:i + batch_size].to(device), image_size)
+        with autocast(device, precision):
+            pred = model(x).argmax(1).cpu()
+        correct += int((pred == labels[i:i + batch_size]).sum())
+    return 100.0 * correct / len(data)
+
+
+def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float, device: torch.device,
+                     batch_size: int = 128, freeze_backbone: bool = False, optimizer: str = "adam", seed: int = 0,
+                     precision: str = "auto", desc: str = "classifier") -> Classifier:
+    """Cross-entropy training with a cosine schedule; ``freeze_backbone`` trains only the classifier
+    (backbone in eval mode, so its BatchNorm statistics stay as pretrained)."""
+    params = list(model.fc.parameters()) if freeze_backbone else list(model.parameters())
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    else:
+        opt = torch.optim.Adam(params, lr=lr)
+    steps_per_epoch = -(-len(data) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
+    augment = Augment(image_size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0)
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    if device.type == "cuda":
+        images, labels = images.to(device), labels.to(device)
+    rng = np.random.default_rng(seed)
+    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
+        model.train()
+        if freeze_backbone:
+            model.backbone.eval()
+        gen = epoch_generator(seed, 10_000 + epoch, device)
+        order = torch.from_numpy(rng.permutation(len(data)))
+        for i in range(0, len(data), batch_size):
+            idx = order[i:i + batch_size].to(images.device)
+            x = augment(images[idx].to(device, non_blocking=True), gen).contiguous(memory_format=torch.channels_last)
+            y = labels[idx].to(device, non_blocking=True)
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model
+
+
+def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: float, image_size: int,
+             head_epochs: int, epochs: int, lr: float, device: torch.device, seed: int = 0,
+             precision: str = "auto") -> float:
+    """Fine-tune a pretrained backbone on a stratified ``fraction`` of the training labels; test top-1 (%)."""
+    subset = train.subset(label_subset(train.labels, fraction, seed))
+    model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
+    batch = min(128, len(subset))
+    train_classifier(model, subset, image_size, head_epochs, lr * 10, device, batch, freeze_backbone=True,
+                     seed=seed, precision=precision, desc="fine-tune (head)")
+    train_classifier(model, subset, image_size, epochs, lr, device, batch, seed=seed + 1,
+                     precision=precision, desc="fine-tune (all)")
+    return accuracy(model, test, image_size, device, precision)
+
+
+def supervised(backbone: nn.Module, train: ImageData, test: ImageData, image_size: int, epochs: int, lr: float,
+               device: torch.device, batch_size: int = 128, seed: int = 0, precision: str = "auto") -> float:
+    """The fully supervised baseline: the same backbone trained from scratch on all labels (SGD)."""
+    model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
+    train_classifier(model, train, image_size, epochs, lr, device, min(batch_size, len(train)), optimizer="sgd",
+                     seed=seed, precision=precision, desc="supervised")
+    return accuracy(model, test, image_size, device, precision)

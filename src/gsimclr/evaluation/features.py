@@ -1,0 +1,32 @@
+"""Frozen features of a dataset at P1, P2 and P3, extracted once for every evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gsimclr.data.dataset import ImageData
+from gsimclr.models.simclr import SimCLRModel
+from gsimclr.runtime import autocast
+from gsimclr.transforms.augment import eval_transform
+
+
+@torch.no_grad()
+def extract_features(model: SimCLRModel, data: ImageData, image_size: int, device: torch.device,
+                     batch_size: int = 512, precision: str = "auto") -> dict[str, torch.Tensor]:
+    """{"P1": (N, d1), "P2": (N, d2), "P3": (N, d3)} float32 tensors on the CPU, in the data's order."""
+    model.eval().to(memory_format=torch.channels_last)
+    images = torch.from_numpy(data.images)
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(data), batch_size):
+        x = eval_transform(images[i:i + batch_size].to(device, non_blocking=True), image_size)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            feats = model.features(x)
+        for point, value in feats.items():
+            chunks.setdefault(point, []).append(value.float().cpu())
+    return {p: torch.cat(v) for p, v in chunks.items()}
+
+
+def to_numpy(features: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {p: v.numpy() for p, v in features.items()}

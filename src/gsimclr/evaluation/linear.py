@@ -1,0 +1,44 @@
+"""Linear evaluation: a softmax classifier trained on frozen, standardised features.
+
+Trained with Adam on the device in mini-batches over precomputed features, so a probe costs
+seconds even for 50,000 x 2,048 features (scikit-learn's LogisticRegression runs on the CPU only).
+
+Example:
+    >>> import torch
+    >>> x = torch.randn(200, 5); y = (x[:, 0] > 0).long()
+    >>> linear_probe(x[:150], y[:150], x[150:], y[150:], epochs=50, lr=0.05) > 90
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 epochs: int = 100, lr: float = 1e-3, batch_size: int = 256, weight_decay: float = 1e-6,
+                 device: str | torch.device = "cpu", seed: int = 0) -> float:
+    """Top-1 accuracy (%) on the test features of a linear classifier trained on the train features."""
+    device = torch.device(device)
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    xs = ((train_x - mean) / std).to(device)
+    xt = ((test_x - mean) / std).to(device)
+    ys, yt = train_y.long().to(device), test_y.long().to(device)
+    n_classes = int(max(ys.max(), yt.max())) + 1
+    gen = torch.Generator().manual_seed(seed)
+    clf = torch.nn.Linear(xs.shape[1], n_classes).to(device)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-len(xs) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    for _ in range(epochs):
+        order = torch.randperm(len(xs), generator=gen).to(device)
+        for i in range(0, len(xs), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(clf(xs[idx]), ys[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        return float((clf(xt).argmax(1) == yt).float().mean()) * 100

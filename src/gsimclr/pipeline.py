@@ -1,0 +1,242 @@
+"""The stages of a run, shared by the CLI subcommands and ``gsimclr run``.
+
+A run folder holds::
+
+    run.json, config.yaml            what produced it (command, versions, device, the full config)
+    pseudo_labels/                   autoencoder.safetensors, pseudo_labels.npy/.json, metrics.jsonl, tsne_autoencoder.png
+    simclr/, gsimclr/                checkpoint.safetensors, metrics.jsonl, tensorboard/, eval.json, tsne_encoder.png
+    supervised.json                  the supervised baseline
+    results.json, results.md         the table; loss_curves.png
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from gsimclr import __version__
+from gsimclr.checkpoint import load_checkpoint, read_meta
+from gsimclr.config import Config, config_from_dict
+from gsimclr.data.dataset import ImageData
+from gsimclr.data.sources import load_split
+from gsimclr.errors import UserError
+from gsimclr.evaluation.classifier import finetune, label_subset, supervised
+from gsimclr.evaluation.features import extract_features
+from gsimclr.evaluation.knn import knn_accuracy
+from gsimclr.evaluation.linear import linear_probe
+from gsimclr.io import write_json, write_text
+from gsimclr.models.registry import create_backbone
+from gsimclr.models.simclr import SimCLRModel
+from gsimclr.plots import plot_curves, plot_tsne
+from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
+from gsimclr.report import markdown_table, summary_lines
+from gsimclr.runtime import resolve_device
+from gsimclr.training.pretrain import CHECKPOINT, build_model, pretrain
+
+METHODS = ("simclr", "gsimclr")
+
+
+def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
+    """The training split and a labelled evaluation split. Without a test split, a stratified 20% of
+    a labelled training set is held out for evaluation (and not used for pretraining)."""
+    size = cfg.cache_size or cfg.image_size
+    train = load_split(cfg.data, "train", image_size=size, on_corrupt=cfg.on_corrupt)
+    if cfg.test_data:
+        test = load_split(cfg.test_data, "test", image_size=size, on_corrupt=cfg.on_corrupt)
+        if test is None:
+            test = load_split(cfg.test_data, "train", image_size=size, on_corrupt=cfg.on_corrupt)
+    else:
+        test = load_split(cfg.data, "test", image_size=size, on_corrupt=cfg.on_corrupt)
+    if test is None and train.has_labels:
+        held = label_subset(train.labels, 0.2, cfg.seed)
+        keep = np.setdiff1d(np.arange(len(train)), held)
+        train, test = train.subset(keep), train.subset(held)
+    if cfg.batch_size > len(train):
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
+    return train, test
+
+
+def write_run_info(run_dir: Path, cfg: Config, argv: list[str] | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"command": " ".join(["gsimclr"] + (argv if argv is not None else sys.argv[1:])),
+            "gsimclr_version": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "host": platform.node(), "device": _device_name(cfg),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(run_dir / "run.json", info)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(cfg: Config) -> str:
+    device = resolve_device(cfg.device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
+
+
+def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    out = run_dir / "pseudo_labels"
+    if resume and (out / "pseudo_labels.npy").exists() and (out / "pseudo_labels.json").exists():
+        return {"labels": load_pseudo_labels(out, len(train)), **json.loads((out / "pseudo_labels.json").read_text())}
+    if cfg.n_clusters > len(train):
+        raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
+    result = make_pseudo_labels(cfg, train, out)
+    colour = train.labels if train.has_labels else result.labels
+    plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
+    return {"labels": result.labels, **result.metrics}
+
+
+def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, pseudo: np.ndarray | None,
+                   resume: bool = False) -> SimCLRModel:
+    out = run_dir / method
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and not resume:
+        raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
+    t0 = time.perf_counter()
+    model = pretrain(cfg, train, out, pseudo if method == "gsimclr" else None, resume=resume, method=method)
+    _write_timing(out, time.perf_counter() - t0)
+    return model
+
+
+def _write_timing(out: Path, seconds: float) -> None:
+    timing_path = out / "timing.json"
+    previous = json.loads(timing_path.read_text())["pretrain_s"] if timing_path.exists() else 0.0
+    write_json(timing_path, {"pretrain_s": previous + seconds})
+
+
+def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRModel, Config, dict]:
+    """A pretrained model from a checkpoint (or a stage folder holding one), with the config it was trained with."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    meta = read_meta(path) if path.is_file() else None
+    if meta is None:
+        raise UserError(f"checkpoint not found: {path}")
+    saved = config_from_dict(meta.get("config", {}))
+    model = build_model(saved)
+    load_checkpoint(path, model)
+    return model, saved, meta
+
+
+def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData,
+                     which: tuple[str, ...] = ("linear", "knn", "finetune"), out: Path | None = None) -> dict[str, Any]:
+    """Linear probes at P1/P2/P3 and kNN on features extracted once; fine-tuning on a label fraction."""
+    if not (train.has_labels and test is not None and test.has_labels):
+        raise UserError("evaluation needs labels: the data has no labelled training and test splits")
+    device = resolve_device(cfg.device)
+    model = model.to(device)
+    result: dict[str, Any] = {}
+    if "linear" in which or "knn" in which:
+        ftrain = extract_features(model, train, cfg.image_size, device, precision=cfg.precision)
+        ftest = extract_features(model, test, cfg.image_size, device, precision=cfg.precision)
+        ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
+        if "linear" in which:
+            result["linear"] = {p: linear_probe(ftrain[p], ytr, ftest[p], yte, cfg.linear_epochs, cfg.linear_lr,
+                                                device=device, seed=cfg.seed) for p in ("P1", "P2", "P3")}
+        if "knn" in which:
+            result["knn"] = knn_accuracy(ftrain["P3"], ytr, ftest["P3"], yte, cfg.knn_k, cfg.knn_temperature, device)
+        if out is not None:
+            plot_tsne(ftest["P3"].numpy(), test.labels, out / "tsne_encoder.png", "encoder features (P3, test)",
+                      cfg.tsne_points, cfg.seed)
+    if "finetune" in which:
+        backbone = _copy_backbone(cfg, model)
+        result["finetune"] = finetune(backbone, train, test, cfg.label_fraction, cfg.image_size, cfg.finetune_head_epochs,
+                                      cfg.finetune_epochs, cfg.finetune_lr, device, cfg.seed, cfg.precision)
+    return result
+
+
+def _copy_backbone(cfg: Config, model: SimCLRModel) -> torch.nn.Module:
+    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
+    backbone.load_state_dict(model.backbone.state_dict())
+    return backbone
+
+
+def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> float:
+    if not (train.has_labels and test is not None and test.has_labels):
+        raise UserError("the supervised baseline needs labelled training and test splits")
+    torch.manual_seed(cfg.seed)
+    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
+    return supervised(backbone, train, test, cfg.image_size, cfg.supervised_epochs, cfg.supervised_lr,
+                      resolve_device(cfg.device), cfg.batch_size, cfg.seed, cfg.precision)
+
+
+def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
+    """Training summary of a pretraining stage: epochs, time, throughput, final loss."""
+    out = run_dir / method
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
+    summary = {"epochs": len(records), "pretrain_s": timing.get("pretrain_s", sum(r["epoch_s"] for r in records))}
+    if records:
+        summary["final_loss"] = records[-1]["loss"]
+        summary["images_per_s"] = float(np.median([r["images_per_s"] for r in records]))
+    return summary
+
+
+def plot_run_curves(run_dir: Path) -> None:
+    curves = {}
+    for method in METHODS:
+        path = run_dir / method / "metrics.jsonl"
+        if path.exists():
+            recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            curves[method] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
+    if curves:
+        plot_curves(curves, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
+
+
+def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] = METHODS,
+            log=print) -> dict[str, Any]:
+    """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table."""
+    train, test = load_data(cfg)
+    log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
+        f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
+    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction, "methods": {}}
+    pseudo = None
+    if "gsimclr" in methods:
+        t0 = time.perf_counter()
+        pl = stage_pseudo_labels(cfg, train, run_dir, resume)
+        pseudo = pl.pop("labels")
+        results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
+        scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
+        log(f"pseudo labels: k={pl['k']}{scores}")
+    evaluable = train.has_labels and test is not None and test.has_labels
+    for method in methods:
+        out = run_dir / method
+        eval_path = out / "eval.json"
+        done = resume and eval_path.exists()
+        if done:
+            results["methods"][method] = json.loads(eval_path.read_text())
+            continue
+        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume)
+        summary = stage_results(run_dir, method)
+        log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
+        if evaluable:
+            summary.update(evaluate_encoder(cfg, model, train, test, out=out))
+        write_json(eval_path, summary)
+        results["methods"][method] = summary
+    if evaluable:
+        sup_path = run_dir / "supervised.json"
+        if resume and sup_path.exists():
+            results["supervised"] = json.loads(sup_path.read_text())["top1"]
+        else:
+            results["supervised"] = stage_supervised(cfg, train, test)
+            write_json(sup_path, {"top1": results["supervised"], "epochs": cfg.supervised_epochs})
+    plot_run_curves(run_dir)
+    write_json(run_dir / "results.json", results)
+    table = markdown_table(results) if evaluable else "(no labelled evaluation split: nothing to tabulate)"
+    write_text(run_dir / "results.md", table + "\n\n" + "\n".join(summary_lines(results)) + "\n")
+    return results

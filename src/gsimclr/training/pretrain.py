@@ -1,0 +1,162 @@
+"""Contrastive pretraining (SimCLR and G-SimCLR) with no framework in the way.
+
+The dataset lives on the device as one uint8 tensor (pinned host memory when it does not fit);
+every step indexes a batch, augments it on the device (two random views, per-sample parameters),
+runs one forward pass over both views and the NT-Xent loss. Nothing in the step waits for the host:
+the epoch's loss is summed on the device and read once per epoch.
+
+Example:
+    >>> from gsimclr.config import load_config
+    >>> from gsimclr.data.sources import load_split
+    >>> cfg = load_config("digits-quick", {"epochs": 1, "device": "cpu"})  # doctest: +SKIP
+    >>> model = pretrain(cfg, load_split("digits"), "runs/example/simclr")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from gsimclr.config import Config
+from gsimclr.data.dataset import ImageData
+from gsimclr.distributed import World, current_world
+from gsimclr.errors import UserError
+from gsimclr.loss.ntxent import nt_xent
+from gsimclr.models.simclr import SimCLRModel
+from gsimclr.runtime import autocast, epoch_generator, maybe_compile, resolve_device, seed_everything
+from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler
+from gsimclr.tracking import RunLogger
+from gsimclr.training.optim import build_optimizer, lr_multiplier
+from gsimclr.transforms.augment import build_augment
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def build_model(cfg: Config) -> SimCLRModel:
+    return SimCLRModel.build(cfg.model, cfg.head_dims, cfg.head_batch_norm, n_blocks=cfg.n_blocks)
+
+
+def build_pretrain_augment(cfg: Config):
+    options = {}
+    if cfg.augment == "simclr":
+        options = {"strength": cfg.jitter_strength, "scale": (cfg.crop_scale_min, 1.0)}
+    return build_augment(cfg.augment, cfg.image_size, **options)
+
+
+def place_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The whole dataset as uint8: on the GPU when it takes under a quarter of the free memory,
+    otherwise in pinned host memory (batches are then copied asynchronously)."""
+    tensor = torch.from_numpy(images)
+    if device.type != "cuda":
+        return tensor
+    free, _ = torch.cuda.mem_get_info(device)
+    if tensor.numel() < free // 4:
+        return tensor.to(device)
+    return tensor.pin_memory()
+
+
+def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: World):
+    try:
+        if pseudo_labels is not None and cfg.guidance in ("batches", "both"):
+            return GuidedBatchSampler(pseudo_labels, cfg.batch_size, cfg.seed, cfg.sampler_tail, world.rank, world.size)
+        return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size)
+    except ValueError as exc:
+        raise UserError(f"--batch-size: {exc}") from None
+
+
+def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: torch.Tensor | None) -> torch.Tensor:
+    """One forward pass over all views (V, N, C, H, W) stacked into one batch, then NT-Xent."""
+    n_views, n = views.shape[:2]
+    z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+    return nt_xent(z.view(n_views, n, -1), temperature, labels)
+
+
+def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
+             resume: bool = False, method: str = "simclr") -> SimCLRModel:
+    """Train a SimCLR model on ``data``; with ``pseudo_labels`` it is G-SimCLR (guided batches and/or
+    false-negative masking, by ``cfg.guidance``). Writes checkpoints and metrics to ``out_dir``."""
+    out_dir = Path(out_dir)
+    world = current_world()
+    device = resolve_device(cfg.device if not world.distributed or cfg.device != "auto" else
+                            ("cuda:%d" % world.local_rank if torch.cuda.is_available() else "cpu"))
+    seed_everything(cfg.seed)
+    # channels_last: faster on GPUs, and 1.75x faster on this 2-core CPU too (paper ResNet, batch 256, 32 px)
+    model = build_model(cfg).to(device, memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    start_epoch = 0
+    ckpt = out_dir / CHECKPOINT
+    if resume and ckpt.exists():
+        meta = read_meta(ckpt)
+        if meta.get("fingerprint") not in (None, data.fingerprint):
+            raise UserError(f"--resume: {ckpt} was trained on other data ({meta.get('fingerprint')})")
+        start_epoch = int(load_checkpoint(ckpt, model, optimizer)["epoch"])
+    train_model = model
+    if world.distributed:
+        if cfg.sync_batch_norm and device.type == "cuda":  # SyncBatchNorm needs GPUs
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    sampler = make_sampler(cfg, len(data), pseudo_labels, world)
+    steps_per_epoch = len(sampler)
+    schedule = lr_multiplier(cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch),
+                             round(cfg.restart_epochs * steps_per_epoch))
+    augment = build_pretrain_augment(cfg)
+    images = place_images(data.images, device)
+    mask_labels = None
+    if pseudo_labels is not None and cfg.guidance in ("mask", "both"):
+        mask_labels = torch.from_numpy(np.asarray(pseudo_labels, dtype=np.int64)).to(device)
+    loss_fn = maybe_compile(contrastive_loss, device, cfg.compile)
+    log = RunLogger(out_dir, tensorboard=world.is_main, resume=resume) if world.is_main else None
+    if log and resume:
+        log.truncate(start_epoch)
+
+    def save(epoch: int) -> None:
+        save_checkpoint(ckpt, model, optimizer, {"epoch": epoch, "method": method, "config": cfg.to_dict(),
+                                                 "fingerprint": data.fingerprint, "images": len(data)})
+
+    for epoch in range(start_epoch, cfg.epochs):
+        train_model.train()
+        sampler.set_epoch(epoch)
+        gen = epoch_generator(cfg.seed, epoch, device)
+        total = torch.zeros((), device=device)
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(sampler, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not world.is_main)
+        for i, idx in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * schedule(step)
+            index = torch.from_numpy(idx)
+            batch = images[index.to(images.device)].to(device, non_blocking=True)
+            views = torch.stack([augment(batch, gen), augment(batch, gen)])
+            labels = mask_labels[index.to(device)] if mask_labels is not None else None
+            with autocast(device, cfg.precision):
+                loss = loss_fn(train_model, views, cfg.temperature, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(idx)
+            seen += len(idx)
+        mean_loss = float(total) / max(seen, 1)  # the epoch's one host synchronisation
+        elapsed = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                  "images_per_s": seen * world.size / elapsed, "epoch_s": elapsed}
+        if isinstance(sampler, GuidedBatchSampler):
+            record["relaxed_images"] = sampler.relaxed_images
+        if not np.isfinite(mean_loss):
+            raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
+        if log:
+            log.log(record)
+            if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
+                save(epoch + 1)
+    if log:
+        if start_epoch < cfg.epochs or not ckpt.exists():
+            save(cfg.epochs)
+        log.close()
+    return model
