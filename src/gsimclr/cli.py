@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "presets":
             continue
         _add_config_flags(p)
+        if name in ("run", "pretrain"):
+            p.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                           help="pretrain at most this many epochs in this call, then checkpoint; --resume continues")
         if name == "run":
             p.add_argument("--methods", default="simclr,gsimclr", help="comma-separated: simclr, gsimclr")
         if name == "pretrain":
@@ -101,6 +104,9 @@ def _run_dir(args: argparse.Namespace, must_be_new: bool = False) -> Path:
     else:
         name = Path(args.preset).stem if args.preset else "run"
         out = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        from gsimclr.distributed import from_main
+
+        out = Path(from_main(str(out)))  # under torchrun every process uses rank 0's folder name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
     if must_be_new and not args.resume and out.exists() and any(out.iterdir()):
@@ -120,7 +126,21 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _start_world(cfg: Config):
+    """The hook of the commands that train: under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) join
+    the process group (NCCL on GPUs, gloo on CPUs); a plain process is a world of one.
+    ``--batch-size`` is the global batch, split equally over the processes."""
+    from gsimclr.distributed import init_world
+
+    world = init_world(cfg.device)
+    if cfg.batch_size % world.size:
+        raise UserError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                        f"{world.size} processes")
+    return world
+
+
 def cmd_run(args) -> None:
+    from gsimclr.distributed import barrier, close_world
     from gsimclr.pipeline import run_all, write_run_info
     from gsimclr.report import markdown_table, summary_lines
 
@@ -128,16 +148,26 @@ def cmd_run(args) -> None:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if not methods or any(m not in ("simclr", "gsimclr") for m in methods):
         raise UserError(f"--methods must list simclr and/or gsimclr, got {args.methods!r}")
+    world = _start_world(cfg)
     run_dir = _run_dir(args, must_be_new=True)
+    barrier()  # every process has checked the run folder before rank 0 writes to it
+    if not world.is_main:
+        run_all(cfg, run_dir, args.resume, methods)
+        close_world()
+        return
     write_run_info(run_dir, cfg)
     print(f"run folder: {run_dir}")
-    results = run_all(cfg, run_dir, args.resume, methods)
+    results = run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after)
+    if results.get("incomplete"):
+        print(f"run incomplete: continue with  gsimclr run --resume --out {run_dir} ...")
+        return
     if "supervised" in results:
         print()
         print(markdown_table(results))
     print()
     print("\n".join(summary_lines(results)))
     print(f"results: {run_dir / 'results.md'}")
+    close_world()
 
 
 def cmd_pseudo_label(args) -> None:
@@ -154,10 +184,12 @@ def cmd_pseudo_label(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from gsimclr.pipeline import load_data, stage_pretrain, stage_pseudo_labels, stage_results, write_run_info
+    from gsimclr.distributed import close_world
+    from gsimclr.pipeline import load_data, shared_pseudo_labels, stage_pretrain, stage_results, write_run_info
     from gsimclr.pseudo_labels import load_pseudo_labels
 
     cfg = _config(args)
+    world = _start_world(cfg)
     run_dir = _run_dir(args)
     train, _ = load_data(cfg)
     pseudo = None
@@ -165,11 +197,14 @@ def cmd_pretrain(args) -> None:
         if args.pseudo_labels:
             pseudo = load_pseudo_labels(args.pseudo_labels, len(train))
         else:
-            pseudo = stage_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
-    write_run_info(run_dir, cfg)
-    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume)
-    _print_json(stage_results(run_dir, args.method))
-    print(f"checkpoint: {run_dir / args.method / 'checkpoint.safetensors'}")
+            pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
+    if world.is_main:
+        write_run_info(run_dir, cfg)
+    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume, args.stop_after)
+    if world.is_main:
+        _print_json(stage_results(run_dir, args.method))
+        print(f"checkpoint: {run_dir / args.method / 'checkpoint.safetensors'}")
+    close_world()
 
 
 def _eval_setup(args):

@@ -1,15 +1,30 @@
 """torch.distributed set-up for runs launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK).
 
 A plain ``python``/``gsimclr`` process is a world of one and nothing is initialised.
+
+Every process runs the same command; rank 0 alone writes files (checkpoints, logs, plots, results)
+and does the single-process stages (pseudo labels, evaluation) while the others wait in
+:func:`wait_for_main`, a barrier over gloo with a long timeout, so NCCL's watchdog does not end a
+run whose evaluation takes longer than its collective timeout.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from gsimclr.errors import UserError
+
+WAIT_TIMEOUT = timedelta(days=7)
+"""How long the other processes wait for rank 0 working alone (pseudo labels, evaluation)."""
+
+_wait_group = None
 
 
 @dataclass(frozen=True)
@@ -40,9 +55,23 @@ def init_world(device_name: str = "auto") -> World:
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_name != "cpu"
         if use_cuda:
+            if local_rank >= torch.cuda.device_count():
+                raise UserError(f"LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} GPUs; "
+                                "start at most one process per GPU (--nproc_per_node)")
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo")
+    global _wait_group
+    if _wait_group is None:  # new_group is collective: every rank creates it here, at the same point
+        _wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
     return World(rank, size, local_rank)
+
+
+def world_device(device_name: str, world: World) -> str:
+    """The device of this process: in a multi-process run on GPUs every process has its own GPU,
+    ``cuda:LOCAL_RANK`` (whatever index ``--device`` names); otherwise ``device_name`` as given."""
+    if world.distributed and torch.cuda.is_available() and (device_name == "auto" or device_name.startswith("cuda")):
+        return f"cuda:{world.local_rank}"
+    return device_name
 
 
 def current_world() -> World:
@@ -54,3 +83,70 @@ def current_world() -> World:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def from_main(obj):
+    """Rank 0's ``obj`` (picklable) on every process; ``obj`` itself in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed over every process (as given in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def same_on_all_ranks(value: int, device: torch.device) -> bool:
+    """Whether every process holds the same integer ``value`` (True in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    tensor = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor[0]) == -int(tensor[1])
+
+
+def convert_sync_batch_norm(model: nn.Module) -> Callable[[], None]:
+    """Turn the BatchNorm layers of ``model`` into SyncBatchNorm in place (the same parameter and
+    buffer tensors, so an optimizer built before keeps working and the state dict keys do not
+    change). Returns a function that puts plain BatchNorm layers of the original classes back, for
+    after training: SyncBatchNorm in training mode would wait for the other processes."""
+    kinds = {name: type(m) for name, m in model.named_modules()
+             if name and isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces every child BatchNorm in place
+
+    def restore() -> None:
+        for name, kind in kinds.items():
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            sync = getattr(parent, child)
+            plain = kind(sync.num_features, sync.eps, sync.momentum, sync.affine, sync.track_running_stats)
+            plain._parameters.update(sync._parameters)
+            plain._buffers.update(sync._buffers)
+            plain.train(sync.training)
+            setattr(parent, child, plain)
+
+    return restore
+
+
+def wait_for_main() -> None:
+    """A barrier where the other processes wait while rank 0 works alone (it calls this when done);
+    over gloo with :data:`WAIT_TIMEOUT`. Nothing in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(group=_wait_group)
+
+
+def close_world() -> None:
+    """The normal end of a multi-process command: wait for every process, then leave the process
+    group. Nothing in a single process. (On an error a process just exits; torchrun stops the rest.)"""
+    global _wait_group
+    if dist.is_available() and dist.is_initialized():
+        wait_for_main()
+        dist.destroy_process_group()
+    _wait_group = None

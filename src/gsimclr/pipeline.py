@@ -28,6 +28,7 @@ from gsimclr.checkpoint import load_checkpoint, read_meta
 from gsimclr.config import Config, config_from_dict
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources import load_split
+from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
 from gsimclr.evaluation.classifier import finetune, label_subset, supervised
 from gsimclr.evaluation.features import extract_features
@@ -101,15 +102,33 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bo
     return {"labels": result.labels, **result.metrics}
 
 
+def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """:func:`stage_pseudo_labels` for a command that may run in several processes: rank 0 computes
+    (or reuses) them while the others wait, then the others read its files."""
+    world = current_world()
+    if not world.distributed:
+        return stage_pseudo_labels(cfg, train, run_dir, resume)
+    result = stage_pseudo_labels(cfg, train, run_dir, resume) if world.is_main else None
+    wait_for_main()
+    if world.is_main:
+        return result
+    if not (run_dir / "pseudo_labels" / "pseudo_labels.npy").exists():
+        raise UserError(f"rank {world.rank} cannot see rank 0's pseudo labels in {run_dir}; "
+                        "the run folder must be on a file system shared by every node")
+    return stage_pseudo_labels(cfg, train, run_dir, resume=True)
+
+
 def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, pseudo: np.ndarray | None,
-                   resume: bool = False) -> SimCLRModel:
+                   resume: bool = False, stop_after: int | None = None) -> SimCLRModel:
     out = run_dir / method
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
         raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
     t0 = time.perf_counter()
-    model = pretrain(cfg, train, out, pseudo if method == "gsimclr" else None, resume=resume, method=method)
-    _write_timing(out, time.perf_counter() - t0)
+    model = pretrain(cfg, train, out, pseudo if method == "gsimclr" else None, resume=resume, method=method,
+                     stop_after=stop_after)
+    if current_world().is_main:  # in a multi-process run only rank 0 writes
+        _write_timing(out, time.perf_counter() - t0)
     return model
 
 
@@ -200,7 +219,14 @@ def plot_run_curves(run_dir: Path) -> None:
 
 def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] = METHODS,
             log=print) -> dict[str, Any]:
-    """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table."""
+    """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table.
+
+    In a multi-process run (torchrun) every process pretrains; rank 0 alone computes the pseudo labels,
+    evaluates, writes and logs, while the others wait (:func:`gsimclr.distributed.wait_for_main`),
+    and they return before the supervised baseline with the results they know of."""
+    world = current_world()
+    if not world.is_main:
+        log = _quiet
     train, test = load_data(cfg)
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
@@ -208,7 +234,7 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     pseudo = None
     if "gsimclr" in methods:
         t0 = time.perf_counter()
-        pl = stage_pseudo_labels(cfg, train, run_dir, resume)
+        pl = shared_pseudo_labels(cfg, train, run_dir, resume)
         pseudo = pl.pop("labels")
         results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
         scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
@@ -222,12 +248,18 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
             results["methods"][method] = json.loads(eval_path.read_text())
             continue
         model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume)
+        if not world.is_main:
+            wait_for_main()  # while rank 0 evaluates this method
+            continue
         summary = stage_results(run_dir, method)
         log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
         if evaluable:
             summary.update(evaluate_encoder(cfg, model, train, test, out=out))
         write_json(eval_path, summary)
         results["methods"][method] = summary
+        wait_for_main()
+    if not world.is_main:
+        return results
     if evaluable:
         sup_path = run_dir / "supervised.json"
         if resume and sup_path.exists():
@@ -240,3 +272,7 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     table = markdown_table(results) if evaluable else "(no labelled evaluation split: nothing to tabulate)"
     write_text(run_dir / "results.md", table + "\n\n" + "\n".join(summary_lines(results)) + "\n")
     return results
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of the processes other than rank 0."""

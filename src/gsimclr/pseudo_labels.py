@@ -62,7 +62,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None)
     opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
-    for epoch in tqdm(range(1, cfg.ae_epochs + 1), desc="autoencoder", unit="epoch", leave=False):
+    for epoch in tqdm(range(1, cfg.ae_epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
         ae.train()
         total = torch.zeros((), device=device)
         for b in _batches(len(train_idx), cfg.ae_batch_size, rng):

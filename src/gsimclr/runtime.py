@@ -47,9 +47,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int, device: torch.device, rank: int = 0) -> torch.Generator:
     """The random stream of one epoch: a function of (seed, epoch) only, so a resumed run draws the
-    same augmentations as an uninterrupted one."""
+    same augmentations as an uninterrupted one. Each process of a multi-process run (``rank`` > 0)
+    has a stream of its own, so the ranks' images do not share augmentation parameters."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    gen.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
     return gen

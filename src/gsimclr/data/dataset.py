@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +63,6 @@ class ImageData:
             None if self.labels is None else self.labels[index],
             self.classes,
             self.name,
-            self.fingerprint + f":subset{len(index)}",
+            f"{self.fingerprint}:subset-{hashlib.sha1(np.ascontiguousarray(index).tobytes()).hexdigest()[:12]}",
             self.skipped,
         )

@@ -77,7 +77,7 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
     rng = np.random.default_rng(seed)
-    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
+    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None):
         model.train()
         if freeze_backbone:
             model.backbone.eval()

@@ -11,10 +11,14 @@ Guidance by false-negative masking (optional, not in the G-SimCLR paper): with `
 candidates that share the anchor's pseudo label but are other images are dropped from the
 denominator.
 
-Negatives from other processes: under ``torch.distributed`` with more than one process the
-embeddings of every rank are gathered with a gather that carries gradients back to their rank, so
-every anchor sees the global batch as negatives, and the loss equals the single-process loss on
-the global batch.
+Negatives from other processes: under ``torch.distributed`` with R > 1 processes, each holding an
+equal share of the global batch, the embeddings (and pseudo labels) of every rank are gathered, so
+every anchor sees the whole global batch as candidates. Each rank returns the mean over its own
+anchors, so the mean of the R losses is the single-process loss on the global batch. The gather's
+backward sums the gradients that every rank's loss sends to each row, so the gradient of a rank's
+embeddings is R times the single-process gradient of those rows, and after DDP averages the
+parameter gradients over the R processes they equal those of one process holding the global batch
+(tests/test_distributed.py checks both, with and without pseudo labels).
 
 Example:
     >>> import torch
@@ -32,14 +36,38 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _AllGather(torch.autograd.Function):
+    """All ranks' ``x`` concatenated along dim 0 in rank order; backward sums the gradient of the
+    whole gathered tensor over the ranks and returns this rank's rows. (An all-reduce rather than
+    torch.distributed.nn's deprecated all_gather, whose backward needs a reduce-scatter or
+    scatters on gloo: the embeddings are small and an all-reduce works on every backend.)"""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.size = dist.get_rank(), dist.get_world_size()
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(ctx.size)]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.chunk(ctx.size, dim=0)[ctx.rank]
+
+
+@torch.compiler.disable  # a graph break: the collectives run eagerly inside a compiled loss
 def _gather(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All ranks' rows of ``x`` (concatenated in rank order) and this rank's index; gradients flow
-    back to the rank that produced each row."""
+    back to the rank that produced each row (integer tensors are gathered without autograd)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0), dist.get_rank()
+    if not x.is_floating_point():
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0), dist.get_rank()
+    return _AllGather.apply(x), dist.get_rank()
 
 
 def nt_xent(views: torch.Tensor, temperature: float = 0.1, pseudo_labels: torch.Tensor | None = None,

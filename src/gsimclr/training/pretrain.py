@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData
-from gsimclr.distributed import World, current_world
+from gsimclr.distributed import (World, all_sum, barrier, convert_sync_batch_norm, current_world, same_on_all_ranks,
+                                 world_device)
 from gsimclr.errors import UserError
 from gsimclr.loss.ntxent import nt_xent
 from gsimclr.models.simclr import SimCLRModel
@@ -77,13 +78,15 @@ def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: tor
 
 
 def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
-             resume: bool = False, method: str = "simclr") -> SimCLRModel:
+             resume: bool = False, method: str = "simclr", stop_after: int | None = None) -> SimCLRModel:
     """Train a SimCLR model on ``data``; with ``pseudo_labels`` it is G-SimCLR (guided batches and/or
-    false-negative masking, by ``cfg.guidance``). Writes checkpoints and metrics to ``out_dir``."""
+    false-negative masking, by ``cfg.guidance``). Writes checkpoints and metrics to ``out_dir``.
+
+    ``stop_after`` ends this call after that many epochs with a checkpoint, so a long run can be cut
+    into parts that ``resume=True`` continues to the same result as an uninterrupted run."""
     out_dir = Path(out_dir)
     world = current_world()
-    device = resolve_device(cfg.device if not world.distributed or cfg.device != "auto" else
-                            ("cuda:%d" % world.local_rank if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(world_device(cfg.device, world))
     seed_everything(cfg.seed)
     # channels_last: faster on GPUs, and 1.75x faster on this 2-core CPU too (paper ResNet, batch 256, 32 px)
     model = build_model(cfg).to(device, memory_format=torch.channels_last)
@@ -95,10 +98,15 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
         if meta.get("fingerprint") not in (None, data.fingerprint):
             raise UserError(f"--resume: {ckpt} was trained on other data ({meta.get('fingerprint')})")
         start_epoch = int(load_checkpoint(ckpt, model, optimizer)["epoch"])
-    train_model = model
+    if not same_on_all_ranks(start_epoch, device):
+        raise UserError(f"--resume: the processes found different checkpoints in {out_dir}; "
+                        "the run folder must be on a file system shared by every node")
+    train_model, restore_batch_norm = model, None
     if world.distributed:
-        if cfg.sync_batch_norm and device.type == "cuda":  # SyncBatchNorm needs GPUs
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # Checkpoints hold `model`, never the DDP wrapper, so their keys have no "module." prefix and
+        # they resume with any number of processes. SyncBatchNorm needs GPUs (torch raises on CPU tensors).
+        if cfg.sync_batch_norm and device.type == "cuda":
+            restore_batch_norm = convert_sync_batch_norm(model)
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -120,14 +128,15 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
         save_checkpoint(ckpt, model, optimizer, {"epoch": epoch, "method": method, "config": cfg.to_dict(),
                                                  "fingerprint": data.fingerprint, "images": len(data)})
 
+    done = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
         sampler.set_epoch(epoch)
-        gen = epoch_generator(cfg.seed, epoch, device)
+        gen = epoch_generator(cfg.seed, epoch, device, world.rank)
         total = torch.zeros((), device=device)
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(sampler, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=not world.is_main)
+                   disable=None if world.is_main else True)
         for i, idx in enumerate(bar):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
@@ -143,20 +152,29 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
             optimizer.step()
             total += loss.detach() * len(idx)
             seen += len(idx)
-        mean_loss = float(total) / max(seen, 1)  # the epoch's one host synchronisation
+        # the epoch's one host synchronisation; over every process, so all of them log and check the same mean
+        loss_sum, seen = all_sum([float(total), seen], device) if world.distributed else (float(total), seen)
+        mean_loss = loss_sum / max(seen, 1)
         elapsed = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-                  "images_per_s": seen * world.size / elapsed, "epoch_s": elapsed}
+                  "images_per_s": seen / elapsed, "epoch_s": elapsed}
         if isinstance(sampler, GuidedBatchSampler):
             record["relaxed_images"] = sampler.relaxed_images
         if not np.isfinite(mean_loss):
             raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
+        done = epoch + 1
+        stopping = bool(stop_after) and done - start_epoch >= stop_after
         if log:
             log.log(record)
-            if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
-                save(epoch + 1)
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or stopping:
+                save(done)
+        if stopping:
+            break
     if log:
-        if start_epoch < cfg.epochs or not ckpt.exists():
-            save(cfg.epochs)
+        if not ckpt.exists() or int(read_meta(ckpt).get("epoch", -1)) != done:
+            save(done)
         log.close()
+    if restore_batch_norm is not None:
+        restore_batch_norm()
+    barrier()  # the other processes return once rank 0 has written its checkpoint and metrics
     return model
