@@ -217,9 +217,17 @@ def plot_run_curves(run_dir: Path) -> None:
         plot_curves(curves, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
 
 
+def trained_epochs(run_dir: Path, method: str) -> int:
+    ckpt = run_dir / method / CHECKPOINT
+    return int(read_meta(ckpt).get("epoch", 0)) if ckpt.exists() else 0
+
+
 def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] = METHODS,
-            log=print) -> dict[str, Any]:
+            log=print, stop_after: int | None = None) -> dict[str, Any]:
     """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table.
+
+    ``stop_after`` pretrains at most that many epochs per method in this call and returns
+    ``{"incomplete": True}`` while a method is unfinished; ``--resume`` continues from there.
 
     In a multi-process run (torchrun) every process pretrains; rank 0 alone computes the pseudo labels,
     evaluates, writes and logs, while the others wait (:func:`gsimclr.distributed.wait_for_main`),
@@ -247,7 +255,11 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
         if done:
             results["methods"][method] = json.loads(eval_path.read_text())
             continue
-        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume)
+        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume, stop_after)
+        wait_for_main()  # rank 0 has written the checkpoint
+        if trained_epochs(run_dir, method) < cfg.epochs:
+            log(f"{method}: stopped at epoch {trained_epochs(run_dir, method)}/{cfg.epochs}; continue with --resume")
+            return {"incomplete": True}
         if not world.is_main:
             wait_for_main()  # while rank 0 evaluates this method
             continue

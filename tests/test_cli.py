@@ -1,0 +1,112 @@
+"""The command line: one-line errors with a non-zero exit, and a tiny end-to-end run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gsimclr.cli import main
+
+TINY = ["--image-size", "16", "--n-blocks", "0", "--head-dims", "32,16,8", "--epochs", "1", "--batch-size", "64",
+        "--ae-epochs", "1", "--k", "64", "--linear-epochs", "2", "--finetune-head-epochs", "1", "--finetune-epochs", "1",
+        "--supervised-epochs", "1", "--knn-k", "10", "--device", "cpu", "--tsne-points", "100"]
+
+
+def _error_of(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("gsimclr: error:"), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--data", "/no/such/path", "--out", "OUT"], "does not exist"),
+    (["run", "--data", "digits", "--label-fraction", "1.5", "--out", "OUT"], "label-fraction"),
+    (["run", "--data", "digits", "--label-fraction", "0", "--out", "OUT"], "label-fraction"),
+    (["run", "--data", "digits", "--batch-size", "5000", "--out", "OUT"], "larger than the dataset"),
+    (["run", "--data", "digits", "--epochs", "many", "--out", "OUT"], "--epochs"),
+    (["run", "--data", "digits", "--augment", "fancy", "--out", "OUT"], "--augment"),
+    (["run", "--preset", "no-such-preset", "--out", "OUT"], "unknown preset"),
+    (["run", "--model", "vgg", "--out", "OUT"], "--model"),
+    (["run", "--bogus-flag", "1"], "unrecognized arguments"),
+    (["linear-eval", "--checkpoint", "OUT/none.safetensors"], "checkpoint not found"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_errors_are_one_line(capsys, tmp_path, argv, needle):
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert needle in _error_of(capsys, argv)
+
+
+def test_folder_without_images(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "no images" in _error_of(capsys, ["run", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+
+
+def test_existing_run_folder_is_not_overwritten(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    assert "not empty" in _error_of(capsys, ["run", "--out", str(out)])
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_corrupt_image_skipped_or_refused(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"\x89PNG garbage")
+    err = _error_of(capsys, ["pretrain", "--data", str(tmp_path / "imgs"), "--on-corrupt", "error", *TINY,
+                             "--batch-size", "16", "--out", str(tmp_path / "o1")])
+    assert "broken.png" in err
+    code = main(["pretrain", "--data", str(tmp_path / "imgs"), *TINY, "--batch-size", "16", "--out", str(tmp_path / "o2")])
+    assert code == 0
+    assert (tmp_path / "o2" / "simclr" / "checkpoint.safetensors").exists()
+
+
+def test_end_to_end_run_prints_the_table(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "digits-quick", *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for row in ("Linear P1", "Linear P2", "Linear P3", "kNN", "Fine-tune (10% labels)", "Fully supervised"):
+        assert row in printed
+    assert "| top-1 % | SimCLR | G-SimCLR |" in printed
+    results = json.loads((out / "results.json").read_text())
+    for method in ("simclr", "gsimclr"):
+        r = results["methods"][method]
+        assert set(r["linear"]) == {"P1", "P2", "P3"}
+        assert all(0 <= v <= 100 for v in [*r["linear"].values(), r["knn"], r["finetune"]])
+    assert 0 <= results["pseudo_labels"]["nmi"] <= 1
+    for f in ("run.json", "config.yaml", "results.md", "loss_curves.png", "pseudo_labels/pseudo_labels.npy",
+              "pseudo_labels/tsne_autoencoder.png", "simclr/tsne_encoder.png", "gsimclr/metrics.jsonl"):
+        assert (out / f).exists(), f
+    # the stage commands work on the run folder
+    assert main(["knn", "--out", str(out), "--method", "gsimclr", "--knn-k", "5"]) == 0
+    assert "knn" in json.loads((out / "gsimclr" / "knn.json").read_text())
+    emb = tmp_path / "emb.npy"
+    assert main(["embed", "--checkpoint", str(out / "simclr"), "--split", "test", "--point", "P1",
+                 "--output", str(emb)]) == 0
+    assert np.load(emb).shape == (360, 16)
+
+
+def test_resume_completes_a_stopped_run(capsys, tmp_path):
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "digits-quick", *TINY, "--epochs", "2", "--methods", "simclr", "--out", str(out)]
+    assert main(argv + ["--stop-after", "1"]) == 0
+    assert "incomplete" in capsys.readouterr().out
+    assert not (out / "results.json").exists()
+    assert main(argv + ["--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["methods"]["simclr"]["epochs"] == 2
+
+
+def test_module_entry_point_and_presets():
+    out = subprocess.run([sys.executable, "-m", "gsimclr", "presets"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for name in ("digits-quick", "paper-cifar10", "paper-imagenet5", "cifar10-resnet18"):
+        assert name in out.stdout

@@ -1,0 +1,319 @@
+"""Multi-process training on the CPU with gloo: two processes started as torchrun would start them
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), each bounded in time so a hang fails.
+
+Checked against one process holding the global batch: the NT-Xent loss and its gradients (with and
+without pseudo-label masking, and the parameter gradients after DDP's averaging), the sampler's
+global batches and the ranks' slices, and a short pretraining run (only rank 0 writes, one
+checkpoint, loadable into a fresh model, resumable with one process).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gsimclr.distributed import World, current_world
+from gsimclr.errors import UserError
+from gsimclr.loss.ntxent import nt_xent
+
+WORLD = 2
+TIMEOUT_S = 90
+TEMPERATURE = 0.5
+
+
+# ------------------------------------------------------------------------------------ launching
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, fn, port: int, args: tuple) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(WORLD)})
+    torch.set_num_threads(1)
+    fn(rank, *args)
+
+
+def _launch(fn, *args, timeout: float = TIMEOUT_S) -> None:
+    """``fn(rank, *args)`` in WORLD spawned processes; an error in one fails the test, and so does
+    a run that has not finished after ``timeout`` seconds (the processes are killed)."""
+    ctx = mp.start_processes(_entry, args=(fn, _free_port(), args), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{fn.__name__} did not finish in {timeout} s on {WORLD} processes (a hang?)")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+
+def _results(out: Path) -> list[dict]:
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+# ------------------------------------------------------------------------- (a) NT-Xent over ranks
+
+N, DIM = 12, 8
+CASES = {"two views": (2, False), "two views, masked": (2, True), "three views, masked": (3, True)}
+
+
+def _case(n_views: int, masked: bool):
+    g = torch.Generator().manual_seed(n_views * 10 + masked)
+    views = torch.randn(n_views, N, DIM, generator=g)
+    labels = torch.randint(0, 4, (N,), generator=g) if masked else None
+    return views, labels
+
+
+def _ddp_inputs():
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(2, N, DIM, generator=g), torch.randint(0, 3, (N,), generator=g)
+
+
+def _linear() -> torch.nn.Linear:
+    torch.manual_seed(11)
+    return torch.nn.Linear(DIM, 6)
+
+
+def _loss_worker(rank: int, out: str) -> None:
+    from gsimclr.distributed import close_world, init_world
+
+    world = init_world("cpu")
+    assert world == World(rank, WORLD, rank) and current_world() == world
+    n = N // WORLD
+    mine = slice(rank * n, (rank + 1) * n)
+    result = {}
+    for name, (n_views, masked) in CASES.items():
+        views, labels = _case(n_views, masked)
+        z = views[:, mine].clone().requires_grad_()
+        loss = nt_xent(z, TEMPERATURE, None if labels is None else labels[mine])
+        loss.backward()
+        result[name] = (loss.detach(), z.grad)
+    # the whole chain of a training step: a model in DDP, the loss with gathered negatives, backward
+    net = _linear()
+    ddp = torch.nn.parallel.DistributedDataParallel(net)
+    x, labels = _ddp_inputs()
+    z = ddp(x[:, mine].reshape(-1, DIM)).view(2, n, -1)
+    nt_xent(z, TEMPERATURE, labels[mine]).backward()
+    result["ddp"] = {k: p.grad.clone() for k, p in net.named_parameters()}
+    result["samplers"] = _sampler_batches(world)
+    close_world()
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+
+
+def _reference_losses(views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Per-anchor NT-Xent of one process holding the global batch, written out loop by loop:
+    (V, N), each the mean over the anchor's positives."""
+    n_views, n, _ = views.shape
+    z = torch.nn.functional.normalize(views.double(), dim=-1).reshape(n_views * n, -1)
+    image = torch.arange(n).repeat(n_views)
+    out = torch.zeros(n_views * n, dtype=torch.float64)
+    for a in range(n_views * n):
+        sims = z @ z[a] / TEMPERATURE
+        keep = [k for k in range(n_views * n) if k != a and not (
+            labels is not None and image[k] != image[a] and labels[image[k]] == labels[image[a]])]
+        log_denominator = torch.logsumexp(sims[keep], dim=0)
+        positives = [k for k in range(n_views * n) if k != a and image[k] == image[a]]
+        out[a] = -(sims[positives] - log_denominator).mean()
+    return out.view(n_views, n)
+
+
+@pytest.fixture(scope="module")
+def loss_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("loss")
+    _launch(_loss_worker, str(out))
+    return _results(out)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_loss_over_ranks_matches_one_process(loss_run, case):
+    views, labels = _case(*CASES[case])
+    z = views.clone().requires_grad_()
+    single = nt_xent(z, TEMPERATURE, labels)  # one process, the global batch
+    single.backward()
+    reference = _reference_losses(views, labels)
+    assert float(single) == pytest.approx(float(reference.mean()), rel=1e-5)
+    n = N // WORLD
+    losses = []
+    for rank, result in enumerate(loss_run):
+        loss, grad = result[case]
+        mine = slice(rank * n, (rank + 1) * n)
+        # each rank: the mean over its own anchors, with every rank's images as candidates
+        assert float(loss) == pytest.approx(float(reference[:, mine].mean()), rel=1e-5)
+        local_only = nt_xent(views[:, mine], TEMPERATURE, None if labels is None else labels[mine], gather=False)
+        assert not math.isclose(float(loss), float(local_only), rel_tol=1e-3)  # the gather matters here
+        # the gather's backward sums every rank's share: R x the single-process gradient of these rows
+        torch.testing.assert_close(grad / WORLD, z.grad[:, mine], rtol=1e-4, atol=1e-6)
+        losses.append(float(loss))
+    assert np.mean(losses) == pytest.approx(float(single), rel=1e-5)
+
+
+def test_ddp_parameter_gradients_match_one_process(loss_run):
+    net = _linear()
+    x, labels = _ddp_inputs()
+    nt_xent(net(x.reshape(-1, DIM)).view(2, N, -1), TEMPERATURE, labels).backward()
+    for result in loss_run:
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(result["ddp"][name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ (b) the samplers
+
+SAMPLER_N, SAMPLER_BATCH, SAMPLER_SEED = 120, 12, 3
+
+
+def _sampler_labels() -> np.ndarray:
+    return np.random.default_rng(5).integers(0, 15, SAMPLER_N)
+
+
+def _samplers(rank: int, size: int):
+    from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler
+
+    return {"guided": GuidedBatchSampler(_sampler_labels(), SAMPLER_BATCH, SAMPLER_SEED, rank=rank, world_size=size),
+            "random": RandomBatchSampler(SAMPLER_N, SAMPLER_BATCH, SAMPLER_SEED, rank=rank, world_size=size)}
+
+
+def _sampler_batches(world: World) -> dict:
+    batches = {}
+    for name, sampler in _samplers(world.rank, world.size).items():
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            batches[name, epoch] = [np.asarray(b) for b in sampler]
+            batches[name, epoch, "len"] = len(sampler)
+    return batches
+
+
+@pytest.mark.parametrize("name", ["guided", "random"])
+def test_samplers_are_global(loss_run, name):
+    per_rank = [result["samplers"] for result in loss_run]
+    labels = _sampler_labels()
+    single = _samplers(0, 1)[name]
+    orders = []
+    for epoch in (0, 1):
+        single.set_epoch(epoch)
+        expected = single.global_batches()  # one process, same seed and epoch
+        steps = [r[name, epoch] for r in per_rank]
+        assert len(steps[0]) == len(steps[1]) == len(expected) == per_rank[0][name, epoch, "len"]
+        for i, global_batch in enumerate(expected):
+            parts = [s[i] for s in steps]
+            assert all(len(p) == SAMPLER_BATCH // WORLD for p in parts)
+            assert not set(parts[0]) & set(parts[1])                          # disjoint slices
+            assert sorted(np.concatenate(parts)) == sorted(global_batch)     # same shuffle on every rank
+            if name == "guided":
+                cap = math.ceil(SAMPLER_BATCH / len(np.unique(labels)))
+                counts = np.bincount(labels[np.concatenate(parts)])
+                assert counts.max() <= cap or single.relaxed_images  # the global batch keeps the constraint
+        seen = np.concatenate([b for s in steps for b in s])
+        assert sorted(seen.tolist()) == list(range(SAMPLER_N))              # every image once per epoch
+        orders.append(np.concatenate(steps[0]))
+    assert not np.array_equal(orders[0], orders[1])                          # reshuffled each epoch
+
+
+def test_batch_size_not_divisible_by_processes_is_a_user_error():
+    from gsimclr.config import load_config
+    from gsimclr.training.pretrain import make_sampler
+
+    cfg = load_config("digits-quick", {"batch_size": 63, "device": "cpu"})
+    with pytest.raises(UserError, match="not divisible by the 2 processes") as info:
+        make_sampler(cfg, 256, None, World(0, 2))
+    assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- (c) a pretraining run
+
+SUBSET = 256
+
+
+def _pretrain_setup(epochs: int):
+    from gsimclr.config import load_config
+    from gsimclr.data.sources import load_split
+
+    cfg = load_config("digits-quick", {"epochs": epochs, "batch_size": 64, "device": "cpu", "head_dims": [32, 16],
+                                       "warmup_epochs": 0, "guidance": "both"})
+    data = load_split("digits", image_size=16).subset(np.arange(SUBSET))
+    return cfg, data, data.labels  # the true digit labels stand in for pseudo labels
+
+
+def _record_writes(root: str, events: list) -> None:
+    """An audit hook that records every file-system change under ``root`` made by this process."""
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = args
+            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & write_flags)
+        elif event in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.truncate"):
+            path, writes = args[0], True
+        else:
+            return
+        if writes and isinstance(path, (str, os.PathLike)) and os.path.abspath(path).startswith(root):
+            events.append((event, str(path)))
+
+    sys.addaudithook(hook)
+
+
+def _pretrain_worker(rank: int, out: str, run_dir: str) -> None:
+    from gsimclr.distributed import close_world, init_world
+    from gsimclr.pipeline import stage_pretrain
+
+    init_world("cpu")
+    cfg, data, pseudo = _pretrain_setup(epochs=1)
+    events: list = []
+    if rank != 0:
+        _record_writes(os.path.abspath(run_dir), events)
+    model = stage_pretrain(cfg, data, Path(run_dir), "gsimclr", pseudo)
+    close_world()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save({"events": events, "state": state}, Path(out) / f"rank{rank}.pt")
+
+
+def test_pretraining_on_two_processes_then_resume_on_one(tmp_path):
+    from safetensors import safe_open
+
+    from gsimclr.checkpoint import load_checkpoint, read_meta
+    from gsimclr.pipeline import stage_pretrain
+    from gsimclr.training.pretrain import build_model
+
+    run_dir = tmp_path / "run"
+    _launch(_pretrain_worker, str(tmp_path), str(run_dir))
+    results = _results(tmp_path)
+    assert results[1]["events"] == []                                           # rank 1 wrote nothing
+    checkpoints = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.safetensors"))
+    assert checkpoints == [Path("gsimclr/checkpoint.safetensors")]               # exactly one, by rank 0
+    stage = run_dir / "gsimclr"
+    assert not list(stage.rglob("*.tmp"))
+    assert len(list((stage / "tensorboard").glob("events.*"))) == 1
+    records = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1] and np.isfinite(records[0]["loss"])
+    assert (stage / "timing.json").exists()
+    ckpt = stage / "checkpoint.safetensors"
+    with safe_open(str(ckpt), "pt") as f:
+        assert not any(".module." in k or k.startswith("module.") for k in f.keys())
+    cfg, data, pseudo = _pretrain_setup(epochs=2)
+    fresh = build_model(cfg)
+    assert load_checkpoint(ckpt, fresh)["epoch"] == 1                           # strict load into a fresh model
+    saved = fresh.state_dict()
+    for result in results:                                                     # DDP kept the ranks identical
+        for key, value in result["state"].items():
+            torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+
+    stage_pretrain(cfg, data, run_dir, "gsimclr", pseudo, resume=True)          # one process continues
+    assert current_world() == World()
+    assert read_meta(ckpt)["epoch"] == 2
+    records = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
