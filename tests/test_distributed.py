@@ -146,6 +146,7 @@ def test_loss_over_ranks_matches_one_process(loss_run, case):
     z = views.clone().requires_grad_()
     single = nt_xent(z, TEMPERATURE, labels)  # one process, the global batch
     single.backward()
+    single = single.detach()
     reference = _reference_losses(views, labels)
     assert float(single) == pytest.approx(float(reference.mean()), rel=1e-5)
     n = N // WORLD
@@ -236,7 +237,7 @@ def test_batch_size_not_divisible_by_processes_is_a_user_error():
 
 # --------------------------------------------------------------------------- (c) a pretraining run
 
-SUBSET = 256
+SUBSET = 128
 
 
 def _pretrain_setup(epochs: int):
@@ -308,12 +309,76 @@ def test_pretraining_on_two_processes_then_resume_on_one(tmp_path):
     fresh = build_model(cfg)
     assert load_checkpoint(ckpt, fresh)["epoch"] == 1                           # strict load into a fresh model
     saved = fresh.state_dict()
-    for result in results:                                                     # DDP kept the ranks identical
-        for key, value in result["state"].items():
-            torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+    for key, value in results[0]["state"].items():                             # rank 0's model, saved
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+    for key, _ in fresh.named_parameters():                                   # DDP kept the weights identical
+        torch.testing.assert_close(results[1]["state"][key], saved[key], rtol=0, atol=0)
 
     stage_pretrain(cfg, data, run_dir, "gsimclr", pseudo, resume=True)          # one process continues
     assert current_world() == World()
     assert read_meta(ckpt)["epoch"] == 2
     records = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+
+
+# ------------------------------------------------------------------------------ (d) under torchrun
+
+
+def _torchrun(args: list[str], cwd: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+               "-m", "gsimclr", *args]
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun {' '.join(args)} did not finish in {TIMEOUT_S} s (a hang?)")
+
+
+def test_cli_pretrain_under_torchrun(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"  # a small unlabelled image folder keeps the run short
+    images.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (128, 16, 16, 3), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(images / f"{i:03d}.png")
+    options = ["--preset", "digits-quick", "--data", str(images), "--epochs", "1", "--image-size", "16",
+               "--head-dims", "32,16", "--device", "cpu"]
+    done = _torchrun(["pretrain", *options, "--batch-size", "64"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1                                 # every process used rank 0's default folder name
+    assert done.stdout.count("checkpoint: ") == 1             # only rank 0 prints
+    assert sorted(p.name for p in run_dirs[0].rglob("*.safetensors")) == ["checkpoint.safetensors"]
+    records = (run_dirs[0] / "simclr" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in records] == [1]
+
+
+def test_cli_global_batch_must_split_over_the_processes(monkeypatch, capsys):
+    import gsimclr.distributed
+    from gsimclr.cli import main
+
+    monkeypatch.setattr(gsimclr.distributed, "init_world", lambda device: World(0, 2))  # as under torchrun
+    assert main(["pretrain", "--preset", "digits-quick", "--batch-size", "63", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == ("gsimclr: error: --batch-size 63 is the global batch and must be divisible "
+                                       "by the 2 processes\n")
+
+
+def test_sync_batch_norm_conversion_is_undone_after_training():
+    from gsimclr.distributed import convert_sync_batch_norm
+    from gsimclr.models.simclr import SimCLRModel
+
+    model = SimCLRModel.build("paper_resnet", [32, 16], head_batch_norm=True, n_blocks=0)
+    kinds = {name: type(m) for name, m in model.named_modules()}
+    tensors = {k: v.data_ptr() for k, v in model.state_dict().items()}
+    parameters = [id(p) for p in model.parameters()]
+    assert any(issubclass(kind, torch.nn.modules.batchnorm._BatchNorm) for kind in kinds.values())
+    restore = convert_sync_batch_norm(model)
+    synced = [m for m in model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert len(synced) == sum(issubclass(k, torch.nn.modules.batchnorm._BatchNorm) for k in kinds.values())
+    assert {k: v.data_ptr() for k, v in model.state_dict().items()} == tensors   # same keys, same tensors
+    restore()
+    assert {name: type(m) for name, m in model.named_modules()} == kinds
+    assert {k: v.data_ptr() for k, v in model.state_dict().items()} == tensors
+    assert [id(p) for p in model.parameters()] == parameters                     # the optimizer's parameters

@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         commands[args.command](args)
         return 0
     except UserError as exc:
-        print(f"gsimclr: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
+        message = str(exc).splitlines()[0] if str(exc) else repr(exc)  # (a `!r` here would quote every message)
+        print(f"gsimclr: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gsimclr: interrupted", file=sys.stderr)

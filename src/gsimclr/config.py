@@ -80,7 +80,7 @@ class Config:
     knn_k: int = 200
     knn_temperature: float = 0.1
     label_fraction: float = 0.1
-    finetune_head_epochs: int = 5
+    finetune_head_epochs: int = 50
     finetune_epochs: int = 10
     finetune_lr: float = 1e-3
     supervised_epochs: int = 15

@@ -1,7 +1,7 @@
 """Training a backbone with a linear classifier end to end: fine-tuning a pretrained encoder on a
 fraction of the labels (the paper's 10%), and the fully supervised baseline with the same backbone.
 
-Fine-tuning first trains the classifier on the frozen backbone, then everything at a low learning
+Fine-tuning first trains the classifier on frozen features, then everything at a low learning
 rate. Training images get a light augmentation (random resized crop with scale 0.5-1, flip).
 
 Example:
@@ -26,10 +26,15 @@ from gsimclr.transforms.augment import Augment, eval_transform
 
 
 class Classifier(nn.Module):
+    """Backbone, then a linear classifier on standardised features (BatchNorm without affine
+    parameters, as MAE's linear probe): the same feature scaling as the linear evaluation, so the
+    classifier learns at one learning rate whatever the backbone's feature scale."""
+
     def __init__(self, backbone: nn.Module, n_classes: int):
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(backbone.num_features, n_classes)
+        self.fc = nn.Sequential(nn.BatchNorm1d(backbone.num_features, affine=False),
+                                nn.Linear(backbone.num_features, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x))
@@ -60,11 +65,10 @@ def accuracy(model: nn.Module, data: ImageData, image_size: int, device: torch.d
 
 
 def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float, device: torch.device,
-                     batch_size: int = 128, freeze_backbone: bool = False, optimizer: str = "adam", seed: int = 0,
+                     batch_size: int = 128, optimizer: str = "adam", seed: int = 0,
                      precision: str = "auto", desc: str = "classifier") -> Classifier:
-    """Cross-entropy training with a cosine schedule; ``freeze_backbone`` trains only the classifier
-    (backbone in eval mode, so its BatchNorm statistics stay as pretrained)."""
-    params = list(model.fc.parameters()) if freeze_backbone else list(model.parameters())
+    """Cross-entropy training of the whole network with augmentation and a cosine schedule."""
+    params = list(model.parameters())
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     else:
@@ -79,8 +83,6 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
     rng = np.random.default_rng(seed)
     for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None):
         model.train()
-        if freeze_backbone:
-            model.backbone.eval()
         gen = epoch_generator(seed, 10_000 + epoch, device)
         order = torch.from_numpy(rng.permutation(len(data)))
         for i in range(0, len(data), batch_size):
@@ -96,17 +98,43 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
     return model
 
 
+def train_head_on_features(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float,
+                           device: torch.device, batch_size: int = 64, seed: int = 0, precision: str = "auto") -> None:
+    """Train the classifier on frozen backbone features, extracted once (no augmentation)."""
+    model.eval()
+    with torch.no_grad(), autocast(device, precision):
+        images = torch.from_numpy(data.images)
+        feats = torch.cat([model.backbone(eval_transform(images[i:i + 512].to(device), image_size)).float()
+                           for i in range(0, len(data), 512)])
+    labels = torch.from_numpy(data.labels).to(device)
+    opt = torch.optim.Adam(model.fc.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.fc.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(feats), generator=gen).to(device)
+        for i in range(0, len(feats), batch_size):
+            idx = order[i:i + batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            loss = F.cross_entropy(model.fc(feats[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
 def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: float, image_size: int,
              head_epochs: int, epochs: int, lr: float, device: torch.device, seed: int = 0,
              precision: str = "auto") -> float:
-    """Fine-tune a pretrained backbone on a stratified ``fraction`` of the training labels; test top-1 (%)."""
+    """Fine-tune a pretrained backbone on a stratified ``fraction`` of the training labels; test top-1 (%).
+
+    First the classifier alone on frozen features (``head_epochs``, learning rate 10 x ``lr``), then
+    the whole network with augmentation at ``lr`` (``epochs``)."""
     subset = train.subset(label_subset(train.labels, fraction, seed))
     model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
-    batch = min(128, len(subset))
-    train_classifier(model, subset, image_size, head_epochs, lr * 10, device, batch, freeze_backbone=True,
-                     seed=seed, precision=precision, desc="fine-tune (head)")
+    batch = min(64, len(subset))
+    train_head_on_features(model, subset, image_size, head_epochs, lr * 10, device, batch, seed, precision)
     train_classifier(model, subset, image_size, epochs, lr, device, batch, seed=seed + 1,
-                     precision=precision, desc="fine-tune (all)")
+                     precision=precision, desc="fine-tune")
     return accuracy(model, test, image_size, device, precision)
 
 
