@@ -76,8 +76,8 @@ CONFIGS: dict[str, dict] = {
         "batch_size": 128}},
 }
 DEFAULTS = {  # per device type: timed steps per pipeline, windows, warm-up steps
-    "cpu": {"steps": 6, "windows": 6, "warmup": 1},
-    "cuda": {"steps": 100, "windows": 5, "warmup": 10},
+    "cpu": {"steps": 6, "windows": 6, "warmup": 1, "breakdown_reps": 1},
+    "cuda": {"steps": 100, "windows": 5, "warmup": 10, "breakdown_reps": 3},
 }
 
 
@@ -222,7 +222,7 @@ class GsimclrPipeline(Pipeline):
 
     def breakdown(self, reps: int) -> dict:
         """Seconds per batch of each part, run separately (synchronised between parts)."""
-        parts = {"feed": [], "augment": [], "model_step": []}
+        parts = {"feed": [], "augment": [], "augment_1thread": [], "model_step": []}
         for _ in range(reps):
             idx, gen = next(self._batches)
             sync(self.device)
@@ -236,10 +236,15 @@ class GsimclrPipeline(Pipeline):
             self.train_step(views)
             sync(self.device)
             t3 = time.perf_counter()
+            if self.device.type == "cpu":  # the same augmentation with one intra-op thread
+                with torch_threads(1):
+                    t4 = time.perf_counter()
+                    self.views(batch, gen)
+                    parts["augment_1thread"].append(time.perf_counter() - t4)
             parts["feed"].append(t1 - t0)
             parts["augment"].append(t2 - t1)
             parts["model_step"].append(t3 - t2)
-        return {k: statistics.median(v) for k, v in parts.items()}
+        return {k: statistics.median(v) for k, v in parts.items() if v}
 
 
 class _PILDataset(torch.utils.data.Dataset):
@@ -613,14 +618,15 @@ def markdown(report: dict) -> str:
             f"{', '.join(f'{x:.1f}' for x in l['windows_images_per_s'])}")
     if any("breakdown_s_per_batch" in r["pipelines"]["gsimclr"] for r in report["results"]):
         lines += ["", "Breakdown per batch (parts run separately, ms):", "",
-                  "| config | gsimclr feed | gsimclr augment (2 views) | gsimclr model step | "
-                  "lightly transforms, 1 core | lightly model step |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| config | gsimclr feed | gsimclr augment (2 views) | gsimclr augment, 1 thread | "
+                  "gsimclr model step | lightly transforms, 1 core | lightly model step |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in report["results"]:
             g = r["pipelines"]["gsimclr"].get("breakdown_s_per_batch")
             l = r["pipelines"]["lightly"].get("breakdown_s_per_batch")
             if g and l:
-                lines.append(f"| {r['config']} | {1e3 * g['feed']:.1f} | {1e3 * g['augment']:.1f} | "
+                one = f"{1e3 * g['augment_1thread']:.1f}" if "augment_1thread" in g else "-"
+                lines.append(f"| {r['config']} | {1e3 * g['feed']:.1f} | {1e3 * g['augment']:.1f} | {one} | "
                              f"{1e3 * g['model_step']:.1f} | {1e3 * l['transform_1core']:.1f} | "
                              f"{1e3 * l['model_step']:.1f} |")
     if report.get("lightly_cpu_worker_sweep"):
@@ -659,7 +665,10 @@ def main(argv=None) -> int:
                         "(GPU: cores - 1; CPU: the fastest of 0 and cores - 1, measured) or a number")
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                         help="skip the per-component timing")
-    parser.add_argument("--breakdown-reps", type=int, default=2)
+    parser.add_argument("--breakdown-reps", type=int, default=None, help="repetitions of the breakdown "
+                        "(default: 1 on a CPU, 3 on a GPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both "
+                        "pipelines (default: torch's, i.e. the cores; 1 gives steadier numbers on a loaded CPU)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
     args = parser.parse_args(argv)
 
@@ -671,6 +680,8 @@ def main(argv=None) -> int:
 
     device = resolve_device(args.device)
     kind = device.type
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for key, value in DEFAULTS[kind].items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -62,10 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         "supervised": "the fully supervised baseline with the same backbone",
         "embed": "write the features of a dataset to .npy or .parquet",
         "presets": "list the shipped presets",
+        "summarize": "mean and standard deviation of several runs' results (e.g. seeds), beside the paper's",
     }
     for name, text in specs.items():
         p = sub.add_parser(name, help=text, description=text)
         if name == "presets":
+            continue
+        if name == "summarize":
+            p.add_argument("runs", nargs="+", help="run folders")
+            p.add_argument("--paper", choices=["cifar10", "imagenet5"], help="add the paper's numbers")
+            p.add_argument("--output", help="also write the table to this Markdown file")
             continue
         _add_config_flags(p)
         if name in ("run", "pretrain"):
@@ -271,6 +277,19 @@ def cmd_embed(args) -> None:
     print(f"{len(feats)} x {feats.shape[1]} features at {args.point} -> {output}")
 
 
+def cmd_summarize(args) -> None:
+    from gsimclr.io import write_text
+    from gsimclr.report import summarize
+
+    try:
+        table = summarize(args.runs, args.paper)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    print(table)
+    if args.output:
+        write_text(args.output, table + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -279,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in preset_names():
                 print(f"{name}: {read_preset_description(name)}")
             return 0
-        commands = {"run": cmd_run, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
+        commands = {"run": cmd_run, "summarize": cmd_summarize, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
                     "linear-eval": lambda a: _cmd_eval(a, ("linear",), "linear"),
                     "knn": lambda a: _cmd_eval(a, ("knn",), "knn"),
                     "finetune": lambda a: _cmd_eval(a, ("finetune",), "finetune"),

@@ -42,6 +42,8 @@ class Config:
     image_size: int = 32                  # the model's input size
     cache_size: int | None = None         # stored resolution (default: image_size)
     on_corrupt: str = "skip"
+    train_limit: int = 0                  # use a random subset of this many training images (0: all)
+    test_limit: int = 0                   # likewise for the evaluation split
     # model
     model: str = "paper_resnet"
     n_blocks: int = 3
@@ -99,6 +101,9 @@ class Config:
         if not 0 < self.label_fraction <= 1:
             raise UserError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
         for name in ("epochs", "ae_epochs", "linear_epochs", "finetune_epochs", "supervised_epochs", "finetune_head_epochs"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("train_limit", "test_limit"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "ae_batch_size", "image_size", "knn_k"):

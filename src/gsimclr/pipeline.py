@@ -61,9 +61,18 @@ def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
         held = label_subset(train.labels, 0.2, cfg.seed)
         keep = np.setdiff1d(np.arange(len(train)), held)
         train, test = train.subset(keep), train.subset(held)
+    train = _limit(train, cfg.train_limit, cfg.seed)
+    test = _limit(test, cfg.test_limit, cfg.seed + 1) if test is not None else None
     if cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
     return train, test
+
+
+def _limit(data: ImageData, n: int, seed: int) -> ImageData:
+    """A random subset of ``n`` images (sorted, so the data's order is kept); all of them for 0."""
+    if not n or n >= len(data):
+        return data
+    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
 
 
 def write_run_info(run_dir: Path, cfg: Config, argv: list[str] | None = None) -> None:

@@ -16,9 +16,21 @@ Example:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 NAMES = {"simclr": "SimCLR", "gsimclr": "G-SimCLR"}
+
+# The paper's Table 1 and 2 (top-1 %, single runs): linear P1/P2/P3, fine-tuning on 10% labels, supervised.
+PAPER = {
+    "cifar10": {"simclr": {"P1": 37.69, "P2": 39.4, "P3": 39.92, "finetune": 42.21},
+                "gsimclr": {"P1": 38.15, "P2": 41.01, "P3": 40.5, "finetune": 43.1}, "supervised": 73.62},
+    "imagenet5": {"simclr": {"P1": 52.8, "P2": 48.4, "P3": 52.4, "finetune": 49.2},
+                  "gsimclr": {"P1": 56.4, "P2": 56.8, "P3": 60.0, "finetune": 56.0}, "supervised": 67.6},
+}
 
 
 def _fmt(value: Any) -> str:
@@ -49,3 +61,43 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             out.append(f"{NAMES[m]} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "
                        f"({r.get('images_per_s', 0):.0f} images/s, final loss {r.get('final_loss', float('nan')):.3f}).")
     return out
+
+
+def _metric(result: dict[str, Any], method: str, key: str) -> float | None:
+    r = result.get("methods", {}).get(method, {})
+    return r.get("linear", {}).get(key) if key in ("P1", "P2", "P3") else r.get(key)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
+    """Mean ± standard deviation over runs (e.g. seeds) of their results.json, beside the paper's numbers."""
+    results = []
+    for d in run_dirs:
+        path = Path(d) / "results.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+    if not results:
+        raise FileNotFoundError("no results.json in the given run folders")
+    ref = PAPER.get(paper or "", {})
+    keys = [("P1", "Linear P1"), ("P2", "Linear P2"), ("P3", "Linear P3"), ("knn", "kNN"),
+            ("finetune", "Fine-tune")]
+    header = f"| top-1 % (n={len(results)} runs) | SimCLR | G-SimCLR |"
+    if ref:
+        header += " SimCLR (paper) | G-SimCLR (paper) |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for key, name in keys:
+        row = [_mean_std([v for r in results if (v := _metric(r, m, key)) is not None]) for m in ("simclr", "gsimclr")]
+        if ref:
+            row += [str(ref[m].get(key, "")) for m in ("simclr", "gsimclr")]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    sup = [r["supervised"] for r in results if r.get("supervised") is not None]
+    row = [_mean_std(sup), ""] + ([str(ref["supervised"]), ""] if ref else [])
+    lines.append("| Fully supervised | " + " | ".join(row) + " |")
+    return "\n".join(lines)
