@@ -335,14 +335,22 @@ def test_pretraining_on_two_processes_then_resume_on_one(two_processes):
 
 
 def _torchrun(args: list[str], cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """``torchrun --standalone`` (a free port of its own) in a session of its own, so that on a
+    timeout the agent and its workers are all killed."""
+    import signal
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
                "-m", "gsimclr", *args]
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         pytest.fail(f"torchrun {' '.join(args)} did not finish in {TIMEOUT_S} s (a hang?)")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def test_cli_pretrain_under_torchrun(tmp_path):

@@ -158,7 +158,7 @@ def cmd_run(args) -> None:
     run_dir = _run_dir(args, must_be_new=True)
     barrier()  # every process has checked the run folder before rank 0 writes to it
     if not world.is_main:
-        run_all(cfg, run_dir, args.resume, methods)
+        run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after)  # the same epochs as rank 0
         close_world()
         return
     write_run_info(run_dir, cfg)
@@ -166,6 +166,7 @@ def cmd_run(args) -> None:
     results = run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after)
     if results.get("incomplete"):
         print(f"run incomplete: continue with  gsimclr run --resume --out {run_dir} ...")
+        close_world()
         return
     if "supervised" in results:
         print()
