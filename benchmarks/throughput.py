@@ -15,9 +15,11 @@ the same SGD optimizer and the same precision.
 Images/s counts images, not views (two views of one image are one image). Each pipeline gets warm-up
 steps, then timed windows of steps, interleaved between the two pipelines (so that load from other
 processes on a shared machine hits both alike); the reported rate is the median over the windows.
-lightly's DataLoader iterator is opened before each window and its first batch fetched before the
-clock starts (so the window starts with a full prefetch pipeline, as in steady state) and closed after
-it (so its workers cannot steal CPU from the other pipeline's window).
+lightly's DataLoader iterator is opened for each window; with N > 0 workers its first N steps run
+untimed (worker start-up and the first burst of batches), so the clock starts on a steady pipeline;
+with 0 workers every transform is timed. The iterator is closed after the window, so idle workers
+cannot prefetch (and steal CPU) during the other pipeline's window. Its sampler spans epochs, so a
+window never restarts the workers (as ``persistent_workers=True``).
 
 Also measured: the matmul rate (bf16 on a GPU, fp32 on a CPU; best of a few windows), FLOPs per image
 (``torch.utils.flop_counter.FlopCounterMode`` on one forward + backward of both views), each
@@ -288,10 +290,13 @@ class LightlyPipeline(Pipeline):
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
         self.total = torch.zeros((), device=device)
 
-    def loader(self):
+    def loader(self, batches: int):
+        """A DataLoader over ``batches`` shuffled batches (spanning epochs when needed: its workers
+        then run on across epoch boundaries, as with ``persistent_workers``)."""
+        sampler = torch.utils.data.RandomSampler(self.dataset, num_samples=self.batch_size * batches)
         return torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda")
+            self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda")
 
     def _amp(self):
         if self.bf16:
@@ -311,27 +316,25 @@ class LightlyPipeline(Pipeline):
         self.total += loss.detach() * x0.shape[0]
 
     def window(self, steps: int) -> float:
-        elapsed = 0.0
-        done = 0
-        while done < steps:  # a window longer than an epoch spans several iterators (each timed warm)
-            it = iter(self.loader())
-            n = min(steps - done, len(it))
-            if n < 1:
-                raise RuntimeError("dataset too small for one lightly window")
-            first = next(it)
-            with self.track_memory():
-                sync(self.device)
-                t0 = time.perf_counter()
-                batch = first
-                for i in range(n):
-                    if i:
-                        batch = next(it)
-                    (x0, x1), _ = batch
-                    self.train_step(x0, x1)
-                sync(self.device)
-                elapsed += time.perf_counter() - t0
-            del it, first, batch
-            done += n
+        """A fresh DataLoader iterator per window; with workers, its first ``workers`` steps run
+        untimed (the first batch waits for the worker start-up, and the next ones, started in the same
+        burst, would arrive for free), so the clock starts on a full, steady pipeline. Without workers
+        every transform runs inside the timed steps. The iterator is closed after the window, so idle
+        workers cannot prefetch during the other pipeline's window."""
+        skip = self.workers  # 0 workers: no prefetching, nothing to skip
+        it = iter(self.loader(skip + steps))
+        for _ in range(skip):
+            (x0, x1), _ = next(it)
+            self.train_step(x0, x1)
+        with self.track_memory():
+            sync(self.device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                (x0, x1), _ = next(it)
+                self.train_step(x0, x1)
+            sync(self.device)
+            elapsed = time.perf_counter() - t0
+        del it
         if not math.isfinite(float(self.total)):
             raise RuntimeError("lightly loss is not finite")
         return elapsed

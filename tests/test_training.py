@@ -109,3 +109,11 @@ def test_lars_scales_updates_by_trust_ratio():
     # weight: step = 0.001 * |w| / |g| * g = 0.001 * 4 / 400 * 100 = 0.001; bias: plain SGD step of 100
     assert torch.allclose(w, torch.full((4, 4), 0.999))
     assert torch.allclose(b, torch.full((4,), -99.0))
+
+
+def test_max_minutes_stops_with_a_checkpoint(tmp_path, tiny_overrides, digits_small):
+    cfg = load_config(None, {**tiny_overrides, "epochs": 3})
+    pretrain(cfg, digits_small, tmp_path / "t", max_minutes=1e-6)           # any epoch takes longer than that
+    assert read_meta(tmp_path / "t" / "checkpoint.safetensors")["epoch"] == 1
+    pretrain(cfg, digits_small, tmp_path / "t", resume=True, max_minutes=60)
+    assert read_meta(tmp_path / "t" / "checkpoint.safetensors")["epoch"] == 3

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("run", "pretrain"):
             p.add_argument("--stop-after", type=int, metavar="EPOCHS",
                            help="pretrain at most this many epochs in this call, then checkpoint; --resume continues")
+            p.add_argument("--max-minutes", type=float, metavar="MINUTES",
+                           help="stop pretraining (with a checkpoint) before an epoch would end past this time")
         if name == "run":
             p.add_argument("--methods", default="simclr,gsimclr", help="comma-separated: simclr, gsimclr")
         if name == "pretrain":
@@ -158,12 +160,12 @@ def cmd_run(args) -> None:
     run_dir = _run_dir(args, must_be_new=True)
     barrier()  # every process has checked the run folder before rank 0 writes to it
     if not world.is_main:
-        run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after)  # the same epochs as rank 0
+        run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)  # the same epochs as rank 0
         close_world()
         return
     write_run_info(run_dir, cfg)
     print(f"run folder: {run_dir}")
-    results = run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after)
+    results = run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)
     if results.get("incomplete"):
         print(f"run incomplete: continue with  gsimclr run --resume --out {run_dir} ...")
         close_world()
@@ -207,7 +209,7 @@ def cmd_pretrain(args) -> None:
             pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
     if world.is_main:
         write_run_info(run_dir, cfg)
-    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume, args.stop_after)
+    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume, args.stop_after, args.max_minutes)
     if world.is_main:
         _print_json(stage_results(run_dir, args.method))
         print(f"checkpoint: {run_dir / args.method / 'checkpoint.safetensors'}")

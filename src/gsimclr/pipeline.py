@@ -128,14 +128,14 @@ def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: b
 
 
 def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, pseudo: np.ndarray | None,
-                   resume: bool = False, stop_after: int | None = None) -> SimCLRModel:
+                   resume: bool = False, stop_after: int | None = None, max_minutes: float | None = None) -> SimCLRModel:
     out = run_dir / method
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
         raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
     t0 = time.perf_counter()
     model = pretrain(cfg, train, out, pseudo if method == "gsimclr" else None, resume=resume, method=method,
-                     stop_after=stop_after)
+                     stop_after=stop_after, max_minutes=max_minutes)
     if current_world().is_main:  # in a multi-process run only rank 0 writes
         _write_timing(out, time.perf_counter() - t0)
     return model
@@ -232,10 +232,10 @@ def trained_epochs(run_dir: Path, method: str) -> int:
 
 
 def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] = METHODS,
-            log=print, stop_after: int | None = None) -> dict[str, Any]:
+            log=print, stop_after: int | None = None, max_minutes: float | None = None) -> dict[str, Any]:
     """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table.
 
-    ``stop_after`` pretrains at most that many epochs per method in this call and returns
+    ``stop_after`` (epochs) or ``max_minutes`` (pretraining time per method) end this call early and return
     ``{"incomplete": True}`` while a method is unfinished; ``--resume`` continues from there.
 
     In a multi-process run (torchrun) every process pretrains; rank 0 alone computes the pseudo labels,
@@ -264,7 +264,7 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
         if done:
             results["methods"][method] = json.loads(eval_path.read_text())
             continue
-        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume, stop_after)
+        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume, stop_after, max_minutes)
         wait_for_main()  # rank 0 has written the checkpoint
         if trained_epochs(run_dir, method) < cfg.epochs:
             log(f"{method}: stopped at epoch {trained_epochs(run_dir, method)}/{cfg.epochs}; continue with --resume")

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData
-from gsimclr.distributed import (World, all_sum, barrier, convert_sync_batch_norm, current_world, same_on_all_ranks,
-                                 world_device)
+from gsimclr.distributed import (World, all_sum, barrier, convert_sync_batch_norm, current_world, from_main,
+                                 same_on_all_ranks, world_device)
 from gsimclr.errors import UserError
 from gsimclr.loss.ntxent import nt_xent
 from gsimclr.models.simclr import SimCLRModel
@@ -78,12 +78,15 @@ def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: tor
 
 
 def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
-             resume: bool = False, method: str = "simclr", stop_after: int | None = None) -> SimCLRModel:
+             resume: bool = False, method: str = "simclr", stop_after: int | None = None,
+             max_minutes: float | None = None) -> SimCLRModel:
     """Train a SimCLR model on ``data``; with ``pseudo_labels`` it is G-SimCLR (guided batches and/or
     false-negative masking, by ``cfg.guidance``). Writes checkpoints and metrics to ``out_dir``.
 
     ``stop_after`` ends this call after that many epochs with a checkpoint, so a long run can be cut
-    into parts that ``resume=True`` continues to the same result as an uninterrupted run."""
+    into parts that ``resume=True`` continues to the same result as an uninterrupted run.
+    ``max_minutes`` does the same by time: it stops after the last epoch that is expected to end
+    within that many minutes of the start of this call."""
     out_dir = Path(out_dir)
     world = current_world()
     device = resolve_device(world_device(cfg.device, world))
@@ -128,7 +131,7 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
         save_checkpoint(ckpt, model, optimizer, {"epoch": epoch, "method": method, "config": cfg.to_dict(),
                                                  "fingerprint": data.fingerprint, "images": len(data)})
 
-    done = start_epoch
+    done, started = start_epoch, time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
         sampler.set_epoch(epoch)
@@ -164,6 +167,10 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
             raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
         done = epoch + 1
         stopping = bool(stop_after) and done - start_epoch >= stop_after
+        if max_minutes:  # would one more epoch end past the limit? (decided on rank 0's clock for every rank)
+            over = time.perf_counter() - started + elapsed > max_minutes * 60
+            stopping = stopping or bool(from_main(over))
+        stopping = stopping and done < cfg.epochs
         if log:
             log.log(record)
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or stopping:
