@@ -581,7 +581,7 @@ def fmt_bytes(n) -> str:
 
 def markdown(report: dict) -> str:
     env, mm = report["environment"], report["matmul"]
-    where = env.get("gpu") or f"{env['cpu']} ({env['cpu_cores']} cores)"
+    where = env.get("gpu") or f"{env['cpu']} ({env['cpu_cores']} cores, {env['torch_threads']} torch threads)"
     lines = [
         f"# Pretraining throughput on {report['device_type']}: gsimclr vs lightly",
         "",
@@ -645,6 +645,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -110,3 +110,13 @@ def test_module_entry_point_and_presets():
     assert out.returncode == 0
     for name in ("digits-quick", "paper-cifar10", "paper-imagenet5", "cifar10-resnet18"):
         assert name in out.stdout
+
+
+def test_monitored_run_plots_knn_against_time(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "digits-quick", *TINY, "--epochs", "2", "--methods", "simclr",
+                 "--monitor-every", "1", "--out", str(out)]) == 0
+    records = [json.loads(x) for x in (out / "simclr" / "metrics.jsonl").read_text().splitlines()]
+    assert [("knn" in r) for r in records] == [True, True]
+    assert all(0 <= r["knn"] <= 100 for r in records) and records[1]["train_s"] > records[0]["train_s"]
+    assert (out / "knn_curves.png").exists()

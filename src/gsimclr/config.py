@@ -28,7 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "guidance": ("batches", "mask", "both"),
     "ae_model": ("shallow", "deep"),
     "precision": ("auto", "bf16", "fp32"),
-    "compile": ("auto", "on", "off"),
+    "compile": ("auto", "on", "off", "max-autotune", "reduce-overhead"),
     "on_corrupt": ("skip", "error"),
     "sampler_tail": ("relax", "drop"),
 }
@@ -67,6 +67,7 @@ class Config:
     guidance: str = "batches"             # G-SimCLR: guided batches, false-negative masking, or both
     sampler_tail: str = "relax"
     checkpoint_every: int = 0             # epochs; 0 = only at the end
+    monitor_every: int = 0                # epochs between kNN accuracy checks during pretraining (0: none)
     sync_batch_norm: bool = True          # multi-GPU runs: SyncBatchNorm across processes
     # denoising autoencoder + k-means pseudo labels
     ae_model: str = "shallow"
@@ -103,7 +104,7 @@ class Config:
         for name in ("epochs", "ae_epochs", "linear_epochs", "finetune_epochs", "supervised_epochs", "finetune_head_epochs"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit"):
+        for name in ("train_limit", "test_limit", "monitor_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "ae_batch_size", "image_size", "knn_k"):

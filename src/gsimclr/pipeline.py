@@ -128,14 +128,15 @@ def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: b
 
 
 def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, pseudo: np.ndarray | None,
-                   resume: bool = False, stop_after: int | None = None, max_minutes: float | None = None) -> SimCLRModel:
+                   resume: bool = False, stop_after: int | None = None, max_minutes: float | None = None,
+                   monitor: tuple[ImageData, ImageData] | None = None) -> SimCLRModel:
     out = run_dir / method
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
         raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
     t0 = time.perf_counter()
     model = pretrain(cfg, train, out, pseudo if method == "gsimclr" else None, resume=resume, method=method,
-                     stop_after=stop_after, max_minutes=max_minutes)
+                     stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
     if current_world().is_main:  # in a multi-process run only rank 0 writes
         _write_timing(out, time.perf_counter() - t0)
     return model
@@ -216,14 +217,21 @@ def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
 
 
 def plot_run_curves(run_dir: Path) -> None:
-    curves = {}
+    """loss_curves.png (loss per epoch) and, when monitored, knn_curves.png (kNN accuracy against training time)."""
+    losses, knn = {}, {}
     for method in METHODS:
         path = run_dir / method / "metrics.jsonl"
         if path.exists():
             recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            curves[method] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
-    if curves:
-        plot_curves(curves, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
+            losses[method] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
+            monitored = [r for r in recs if "knn" in r]
+            if monitored:
+                knn[method] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
+    if losses:
+        plot_curves(losses, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
+    if knn:
+        plot_curves(knn, run_dir / "knn_curves.png", "kNN top-1 %", "kNN accuracy during pretraining",
+                    xlabel="training time (s)")
 
 
 def trained_epochs(run_dir: Path, method: str) -> int:
@@ -264,7 +272,8 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
         if done:
             results["methods"][method] = json.loads(eval_path.read_text())
             continue
-        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume, stop_after, max_minutes)
+        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume, stop_after, max_minutes,
+                               (train, test) if evaluable else None)
         wait_for_main()  # rank 0 has written the checkpoint
         if trained_epochs(run_dir, method) < cfg.epochs:
             log(f"{method}: stopped at epoch {trained_epochs(run_dir, method)}/{cfg.epochs}; continue with --resume")

@@ -19,13 +19,13 @@ def _pyplot():
 
 
 def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "loss",
-                title: str = "") -> None:
+                title: str = "", xlabel: str = "epoch") -> None:
     """One line per name: (x values, y values)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     for name, (x, y) in curves.items():
         ax.plot(x, y, marker="o", markersize=3, label=name)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()

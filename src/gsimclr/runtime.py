@@ -32,11 +32,13 @@ def autocast(device: torch.device, precision: str = "auto"):
 
 
 def maybe_compile(fn, device: torch.device, mode: str = "auto"):
-    """torch.compile on a GPU by default; the eager function where compilation is unavailable."""
+    """torch.compile on a GPU by default (``on``/``auto``; ``max-autotune`` and ``reduce-overhead``,
+    which uses CUDA graphs, are torch.compile's modes); the eager function where compilation is
+    unavailable."""
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return fn
     try:
-        return torch.compile(fn)
+        return torch.compile(fn, mode=mode if mode in ("max-autotune", "reduce-overhead") else None)
     except Exception:  # e.g. no compiler toolchain on this platform: run eagerly
         return fn
 

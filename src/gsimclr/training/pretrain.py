@@ -77,16 +77,28 @@ def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: tor
     return nt_xent(z.view(n_views, n, -1), temperature, labels)
 
 
+def monitor_knn(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData, device: torch.device) -> float:
+    """Weighted kNN top-1 (%) on backbone features: the community's quick monitor."""
+    from gsimclr.evaluation.features import extract_features
+    from gsimclr.evaluation.knn import knn_accuracy
+
+    ftrain = extract_features(model, train, cfg.image_size, device, precision=cfg.precision)["P3"]
+    ftest = extract_features(model, test, cfg.image_size, device, precision=cfg.precision)["P3"]
+    return knn_accuracy(ftrain, torch.from_numpy(train.labels), ftest, torch.from_numpy(test.labels),
+                        cfg.knn_k, cfg.knn_temperature, device)
+
+
 def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
              resume: bool = False, method: str = "simclr", stop_after: int | None = None,
-             max_minutes: float | None = None) -> SimCLRModel:
+             max_minutes: float | None = None, monitor: tuple[ImageData, ImageData] | None = None) -> SimCLRModel:
     """Train a SimCLR model on ``data``; with ``pseudo_labels`` it is G-SimCLR (guided batches and/or
     false-negative masking, by ``cfg.guidance``). Writes checkpoints and metrics to ``out_dir``.
 
     ``stop_after`` ends this call after that many epochs with a checkpoint, so a long run can be cut
     into parts that ``resume=True`` continues to the same result as an uninterrupted run.
     ``max_minutes`` does the same by time: it stops after the last epoch that is expected to end
-    within that many minutes of the start of this call."""
+    within that many minutes of the start of this call. ``monitor`` (labelled train and test data)
+    logs the weighted kNN accuracy every ``cfg.monitor_every`` epochs, with the training time so far."""
     out_dir = Path(out_dir)
     world = current_world()
     device = resolve_device(world_device(cfg.device, world))
@@ -132,6 +144,7 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
                                                  "fingerprint": data.fingerprint, "images": len(data)})
 
     done, started = start_epoch, time.perf_counter()
+    train_time = log.records[-1].get("train_s", 0.0) if log and log.records else 0.0
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
         sampler.set_epoch(epoch)
@@ -163,6 +176,10 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
                   "images_per_s": seen / elapsed, "epoch_s": elapsed}
         if isinstance(sampler, GuidedBatchSampler):
             record["relaxed_images"] = sampler.relaxed_images
+        train_time += elapsed
+        record["train_s"] = train_time
+        if monitor is not None and cfg.monitor_every and (epoch + 1) % cfg.monitor_every == 0:
+            record["knn"] = monitor_knn(cfg, model, *monitor, device)
         if not np.isfinite(mean_loss):
             raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
         done = epoch + 1
