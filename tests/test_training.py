@@ -117,3 +117,15 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path, tiny_overrides, digits_sm
     assert read_meta(tmp_path / "t" / "checkpoint.safetensors")["epoch"] == 1
     pretrain(cfg, digits_small, tmp_path / "t", resume=True, max_minutes=60)
     assert read_meta(tmp_path / "t" / "checkpoint.safetensors")["epoch"] == 3
+
+
+def test_collapse_is_reported(tmp_path, tiny_overrides, digits_small):
+    from gsimclr.training.pretrain import chance_loss
+
+    assert chance_loss(128, 1437) == pytest.approx(5.511, abs=1e-3)      # the demo's collapsed loss
+    cfg = load_config(None, {**tiny_overrides, "epochs": 3, "lr": 50.0, "optimizer": "sgd"})
+    with pytest.warns(UserWarning, match="collapsed"):
+        try:
+            pretrain(cfg, digits_small, tmp_path / "c")
+        except UserError:                                                    # or it diverges outright
+            pytest.skip("diverged before collapsing")

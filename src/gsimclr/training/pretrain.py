@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,13 @@ def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: tor
     n_views, n = views.shape[:2]
     z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
     return nt_xent(z.view(n_views, n, -1), temperature, labels)
+
+
+def chance_loss(batch_size: int, n: int) -> float:
+    """NT-Xent of collapsed (all equal) embeddings with two views, averaged over an epoch's batches."""
+    full, rest = divmod(n, batch_size)
+    sizes = [batch_size] * full + ([rest] if rest else [])
+    return sum(b * np.log(max(2 * b - 1, 1)) for b in sizes) / n
 
 
 def monitor_knn(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData, device: torch.device) -> float:
@@ -182,6 +190,9 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
             record["knn"] = monitor_knn(cfg, model, *monitor, device)
         if not np.isfinite(mean_loss):
             raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
+        if epoch > start_epoch and mean_loss > 0.99 * chance_loss(cfg.batch_size, len(data)) and world.is_main:
+            warnings.warn(f"{method} epoch {epoch + 1}: the loss ({mean_loss:.3f}) is at its chance level, "
+                          "the embeddings have collapsed; lower --lr", stacklevel=1)
         done = epoch + 1
         stopping = bool(stop_after) and done - start_epoch >= stop_after
         if max_minutes:  # would one more epoch end past the limit? (decided on rank 0's clock for every rank)
