@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gsimclr import __version__
-from gsimclr.config import FIELDS, Config, load_config, parse_value, preset_names, read_preset
+from gsimclr.config import FIELDS, Config, load_config, parse_value, preset_description, preset_names, read_preset
 from gsimclr.errors import UserError
 
 HELP = {
@@ -159,16 +159,15 @@ def cmd_run(args) -> None:
     world = _start_world(cfg)
     run_dir = _run_dir(args, must_be_new=True)
     barrier()  # every process has checked the run folder before rank 0 writes to it
-    if not world.is_main:
-        run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)  # the same epochs as rank 0
-        close_world()
-        return
-    write_run_info(run_dir, cfg)
-    print(f"run folder: {run_dir}")
+    if world.is_main:
+        write_run_info(run_dir, cfg)
+        print(f"run folder: {run_dir}")
     results = run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)
+    close_world()
+    if not world.is_main:
+        return
     if results.get("incomplete"):
         print(f"run incomplete: continue with  gsimclr run --resume --out {run_dir} ...")
-        close_world()
         return
     if "supervised" in results:
         print()
@@ -176,7 +175,6 @@ def cmd_run(args) -> None:
     print()
     print("\n".join(summary_lines(results)))
     print(f"results: {run_dir / 'results.md'}")
-    close_world()
 
 
 def cmd_pseudo_label(args) -> None:
@@ -299,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "presets":
             for name in preset_names():
-                print(f"{name}: {read_preset_description(name)}")
+                print(f"{name}: {preset_description(name)}")
             return 0
         commands = {"run": cmd_run, "summarize": cmd_summarize, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
                     "linear-eval": lambda a: _cmd_eval(a, ("linear",), "linear"),
@@ -315,15 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gsimclr: interrupted", file=sys.stderr)
         return 130
-
-
-def read_preset_description(name: str) -> str:
-    from importlib import resources
-
-    import yaml
-
-    text = (resources.files("gsimclr.presets") / f"{name}.yaml").read_text()
-    return (yaml.safe_load(text) or {}).get("description", "")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,11 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("gsimclr.presets").iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_description(name: str) -> str:
+    text = (resources.files("gsimclr.presets") / f"{name}.yaml").read_text()
+    return (yaml.safe_load(text) or {}).get("description", "")
+
+
 def read_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):

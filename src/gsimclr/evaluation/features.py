@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from gsimclr.data.dataset import ImageData
@@ -27,6 +26,3 @@ def extract_features(model: SimCLRModel, data: ImageData, image_size: int, devic
             chunks.setdefault(point, []).append(value.float().cpu())
     return {p: torch.cat(v) for p, v in chunks.items()}
 
-
-def to_numpy(features: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {p: v.numpy() for p, v in features.items()}
