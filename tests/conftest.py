@@ -17,6 +17,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def tiny_overrides():
     """A few-second configuration on digits at 16 px."""
     return {"data": "digits", "image_size": 16, "model": "paper_resnet", "n_blocks": 0, "head_dims": [32, 16, 8],
+            "optimizer": "adam", "lr": 1e-3,
             "epochs": 2, "batch_size": 64, "ae_epochs": 1, "k": 64, "linear_epochs": 3, "finetune_head_epochs": 1,
             "finetune_epochs": 1, "supervised_epochs": 1, "knn_k": 10, "device": "cpu", "tsne_points": 100}
 

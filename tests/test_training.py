@@ -80,7 +80,7 @@ def test_resume_refuses_other_data(tmp_path, tiny_overrides, digits_small):
 
 
 def test_guided_pretraining_learns(tmp_path, tiny_overrides, digits_small):
-    cfg = load_config(None, {**tiny_overrides, "epochs": 4, "guidance": "both", "lr": 0.2})
+    cfg = load_config(None, {**tiny_overrides, "epochs": 4, "guidance": "both"})
     pseudo = digits_small.labels                                              # perfect pseudo labels
     model = pretrain(cfg, digits_small, tmp_path / "g", pseudo_labels=pseudo, method="gsimclr")
     records = [json.loads(x) for x in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
@@ -123,7 +123,7 @@ def test_collapse_is_reported(tmp_path, tiny_overrides, digits_small):
     from gsimclr.training.pretrain import chance_loss
 
     assert chance_loss(128, 1437) == pytest.approx(5.511, abs=1e-3)      # the demo's collapsed loss
-    cfg = load_config(None, {**tiny_overrides, "epochs": 3, "lr": 50.0, "optimizer": "sgd"})
+    cfg = load_config(None, {**tiny_overrides, "epochs": 4, "lr": 50.0, "optimizer": "sgd"})
     with pytest.warns(UserWarning, match="collapsed"):
         try:
             pretrain(cfg, digits_small, tmp_path / "c")

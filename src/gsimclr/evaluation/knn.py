@@ -3,6 +3,7 @@ exp(similarity / T), as in Wu et al. 2018 and most SSL libraries' monitors).
 
 Example:
     >>> import torch
+    >>> _ = torch.manual_seed(0)
     >>> x = torch.randn(100, 8); y = (x[:, 0] > 0).long()
     >>> knn_accuracy(x[:80], y[:80], x[80:], y[80:], k=10) > 70
     True

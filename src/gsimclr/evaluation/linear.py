@@ -5,6 +5,7 @@ seconds even for 50,000 x 2,048 features (scikit-learn's LogisticRegression runs
 
 Example:
     >>> import torch
+    >>> _ = torch.manual_seed(0)
     >>> x = torch.randn(200, 5); y = (x[:, 0] > 0).long()
     >>> linear_probe(x[:150], y[:150], x[150:], y[150:], epochs=50, lr=0.05) > 90
     True

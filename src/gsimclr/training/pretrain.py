@@ -151,7 +151,7 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
         save_checkpoint(ckpt, model, optimizer, {"epoch": epoch, "method": method, "config": cfg.to_dict(),
                                                  "fingerprint": data.fingerprint, "images": len(data)})
 
-    done, started = start_epoch, time.perf_counter()
+    done, started, at_chance = start_epoch, time.perf_counter(), 0
     train_time = log.records[-1].get("train_s", 0.0) if log and log.records else 0.0
     for epoch in range(start_epoch, cfg.epochs):
         train_model.train()
@@ -190,7 +190,9 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
             record["knn"] = monitor_knn(cfg, model, *monitor, device)
         if not np.isfinite(mean_loss):
             raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
-        if epoch > start_epoch and mean_loss > 0.99 * chance_loss(cfg.batch_size, len(data)) and world.is_main:
+        # collapsed embeddings give exactly the chance loss; an untrained network only hovers near it
+        at_chance = at_chance + 1 if abs(mean_loss - chance_loss(cfg.batch_size, len(data))) < 1e-3 else 0
+        if at_chance == 2 and world.is_main:
             warnings.warn(f"{method} epoch {epoch + 1}: the loss ({mean_loss:.3f}) is at its chance level, "
                           "the embeddings have collapsed; lower --lr", stacklevel=1)
         done = epoch + 1
