@@ -198,7 +198,7 @@ def cmd_pretrain(args) -> None:
     cfg = _config(args)
     world = _start_world(cfg)
     run_dir = _run_dir(args)
-    train, _ = load_data(cfg)
+    train, test = load_data(cfg)
     pseudo = None
     if args.method == "gsimclr":
         if args.pseudo_labels:
@@ -207,7 +207,8 @@ def cmd_pretrain(args) -> None:
             pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
     if world.is_main:
         write_run_info(run_dir, cfg)
-    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume, args.stop_after, args.max_minutes)
+    monitor = (train, test) if cfg.monitor_every and train.has_labels and test is not None and test.has_labels else None
+    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume, args.stop_after, args.max_minutes, monitor)
     if world.is_main:
         _print_json(stage_results(run_dir, args.method))
         print(f"checkpoint: {run_dir / args.method / 'checkpoint.safetensors'}")
