@@ -2,8 +2,8 @@
 """Pretraining throughput, side by side: gsimclr's pipeline vs the lightly recipe, in one process.
 
 gsimclr: the real code path of ``gsimclr.training.pretrain`` -- the uint8 dataset placed by
-``place_images``, batches from ``RandomBatchSampler``, two views from ``build_pretrain_augment(cfg)``
-run on the device, ``contrastive_loss`` (one forward over both views, NT-Xent) through
+``place_images``, batches from ``RandomBatchSampler``, two views from ``make_views_fn(cfg)``
+(compiled on a GPU) run on the device, ``contrastive_loss`` (one forward over both views, NT-Xent) through
 ``maybe_compile`` and ``gsimclr.runtime.autocast``, channels_last model, SGD step.
 
 lightly: lightly's ``SimCLRTransform`` (as lightly's CIFAR-10 benchmark: crop scale, jitter strength
@@ -157,17 +157,17 @@ class GsimclrPipeline(Pipeline):
 
     def __init__(self, cfg, device, images: np.ndarray):
         super().__init__(cfg, device)
-        from gsimclr.runtime import autocast, epoch_generator, maybe_compile
+        from gsimclr.runtime import autocast, maybe_compile, seed_epoch
         from gsimclr.sampler import RandomBatchSampler
         from gsimclr.training.optim import build_optimizer
-        from gsimclr.training.pretrain import build_model, build_pretrain_augment, contrastive_loss, place_images
+        from gsimclr.training.pretrain import build_model, contrastive_loss, make_views_fn, place_images
 
-        self._autocast, self._epoch_generator = autocast, epoch_generator
+        self._autocast, self._seed_epoch = autocast, seed_epoch
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
         self.model.train()
         self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
-        self.augment = build_pretrain_augment(cfg)
+        self.make_views = make_views_fn(cfg, device)
         self.images = place_images(images, device)
         # drop_last: every step has the configured batch (pretrain keeps a short tail batch per epoch)
         self.sampler = RandomBatchSampler(len(images), cfg.batch_size, cfg.seed, drop_last=True)
@@ -184,9 +184,8 @@ class GsimclrPipeline(Pipeline):
         epoch = 0
         while True:
             self.sampler.set_epoch(epoch)
-            gen = self._epoch_generator(self.cfg.seed, epoch, self.device)
-            for idx in self.sampler:
-                yield idx, gen
+            self._seed_epoch(self.cfg.seed, epoch)
+            yield from self.sampler
             epoch += 1
 
     # The three parts of pretrain()'s step, kept separable for the breakdown.
@@ -194,8 +193,8 @@ class GsimclrPipeline(Pipeline):
         index = torch.from_numpy(idx)
         return self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
 
-    def views(self, batch, gen):
-        return torch.stack([self.augment(batch, gen), self.augment(batch, gen)])
+    def views(self, batch):
+        return self.make_views(batch)
 
     def train_step(self, views):
         cfg = self.cfg
@@ -207,8 +206,7 @@ class GsimclrPipeline(Pipeline):
         self.total += loss.detach() * views.shape[1]
 
     def step(self):
-        idx, gen = next(self._batches)
-        self.train_step(self.views(self.feed(idx), gen))
+        self.train_step(self.views(self.feed(next(self._batches))))
 
     def window(self, steps: int) -> float:
         with self.track_memory():
@@ -226,13 +224,13 @@ class GsimclrPipeline(Pipeline):
         """Seconds per batch of each part, run separately (synchronised between parts)."""
         parts = {"feed": [], "augment": [], "augment_1thread": [], "model_step": []}
         for _ in range(reps):
-            idx, gen = next(self._batches)
+            idx = next(self._batches)
             sync(self.device)
             t0 = time.perf_counter()
             batch = self.feed(idx)
             sync(self.device)
             t1 = time.perf_counter()
-            views = self.views(batch, gen)
+            views = self.views(batch)
             sync(self.device)
             t2 = time.perf_counter()
             self.train_step(views)
@@ -241,7 +239,7 @@ class GsimclrPipeline(Pipeline):
             if self.device.type == "cpu":  # the same augmentation with one intra-op thread
                 with torch_threads(1):
                     t4 = time.perf_counter()
-                    self.views(batch, gen)
+                    self.views(batch)
                     parts["augment_1thread"].append(time.perf_counter() - t4)
             parts["feed"].append(t1 - t0)
             parts["augment"].append(t2 - t1)

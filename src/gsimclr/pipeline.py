@@ -39,7 +39,7 @@ from gsimclr.models.registry import create_backbone
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
 from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
-from gsimclr.report import markdown_table, summary_lines
+from gsimclr.report import NAMES, markdown_table, summary_lines
 from gsimclr.runtime import resolve_device
 from gsimclr.training.pretrain import CHECKPOINT, build_model, pretrain
 
@@ -223,10 +223,11 @@ def plot_run_curves(run_dir: Path) -> None:
         path = run_dir / method / "metrics.jsonl"
         if path.exists():
             recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            losses[method] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
+            name = NAMES[method]
+            losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:
-                knn[method] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
+                knn[name] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
     if losses:
         plot_curves(losses, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
     if knn:

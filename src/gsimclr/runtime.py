@@ -49,11 +49,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device, rank: int = 0) -> torch.Generator:
-    """The random stream of one epoch: a function of (seed, epoch) only, so a resumed run draws the
-    same augmentations as an uninterrupted one. Each process of a multi-process run (``rank`` > 0)
-    has a stream of its own, so the ranks' images do not share augmentation parameters."""
-    gen = torch.Generator(device=device)
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed the global random streams (CPU and every GPU) for one epoch: a function of (seed, epoch)
+    only, so a resumed run draws the same augmentations as an uninterrupted one. Each process of a
+    multi-process run (``rank`` > 0) gets a stream of its own. The global stream, not a
+    ``torch.Generator`` argument, so that torch.compile can trace the augmentations."""
     entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
-    gen.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
-    return gen
+    torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import ImageData
-from gsimclr.runtime import autocast, epoch_generator
+from gsimclr.runtime import autocast, seed_epoch
 from gsimclr.transforms.augment import Augment, eval_transform
 
 
@@ -83,11 +83,11 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
     rng = np.random.default_rng(seed)
     for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None):
         model.train()
-        gen = epoch_generator(seed, 10_000 + epoch, device)
+        seed_epoch(seed, 10_000 + epoch)
         order = torch.from_numpy(rng.permutation(len(data)))
         for i in range(0, len(data), batch_size):
             idx = order[i:i + batch_size].to(images.device)
-            x = augment(images[idx].to(device, non_blocking=True), gen).contiguous(memory_format=torch.channels_last)
+            x = augment(images[idx].to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             y = labels[idx].to(device, non_blocking=True)
             with autocast(device, precision):
                 loss = F.cross_entropy(model(x).float(), y)
