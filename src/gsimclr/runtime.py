@@ -38,7 +38,9 @@ def maybe_compile(fn, device: torch.device, mode: str = "auto"):
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return fn
     try:
-        return torch.compile(fn, mode=mode if mode in ("max-autotune", "reduce-overhead") else None)
+        # dynamic=False: a short last batch gets a graph of its own, compiled once and reused every
+        # epoch, instead of one dynamic-shape graph for every batch
+        return torch.compile(fn, dynamic=False, mode=mode if mode in ("max-autotune", "reduce-overhead") else None)
     except Exception:  # e.g. no compiler toolchain on this platform: run eagerly
         return fn
 
