@@ -334,13 +334,13 @@ def test_pretraining_on_two_processes_then_resume_on_one(two_processes):
 # ------------------------------------------------------------------------------ (d) under torchrun
 
 
-def _torchrun(args: list[str], cwd: Path) -> "subprocess.CompletedProcess[str]":
+def _torchrun(args: list[str], cwd: Path, nproc: int = WORLD) -> "subprocess.CompletedProcess[str]":
     """``torchrun --standalone`` (a free port of its own) in a session of its own, so that on a
     timeout the agent and its workers are all killed."""
     import signal
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "gsimclr", *args]
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -371,6 +371,21 @@ def test_cli_pretrain_under_torchrun(tmp_path):
     assert sorted(p.name for p in run_dirs[0].rglob("*.safetensors")) == ["checkpoint.safetensors"]
     records = (run_dirs[0] / "simclr" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in records] == [1]
+
+
+def test_torchrun_with_one_process_matches_a_plain_run(tmp_path):
+    from safetensors.torch import load_file
+
+    from gsimclr.cli import main
+
+    options = ["pretrain", "--preset", "digits-quick", "--train-limit", "256", "--epochs", "2", "--batch-size", "64",
+               "--head-dims", "32,16", "--device", "cpu"]
+    done = _torchrun([*options, "--out", str(tmp_path / "torchrun")], tmp_path, nproc=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main([*options, "--out", str(tmp_path / "plain")]) == 0
+    a = load_file(tmp_path / "torchrun" / "simclr" / "checkpoint.safetensors")
+    b = load_file(tmp_path / "plain" / "simclr" / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_global_batch_must_split_over_the_processes(monkeypatch, capsys):
