@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-pinned.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/gsimclr run --preset digits-quick --out runs/digits-quick
+	$(VENV)/bin/gsimclr run --preset digits-quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
