@@ -177,10 +177,10 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * schedule(step)
-            index = torch.from_numpy(idx)
-            batch = images[index.to(images.device)].to(device, non_blocking=True)
+            index = torch.from_numpy(idx).to(images.device, non_blocking=True)
+            batch = images[index].to(device, non_blocking=True)
             views = make_views(batch)
-            labels = mask_labels[index.to(device)] if mask_labels is not None else None
+            labels = mask_labels[index.to(device, non_blocking=True)] if mask_labels is not None else None
             with autocast(device, cfg.precision):
                 loss = loss_fn(train_model, views, cfg.temperature, labels)
             optimizer.zero_grad(set_to_none=True)
