@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gsimclr import __version__
-from gsimclr.config import FIELDS, Config, load_config, parse_value, preset_description, preset_names, read_preset
+from gsimclr.config import CHOICES, FIELDS, Config, load_config, parse_value, preset_description, preset_names, read_preset
 from gsimclr.errors import UserError
 
 HELP = {
@@ -44,7 +44,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = str(f.type).split(" |")[0]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         text = HELP.get(f.name, "")
-        group.add_argument(flag, dest=f.name, default=None, metavar=kind.upper(),
+        metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else kind.upper()
+        group.add_argument(flag, dest=f.name, default=None, metavar=metavar,
                            help=f"{text + '; ' if text else ''}default {default}")
 
 
