@@ -120,3 +120,20 @@ def test_monitored_run_plots_knn_against_time(tmp_path):
     assert [("knn" in r) for r in records] == [True, True]
     assert all(0 <= r["knn"] <= 100 for r in records) and records[1]["train_s"] > records[0]["train_s"]
     assert (out / "knn_curves.png").exists()
+
+
+def test_stage_commands_on_one_run_folder(tmp_path):
+    out = str(tmp_path / "stages")
+    base = ["--preset", "digits-quick", *TINY, "--out", out]
+    assert main(["pseudo-label", *base]) == 0
+    labels = np.load(tmp_path / "stages" / "pseudo_labels" / "pseudo_labels.npy")
+    assert labels.shape == (1437,) and labels.max() < 64
+    assert main(["pretrain", *base, "--method", "gsimclr"]) == 0                   # reuses those pseudo labels
+    assert main(["pretrain", *base, "--method", "gsimclr"]) == 2                   # refuses to overwrite it
+    assert main(["linear-eval", "--out", out, "--method", "gsimclr", "--linear-epochs", "2"]) == 0
+    linear = json.loads((tmp_path / "stages" / "gsimclr" / "linear.json").read_text())["linear"]
+    assert set(linear) == {"P1", "P2", "P3"}
+    assert main(["finetune", "--out", out, "--method", "gsimclr", "--label-fraction", "0.2"]) == 0
+    assert 0 <= json.loads((tmp_path / "stages" / "gsimclr" / "finetune.json").read_text())["finetune"] <= 100
+    assert main(["supervised", *base]) == 0
+    assert json.loads((tmp_path / "stages" / "supervised.json").read_text())["epochs"] == 1
