@@ -51,10 +51,10 @@ from gsimclr.config import load_config
 from gsimclr.distributed import World
 from gsimclr.io import write_json, write_text
 from gsimclr.pipeline import load_data
-from gsimclr.runtime import autocast, maybe_compile, resolve_device, seed_epoch, seed_everything
+from gsimclr.runtime import maybe_compile, resolve_device, seed_epoch, seed_everything
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.training.pretrain import (build_model, build_pretrain_augment, contrastive_loss, make_sampler,
-                                       make_views_fn, monitor_knn, place_images)
+                                       make_views_fn, monitor_knn, place_images, train_step)
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("fast", "reference")
@@ -109,12 +109,7 @@ def train(cfg, data, views_fn, device: torch.device) -> dict:
             tv = time.perf_counter()
             views = views_fn(batch)
             view_s += time.perf_counter() - tv  # exact on a CPU; on CUDA only the launch time of the fast path
-            with autocast(device, cfg.precision):
-                loss = loss_fn(model, views, cfg.temperature, None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
+            total += train_step(model, optimizer, loss_fn, views, cfg, device) * len(idx)
             seen += len(idx)
         losses.append(float(total) / seen)
     if device.type == "cuda":

@@ -157,12 +157,12 @@ class GsimclrPipeline(Pipeline):
 
     def __init__(self, cfg, device, images: np.ndarray):
         super().__init__(cfg, device)
-        from gsimclr.runtime import autocast, maybe_compile, seed_epoch
+        from gsimclr.runtime import maybe_compile, seed_epoch
         from gsimclr.sampler import RandomBatchSampler
         from gsimclr.training.optim import build_optimizer
-        from gsimclr.training.pretrain import build_model, contrastive_loss, make_views_fn, place_images
+        from gsimclr.training.pretrain import build_model, contrastive_loss, make_views_fn, place_images, train_step
 
-        self._autocast, self._seed_epoch = autocast, seed_epoch
+        self._seed_epoch, self._train_step = seed_epoch, train_step
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
         self.model.train()
@@ -197,13 +197,7 @@ class GsimclrPipeline(Pipeline):
         return self.make_views(batch)
 
     def train_step(self, views):
-        cfg = self.cfg
-        with self._autocast(self.device, cfg.precision):
-            loss = self.loss_fn(self.model, views, cfg.temperature, None)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.total += loss.detach() * views.shape[1]
+        self.total += self._train_step(self.model, self.optimizer, self.loss_fn, views, self.cfg, self.device) * views.shape[1]
 
     def step(self):
         self.train_step(self.views(self.feed(next(self._batches))))

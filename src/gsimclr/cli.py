@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from gsimclr import __version__
 from gsimclr.config import CHOICES, FIELDS, Config, load_config, parse_value, preset_description, preset_names, read_preset

@@ -90,6 +90,17 @@ def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: tor
     return nt_xent(z.view(n_views, n, -1), temperature, labels)
 
 
+def train_step(model, optimizer: torch.optim.Optimizer, loss_fn, views: torch.Tensor, cfg: Config,
+               device: torch.device, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step on prepared views; returns the loss as a device tensor (no host sync)."""
+    with autocast(device, cfg.precision):
+        loss = loss_fn(model, views, cfg.temperature, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def chance_loss(batch_size: int, n: int) -> float:
     """NT-Xent of collapsed (all equal) embeddings with two views, averaged over an epoch's batches."""
     full, rest = divmod(n, batch_size)
@@ -179,14 +190,8 @@ def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: n
                 group["lr"] = cfg.lr * schedule(step)
             index = torch.from_numpy(idx).to(images.device, non_blocking=True)
             batch = images[index].to(device, non_blocking=True)
-            views = make_views(batch)
             labels = mask_labels[index.to(device, non_blocking=True)] if mask_labels is not None else None
-            with autocast(device, cfg.precision):
-                loss = loss_fn(train_model, views, cfg.temperature, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
+            total += train_step(train_model, optimizer, loss_fn, make_views(batch), cfg, device, labels) * len(idx)
             seen += len(idx)
         # the epoch's one host synchronisation; over every process, so all of them log and check the same mean
         loss_sum, seen = all_sum([float(total), seen], device) if world.distributed else (float(total), seen)
