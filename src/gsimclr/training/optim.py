@@ -57,10 +57,32 @@ def build_optimizer(name: str, model: nn.Module, lr: float, momentum: float, wei
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def lr_multiplier(schedule: str, total_steps: int, warmup_steps: int = 0, restart_steps: int = 1) -> Callable[[int], float]:
-    """Linear warmup, then ``cosine`` (to 0 at ``total_steps``), ``cosine_restarts`` (SGDR with a first
-    period of ``restart_steps`` that doubles after each restart, as Keras' CosineDecayRestarts) or
-    ``constant``."""
+def lr_multiplier(schedule: str, total_steps: int, warmup_steps: int = 0, restart_steps: int = 1,
+                  t_mul: float = 2.0, m_mul: float = 1.0, decay_steps: int = 0) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step ``step`` (counted from 0 over the whole run).
+
+    Linear warmup over ``warmup_steps``, then
+
+    - ``cosine``: half a cosine to 0 over ``decay_steps`` after the warmup (0: to the end of the run,
+      ``total_steps``), then 0: Keras' ``CosineDecay(lr, decay_steps)`` (alpha 0) without warmup;
+    - ``cosine_restarts``: Keras' ``CosineDecayRestarts(lr, first_decay_steps=restart_steps,
+      t_mul, m_mul)`` (alpha 0): a cosine over ``restart_steps``, then restarts whose periods are
+      ``t_mul`` times the previous one and whose peaks are ``m_mul`` times the previous one;
+    - ``constant``.
+
+    Keras evaluates its schedule at ``optimizer.iterations`` before the update, so the first step uses
+    step 0, as here.
+
+    Example:
+        >>> f = lr_multiplier("cosine_restarts", 10_000, restart_steps=1000)  # the CIFAR notebook's
+        >>> f(0), round(f(500), 3), f(1000), round(f(2000), 3), f(3000)
+        (1.0, 0.5, 1.0, 0.5, 1.0)
+        >>> g = lr_multiplier("cosine", 3800, decay_steps=1000)  # the ImageNet notebooks'
+        >>> g(0), round(g(500), 3), g(1000), g(3799)
+        (1.0, 0.5, 0.0, 0.0)
+    """
+    if t_mul < 1:  # Keras' closed form is undefined past the finite sum of shrinking periods
+        raise ValueError(f"t_mul must be >= 1, got {t_mul}")
 
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -69,14 +91,15 @@ def lr_multiplier(schedule: str, total_steps: int, warmup_steps: int = 0, restar
         if schedule == "constant":
             return 1.0
         if schedule == "cosine":
-            span = max(1, total_steps - warmup_steps)
+            span = max(1, decay_steps or total_steps - warmup_steps)
             return 0.5 * (1 + math.cos(math.pi * min(t, span) / span))
         if schedule == "cosine_restarts":
-            period = max(1, restart_steps)
-            while t >= period:
+            period, peak = float(max(1, restart_steps)), 1.0
+            while t >= period:  # exact in integer steps, unlike Keras' closed form through log(), same values
                 t -= period
-                period *= 2
-            return 0.5 * (1 + math.cos(math.pi * t / period))
+                period *= t_mul
+                peak *= m_mul
+            return 0.5 * peak * (1 + math.cos(math.pi * t / period))
         raise ValueError(f"unknown schedule {schedule!r}")
 
     return f

@@ -23,6 +23,15 @@ from gsimclr.transforms.augment import (
     sample_jitter,
     simclr_augment,
     to_float,
+    NotebookAugment,
+    TFJitterParams,
+    notebook_augment,
+    sample_tf_jitter,
+    tf_adjust_brightness,
+    tf_adjust_contrast,
+    tf_adjust_hue,
+    tf_adjust_saturation,
+    tf_color_jitter,
 )
 
 __all__ = [
@@ -48,4 +57,13 @@ __all__ = [
     "sample_jitter",
     "simclr_augment",
     "to_float",
+    "NotebookAugment",
+    "TFJitterParams",
+    "notebook_augment",
+    "sample_tf_jitter",
+    "tf_adjust_brightness",
+    "tf_adjust_contrast",
+    "tf_adjust_hue",
+    "tf_adjust_saturation",
+    "tf_color_jitter",
 ]

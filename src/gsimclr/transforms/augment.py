@@ -481,6 +481,8 @@ def simclr_augment(
     scale: tuple[float, float] = (0.08, 1.0),
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    jitter_p: float = 0.8,
+    gray_p: float = 0.2,
 ) -> Augment:
     """The SimCLR augmentations.
 
@@ -493,6 +495,8 @@ def simclr_augment(
         size=size,
         scale=tuple(scale),
         jitter_strength=strength,
+        jitter_p=jitter_p,
+        gray_p=gray_p,
         blur_p=0.5 if use_blur else 0.0,
         mean=tuple(mean),
         std=tuple(std),
@@ -521,6 +525,168 @@ def paper_augment(
     )
 
 
+# --------------------------------------------------------------------------------------------
+# TensorFlow's colour ops, as the G-SimCLR notebooks call them
+# --------------------------------------------------------------------------------------------
+
+
+def _tf_rgb_to_hsv(x: Tensor) -> Tensor:
+    """RGB to HSV as TensorFlow's ``adjust_saturation``/``adjust_hue`` kernels compute it.
+
+    Unlike :func:`_rgb_to_hsv` it also defines pixels outside ``[0, 1]`` (which TF's additive
+    brightness produces) as TF does: saturation ``range / max`` when ``max > 0``, else 0.
+    """
+    r, g, b = x.unbind(dim=1)
+    minc, maxc = torch.aminmax(x, dim=1)
+    spread = maxc - minc
+    s = torch.where(maxc > 0, spread / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    safe = torch.where(spread > 0, spread, torch.ones_like(spread))
+    h = torch.where(r == maxc, (g - b) / (6 * safe),
+                    torch.where(g == maxc, (b - r) / (6 * safe) + 2.0 / 6.0, (r - g) / (6 * safe) + 4.0 / 6.0))
+    h = torch.where(spread > 0, h, torch.zeros_like(h))
+    h = torch.where(h < 0, h + 1.0, h)
+    return torch.stack((h, s, maxc), dim=1)
+
+
+def _tf_hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """HSV to RGB as TensorFlow's kernels (the sector formula, no clipping)."""
+    h, s, v = hsv.unbind(dim=1)
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # red, green, blue; equals TF's sector table for h in [0, 1)
+        k = (n + 6.0 * h).remainder(6.0)
+        channels.append(v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+    return torch.stack(channels, dim=1)
+
+
+def tf_adjust_brightness(x: Tensor, delta: Tensor) -> Tensor:
+    """``tf.image.adjust_brightness``: add ``delta`` (per sample), no clipping."""
+    return x + _per_sample(delta, x)
+
+
+def tf_adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """``tf.image.adjust_contrast``: ``(x - mean) * factor + mean`` with the mean of each image's
+    channel over its pixels (not of its grayscale, unlike torchvision), no clipping."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return (x - mean) * _per_sample(factor, x) + mean
+
+
+def tf_adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """``tf.image.adjust_saturation``: scale the HSV saturation, clipped to ``[0, 1]``."""
+    h, s, v = _tf_rgb_to_hsv(x).unbind(dim=1)
+    s = (s * factor.to(x.dtype).view(-1, 1, 1)).clamp(0.0, 1.0)
+    return _tf_hsv_to_rgb(torch.stack((h, s, v), dim=1))
+
+
+def tf_adjust_hue(x: Tensor, delta: Tensor) -> Tensor:
+    """``tf.image.adjust_hue``: rotate the HSV hue by ``delta`` (a full turn is 1)."""
+    h, s, v = _tf_rgb_to_hsv(x).unbind(dim=1)
+    h = (h + delta.to(x.dtype).view(-1, 1, 1)).remainder(1.0)
+    return _tf_hsv_to_rgb(torch.stack((h, s, v), dim=1))
+
+
+class TFJitterParams(NamedTuple):
+    """Per-sample parameters of :func:`tf_color_jitter`, each ``(N,)``; ``apply`` says which samples
+    are jittered at all (the notebooks' ``_random_apply``)."""
+
+    brightness: Tensor
+    contrast: Tensor
+    saturation: Tensor
+    hue: Tensor
+    apply: Tensor
+
+
+def tf_color_jitter(x: Tensor, params: TFJitterParams) -> Tensor:
+    """The notebooks' ``_color_jitter`` in its fixed order: ``random_brightness`` (additive),
+    ``random_contrast``, ``random_saturation``, ``random_hue``, then ``clip_by_value(x, 0, 1)``;
+    samples with ``apply`` false pass unchanged (and unclipped, as ``tf.cond`` leaves them)."""
+    y = tf_adjust_brightness(x, params.brightness)
+    y = tf_adjust_contrast(y, params.contrast)
+    y = tf_adjust_saturation(y, params.saturation)
+    y = tf_adjust_hue(y, params.hue).clamp(0.0, 1.0)
+    return torch.where(params.apply.view(-1, 1, 1, 1), y, x)
+
+
+def _draws(n: int, per_batch: bool) -> int:
+    return 1 if per_batch else n
+
+
+def sample_tf_jitter(n: int, strength: float, p: float, per_batch: bool = False,
+                     generator: torch.Generator | None = None, device=None) -> TFJitterParams:
+    """Parameters of the notebooks' jitter of strength ``s``: brightness delta uniform in
+    ``[-0.8 s, 0.8 s]``, contrast and saturation factors in ``[1 - 0.8 s, 1 + 0.8 s]``, hue delta in
+    ``[-0.2 s, 0.2 s]``, applied with probability ``p``. ``per_batch`` draws every parameter once
+    for the whole batch, as the notebooks do (they call the TF ops on a 4-D batch)."""
+    if not 0 <= 0.2 * strength <= 0.5:
+        raise ValueError(f"jitter strength must be in [0, 2.5], got {strength}")
+    m = _draws(n, per_batch)
+    brightness = _uniform(m, -0.8 * strength, 0.8 * strength, generator, device)
+    contrast, saturation = _uniform((2, m), 1 - 0.8 * strength, 1 + 0.8 * strength, generator, device)
+    hue = _uniform(m, -0.2 * strength, 0.2 * strength, generator, device)
+    apply = _bernoulli(m, p, generator, device)
+    return TFJitterParams(*(t.expand(n) for t in (brightness, contrast, saturation, hue, apply)))
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookAugment:
+    """The G-SimCLR notebooks' ``CustomAugment``: horizontal flip (p 0.5), TF colour jitter of
+    strength ``jitter_strength`` with probability ``jitter_p``, colour drop with probability ``gray_p``;
+    no crop (images are resized to ``size`` only if needed).
+
+    Quirks, each an argument: ``per_batch`` (the notebooks draw each decision and parameter once per
+    batch, so a batch is flipped, jittered or dropped as a whole) and ``color_drop`` (``"identity"``:
+    the CIFAR notebook's ``_color_drop`` computes a grayscale image and returns its input; the
+    ImageNet notebooks' works, ``"grayscale"``). ``mean``/``std`` of 0/1 feed raw ``[0, 1]`` pixels,
+    as the notebooks do.
+
+    Example:
+        >>> aug = NotebookAugment(32, jitter_strength=0.2, jitter_p=0.5, gray_p=0.5, per_batch=True)
+        >>> aug(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)).shape
+        torch.Size([4, 3, 32, 32])
+    """
+
+    size: int
+    flip_p: float = 0.5
+    jitter_strength: float = 0.2
+    jitter_p: float = 0.5
+    gray_p: float = 0.5
+    per_batch: bool = True
+    color_drop: str = "identity"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+        for name in ("flip_p", "jitter_p", "gray_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.jitter_strength <= 2.5:
+            raise ValueError(f"jitter_strength must be in [0, 2.5], got {self.jitter_strength}")
+        if self.color_drop not in COLOR_DROPS:
+            raise ValueError(f"color_drop must be one of {', '.join(COLOR_DROPS)}, got {self.color_drop!r}")
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        x = resize(to_float(images), self.size)
+        n, device = x.shape[0], x.device
+        m = _draws(n, self.per_batch)
+        x = horizontal_flip(x, _bernoulli(m, self.flip_p, generator, device).expand(n))
+        x = tf_color_jitter(x, sample_tf_jitter(n, self.jitter_strength, self.jitter_p, self.per_batch, generator, device))
+        drop = _bernoulli(m, self.gray_p, generator, device).expand(n)
+        if self.color_drop == "grayscale":
+            x = random_grayscale(x, drop)
+        return normalize(x, self.mean, self.std)
+
+
+COLOR_DROPS = ("grayscale", "identity")
+
+
+def notebook_augment(size: int, strength: float = 0.2, jitter_p: float = 0.5, gray_p: float = 0.5,
+                     per_batch: bool = True, color_drop: str = "identity", mean: Sequence[float] = (0.0, 0.0, 0.0),
+                     std: Sequence[float] = (1.0, 1.0, 1.0)) -> NotebookAugment:
+    """The notebooks' augmentation (defaults: the CIFAR notebook's, quirks included)."""
+    return NotebookAugment(size, 0.5, strength, jitter_p, gray_p, per_batch, color_drop, tuple(mean), tuple(std))
+
+
 def eval_transform(
     images: Tensor, size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> Tensor:
@@ -528,7 +694,7 @@ def eval_transform(
     return normalize(resize(to_float(images), size), mean, std)
 
 
-AUGMENTATIONS = {"simclr": simclr_augment, "paper": paper_augment}
+AUGMENTATIONS = {"simclr": simclr_augment, "paper": paper_augment, "notebook": notebook_augment}
 
 
 def build_augment(name: str, size: int, **kwargs) -> Augment:
