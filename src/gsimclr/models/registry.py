@@ -30,8 +30,8 @@ def register_backbone(name: str, keras_conv_init: str = "glorot_uniform"):
 
 
 @register_backbone("paper_resnet", keras_conv_init="he_normal")
-def _paper_resnet(n_blocks: int = 3, shortcut_bn: bool = True, **_) -> nn.Module:
-    return PaperResNet(n_blocks=n_blocks, shortcut_bn=shortcut_bn)
+def _paper_resnet(n_blocks: int = 3, shortcut_bn: bool = True, pre_pool_bn: bool = False, **_) -> nn.Module:
+    return PaperResNet(n_blocks=n_blocks, shortcut_bn=shortcut_bn, pre_pool_bn=pre_pool_bn)
 
 
 @register_backbone("resnet18_cifar")

@@ -53,10 +53,12 @@ class PaperResNet(nn.Module):
     group is one projection block plus ``n_blocks`` identity blocks. ``n_blocks=3`` is the notebooks'
     ``n = 4`` (depth 38) used for pretraining, ``n_blocks=1`` their ResNet20 (``n = 2``) of the
     supervised baseline; features are 256-d after global pooling.
-    ``shortcut_bn=False``: projection shortcuts without BatchNorm, as the notebooks."""
+    ``shortcut_bn=False``: projection shortcuts without BatchNorm, as the notebooks.
+    ``pre_pool_bn=True``: BatchNorm and ReLU before the pooling, the start of ``resnet_cifar10.classifier``
+    (BN, ReLU, 8x8 average pool, Dense) that the notebooks' supervised ResNet20 ends with."""
 
     def __init__(self, n_blocks: int = 3, widths=((16, 64), (64, 128), (128, 256)), strides=(1, 2, 2),
-                 shortcut_bn: bool = True):
+                 shortcut_bn: bool = True, pre_pool_bn: bool = False):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)]
         in_ch = 16
@@ -64,6 +66,8 @@ class PaperResNet(nn.Module):
             layers.append(Bottleneck(in_ch, inner, out_ch, stride, shortcut_bn))
             layers += [Bottleneck(out_ch, inner, out_ch, shortcut_bn=shortcut_bn) for _ in range(n_blocks)]
             in_ch = out_ch
+        if pre_pool_bn:
+            layers += [nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True)]
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.net = nn.Sequential(*layers)
         self.num_features = in_ch
