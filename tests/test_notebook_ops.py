@@ -1,5 +1,5 @@
 """The notebooks' TensorFlow/Keras semantics, held against TensorFlow's own outputs
-(tests/data/tf_reference.npz, made by tests/data/make_tf_reference.py with tensorflow-cpu 2.21)."""
+(tests/data/tf_reference.npz, made by scripts/make_tf_reference.py with tensorflow-cpu 2.21)."""
 
 from pathlib import Path
 
@@ -163,3 +163,60 @@ def test_separate_views_use_per_view_batch_statistics():
     by_hand = nt_xent(torch.stack([net(v) for v in views]), 0.5)
     assert torch.allclose(separate, by_hand)
     assert not torch.allclose(VIEW_FORWARDS["joint"](net, views, 0.5, None), separate)
+
+
+def test_rank_order_sampler_is_the_notebooks_fixed_order():
+    from gsimclr.sampler import RankOrderBatchSampler, rank_order
+
+    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1, 0])
+    order = rank_order(labels)
+    assert labels[order].tolist() == [0, 1, 2] * 3 + [0]
+    assert order[:3].tolist() == [0, 1, 3]  # each cluster's lowest index first
+    sampler = RankOrderBatchSampler(labels, 3, drop_last=True)
+    batches = [b.tolist() for b in sampler]
+    sampler.set_epoch(7)
+    assert [b.tolist() for b in sampler] == batches and len(batches) == 3 == len(sampler)
+
+
+def test_buffer_shuffle_and_frozen_order():
+    from gsimclr.sampler import RandomBatchSampler, buffer_shuffle
+
+    order = buffer_shuffle(2000, 16, np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(2000))
+    assert order[0] < 16 and np.abs(order - np.arange(2000)).max() < 200  # a small buffer moves elements little
+    frozen = RandomBatchSampler(100, 10, seed=1, shuffle_buffer=32, reshuffle=False)
+    first = [b.tolist() for b in frozen]
+    frozen.set_epoch(3)
+    assert [b.tolist() for b in frozen] == first
+    fresh = RandomBatchSampler(100, 10, seed=1)
+    fresh.set_epoch(3)
+    assert [b.tolist() for b in fresh] != first
+
+
+def test_stretch_resize_ignores_aspect(tmp_path):
+    from PIL import Image
+
+    from gsimclr.data.sources import load_split
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        img = np.zeros((40, 80, 3), np.uint8)
+        img[:, :20] = 255  # left quarter white
+        Image.fromarray(img).save(tmp_path / c / "x.png")
+    crop = load_split(str(tmp_path), image_size=20, cache=False)
+    stretch = load_split(str(tmp_path), image_size=20, cache=False, resize="stretch")
+    assert stretch.images.shape == crop.images.shape == (2, 20, 20, 3)
+    assert stretch.images[0, :, :4].min() == 255 and stretch.images[0, :, 6:].max() == 0  # the whole width kept
+    assert crop.images[0, :, :4].max() < 50  # a centre crop cuts the white quarter off
+
+
+def test_autoencoder_notebook_decoder_and_kmeans_restarts():
+    from gsimclr.models.autoencoder import DenoisingAutoencoder
+    from gsimclr.pseudo_labels import kmeans_labels
+
+    ae = DenoisingAutoencoder("shallow", decoder="upsample_first")
+    assert isinstance(ae.decoder[0], torch.nn.Upsample) and isinstance(ae.decoder[1], torch.nn.Conv2d)
+    assert ae(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+    assert isinstance(DenoisingAutoencoder("shallow").decoder[0], torch.nn.Conv2d)
+    feats = np.random.default_rng(0).normal(size=(60, 4))
+    assert kmeans_labels(feats, 5, n_init=10).shape == (60,)

@@ -38,9 +38,9 @@ class PseudoLabels:
     metrics: dict
 
 
-def _batches(n: int, size: int, rng: np.random.Generator | None = None):
+def _batches(n: int, size: int, rng: np.random.Generator | None = None, drop_last: bool = False):
     order = rng.permutation(n) if rng is not None else np.arange(n)
-    for i in range(0, n, size):
+    for i in range(0, n - size + 1 if drop_last and n >= size else n, size):
         yield order[i:i + size]
 
 
@@ -48,24 +48,37 @@ def _inputs(images: torch.Tensor, idx, size: int, device: torch.device) -> torch
     return eval_transform(images[idx].to(device, non_blocking=True), size, **UNIT)
 
 
-def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None) -> DenoisingAutoencoder:
-    """Train the denoising autoencoder (MSE, Adam) with early stopping on a 10% held-out split."""
+def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None, val_data: ImageData | None = None,
+                      decoder: str = "conv_first", shuffle: bool = True, drop_last: bool = False,
+                      min_delta: float = 1e-6, adam_eps: float = 1e-8) -> DenoisingAutoencoder:
+    """Train the denoising autoencoder (MSE, Adam) with early stopping (patience ``cfg.ae_patience``,
+    the best epoch's weights restored) on a 10% split held out of ``data``, or on ``val_data`` (the
+    notebooks pass the test set) when given, training on all of ``data`` then.
+
+    ``decoder``: the decoder's stage order (:class:`DenoisingAutoencoder`). ``shuffle=False`` keeps the
+    data's order every epoch and ``drop_last`` skips a short last batch, as the notebooks' unshuffled
+    ``batch(64, drop_remainder=True)``; ``adam_eps`` 1e-7 is Keras' Adam."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    ae = DenoisingAutoencoder(cfg.ae_model).to(device)
+    ae = DenoisingAutoencoder(cfg.ae_model, decoder).to(device)
     size = _ae_size(cfg, ae)
     images = torch.from_numpy(data.images)
-    order = rng.permutation(len(data))
-    n_val = max(1, len(data) // 10)
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr)
+    if val_data is None:
+        order = rng.permutation(len(data))
+        n_val = max(1, len(data) // 10)
+        val_idx, train_idx = order[:n_val], np.sort(order[n_val:]) if not shuffle else order[n_val:]
+        val_images = images
+    else:
+        train_idx, val_images = np.arange(len(data)), torch.from_numpy(val_data.images)
+        val_idx = np.arange(len(val_data))
+    opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr, eps=adam_eps)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
     for epoch in tqdm(range(1, cfg.ae_epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
         ae.train()
-        total = torch.zeros((), device=device)
-        for b in _batches(len(train_idx), cfg.ae_batch_size, rng):
+        total, seen = torch.zeros((), device=device), 0
+        for b in _batches(len(train_idx), cfg.ae_batch_size, rng if shuffle else None, drop_last):
             x = _inputs(images, train_idx[b], size, device)
             noisy = x + cfg.ae_noise * torch.randn_like(x)
             with autocast(device, cfg.precision):
@@ -74,11 +87,12 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None)
             loss.backward()
             opt.step()
             total += loss.detach() * len(b)
-        val = _reconstruction_loss(ae, images, val_idx, size, cfg, device)
-        train_loss = float(total) / len(train_idx)
+            seen += len(b)
+        val = _reconstruction_loss(ae, val_images, val_idx, size, cfg, device)
+        train_loss = float(total) / max(seen, 1)
         if log:
             log.log({"epoch": epoch, "ae_train_loss": train_loss, "ae_val_loss": val})
-        if val < best - 1e-6:
+        if val < best - min_delta:
             best, bad = val, 0
             best_state = {k: v.detach().clone() for k, v in ae.state_dict().items()}
         else:
@@ -121,10 +135,12 @@ def encode(ae: DenoisingAutoencoder, data: ImageData, cfg: Config) -> np.ndarray
     return torch.cat(out).numpy()
 
 
-def kmeans_labels(features: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+def kmeans_labels(features: np.ndarray, k: int, seed: int = 0, n_init: int = 3) -> np.ndarray:
+    """k-means labels (k-means++, ``n_init`` restarts; the notebooks ran scikit-learn's default of
+    2020, 10)."""
     if k > len(features):
         raise ValueError(f"k={k} clusters need at least {k} images, got {len(features)}")
-    return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(features.astype(np.float32)).astype(np.int64)
+    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(features.astype(np.float32)).astype(np.int64)
 
 
 def cluster_scores(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -17,6 +17,16 @@ ones are left), ``tail`` decides:
   the number of strict batches; a k of about twice the batch size keeps almost all batches strict.
 - ``"drop"``: the leftover images are skipped for this epoch (different ones each epoch).
 
+The notebooks' orders, each an option:
+
+- :class:`RankOrderBatchSampler` (G-SimCLR notebooks): every image gets its rank within its cluster
+  (1 for the cluster's lowest index, 2 for the next, ...), the images are sorted by rank, and the
+  batches are consecutive slices of that one order, the same every epoch, never shuffled: the first
+  batches hold one image of each cluster while every cluster still has images of that rank.
+- :class:`RandomBatchSampler` with ``shuffle_buffer``: tf.data's ``shuffle(buffer)`` (the SimCLR
+  notebooks use 1,024), and ``reshuffle=False``: the first epoch's order every epoch (the CIFAR
+  notebook's ``shuffle(1024)...cache()`` caches the shuffled order).
+
 Under torch.distributed the constraint is global: batches are drawn for the global batch and each
 rank receives its own disjoint, equal slice; the shuffle depends only on (seed, epoch).
 
@@ -39,7 +49,7 @@ class _EpochBatches:
     """Shared by both samplers: epoch-seeded shuffling and the rank's slice of each global batch."""
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+                 drop_last: bool = False, reshuffle: bool = True):
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if batch_size > n:
@@ -48,13 +58,14 @@ class _EpochBatches:
             raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.reshuffle = reshuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _rng(self) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch])
+        return np.random.default_rng([self.seed, self.epoch if self.reshuffle else 0])
 
     def global_batches(self) -> list[np.ndarray]:
         raise NotImplementedError
@@ -72,12 +83,63 @@ class _EpochBatches:
         return full + (1 if rest >= self.world_size and not self.drop_last else 0)
 
 
+def buffer_shuffle(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
+    """The order tf.data's ``shuffle(buffer)`` gives ``range(n)``: a buffer holds the next ``buffer``
+    elements, each output is a uniformly random one of them, replaced by the next input element."""
+    pool = list(range(min(buffer, n)))
+    nxt, out = len(pool), np.empty(n, dtype=np.int64)
+    picks = rng.random(n)
+    for i in range(n):
+        j = int(picks[i] * len(pool))
+        out[i] = pool[j]
+        if nxt < n:
+            pool[j], nxt = nxt, nxt + 1
+        else:
+            pool[j] = pool[-1]
+            pool.pop()
+    return out
+
+
 class RandomBatchSampler(_EpochBatches):
-    """Plain shuffling, reshuffled every epoch (vanilla SimCLR)."""
+    """Plain shuffling, reshuffled every epoch (vanilla SimCLR); ``shuffle_buffer`` > 0 shuffles as
+    tf.data's ``shuffle(shuffle_buffer)`` instead of a full permutation."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False, reshuffle: bool = True, shuffle_buffer: int = 0):
+        super().__init__(n, batch_size, seed, rank, world_size, drop_last, reshuffle)
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle buffer must be >= 0, got {shuffle_buffer}")
+        self.shuffle_buffer = shuffle_buffer
 
     def global_batches(self) -> list[np.ndarray]:
-        order = self._rng().permutation(self.n)
+        rng = self._rng()
+        order = buffer_shuffle(self.n, self.shuffle_buffer, rng) if self.shuffle_buffer else rng.permutation(self.n)
         return [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+
+
+def rank_order(pseudo_labels) -> np.ndarray:
+    """The G-SimCLR notebooks' order of the images: by rank within their cluster, ties by cluster id.
+
+    The notebooks sort with pandas' default (unstable) quicksort, which may order the images of one
+    rank differently; full batches of one rank hold the same images either way."""
+    labels = np.asarray(pseudo_labels)
+    ranks = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        ranks[idx] = np.arange(len(idx))
+    return np.lexsort((labels, ranks))
+
+
+class RankOrderBatchSampler(_EpochBatches):
+    """Consecutive batches of :func:`rank_order`, the same every epoch (the G-SimCLR notebooks')."""
+
+    def __init__(self, pseudo_labels, batch_size: int, rank: int = 0, world_size: int = 1, drop_last: bool = False):
+        labels = np.asarray(pseudo_labels)
+        super().__init__(len(labels), batch_size, 0, rank, world_size, drop_last, reshuffle=False)
+        self.order = rank_order(labels)
+
+    def global_batches(self) -> list[np.ndarray]:
+        return [self.order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
 
 
 class GuidedBatchSampler(_EpochBatches):

@@ -11,7 +11,10 @@ Spec forms (see :func:`describe_sources`):
 
 Images always come out as upright RGB uint8 arrays of one square size: ``image_size`` if given,
 else the shorter side of the images when they all share one size, else 256. Each image is resized
-(bicubic) so that its shorter side is that size, then centre-cropped. EXIF orientation is applied;
+(bicubic) so that its shorter side is that size, then centre-cropped; with ``resize="stretch"`` (image
+files only) both sides are resized to that size ignoring the aspect ratio, bilinearly without an
+antialiasing filter from the full decoded image, as the ImageNet notebooks' ``cv2.resize(image,
+(224, 224))``. EXIF orientation is applied;
 transparent pixels are composited onto black. Decoded parquet and image-folder data is cached on disk
 (:mod:`gsimclr.data.cache`), so only the first load decodes. scikit-learn, pyarrow and torchvision
 are imported only by the sources that need them.
@@ -47,6 +50,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 DEFAULT_IMAGE_SIZE = 256
 DEFAULT_TORCHVISION_ROOT = "~/.cache/gsimclr/datasets"
 ON_CORRUPT = ("skip", "error")
+RESIZES = ("crop", "stretch")
 KNOWN_NAMES = "digits, cifar10[:ROOT], cifar100[:ROOT], stl10[:ROOT], stl10-unlabeled[:ROOT]"
 
 # Folder names (image folders) or file-name prefixes (parquet) that hold each split, in preference order.
@@ -79,16 +83,20 @@ def load_split(
     on_corrupt: str = "skip",
     cache: bool = True,
     cache_dir: str | None = None,
+    resize: str = "crop",
 ) -> ImageData | None:
     """Load one split of the data set named by ``spec``; None when the source has no such split.
 
     ``image_size`` is the square output size (default: see the module docstring). ``on_corrupt`` is
     ``"skip"`` (drop unreadable images, count them in ``ImageData.skipped`` and warn) or ``"error"``
     (raise :class:`UserError` naming the file). ``cache`` and ``cache_dir`` control the decoded-image
-    cache. Raises :class:`UserError` for a missing path, an unknown spec or a source without images.
+    cache. ``resize`` is ``"crop"`` or ``"stretch"`` (see the module docstring). Raises
+    :class:`UserError` for a missing path, an unknown spec or a source without images.
     """
     _check_options(image_size, on_corrupt)
-    data = _load(spec, split, image_size, on_corrupt, cache, cache_dir)
+    if resize not in RESIZES:
+        raise UserError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+    data = _load(spec, split, image_size, on_corrupt, cache, cache_dir, resize)
     if data is not None and data.skipped:
         warnings.warn(f"skipped {data.skipped} unreadable image(s) in {spec} ({split})", stacklevel=2)
     return data
@@ -101,14 +109,14 @@ def _check_options(image_size: int | None, on_corrupt: str) -> None:
         raise UserError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}")
 
 
-def _load(spec, split, image_size, on_corrupt, cache, cache_dir) -> ImageData | None:
+def _load(spec, split, image_size, on_corrupt, cache, cache_dir, resize="crop") -> ImageData | None:
     """Dispatch ``spec`` to its source; file-based sources go through the decoded-image cache."""
     if spec.lower() == "digits":
         return _load_digits(split, image_size)
     match = _TORCHVISION_SPEC.match(spec)
     if match:
         return _load_torchvision(match.group(1).lower(), match.group(2), split, image_size)
-    plan = _plan_path(spec, split, image_size, on_corrupt)
+    plan = _plan_path(spec, split, image_size, on_corrupt, resize)
     if plan is None:
         return None
     if not cache:
@@ -211,7 +219,7 @@ def _load_through_cache(plan: _Plan, cache_dir: str | None) -> ImageData:
     return data
 
 
-def _plan_path(spec: str, split: str, image_size: int | None, on_corrupt: str) -> _Plan | None:
+def _plan_path(spec: str, split: str, image_size: int | None, on_corrupt: str, resize: str = "crop") -> _Plan | None:
     """Resolve a path spec to a parquet or image-folder plan for ``split``."""
     path = Path(spec).expanduser()
     if not path.exists():
@@ -220,6 +228,8 @@ def _plan_path(spec: str, split: str, image_size: int | None, on_corrupt: str) -
         raise UserError(f"unknown data source {spec!r}: not a file or folder, nor one of {KNOWN_NAMES}")
     path = path.resolve()
     options = {"split": split, "image_size": image_size, "on_corrupt": on_corrupt}
+    if resize != "crop":  # only then, so that the caches of crop-decoded data keep their keys
+        options["resize"] = resize
     if path.is_file():
         if path.suffix.lower() != ".parquet":
             raise UserError(f"not a parquet file or an image folder: {spec}")
@@ -383,7 +393,7 @@ def _decode_images(sources: Sequence[str | bytes], names: Sequence[str], options
 
     def decode(i: int) -> None:
         try:
-            images[i] = _decode_one(sources[i], size)
+            images[i] = _decode_one(sources[i], size, options.get("resize", "crop"))
         except Exception as exc:  # corrupt files fail in many ways: OSError, SyntaxError, ValueError...
             errors[i] = f"{type(exc).__name__}: {exc}"
 
@@ -397,14 +407,29 @@ def _decode_images(sources: Sequence[str | bytes], names: Sequence[str], options
     return (images[kept] if errors else images), kept
 
 
-def _decode_one(source: str | bytes, size: int) -> np.ndarray:
-    """Decode one image file or encoded bytes to upright RGB, shorter side resized to ``size``, centre-cropped."""
+def _decode_one(source: str | bytes, size: int, resize: str = "crop") -> np.ndarray:
+    """Decode one image file or encoded bytes to upright RGB, shorter side resized to ``size``, centre-cropped
+    (``resize="stretch"``: both sides resized to ``size``, see :func:`_stretch`)."""
     with Image.open(_openable(source)) as img:
+        if resize == "stretch":
+            return _stretch(np.asarray(_to_rgb(ImageOps.exif_transpose(img))), size)
         img.draft(None, (size, size))  # JPEG: decode at a reduced scale when much larger than needed
         upright = _to_rgb(ImageOps.exif_transpose(img))
         if upright.size != (size, size):
             upright = ImageOps.fit(upright, (size, size), Image.Resampling.BICUBIC)
         return np.asarray(upright)
+
+
+def _stretch(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 to ``(size, size, 3)``: bilinear with half-pixel centres and no antialiasing,
+    rounded to uint8, i.e. OpenCV's ``INTER_LINEAR`` as the notebooks' ``cv2.resize``."""
+    import torch  # here: the other sources decode without it
+
+    if image.shape[:2] == (size, size):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

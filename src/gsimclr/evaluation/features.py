@@ -7,18 +7,20 @@ import torch
 from gsimclr.data.dataset import ImageData
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.runtime import autocast
-from gsimclr.transforms.augment import eval_transform
+from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 
 @torch.no_grad()
 def extract_features(model: SimCLRModel, data: ImageData, image_size: int, device: torch.device,
-                     batch_size: int = 512, precision: str = "auto") -> dict[str, torch.Tensor]:
-    """{"P1": (N, d1), "P2": (N, d2), "P3": (N, d3)} float32 tensors on the CPU, in the data's order."""
+                     batch_size: int = 512, precision: str = "auto", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD) -> dict[str, torch.Tensor]:
+    """{"P1": (N, d1), "P2": (N, d2), "P3": (N, d3)} float32 tensors on the CPU, in the data's order;
+    inputs normalised with ``mean``/``std`` (0 and 1: raw ``[0, 1]`` pixels, as the notebooks)."""
     model.eval().to(memory_format=torch.channels_last)
     images = torch.from_numpy(data.images)
     chunks: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(data), batch_size):
-        x = eval_transform(images[i:i + batch_size].to(device, non_blocking=True), image_size)
+        x = eval_transform(images[i:i + batch_size].to(device, non_blocking=True), image_size, mean, std)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             feats = model.features(x)

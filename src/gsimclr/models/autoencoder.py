@@ -5,6 +5,10 @@ pseudo labels.
   a mirrored decoder with upsampling and a sigmoid output.
 - ``deep`` (224 px): the same pattern with 5x5 convs 64-128-256-512-1024 (latent 7x7x1024).
 
+``decoder`` orders each decoder stage: ``"conv_first"`` (convolution at the low resolution, then a
+2x upsampling) or ``"upsample_first"`` (upsampling, then the convolution at the higher resolution),
+the notebooks' ``make_autoencoder``. Both end with a convolution to 3 channels and a sigmoid.
+
 Example:
     >>> import torch
     >>> ae = DenoisingAutoencoder("shallow")
@@ -18,6 +22,7 @@ import torch
 from torch import nn
 
 ARCHITECTURES = {"shallow": ((32, 64, 128), 3), "deep": ((64, 128, 256, 512, 1024), 5)}
+DECODERS = ("conv_first", "upsample_first")
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int) -> list[nn.Module]:
@@ -25,10 +30,12 @@ def _conv(in_ch: int, out_ch: int, kernel: int) -> list[nn.Module]:
 
 
 class DenoisingAutoencoder(nn.Module):
-    def __init__(self, arch: str = "shallow"):
+    def __init__(self, arch: str = "shallow", decoder: str = "conv_first"):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown autoencoder {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder order {decoder!r}; choose one of {', '.join(DECODERS)}")
         widths, kernel = ARCHITECTURES[arch]
         enc: list[nn.Module] = []
         in_ch = 3
@@ -37,7 +44,8 @@ class DenoisingAutoencoder(nn.Module):
             in_ch = w
         dec: list[nn.Module] = []
         for w in reversed(widths):
-            dec += _conv(in_ch, w, kernel) + [nn.Upsample(scale_factor=2, mode="nearest")]
+            up = [nn.Upsample(scale_factor=2, mode="nearest")]
+            dec += _conv(in_ch, w, kernel) + up if decoder == "conv_first" else up + _conv(in_ch, w, kernel)
             in_ch = w
         dec += [nn.Conv2d(in_ch, 3, kernel, padding=kernel // 2), nn.Sigmoid()]
         self.encoder = nn.Sequential(*enc)

@@ -1,8 +1,8 @@
-"""Regenerate tf_reference.npz: TensorFlow's colour ops and Keras' schedules on fixed inputs, the
+"""Regenerate tests/data/tf_reference.npz: TensorFlow's colour ops and Keras' schedules on fixed inputs, the
 reference tests/test_notebook_ops.py holds gsimclr's versions against (TensorFlow is not a dependency).
 
     python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu
-    /tmp/tfenv/bin/python tests/data/make_tf_reference.py    # run from the repository root
+    /tmp/tfenv/bin/python scripts/make_tf_reference.py    # from the repository root
 """
 
 import numpy as np
