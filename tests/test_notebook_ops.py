@@ -134,11 +134,15 @@ def test_paper_resnet_depths_match_notebooks():
     assert PaperResNet(n_blocks=1)(torch.zeros(2, 3, 32, 32)).shape == (2, 256)
 
 
-def test_keras_init_and_batch_norm_options():
+def test_keras_defaults_initialisers_and_batch_norm():
     torch.manual_seed(0)
-    net = create_backbone("paper_resnet", n_blocks=0, init="keras", bn_momentum=0.01, bn_eps=1e-3)
+    net = create_backbone("paper_resnet", n_blocks=0, defaults="keras")
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)
+    r50 = create_backbone("resnet50", defaults="keras")
+    assert {m.eps for m in r50.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1.001e-5}
+    assert all(m.momentum == 0.1 for m in create_backbone("paper_resnet", n_blocks=0).modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
     stem = net.net[0].weight
     std = (2 / 27) ** 0.5
     assert stem.abs().max() <= 2 * std / 0.87962566103423978 + 1e-6

@@ -24,6 +24,7 @@ from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData
 from gsimclr.io import save_npy, write_json
 from gsimclr.models.autoencoder import DenoisingAutoencoder
+from gsimclr.models.registry import apply_defaults
 from gsimclr.runtime import autocast, resolve_device
 from gsimclr.tracking import RunLogger
 from gsimclr.transforms.augment import eval_transform
@@ -50,7 +51,7 @@ def _inputs(images: torch.Tensor, idx, size: int, device: torch.device) -> torch
 
 def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None, val_data: ImageData | None = None,
                       decoder: str = "conv_first", shuffle: bool = True, drop_last: bool = False,
-                      min_delta: float = 1e-6, adam_eps: float = 1e-8) -> DenoisingAutoencoder:
+                      min_delta: float = 1e-6, defaults: str = "torch") -> DenoisingAutoencoder:
     """Train the denoising autoencoder (MSE, Adam) with early stopping (patience ``cfg.ae_patience``,
     the best epoch's weights restored) on a 10% split held out of ``data``, or on ``val_data`` (the
     notebooks pass the test set) when given, training on all of ``data`` then.
@@ -61,7 +62,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None,
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    ae = DenoisingAutoencoder(cfg.ae_model, decoder).to(device)
+    ae = apply_defaults(DenoisingAutoencoder(cfg.ae_model, decoder), defaults).to(device)
     size = _ae_size(cfg, ae)
     images = torch.from_numpy(data.images)
     if val_data is None:
@@ -72,7 +73,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None,
     else:
         train_idx, val_images = np.arange(len(data)), torch.from_numpy(val_data.images)
         val_idx = np.arange(len(val_data))
-    opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr, eps=adam_eps)
+    opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr, eps=1e-7 if defaults == "keras" else 1e-8)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
     for epoch in tqdm(range(1, cfg.ae_epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):

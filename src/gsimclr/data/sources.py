@@ -427,7 +427,7 @@ def _stretch(image: np.ndarray, size: int) -> np.ndarray:
 
     if image.shape[:2] == (size, size):
         return image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.tensor(image).permute(2, 0, 1)[None].float()
     y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
     return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 

@@ -55,11 +55,15 @@ BN_EVAL = ("running", "batch")
 KERAS_ADAM_EPS = 1e-7
 
 
-def keras_dense(in_features: int, out_features: int, init: str = "keras") -> nn.Linear:
-    """A Dense layer: Keras' glorot_uniform weights and zero bias (``init="keras"``) or torch's."""
+def keras_dense(in_features: int, out_features: int, defaults: str = "keras", kernel: str = "glorot_uniform") -> nn.Linear:
+    """A Dense layer with Keras' initialisers (``defaults="keras"``: ``kernel`` weights, zero bias) or torch's."""
     layer = nn.Linear(in_features, out_features)
-    if init == "keras":
-        nn.init.xavier_uniform_(layer.weight)
+    if defaults == "keras":
+        if kernel == "he_normal":
+            std = (2.0 / in_features) ** 0.5 / 0.87962566103423978
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+        else:
+            nn.init.xavier_uniform_(layer.weight)
         nn.init.zeros_(layer.bias)
     return layer
 
@@ -129,7 +133,7 @@ def train_dense_on_features(clf: nn.Module, xs: torch.Tensor, ys: torch.Tensor, 
 def notebook_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                           epochs: int = 100, lr: float = 1e-3, batch_size: int = 64, patience: int = 2,
                           select_on: str = "test", holdout_fraction: float = 0.1, restore: str = "on_stop",
-                          min_delta: float = 0.0, seed: int = 0, init: str = "keras",
+                          min_delta: float = 0.0, seed: int = 0, defaults: str = "keras",
                           device: str | torch.device = "cpu") -> dict:
     """The notebooks' linear evaluation on frozen features; ``{"top1": %, "selected_on", epochs...}``."""
     device = torch.device(device)
@@ -139,7 +143,7 @@ def notebook_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
     xv, yv = (xt, yt) if held is None else (train_x[held].float().to(device), train_y[held].long().to(device))
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     torch.manual_seed(seed)
-    clf = keras_dense(xs.shape[1], n_classes, init).to(device)
+    clf = keras_dense(xs.shape[1], n_classes, defaults).to(device)
     summary = train_dense_on_features(clf, xs, ys, xv, yv, epochs, lr, batch_size,
                                       EarlyStopping(patience, min_delta, restore), seed)
     return {"top1": _feature_top1(clf, xt, yt), "selected_on": select_on, **summary}
@@ -153,10 +157,10 @@ def notebook_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
 class DenseClassifier(nn.Module):
     """A backbone (images to pooled features), then one Dense layer (softmax in the loss)."""
 
-    def __init__(self, backbone: nn.Module, n_classes: int, init: str = "keras"):
+    def __init__(self, backbone: nn.Module, n_classes: int, defaults: str = "keras", kernel: str = "glorot_uniform"):
         super().__init__()
         self.backbone = backbone
-        self.fc = keras_dense(backbone.num_features, n_classes, init)
+        self.fc = keras_dense(backbone.num_features, n_classes, defaults, kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x))
@@ -240,7 +244,7 @@ def notebook_finetune(backbone: nn.Module, train: ImageData, test: ImageData, im
                       fraction: float = 0.1, sampling: str = "uniform", head_epochs: int = 35, head_lr: float = 1e-3,
                       epochs: int = 35, lr: float = 1e-5, batch_size: int = 64, patience: int = 2,
                       select_on: str = "test", holdout_fraction: float = 0.1, restore: str = "on_stop",
-                      min_delta: float = 0.0, bn: str = "frozen", init: str = "keras",
+                      min_delta: float = 0.0, bn: str = "frozen", defaults: str = "keras",
                       mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                       device: str | torch.device = "cpu", seed: int = 0, precision: str = "auto") -> dict:
     """The notebooks' fine-tuning of a pretrained ``backbone`` (modified in place) on a label fraction."""
@@ -252,7 +256,7 @@ def notebook_finetune(backbone: nn.Module, train: ImageData, test: ImageData, im
     fit_data = subset.subset(fit_idx)
     val_data = test if held is None else subset.subset(held)
     torch.manual_seed(seed)
-    model = DenseClassifier(backbone, train.num_classes, init).to(device, memory_format=torch.channels_last)
+    model = DenseClassifier(backbone, train.num_classes, defaults).to(device, memory_format=torch.channels_last)
     tr, va, te = (_Inputs(d, image_size, device, mean, std) for d in (fit_data, val_data, test))
 
     # 1. the Dense head on the frozen encoder in inference mode: its features are fixed (no

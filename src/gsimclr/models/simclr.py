@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gsimclr.models.heads import ProjectionHead
-from gsimclr.models.registry import apply_init, create_backbone
+from gsimclr.models.registry import apply_defaults, create_backbone
 
 
 class SimCLRModel(nn.Module):
@@ -25,13 +25,13 @@ class SimCLRModel(nn.Module):
         self.head = head
 
     @classmethod
-    def build(cls, model: str, head_dims: list[int], head_batch_norm: bool = False, init: str = "torch",
-              bn_momentum: float | None = None, bn_eps: float | None = None, **options) -> "SimCLRModel":
-        """Backbone ``model`` (built with ``options``) and a head of ``head_dims``; ``init``,
-        ``bn_momentum`` and ``bn_eps`` apply to both (see :func:`gsimclr.models.registry.apply_init`)."""
-        backbone = create_backbone(model, init, bn_momentum, bn_eps, **options)
-        head = apply_init(ProjectionHead(backbone.num_features, head_dims, head_batch_norm), init,
-                          bn_momentum=bn_momentum, bn_eps=bn_eps)
+    def build(cls, model: str, head_dims: list[int], head_batch_norm: bool = False, defaults: str = "torch",
+              **options) -> "SimCLRModel":
+        """Backbone ``model`` (built with ``options``) and a head of ``head_dims``; ``defaults``
+        (torch's or Keras' initialisers and BatchNorm settings) applies to both
+        (:func:`gsimclr.models.registry.apply_defaults`)."""
+        backbone = create_backbone(model, defaults, **options)
+        head = apply_defaults(ProjectionHead(backbone.num_features, head_dims, head_batch_norm), defaults)
         return cls(backbone, head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
