@@ -38,12 +38,12 @@ _EVERY_SECTION = tuple(SECTIONS)
 COMMANDS: dict[str, Command] = {
     "run": Command("pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation and the table", _EVERY_SECTION),
     "pseudo-label": Command("train the denoising autoencoder and cluster its codes into pseudo labels",
-                            ("data", "pseudo_labels", "execution", "report"), ("batch_size",)),
+                            ("data", "pseudo_labels", "execution", "report"), ("batch_size", "defaults")),
     "pretrain": Command("contrastive pretraining (SimCLR, or G-SimCLR with pseudo labels)",
                         ("data", "model", "augment", "pretrain", "guidance", "pseudo_labels", "knn", "execution", "report")),
     **{ev.command: Command(ev.help, ("data", *ev.sections, "execution")) for ev in EVALUATIONS.values()},
     "supervised": Command("the fully supervised baseline with the same backbone",
-                          ("data", "model", "supervised", "execution"), ("batch_size",)),
+                          ("data", "model", "supervised", "protocol", "execution"), ("batch_size",)),
     "embed": Command("write the features of a dataset to .npy or .parquet", ("data", "execution")),
 }
 EVAL_COMMANDS = {ev.command: ev.name for ev in EVALUATIONS.values()}
@@ -121,13 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--split", default="train", help="train, test or unlabeled")
             stage.add_argument("--point", default="P3", choices=["P1", "P2", "P3"])
             stage.add_argument("--output", required=True, help="a .npy or .parquet file")
-    p = sub.add_parser("presets", help="list the shipped presets", description="list the shipped presets")
+    p = sub.add_parser("presets", help="list the shipped presets, or show one fully resolved",
+                       description="list the shipped presets, or show one fully resolved")
+    p.add_argument("--show", metavar="NAME", help="print every option of this preset (a shipped name or a YAML file) "
+                   "after defaults are filled in, as YAML that --preset reads back")
     p = sub.add_parser("summarize", help="mean and standard deviation of several runs' results (e.g. seeds), "
                        "beside the paper's", description="mean and standard deviation of several runs' results")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--paper", choices=["cifar10", "imagenet5"], help="add the paper's numbers")
     p.add_argument("--output", help="also write the table to this Markdown file")
     return parser
+
+
+def show_preset(name: str) -> str:
+    """The fully resolved configuration of a preset as YAML: every option, defaults filled in, after a
+    comment with its description; ``--preset`` reads it back to the same configuration."""
+    import yaml
+
+    cfg = load_config(name)
+    description = preset_description(name) if name in preset_names() else ""
+    header = f"# {name}: {description}\n" if description else f"# {name}\n"
+    return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -215,9 +229,9 @@ def cmd_pseudo_label(args) -> None:
 
     cfg = _config(args)
     run_dir = _run_dir(args)
-    train, _ = load_data(cfg)
+    train, test = load_data(cfg)
     write_run_info(run_dir, cfg)
-    result = stage_pseudo_labels(cfg, train, run_dir, args.resume)
+    result = stage_pseudo_labels(cfg, train, run_dir, args.resume, test)
     result.pop("labels")
     _print_json(result)
     print(f"pseudo labels: {run_dir / 'pseudo_labels' / 'pseudo_labels.npy'}")
@@ -237,7 +251,7 @@ def cmd_pretrain(args) -> None:
         if args.pseudo_labels:
             pseudo = load_pseudo_labels(args.pseudo_labels, len(train))
         else:
-            pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
+            pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True, test=test)["labels"]
     if world.is_main:
         write_run_info(run_dir, cfg)
     monitor = (train, test) if cfg.monitor_every and train.has_labels and test is not None and test.has_labels else None
@@ -276,9 +290,9 @@ def cmd_supervised(args) -> None:
     cfg = _config(args)
     run_dir = _run_dir(args)
     train, test = load_data(cfg)
-    top1 = stage_supervised(cfg, train, test)
-    write_json(run_dir / "supervised.json", {"top1": top1, "epochs": cfg.supervised_epochs})
-    _print_json({"supervised_top1": top1})
+    result = stage_supervised(cfg, train, test)
+    write_json(run_dir / "supervised.json", result)
+    _print_json({"supervised_top1": result["top1"]})
 
 
 def cmd_embed(args) -> None:
@@ -290,11 +304,16 @@ def cmd_embed(args) -> None:
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
-    data = load_split(cfg.data, args.split, image_size=cfg.cache_size or cfg.image_size, on_corrupt=cfg.on_corrupt)
+    from gsimclr.transforms.augment import NORMALIZATIONS
+
+    data = load_split(cfg.data, args.split, image_size=cfg.cache_size or cfg.image_size, on_corrupt=cfg.on_corrupt,
+                      resize=cfg.resize)
     if data is None:
         raise UserError(f"{cfg.data} has no {args.split!r} split")
     device = resolve_device(cfg.device)
-    feats = extract_features(model.to(device), data, cfg.image_size, device, precision=cfg.precision)[args.point].numpy()
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    feats = extract_features(model.to(device), data, cfg.image_size, device, precision=cfg.precision, mean=mean,
+                             std=std)[args.point].numpy()
     output = Path(args.output)
     if output.suffix == ".npy":
         save_npy(output, feats)
@@ -332,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
         args = build_parser().parse_args(argv)
         if args.command == "presets":
+            if args.show:
+                print(show_preset(args.show), end="")
+                return 0
             for name in preset_names():
                 print(f"{name}: {preset_description(name)}")
             return 0

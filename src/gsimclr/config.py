@@ -56,6 +56,7 @@ SECTIONS: dict[str, str] = {
     "knn": "kNN evaluation",
     "finetune": "fine-tuning",
     "supervised": "supervised baseline",
+    "protocol": "evaluation protocol and model selection",
     "execution": "execution",
     "report": "report",
 }
@@ -101,16 +102,35 @@ class Config:
                           choices=("skip", "error"))
     train_limit: int = opt(0, "data", "use a random subset of this many training images (0: all)", min=0)
     test_limit: int = opt(0, "data", "use a random subset of this many evaluation images (0: all)", min=0)
+    resize: str = opt("crop", "data", "image files to squares: shorter side resized then centre crop, or both sides "
+                      "resized ignoring the aspect ratio (stretch: the ImageNet notebooks' cv2.resize)",
+                      choices="gsimclr.data.sources:RESIZES")
+    normalize: str = opt("imagenet", "data", "network inputs: ImageNet mean/std, or raw [0, 1] pixels (none: the "
+                         "notebooks)", choices="gsimclr.transforms.augment:NORMALIZATIONS")
     # model
     model: str = opt("paper_resnet", "model", "backbone", choices="gsimclr.models.registry:BACKBONES")
     n_blocks: int = opt(3, "model", "paper_resnet: identity blocks per group (depth 9 * n_blocks + 11)", min=0)
     head_dims: list[int] = opt([256, 128, 50], "model", "projection head widths, comma-separated (P1 is the "
                                "output of the last hidden layer)", check=_positive_list, metavar="W,W,...")
     head_batch_norm: bool = opt(False, "model", "BatchNorm in the projection head")
+    shortcut_bn: bool = opt(True, "model", "paper_resnet: BatchNorm on the projection shortcuts (false: a 1x1 conv "
+                            "with bias and no BatchNorm, the notebooks' resnet_cifar10)")
+    downsample_in_1x1: bool = opt(False, "model", "resnet50: stride in the first 1x1 conv of a downsampling block "
+                                  "(ResNet v1, Keras' ResNet50) instead of the 3x3 (torchvision's v1.5)")
+    defaults: str = opt("torch", "model", "framework defaults of every network: keras = Keras' initialisers, "
+                        "BatchNorm momentum 0.99 and epsilon 1e-3 (ResNet-50: 1.001e-5), Adam epsilon 1e-7",
+                        choices="gsimclr.models.registry:DEFAULTS")
     # augmentation
     augment: str = opt("simclr", "augment", "augmentation recipe", choices="gsimclr.transforms.augment:AUGMENTATIONS")
     jitter_strength: float = opt(0.5, "augment", "colour jitter strength s (simclr recipe)", min=0)
     crop_scale_min: float = opt(0.08, "augment", "smallest crop area fraction of random resized crop", gt=0, max=1)
+    jitter_p: float = opt(0.8, "augment", "probability of colour jitter (simclr and notebook recipes)", min=0, max=1)
+    gray_p: float = opt(0.2, "augment", "probability of colour drop to grayscale (simclr and notebook recipes)",
+                        min=0, max=1)
+    augment_draw: str = opt("image", "augment", "notebook recipe: random decisions and parameters drawn per image, "
+                            "or once per batch (the notebooks)", choices=("image", "batch"))
+    color_drop: str = opt("grayscale", "augment", "notebook recipe: colour drop to grayscale, or identity (the CIFAR "
+                          "notebook's _color_drop returns its input)", choices="gsimclr.transforms.augment:COLOR_DROPS")
     # contrastive pretraining
     epochs: int = opt(15, "pretrain", "pretraining epochs", min=1)
     batch_size: int = opt(64, "pretrain", "images per batch (the global batch under torchrun)", min=2)
@@ -124,6 +144,21 @@ class Config:
     warmup_epochs: float = opt(0.0, "pretrain", "linear warmup epochs", min=0)
     restart_epochs: float = opt(1.0, "pretrain", "first period of cosine_restarts in epochs (doubles each restart)",
                                 gt=0)
+    restart_steps: int = opt(0, "pretrain", "first period of cosine_restarts in optimizer steps (0: --restart-epochs); "
+                             "Keras' first_decay_steps", min=0)
+    restart_t_mul: float = opt(2.0, "pretrain", "cosine_restarts: each period is this many times the previous one "
+                               "(Keras' t_mul)", min=1)
+    restart_m_mul: float = opt(1.0, "pretrain", "cosine_restarts: each peak is this many times the previous one "
+                               "(Keras' m_mul)", gt=0)
+    decay_steps: int = opt(0, "pretrain", "cosine: optimizer steps to reach 0, then 0 (Keras' CosineDecay; 0: the "
+                           "whole run)", min=0)
+    drop_last: bool = opt(False, "pretrain", "skip an epoch's short last batch (tf.data drop_remainder)")
+    shuffle_buffer: int = opt(0, "pretrain", "unguided batches: shuffle with a tf.data buffer of this many images "
+                              "(0: a full permutation)", min=0)
+    reshuffle: bool = opt(True, "pretrain", "unguided batches: a new order every epoch (false: the first epoch's order "
+                          "every epoch, as tf.data shuffle().cache())")
+    views_forward: str = opt("joint", "pretrain", "forward passes: one over both views (BatchNorm statistics over 2N), "
+                             "or one per view (separate: the notebooks)", choices="gsimclr.training.views:VIEW_FORWARDS")
     checkpoint_every: int = opt(0, "pretrain", "epochs between checkpoints (0: only at the end)", min=0)
     monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
     sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
@@ -132,6 +167,9 @@ class Config:
                         choices=("batches", "mask", "both"))
     sampler_tail: str = opt("relax", "guidance", "guided batches once the smallest clusters run out: relax the "
                             "one-per-cluster rule step by step, or drop the rest of the epoch", choices=("relax", "drop"))
+    guided_order: str = opt("balanced", "guidance", "guided batches: the balanced sampler reshuffled every epoch, or "
+                            "the notebooks' one fixed order (images sorted by their rank within their cluster)",
+                            choices=("balanced", "rank"))
     # denoising autoencoder + k-means pseudo labels
     ae_model: str = opt("shallow", "pseudo_labels", "denoising autoencoder (shallow for 32 px, deep for 224 px)",
                         choices="gsimclr.models.autoencoder:ARCHITECTURES")
@@ -140,10 +178,26 @@ class Config:
     ae_lr: float = opt(1e-3, "pseudo_labels", "autoencoder Adam learning rate", gt=0)
     ae_noise: float = opt(0.01, "pseudo_labels", "standard deviation of the denoising autoencoder's input noise", min=0)
     ae_patience: int = opt(3, "pseudo_labels", "autoencoder early-stopping patience in epochs", min=1)
+    ae_decoder: str = opt("conv_first", "pseudo_labels", "autoencoder decoder stages: conv then upsample, or upsample "
+                          "then conv (the notebooks)", choices="gsimclr.models.autoencoder:DECODERS")
+    ae_select: str = opt("holdout", "pseudo_labels", "the split the autoencoder's early stopping watches: 10% held out "
+                         "of the training images, or the test set (the notebooks)", choices=("holdout", "test"))
+    ae_min_delta: float = opt(1e-6, "pseudo_labels", "autoencoder early stopping: smallest improvement (Keras: 0)",
+                              min=0)
+    ae_shuffle: bool = opt(True, "pseudo_labels", "reshuffle the autoencoder's batches every epoch (the notebooks: "
+                           "data order)")
+    ae_drop_last: bool = opt(False, "pseudo_labels", "skip the autoencoder's short last batch (the notebooks)")
     k: int | None = opt(None, "pseudo_labels", "k-means clusters for pseudo labels (default: the batch size)", min=2)
+    kmeans_n_init: int = opt(3, "pseudo_labels", "k-means restarts (scikit-learn's default when the notebooks ran: 10)",
+                             min=1)
     # evaluation
     linear_epochs: int = opt(100, "linear", "linear classifier epochs", min=1)
     linear_lr: float = opt(1e-3, "linear", "linear classifier learning rate", gt=0)
+    linear_epochs_p2: int | None = opt(None, "linear", "notebook protocol: epochs at P2 (default: --linear-epochs)",
+                                       min=1)
+    linear_epochs_p3: int | None = opt(None, "linear", "notebook protocol: epochs at P3 (default: --linear-epochs)",
+                                       min=1)
+    linear_batch_size: int = opt(64, "linear", "notebook protocol: linear classifier batch size", min=1)
     knn_k: int = opt(200, "knn", "neighbours of the weighted kNN classifier", min=1)
     knn_temperature: float = opt(0.1, "knn", "temperature of the kNN vote weights", gt=0)
     label_fraction: float = opt(0.1, "finetune", "fraction of the training labels for fine-tuning, in (0, 1]",
@@ -151,8 +205,39 @@ class Config:
     finetune_head_epochs: int = opt(50, "finetune", "fine-tuning: classifier epochs on frozen features", min=0)
     finetune_epochs: int = opt(10, "finetune", "fine-tuning: epochs of the whole network", min=0)
     finetune_lr: float = opt(1e-3, "finetune", "fine-tuning learning rate of the whole network", gt=0)
+    finetune_head_lr: float | None = opt(None, "finetune", "fine-tuning: classifier learning rate on frozen features "
+                                         "(default: 10 x --finetune-lr)", gt=0)
+    label_sampling: str = opt("stratified", "finetune", "notebook protocol: the labelled fraction, stratified, "
+                              "uniform without replacement (CIFAR notebook) or uniform with replacement (ImageNet "
+                              "notebooks: duplicates kept)", choices="gsimclr.evaluation.notebook:LABEL_SAMPLINGS")
+    finetune_bn: str = opt("frozen", "finetune", "notebook protocol: BatchNorm while all layers train: frozen in "
+                           "inference mode (the notebooks' training=False) or training",
+                           choices="gsimclr.evaluation.notebook:FINETUNE_BN")
     supervised_epochs: int = opt(15, "supervised", "supervised baseline epochs", min=1)
     supervised_lr: float = opt(0.1, "supervised", "supervised baseline learning rate", gt=0)
+    supervised_model: str | None = opt(None, "supervised", "supervised baseline backbone (default: --model)",
+                                       choices="gsimclr.models.registry:BACKBONES")
+    supervised_n_blocks: int | None = opt(None, "supervised", "paper_resnet depth of the supervised baseline (default: "
+                                          "--n-blocks; 1 is the notebooks' ResNet20)", min=0)
+    supervised_head: str = opt("linear", "supervised", "notebook protocol: the classifier on the backbone, a Dense "
+                               "layer on pooled features or BN-ReLU-pool-Dense (bn_relu: resnet_cifar10.classifier)",
+                               choices=("linear", "bn_relu"))
+    supervised_bn_eval: str = opt("running", "supervised", "notebook protocol: BatchNorm on test batches, running or "
+                                  "batch statistics (the ImageNet notebook's training=True)",
+                                  choices="gsimclr.evaluation.notebook:BN_EVAL")
+    # evaluation protocol and model selection
+    eval_protocol: str = opt("gsimclr", "protocol", "which linear, fine-tuning and supervised stages a run uses: "
+                             "gsimclr's, or the notebooks' (Keras fit with early stopping)",
+                             choices="gsimclr.evaluation.registry:PROTOCOLS")
+    select_on: str = opt("holdout", "protocol", "notebook protocol: the split early stopping watches, a holdout "
+                         "carved from the training data, or the test set (the notebooks)",
+                         choices="gsimclr.evaluation.notebook:SELECT_ON")
+    holdout_fraction: float = opt(0.1, "protocol", "notebook protocol: the training fraction held out for "
+                                  "--select-on holdout", gt=0, lt=1)
+    es_patience: int = opt(2, "protocol", "notebook protocol: early-stopping patience in epochs", min=0)
+    es_restore: str = opt("best", "protocol", "notebook protocol: restore the best epoch's weights at the end, or only "
+                          "when stopping triggers (on_stop: tf.keras 2.3, the notebooks')",
+                          choices="gsimclr.evaluation.early_stopping:RESTORES")
     # execution
     seed: int = opt(0, "execution", "random seed", min=0)
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)

@@ -30,7 +30,7 @@ from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources import load_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
-from gsimclr.evaluation import EVALUATIONS
+from gsimclr.evaluation import EVALUATIONS, protocol_evaluations
 from gsimclr.evaluation.context import EvalContext
 from gsimclr.evaluation.classifier import label_subset, supervised
 from gsimclr.io import write_json, write_text
@@ -42,18 +42,20 @@ from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.runtime import resolve_device
 from gsimclr.training.pretrain import CHECKPOINT, build_model, pretrain
+from gsimclr.transforms.augment import NORMALIZATIONS
 
 def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
     """The training split and a labelled evaluation split. Without a test split, a stratified 20% of
     a labelled training set is held out for evaluation (and not used for pretraining)."""
     size = cfg.cache_size or cfg.image_size
-    train = load_split(cfg.data, "train", image_size=size, on_corrupt=cfg.on_corrupt)
+    opts = {"image_size": size, "on_corrupt": cfg.on_corrupt, "resize": cfg.resize}
+    train = load_split(cfg.data, "train", **opts)
     if cfg.test_data:
-        test = load_split(cfg.test_data, "test", image_size=size, on_corrupt=cfg.on_corrupt)
+        test = load_split(cfg.test_data, "test", **opts)
         if test is None:
-            test = load_split(cfg.test_data, "train", image_size=size, on_corrupt=cfg.on_corrupt)
+            test = load_split(cfg.test_data, "train", **opts)
     else:
-        test = load_split(cfg.data, "test", image_size=size, on_corrupt=cfg.on_corrupt)
+        test = load_split(cfg.data, "test", **opts)
     if test is None and train.has_labels:
         held = label_subset(train.labels, 0.2, cfg.seed)
         keep = np.setdiff1d(np.arange(len(train)), held)
@@ -96,25 +98,30 @@ def _device_name(cfg: Config) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
 
 
-def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False,
+                        test: ImageData | None = None) -> dict[str, Any]:
+    """Autoencoder and k-means pseudo labels of ``train`` (``--ae-select test`` watches ``test``)."""
     out = run_dir / "pseudo_labels"
     if resume and (out / "pseudo_labels.npy").exists() and (out / "pseudo_labels.json").exists():
         return {"labels": load_pseudo_labels(out, len(train)), **json.loads((out / "pseudo_labels.json").read_text())}
     if cfg.n_clusters > len(train):
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
-    result = make_pseudo_labels(cfg, train, out)
+    if cfg.ae_select == "test" and test is None:
+        raise UserError("--ae-select test needs a test split; this data has none")
+    result = make_pseudo_labels(cfg, train, out, test if cfg.ae_select == "test" else None)
     colour = train.labels if train.has_labels else result.labels
     plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 
-def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False,
+                         test: ImageData | None = None) -> dict[str, Any]:
     """:func:`stage_pseudo_labels` for a command that may run in several processes: rank 0 computes
     (or reuses) them while the others wait, then the others read its files."""
     world = current_world()
     if not world.distributed:
-        return stage_pseudo_labels(cfg, train, run_dir, resume)
-    result = stage_pseudo_labels(cfg, train, run_dir, resume) if world.is_main else None
+        return stage_pseudo_labels(cfg, train, run_dir, resume, test)
+    result = stage_pseudo_labels(cfg, train, run_dir, resume, test) if world.is_main else None
     wait_for_main()
     if world.is_main:
         return result
@@ -169,7 +176,7 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
-    names = EVALUATIONS.names() if which is None else list(which)
+    names = protocol_evaluations(cfg.eval_protocol) if which is None else list(which)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
     if out is not None and cfg.tsne_points:
         plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / "tsne_encoder.png",
@@ -177,13 +184,25 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
     return result
 
 
-def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> float:
+def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> dict[str, Any]:
+    """The supervised baseline of ``--eval-protocol``: ``{"top1": %, "epochs": ...}`` (the notebooks'
+    protocol adds the epoch early stopping chose)."""
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("the supervised baseline needs labelled training and test splits")
+    device = resolve_device(cfg.device)
+    if cfg.eval_protocol == "notebook":
+        from gsimclr.evaluation.notebook import run_supervised_notebook
+
+        return {"epochs": cfg.supervised_epochs, "protocol": "notebook",
+                **run_supervised_notebook(cfg, train, test, device)}
     torch.manual_seed(cfg.seed)
-    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
-    return supervised(backbone, train, test, cfg.image_size, cfg.supervised_epochs, cfg.supervised_lr,
-                      resolve_device(cfg.device), cfg.batch_size, cfg.seed, cfg.precision)
+    n_blocks = cfg.n_blocks if cfg.supervised_n_blocks is None else cfg.supervised_n_blocks
+    backbone = create_backbone(cfg.supervised_model or cfg.model, cfg.defaults, n_blocks=n_blocks,
+                               shortcut_bn=cfg.shortcut_bn, downsample_in_1x1=cfg.downsample_in_1x1)
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    top1 = supervised(backbone, train, test, cfg.image_size, cfg.supervised_epochs, cfg.supervised_lr,
+                      device, cfg.batch_size, cfg.seed, cfg.precision, mean=mean, std=std)
+    return {"top1": top1, "epochs": cfg.supervised_epochs}
 
 
 def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
@@ -245,7 +264,7 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     pseudo = None
     if any(METHODS[m].guided for m in methods):
         t0 = time.perf_counter()
-        pl = shared_pseudo_labels(cfg, train, run_dir, resume)
+        pl = shared_pseudo_labels(cfg, train, run_dir, resume, test)
         pseudo = pl.pop("labels")
         results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
         scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
@@ -281,8 +300,9 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
         if resume and sup_path.exists():
             results["supervised"] = json.loads(sup_path.read_text())["top1"]
         else:
-            results["supervised"] = stage_supervised(cfg, train, test)
-            write_json(sup_path, {"top1": results["supervised"], "epochs": cfg.supervised_epochs})
+            sup = stage_supervised(cfg, train, test)
+            results["supervised"] = sup["top1"]
+            write_json(sup_path, sup)
     plot_run_curves(run_dir)
     write_json(run_dir / "results.json", results)
     table = markdown_table(results) if evaluable else "(no labelled evaluation split: nothing to tabulate)"

@@ -150,13 +150,16 @@ def cluster_scores(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "ari": float(adjusted_rand_score(truth, pseudo))}
 
 
-def make_pseudo_labels(cfg: Config, data: ImageData, out_dir: Path) -> PseudoLabels:
-    """Autoencoder, features, k-means; saves the autoencoder, the labels and their scores in ``out_dir``."""
+def make_pseudo_labels(cfg: Config, data: ImageData, out_dir: Path, val_data: ImageData | None = None) -> PseudoLabels:
+    """Autoencoder, features, k-means; saves the autoencoder, the labels and their scores in ``out_dir``.
+    ``val_data``: the split the autoencoder's early stopping watches (default: 10% held out of ``data``)."""
     out_dir = Path(out_dir)
-    ae = train_autoencoder(cfg, data, out_dir)
-    save_checkpoint(out_dir / "autoencoder.safetensors", ae, meta={"ae_model": cfg.ae_model, "fingerprint": data.fingerprint})
+    ae = train_autoencoder(cfg, data, out_dir, val_data, decoder=cfg.ae_decoder, shuffle=cfg.ae_shuffle,
+                           drop_last=cfg.ae_drop_last, min_delta=cfg.ae_min_delta, defaults=cfg.defaults)
+    save_checkpoint(out_dir / "autoencoder.safetensors", ae, meta={"ae_model": cfg.ae_model, "ae_decoder": cfg.ae_decoder,
+                                                                   "fingerprint": data.fingerprint})
     feats = encode(ae, data, cfg)
-    labels = kmeans_labels(feats, cfg.n_clusters, cfg.seed)
+    labels = kmeans_labels(feats, cfg.n_clusters, cfg.seed, cfg.kmeans_n_init)
     metrics = {"k": cfg.n_clusters, "images": len(data), "cluster_sizes_min": int(np.bincount(labels).min()),
                "cluster_sizes_max": int(np.bincount(labels).max()), "fingerprint": data.fingerprint}
     if data.has_labels:

@@ -44,13 +44,17 @@ def _columns(methods: dict[str, Any]) -> list[str]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """One row per evaluation row (:data:`gsimclr.evaluation.EVALUATIONS`), one column per method."""
+    """One row per evaluation row (:data:`gsimclr.evaluation.EVALUATIONS`) that some method has a value
+    for (a run evaluates with one protocol), one column per method."""
     methods = results.get("methods", {})
     cols = _columns(methods)
     lines = ["| top-1 % | " + " | ".join(title(m) for m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     per_method = {m: table_rows(results, methods[m]) for m in cols}
     for i, (_, name, _) in enumerate(table_rows(results, {})):
-        lines.append(f"| {name} | " + " | ".join(_fmt(per_method[m][i][2]) for m in cols) + " |")
+        values = [per_method[m][i][2] for m in cols]
+        if cols and all(v is None for v in values):
+            continue
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
     if results.get("supervised") is not None:
         lines.append("| Fully supervised (all labels) | " + " | ".join([_fmt(results["supervised"])] + [""] * (len(cols) - 1)) + " |")
     return "\n".join(lines)
@@ -66,13 +70,6 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             out.append(f"{title(m)} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "
                        f"({r.get('images_per_s', 0):.0f} images/s, final loss {r.get('final_loss', float('nan')):.3f}).")
     return out
-
-
-def _metric(result: dict[str, Any], method: str, key: str) -> float | None:
-    for row_key, _, value in table_rows(result, result.get("methods", {}).get(method, {})):
-        if row_key == key:
-            return value
-    return None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -98,8 +95,11 @@ def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
     header = f"| top-1 % (n={len(results)} runs) | " + " | ".join(title(m) for m in cols) + " |"
     header += "".join(f" {title(m)} (paper) |" for m in paper_cols)
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    for key, name, _ in table_rows(results[0], {}):
-        row = [_mean_std([v for r in results if (v := _metric(r, m, key)) is not None]) for m in cols]
+    rows = [{m: table_rows(r, r.get("methods", {}).get(m, {})) for m in cols} for r in results]
+    for i, (key, name, _) in enumerate(table_rows(results[0], {})):
+        row = [_mean_std([v for r in rows if (v := r[m][i][2]) is not None]) for m in cols]
+        if not any(row):  # no run evaluated it (e.g. another protocol's row)
+            continue
         row += [str(ref[m].get(key, "")) for m in paper_cols]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     sup = [r["supervised"] for r in results if r.get("supervised") is not None]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import ImageData
 from gsimclr.runtime import autocast, seed_epoch
-from gsimclr.transforms.augment import Augment, eval_transform
+from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, eval_transform
 
 
 class Classifier(nn.Module):
@@ -52,12 +52,12 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarr
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: ImageData, image_size: int, device: torch.device, precision: str = "auto",
-             batch_size: int = 512) -> float:
+             batch_size: int = 512, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
     model.eval()
     images, correct = torch.from_numpy(data.images), 0
     labels = torch.from_numpy(data.labels)
     for i in range(0, len(data), batch_size):
-        x = eval_transform(images[i:i + batch_size].to(device), image_size)
+        x = eval_transform(images[i:i + batch_size].to(device), image_size, mean, std)
         with autocast(device, precision):
             pred = model(x).argmax(1).cpu()
         correct += int((pred == labels[i:i + batch_size]).sum())
@@ -66,7 +66,8 @@ def accuracy(model: nn.Module, data: ImageData, image_size: int, device: torch.d
 
 def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float, device: torch.device,
                      batch_size: int = 128, optimizer: str = "adam", seed: int = 0,
-                     precision: str = "auto", desc: str = "classifier") -> Classifier:
+                     precision: str = "auto", desc: str = "classifier", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD) -> Classifier:
     """Cross-entropy training of the whole network with augmentation and a cosine schedule."""
     params = list(model.parameters())
     if optimizer == "sgd":
@@ -75,7 +76,7 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
         opt = torch.optim.Adam(params, lr=lr)
     steps_per_epoch = -(-len(data) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    augment = Augment(image_size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0)
+    augment = Augment(image_size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, mean=tuple(mean), std=tuple(std))
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
     if device.type == "cuda":
@@ -99,12 +100,13 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
 
 
 def train_head_on_features(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float,
-                           device: torch.device, batch_size: int = 64, seed: int = 0, precision: str = "auto") -> None:
+                           device: torch.device, batch_size: int = 64, seed: int = 0, precision: str = "auto",
+                           mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
     """Train the classifier on frozen backbone features, extracted once (no augmentation)."""
     model.eval()
     with torch.no_grad(), autocast(device, precision):
         images = torch.from_numpy(data.images)
-        feats = torch.cat([model.backbone(eval_transform(images[i:i + 512].to(device), image_size)).float()
+        feats = torch.cat([model.backbone(eval_transform(images[i:i + 512].to(device), image_size, mean, std)).float()
                            for i in range(0, len(data), 512)])
     labels = torch.from_numpy(data.labels).to(device)
     opt = torch.optim.Adam(model.fc.parameters(), lr=lr)
@@ -124,36 +126,42 @@ def train_head_on_features(model: Classifier, data: ImageData, image_size: int, 
 
 def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: float, image_size: int,
              head_epochs: int, epochs: int, lr: float, device: torch.device, seed: int = 0,
-             precision: str = "auto") -> float:
+             precision: str = "auto", head_lr: float | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
     """Fine-tune a pretrained backbone on a stratified ``fraction`` of the training labels; test top-1 (%).
 
-    First the classifier alone on frozen features (``head_epochs``, learning rate 10 x ``lr``), then
-    the whole network with augmentation at ``lr`` (``epochs``)."""
+    First the classifier alone on frozen features (``head_epochs``, learning rate ``head_lr``, default
+    10 x ``lr``), then the whole network with augmentation at ``lr`` (``epochs``)."""
     subset = train.subset(label_subset(train.labels, fraction, seed))
     model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
     batch = min(64, len(subset))
-    train_head_on_features(model, subset, image_size, head_epochs, lr * 10, device, batch, seed, precision)
+    train_head_on_features(model, subset, image_size, head_epochs, head_lr or lr * 10, device, batch, seed, precision,
+                           mean, std)
     train_classifier(model, subset, image_size, epochs, lr, device, batch, seed=seed + 1,
-                     precision=precision, desc="fine-tune")
-    return accuracy(model, test, image_size, device, precision)
+                     precision=precision, desc="fine-tune", mean=mean, std=std)
+    return accuracy(model, test, image_size, device, precision, mean=mean, std=std)
 
 
 def supervised(backbone: nn.Module, train: ImageData, test: ImageData, image_size: int, epochs: int, lr: float,
-               device: torch.device, batch_size: int = 128, seed: int = 0, precision: str = "auto") -> float:
+               device: torch.device, batch_size: int = 128, seed: int = 0, precision: str = "auto",
+               mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
     """The fully supervised baseline: the same backbone trained from scratch on all labels (SGD)."""
     model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
     train_classifier(model, train, image_size, epochs, lr, device, min(batch_size, len(train)), optimizer="sgd",
-                     seed=seed, precision=precision, desc="supervised")
-    return accuracy(model, test, image_size, device, precision)
+                     seed=seed, precision=precision, desc="supervised", mean=mean, std=std)
+    return accuracy(model, test, image_size, device, precision, mean=mean, std=std)
 
 
 def run_finetune(ctx) -> float:
     """The registered ``finetune`` evaluation: a copy of the pretrained backbone, fine-tuned."""
+    from gsimclr.evaluation.notebook import backbone_options
     from gsimclr.models.registry import create_backbone
+    from gsimclr.transforms.augment import NORMALIZATIONS
 
     cfg = ctx.cfg
-    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
+    backbone = create_backbone(cfg.model, cfg.defaults, **backbone_options(cfg))
     backbone.load_state_dict(ctx.model.backbone.state_dict())
+    mean, std = NORMALIZATIONS[cfg.normalize]
     return finetune(backbone, ctx.train, ctx.test, cfg.label_fraction, cfg.image_size, cfg.finetune_head_epochs,
-                    cfg.finetune_epochs, cfg.finetune_lr, ctx.device, cfg.seed, cfg.precision)
+                    cfg.finetune_epochs, cfg.finetune_lr, ctx.device, cfg.seed, cfg.precision, cfg.finetune_head_lr,
+                    mean, std)
 

@@ -24,10 +24,12 @@ class EvalContext:
         """{"P1", "P2", "P3"} features of ``split`` ("train" or "test"), extracted on first use."""
         if split not in self._features:
             from gsimclr.evaluation.features import extract_features
+            from gsimclr.transforms.augment import NORMALIZATIONS
 
             data = self.train if split == "train" else self.test
+            mean, std = NORMALIZATIONS[getattr(self.cfg, "normalize", "imagenet")]
             self._features[split] = extract_features(self.model, data, self.cfg.image_size, self.device,
-                                                     precision=self.cfg.precision)
+                                                     precision=self.cfg.precision, mean=mean, std=std)
         return self._features[split]
 
     def features_pair(self, point: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

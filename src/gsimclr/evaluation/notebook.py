@@ -311,3 +311,70 @@ def notebook_supervised(model: nn.Module, train: ImageData, test: ImageData, ima
                                seed, precision, model.train, bn_batch_stats=batch_stats)
     top1 = _image_pass(model, te, batch_size if batch_stats else 256, precision, batch_stats, seed)[1]
     return {"top1": top1, "selected_on": select_on, **summary}
+
+
+# --------------------------------------------------------------------------------------------
+# Registered evaluations and the supervised stage, reading the run's configuration
+# --------------------------------------------------------------------------------------------
+
+
+def _selection(cfg) -> dict:
+    return {"patience": cfg.es_patience, "select_on": cfg.select_on, "holdout_fraction": cfg.holdout_fraction,
+            "restore": cfg.es_restore}
+
+
+def run_linear_notebook(ctx) -> dict[str, dict]:
+    """The registered ``linear_notebook`` evaluation: a probe at each of P1, P2, P3 (up to
+    ``--linear-epochs``, ``--linear-epochs-p2``, ``--linear-epochs-p3``)."""
+    cfg = ctx.cfg
+    epochs = {"P1": cfg.linear_epochs, "P2": cfg.linear_epochs_p2 or cfg.linear_epochs,
+              "P3": cfg.linear_epochs_p3 or cfg.linear_epochs}
+    return {p: notebook_linear_probe(*ctx.features_pair(p), epochs=epochs[p], lr=cfg.linear_lr,
+                                     batch_size=cfg.linear_batch_size, seed=cfg.seed, defaults=cfg.defaults,
+                                     device=ctx.device, **_selection(cfg))
+            for p in ("P1", "P2", "P3")}
+
+
+def run_finetune_notebook(ctx) -> dict:
+    """The registered ``finetune_notebook`` evaluation: a copy of the pretrained backbone, fine-tuned."""
+    from gsimclr.models.registry import create_backbone
+    from gsimclr.transforms.augment import NORMALIZATIONS
+
+    cfg = ctx.cfg
+    backbone = create_backbone(cfg.model, cfg.defaults, **backbone_options(cfg))
+    backbone.load_state_dict(ctx.model.backbone.state_dict())
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    return notebook_finetune(backbone, ctx.train, ctx.test, cfg.image_size, fraction=cfg.label_fraction,
+                             sampling=cfg.label_sampling, head_epochs=cfg.finetune_head_epochs,
+                             head_lr=cfg.finetune_head_lr or 10 * cfg.finetune_lr, epochs=cfg.finetune_epochs,
+                             lr=cfg.finetune_lr, batch_size=64, bn=cfg.finetune_bn, defaults=cfg.defaults,
+                             mean=mean, std=std, device=ctx.device, seed=cfg.seed, precision=cfg.precision,
+                             **_selection(cfg))
+
+
+def backbone_options(cfg, supervised: bool = False) -> dict:
+    """The backbone options of a run's config (the supervised baseline's depth when ``supervised``)."""
+    n_blocks = cfg.supervised_n_blocks if supervised and cfg.supervised_n_blocks is not None else cfg.n_blocks
+    return {"n_blocks": n_blocks, "shortcut_bn": cfg.shortcut_bn, "downsample_in_1x1": cfg.downsample_in_1x1}
+
+
+def run_supervised_notebook(cfg, train: ImageData, test: ImageData, device: torch.device) -> dict:
+    """The notebooks' supervised baseline for a run's config: ``--supervised-model`` (default ``--model``),
+    a Dense head (``bn_relu``: BN, ReLU, pooling, Dense with he_normal weights, resnet_cifar10's), Adam at
+    ``--supervised-lr``, batches of ``--batch-size``, up to ``--supervised-epochs`` with early stopping."""
+    from gsimclr.models.registry import create_backbone
+    from gsimclr.transforms.augment import NORMALIZATIONS
+
+    torch.manual_seed(cfg.seed)
+    name = cfg.supervised_model or cfg.model
+    bn_relu = cfg.supervised_head == "bn_relu"
+    if bn_relu and name != "paper_resnet":
+        from gsimclr.errors import UserError
+
+        raise UserError(f"--supervised-head bn_relu needs --supervised-model paper_resnet, got {name}")
+    backbone = create_backbone(name, cfg.defaults, pre_pool_bn=bn_relu, **backbone_options(cfg, supervised=True))
+    model = DenseClassifier(backbone, train.num_classes, cfg.defaults, "he_normal" if bn_relu else "glorot_uniform")
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    return notebook_supervised(model, train, test, cfg.image_size, epochs=cfg.supervised_epochs, lr=cfg.supervised_lr,
+                               batch_size=cfg.batch_size, bn_eval=cfg.supervised_bn_eval, mean=mean, std=std,
+                               device=device, seed=cfg.seed, precision=cfg.precision, **_selection(cfg))

@@ -32,22 +32,29 @@ from gsimclr.loss import build_criterion
 from gsimclr.methods import METHODS
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.runtime import autocast, maybe_compile, resolve_device, seed_epoch, seed_everything
-from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler
+from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler, RankOrderBatchSampler
 from gsimclr.tracking import RunLogger
 from gsimclr.training.optim import build_optimizer, lr_multiplier
-from gsimclr.transforms.augment import build_augment
+from gsimclr.training.views import VIEW_FORWARDS
+from gsimclr.transforms.augment import NORMALIZATIONS, build_augment
 
 CHECKPOINT = "checkpoint.safetensors"
 
 
 def build_model(cfg: Config) -> SimCLRModel:
-    return SimCLRModel.build(cfg.model, cfg.head_dims, cfg.head_batch_norm, n_blocks=cfg.n_blocks)
+    return SimCLRModel.build(cfg.model, cfg.head_dims, cfg.head_batch_norm, cfg.defaults, n_blocks=cfg.n_blocks,
+                             shortcut_bn=cfg.shortcut_bn, downsample_in_1x1=cfg.downsample_in_1x1)
 
 
 def build_pretrain_augment(cfg: Config):
-    options = {}
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    options = {"mean": mean, "std": std}
     if cfg.augment == "simclr":
-        options = {"strength": cfg.jitter_strength, "scale": (cfg.crop_scale_min, 1.0)}
+        options.update(strength=cfg.jitter_strength, scale=(cfg.crop_scale_min, 1.0), jitter_p=cfg.jitter_p,
+                       gray_p=cfg.gray_p)
+    elif cfg.augment == "notebook":
+        options.update(strength=cfg.jitter_strength, jitter_p=cfg.jitter_p, gray_p=cfg.gray_p,
+                       per_batch=cfg.augment_draw == "batch", color_drop=cfg.color_drop)
     return build_augment(cfg.augment, cfg.image_size, **options)
 
 
@@ -76,23 +83,29 @@ def place_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: World):
-    """Guided batches for pseudo labels when ``--guidance`` asks for them, else plain shuffling."""
+    """Guided batches for pseudo labels when ``--guidance`` asks for them (``--guided-order``: the
+    balanced sampler or the notebooks' rank order), else plain shuffling (``--shuffle-buffer``,
+    ``--reshuffle``); ``--drop-last`` skips short last batches."""
     try:
         if pseudo_labels is not None and cfg.guidance in ("batches", "both"):
-            return GuidedBatchSampler(pseudo_labels, cfg.batch_size, cfg.seed, cfg.sampler_tail, world.rank, world.size)
-        return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size)
+            if cfg.guided_order == "rank":
+                return RankOrderBatchSampler(pseudo_labels, cfg.batch_size, world.rank, world.size, cfg.drop_last)
+            return GuidedBatchSampler(pseudo_labels, cfg.batch_size, cfg.seed, cfg.sampler_tail, world.rank, world.size,
+                                      cfg.drop_last)
+        return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size, cfg.drop_last, cfg.reshuffle,
+                                  cfg.shuffle_buffer)
     except ValueError as exc:
         raise UserError(f"--batch-size: {exc}") from None
 
 
-def make_loss_fn(criterion):
-    """``loss_fn(model, views, labels)``: one forward pass over all views (V, N, C, H, W) stacked into
-    one batch, then the criterion (built once, :func:`gsimclr.loss.build_criterion`) on (V, N, D)."""
+def make_loss_fn(criterion, views_forward: str = "joint"):
+    """``loss_fn(model, views, labels)``: the views (V, N, C, H, W) through the model, by default in one
+    forward pass stacked into one batch (``views_forward``, :data:`gsimclr.training.views.VIEW_FORWARDS`),
+    then the criterion (built once, :func:`gsimclr.loss.build_criterion`) on (V, N, D)."""
+    forward = VIEW_FORWARDS[views_forward]
 
     def contrastive_loss(model, views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        n_views, n = views.shape[:2]
-        z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
-        return criterion(z.view(n_views, n, -1), pseudo_labels=labels)
+        return criterion(forward(model, views), pseudo_labels=labels)
 
     return contrastive_loss
 
@@ -120,8 +133,9 @@ def monitor_knn(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageDa
     from gsimclr.evaluation.features import extract_features
     from gsimclr.evaluation.knn import knn_accuracy
 
-    ftrain = extract_features(model, train, cfg.image_size, device, precision=cfg.precision)["P3"]
-    ftest = extract_features(model, test, cfg.image_size, device, precision=cfg.precision)["P3"]
+    mean, std = NORMALIZATIONS[cfg.normalize]
+    ftrain = extract_features(model, train, cfg.image_size, device, precision=cfg.precision, mean=mean, std=std)["P3"]
+    ftest = extract_features(model, test, cfg.image_size, device, precision=cfg.precision, mean=mean, std=std)["P3"]
     return knn_accuracy(ftrain, torch.from_numpy(train.labels), ftest, torch.from_numpy(test.labels),
                         cfg.knn_k, cfg.knn_temperature, device)
 
@@ -166,14 +180,15 @@ class Pretrainer:
         self.steps_per_epoch = len(self.sampler)
         self.schedule = lr_multiplier(cfg.schedule, cfg.epochs * self.steps_per_epoch,
                                       round(cfg.warmup_epochs * self.steps_per_epoch),
-                                      round(cfg.restart_epochs * self.steps_per_epoch))
+                                      cfg.restart_steps or round(cfg.restart_epochs * self.steps_per_epoch),
+                                      cfg.restart_t_mul, cfg.restart_m_mul, cfg.decay_steps)
         self.make_views = make_views_fn(cfg, device)
         self.images = place_images(data.images, device)
         self.loss_labels = None
         if self.pseudo_labels is not None and cfg.guidance in ("mask", "both"):
             self.loss_labels = torch.from_numpy(np.asarray(self.pseudo_labels, dtype=np.int64)).to(device)
         self.criterion = build_criterion(cfg)
-        self.loss_fn = maybe_compile(make_loss_fn(self.criterion), device, cfg.compile)
+        self.loss_fn = maybe_compile(make_loss_fn(self.criterion, cfg.views_forward), device, cfg.compile)
         self.log = RunLogger(self.out_dir, tensorboard=world.is_main, resume=resume) if world.is_main else None
         if self.log and resume:
             self.log.truncate(self.start_epoch)

@@ -1,5 +1,7 @@
 """How the augmented views of a batch pass through the network before NT-Xent.
 
+Each maps ``(model, views (V, N, C, H, W))`` to embeddings ``(V, N, D)`` for the criterion.
+
 - ``joint`` (default): one forward pass over all views stacked into one batch of V x N images, so
   BatchNorm normalises with statistics over every view;
 - ``separate``: one forward pass per view, as the G-SimCLR notebooks (``zis = model(xis)``,
@@ -11,29 +13,26 @@ Example:
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.BatchNorm1d(4))
     >>> views = torch.randn(2, 8, 3, 2, 2)
-    >>> joint, separate = (VIEW_FORWARDS[name](net, views, 0.5, None) for name in ("joint", "separate"))
-    >>> bool(joint != separate)  # BatchNorm statistics over 16 images, or over each view's 8
-    True
+    >>> joint, separate = (VIEW_FORWARDS[name](net, views) for name in ("joint", "separate"))
+    >>> joint.shape, bool((joint - separate).abs().max() > 0.01)  # BatchNorm over 16 images, or each view's 8
+    (torch.Size([2, 8, 4]), True)
 """
 
 from __future__ import annotations
 
 import torch
 
-from gsimclr.loss.ntxent import nt_xent
 
-
-def joint_views_loss(model, views: torch.Tensor, temperature: float, labels: torch.Tensor | None) -> torch.Tensor:
-    """One forward pass over all views (V, N, C, H, W) stacked into one batch, then NT-Xent."""
+def joint_views(model, views: torch.Tensor) -> torch.Tensor:
+    """Embeddings (V, N, D) of views (V, N, C, H, W) from one forward pass over all V x N images."""
     n_views, n = views.shape[:2]
     z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
-    return nt_xent(z.view(n_views, n, -1), temperature, labels)
+    return z.view(n_views, n, -1)
 
 
-def separate_views_loss(model, views: torch.Tensor, temperature: float, labels: torch.Tensor | None) -> torch.Tensor:
-    """One forward pass per view (BatchNorm statistics per view), then NT-Xent."""
-    z = torch.stack([model(v.contiguous(memory_format=torch.channels_last)) for v in views.unbind(0)])
-    return nt_xent(z, temperature, labels)
+def separate_views(model, views: torch.Tensor) -> torch.Tensor:
+    """Embeddings (V, N, D) of views (V, N, C, H, W) from one forward pass per view."""
+    return torch.stack([model(v.contiguous(memory_format=torch.channels_last)) for v in views.unbind(0)])
 
 
-VIEW_FORWARDS = {"joint": joint_views_loss, "separate": separate_views_loss}
+VIEW_FORWARDS = {"joint": joint_views, "separate": separate_views}

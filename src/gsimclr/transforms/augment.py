@@ -49,6 +49,8 @@ from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# input normalisations by name: (mean, std); "none" feeds raw [0, 1] pixels, as the notebooks
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
 
 # Colour-jitter operations, as indices into a per-sample order (same numbering as torchvision).
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
