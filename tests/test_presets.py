@@ -143,11 +143,11 @@ SHORT = ["--train-limit", "128", "--test-limit", "64", "--epochs", "1", "--ae-ep
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_shortened_cpu_run(preset, tmp_path, capsys):
-    """Each preset end to end, shortened by flags (64 px for the ImageNet ones, to keep it under a minute)."""
+    """Each preset end to end, shortened by flags (32 px for the ImageNet ones, to keep it short)."""
     data = SHARED / ("cifar10" if "cifar10" in preset else "imagenet5")
     if not data.is_dir():
         pytest.skip("shared data not present")
-    extra = ["--image-size", "64", "--cache-size", "64"] if "imagenet5" in preset else []
+    extra = ["--image-size", "32", "--cache-size", "32"] if "imagenet5" in preset else []
     out = tmp_path / "run"
     assert main(["run", "--preset", preset, "--data", str(data), "--out", str(out), *SHORT, *extra]) == 0
     results = json.loads((out / "results.json").read_text())

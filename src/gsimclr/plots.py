@@ -37,7 +37,10 @@ def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | 
 
 def plot_tsne(features: np.ndarray, labels: np.ndarray | None, path: str | Path, title: str = "",
               max_points: int = 2000, seed: int = 0) -> None:
-    """A 2-d t-SNE map of ``features`` coloured by ``labels`` (a random subset of ``max_points``)."""
+    """A 2-d t-SNE map of ``features`` coloured by ``labels`` (a random subset of ``max_points``; no map
+    for ``max_points`` 0, ``--tsne-points 0``)."""
+    if max_points <= 0:
+        return
     from sklearn.manifold import TSNE
 
     rng = np.random.default_rng(seed)

@@ -77,7 +77,10 @@ def split_for_selection(labels: np.ndarray, select_on: str, holdout_fraction: fl
         return np.arange(len(labels)), None
     held = label_subset(labels, holdout_fraction, seed)
     if len(held) >= len(labels):
-        raise ValueError(f"a holdout of {holdout_fraction} leaves no training samples out of {len(labels)}")
+        from gsimclr.errors import UserError
+
+        raise UserError(f"--holdout-fraction {holdout_fraction} leaves none of the {len(labels)} labelled samples "
+                        "for training; use more data or --select-on test")
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
@@ -251,7 +254,8 @@ def notebook_finetune(backbone: nn.Module, train: ImageData, test: ImageData, im
     if bn not in FINETUNE_BN:
         raise ValueError(f"bn must be one of {', '.join(FINETUNE_BN)}, got {bn!r}")
     device = torch.device(device)
-    subset = train.subset(sample_labelled(train.labels, fraction, sampling, seed))
+    picked = sample_labelled(train.labels, fraction, sampling, seed)
+    subset = train.subset(picked)
     fit_idx, held = split_for_selection(subset.labels, select_on, holdout_fraction, seed)
     fit_data = subset.subset(fit_idx)
     val_data = test if held is None else subset.subset(held)
@@ -285,7 +289,7 @@ def notebook_finetune(backbone: nn.Module, train: ImageData, test: ImageData, im
                             seed + 1, precision, train_mode)
     top1 = _image_pass(model, te, 256, precision)[1]
     return {"top1": top1, "selected_on": select_on, "labelled": len(subset),
-            "distinct_labelled": int(len(np.unique(sample_labelled(train.labels, fraction, sampling, seed)))),
+            "distinct_labelled": int(len(np.unique(picked))),
             "head": head, "all_layers": full}
 
 
