@@ -2,6 +2,7 @@
 where we differ": a change to one of the four presets fails here (and must change that table too)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import yaml
 from gsimclr.cli import main, show_preset
 from gsimclr.config import Config, load_config
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository (GSIMCLR_SHARED_DATA points elsewhere, e.g. from a git worktree)
+SHARED = Path(os.environ.get("GSIMCLR_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 # Each README row, as the options that carry it, for the notebooks' CIFAR-10 recipe (paper-cifar10).
 CIFAR_ROWS = {
