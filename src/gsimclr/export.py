@@ -175,8 +175,8 @@ def _cpu_copy(backbone: nn.Module) -> nn.Module:
 def _model_card(target: dict, config: dict, run: dict | None, results: dict | None, method: str) -> str:
     from gsimclr.report import markdown_table
 
-    lines = ["---", f"library_name: {target['library']}", "tags:", "- self-supervised-learning", "- simclr",
-             f"- {method}", "---", "", f"# {method} backbone ({config['model']}) pretrained with gsimclr", "",
+    tags = dict.fromkeys(["self-supervised-learning", "simclr", method])
+    lines = ["---", f"library_name: {target['library']}", "tags:", *(f"- {t}" for t in tags), "---", "", f"# {method} backbone ({config['model']}) pretrained with gsimclr", "",
              f"{config['method']} pretraining, {config['epochs']} epoch(s), {config['image_size']} px inputs, "
              f"{config['num_features']}-d features. Exported by gsimclr {__version__}.", "",
              "## Load", "", "```python", "from safetensors.torch import load_file",

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import ImageData
-from gsimclr.runtime import autocast, seed_epoch
+from gsimclr.runtime import autocast, backward_step, grad_scaler, seed_epoch
 from gsimclr.transforms.augment import Augment, eval_transform
 
 
@@ -81,6 +81,7 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
     rng = np.random.default_rng(seed)
+    scaler = grad_scaler(device, precision)  # enabled for fp16 only
     for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None):
         model.train()
         seed_epoch(seed, 10_000 + epoch)
@@ -92,8 +93,7 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
             with autocast(device, precision):
                 loss = F.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
             sched.step()
     return model
 
