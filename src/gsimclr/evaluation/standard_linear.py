@@ -51,9 +51,9 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = 
         return np.arange(len(labels))
     if sampling == "uniform":
         return np.sort(rng.choice(len(labels), max(1, round(fraction * len(labels))), replace=False))
-    picks = [rng.choice(idx, max(1, round(fraction * len(idx))), replace=False)
-             for idx in (np.flatnonzero(labels == c) for c in np.unique(labels))]
-    return np.sort(np.concatenate(picks))
+    from gsimclr.evaluation.classifier import label_subset  # the stratified draw fine-tuning always used
+
+    return label_subset(labels, fraction, seed)
 
 
 @torch.no_grad()
@@ -109,3 +109,14 @@ def standard_linear_eval(backbone: nn.Module, train: ImageData, test: ImageData,
     return {"top1": 100.0 * correct / len(test), "protocol": PROTOCOL, "epochs": epochs, "batch_size": batch,
             "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "fraction": fraction,
             "sampling": sampling, "train_images": len(subset)}
+
+
+def run_standard_linear(ctx) -> dict:
+    """The registered ``linear_standard`` evaluation: the standard protocol on the backbone (P3)."""
+    import copy
+
+    cfg = ctx.cfg
+    return standard_linear_eval(copy.deepcopy(ctx.model.backbone), ctx.train, ctx.test, cfg.image_size, ctx.device,
+                                epochs=cfg.standard_epochs, batch_size=cfg.standard_batch_size, lr=cfg.standard_lr,
+                                fraction=cfg.standard_label_fraction, sampling=cfg.label_sampling, seed=cfg.seed,
+                                precision=cfg.precision)

@@ -83,6 +83,16 @@ def backbone_names() -> list[str]:
     return sorted(BACKBONES) + [f"{p}:NAME" for p in sorted(BACKBONE_FAMILIES)]
 
 
+class _BackboneChoices:
+    """The names an option may take (:func:`backbone_names`, read when iterated), for ``Config.model``'s choices."""
+
+    def __iter__(self):
+        return iter(backbone_names())
+
+
+BACKBONE_CHOICES = _BackboneChoices()
+
+
 def create_backbone(name: str, **options) -> nn.Module:
     """Build a registered backbone; unknown names raise ValueError listing the known ones.
     Options a backbone does not use (``n_blocks`` for a torchvision ResNet) are ignored."""

@@ -83,13 +83,20 @@ def apply_cifar_stem(net: nn.Module, name: str) -> None:
     net.maxpool = nn.Identity()
 
 
+def check_timm_name(name: str) -> None:
+    """A UserError unless timm is installed and knows ``name`` (``NAME`` or ``NAME_cifar``)."""
+    timm = import_timm()
+    base, _ = split_cifar(name)
+    if not timm.models.is_model(base):
+        raise UserError(f"--model timm:{name}: timm has no model {base!r} (see timm.list_models())")
+
+
 def build_timm_model(name: str, image_size: int | None = None, **options) -> tuple[nn.Module, dict]:
     """The bare timm model for ``name`` (``NAME`` or ``NAME_cifar``) without a classifier, and the
     keyword arguments it was created with."""
     timm = import_timm()
+    check_timm_name(name)
     base, cifar = split_cifar(name)
-    if not timm.models.is_model(base):
-        raise UserError(f"--model timm:{name}: timm has no model {base!r} (see timm.list_models())")
     kwargs = timm_options(base, image_size, **options)
     net = timm.create_model(base, pretrained=False, **kwargs)
     if cifar:
