@@ -124,3 +124,25 @@ def test_module_entry_point_shows_presets():
     out = subprocess.run([sys.executable, "-m", "gsimclr", "presets", "--show", "cifar10-resnet18"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "../shared" not in out.stdout and "resnet18_cifar" in out.stdout
+
+
+def test_gradient_scaler_is_checkpointed_and_resumed(tmp_path, monkeypatch):
+    """The fp16 path's wiring, with an enabled scaler standing in for CUDA's (CPU has no fp16 runs)."""
+    from gsimclr.training import pretrain as pretrain_module
+
+    made = []
+
+    def enabled_scaler(device, precision):
+        made.append(torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=1))
+        return made[-1]
+
+    monkeypatch.setattr(pretrain_module, "grad_scaler", enabled_scaler)
+    cfg = load_config(None, {"data": "digits", "image_size": 16, "model": "paper_resnet", "n_blocks": 0,
+                             "head_dims": [16, 8], "optimizer": "adam", "lr": 1e-3, "device": "cpu",
+                             "batch_size": 32, "epochs": 2})
+    data = load_split("digits", image_size=16).subset(torch.arange(64).numpy())
+    pretrain_module.pretrain(cfg, data, tmp_path / "s", stop_after=1)
+    saved = read_meta(tmp_path / "s" / "checkpoint.safetensors")["grad_scaler"]
+    assert saved["scale"] == made[0].get_scale() == 2.0 ** 14  # grew once per step (2 steps), then was saved
+    trainer = Pretrainer(cfg, data, tmp_path / "s", torch.device("cpu"), resume=True)
+    assert trainer.start_epoch == 1 and trainer.scaler.get_scale() == 2.0 ** 14

@@ -111,8 +111,9 @@ class Config:
                      choices="gsimclr.models.registry:BACKBONE_CHOICES")
     patch_size: int | None = opt(None, "model", "timm ViTs: patch size (default: the model's; e.g. 4 for 32 px images)",
                                  min=1)
-    init: str | None = opt(None, "model", "start the backbone from local weights: a torchvision or timm state dict "
-                           "(.pth/.safetensors), a gsimclr checkpoint or an exported folder", metavar="PATH")
+    init: str | None = opt(None, "model", "start pretraining from local backbone weights: a torchvision or timm state "
+                           "dict (.pth/.safetensors), a gsimclr checkpoint or an exported folder (the supervised "
+                           "baseline stays from scratch)", metavar="PATH")
     n_blocks: int = opt(3, "model", "paper_resnet: identity blocks per group (depth 9 * n_blocks + 11)", min=0)
     head_dims: list[int] = opt([256, 128, 50], "model", "projection head widths, comma-separated (P1 is the "
                                "output of the last hidden layer)", check=_positive_list, metavar="W,W,...")
@@ -175,7 +176,7 @@ class Config:
     seed: int = opt(0, "execution", "random seed", min=0)
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
     precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it, fp16 with a "
-                         "gradient scaler on those that do not, fp32 on the CPU)", choices=("auto", "bf16", "fp16", "fp32"))
+                         "gradient scaler on those that do not, fp32 on the CPU)", choices="gsimclr.runtime:PRECISIONS")
     compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs)",
                        choices=("auto", "on", "off", "max-autotune", "reduce-overhead"))
     tsne_points: int = opt(2000, "report", "points in the t-SNE maps (0: no maps)", min=0)
