@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gsimclr.cli import main, show_preset
-from gsimclr.config import Config, load_config
+from gsimclr.config import Config, load_config, preset_requirements
 
 # ../shared/data beside the repository (GSIMCLR_SHARED_DATA points elsewhere, e.g. from a git worktree)
 SHARED = Path(os.environ.get("GSIMCLR_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -53,8 +53,7 @@ IMAGENET_ROWS = {
     "simclr batch order": {"shuffle_buffer": 1024, "reshuffle": True},
     "augmentation": {"augment": "notebook", "jitter_strength": 1.0, "jitter_p": 0.8, "gray_p": 0.2,
                      "color_drop": "grayscale"},
-    "network input": {"data": "imagenet-5-categories", "image_size": 224, "cache_size": 224, "resize": "stretch",
-                      "normalize": "none"},
+    "network input": {"image_size": 224, "cache_size": 224, "resize": "stretch", "normalize": "none"},
     "backbone": {"model": "resnet50", "downsample_in_1x1": True},
     "autoencoder": {"ae_model": "deep", "ae_decoder": "upsample_first", "ae_lr": 0.0001, "ae_batch_size": 64,
                     "ae_epochs": 100, "ae_patience": 5, "ae_min_delta": 0.0, "ae_shuffle": False,
@@ -129,6 +128,12 @@ def test_show_prints_the_resolved_preset_and_reads_back(tmp_path, capsys):
     path.write_text(out)
     assert load_config(str(path)).to_dict() == shown
     assert main(["presets", "--show", "no-such-preset"]) == 2
+
+
+def test_imagenet_presets_require_data():
+    for name in ("paper-imagenet5", "paper-imagenet5-clean"):
+        assert "imagenet-5-categories" in preset_requirements(name)["data"]
+    assert "data" not in preset_requirements("paper-cifar10")
 
 
 def test_our_presets_keep_gsimclr_protocols():

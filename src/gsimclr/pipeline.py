@@ -30,18 +30,18 @@ from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources import load_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
-from gsimclr.evaluation import EVALUATIONS, protocol_evaluations
+from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
 from gsimclr.evaluation.classifier import label_subset, supervised
 from gsimclr.io import write_json, write_text
-from gsimclr.models.registry import create_backbone
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
 from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
 from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.runtime import resolve_device
-from gsimclr.training.pretrain import CHECKPOINT, build_model, pretrain
+from gsimclr.models.registry import create_backbone
+from gsimclr.training.pretrain import CHECKPOINT, backbone_options, build_backbone, build_model, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
 
 def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
@@ -176,7 +176,7 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
-    names = protocol_evaluations(cfg.eval_protocol) if which is None else list(which)
+    names = enabled_evaluations(cfg) if which is None else list(which)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
     if out is not None and cfg.tsne_points:
         plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / "tsne_encoder.png",
@@ -196,9 +196,11 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> dict[str
         return {"epochs": cfg.supervised_epochs, "protocol": "notebook",
                 **run_supervised_notebook(cfg, train, test, device)}
     torch.manual_seed(cfg.seed)
-    n_blocks = cfg.n_blocks if cfg.supervised_n_blocks is None else cfg.supervised_n_blocks
-    backbone = create_backbone(cfg.supervised_model or cfg.model, cfg.defaults, n_blocks=n_blocks,
-                               shortcut_bn=cfg.shortcut_bn, downsample_in_1x1=cfg.downsample_in_1x1)
+    if cfg.supervised_model is None and cfg.supervised_n_blocks is None:
+        backbone = build_backbone(cfg)  # from scratch: --init is for pretraining
+    else:
+        n_blocks = cfg.n_blocks if cfg.supervised_n_blocks is None else cfg.supervised_n_blocks
+        backbone = create_backbone(cfg.supervised_model or cfg.model, **{**backbone_options(cfg), "n_blocks": n_blocks})
     mean, std = NORMALIZATIONS[cfg.normalize]
     top1 = supervised(backbone, train, test, cfg.image_size, cfg.supervised_epochs, cfg.supervised_lr,
                       device, cfg.batch_size, cfg.seed, cfg.precision, mean=mean, std=std)
@@ -260,7 +262,8 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     train, test = load_data(cfg)
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
-    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction, "methods": {}}
+    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
+                               "linear_protocol": cfg.linear_protocol, "methods": {}}
     pseudo = None
     if any(METHODS[m].guided for m in methods):
         t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from gsimclr.data.dataset import ImageData
 from gsimclr.io import save_npy, write_json
 from gsimclr.models.autoencoder import DenoisingAutoencoder
 from gsimclr.models.registry import apply_defaults
-from gsimclr.runtime import autocast, resolve_device
+from gsimclr.runtime import autocast, backward_step, grad_scaler, resolve_device
 from gsimclr.tracking import RunLogger
 from gsimclr.transforms.augment import eval_transform
 
@@ -76,6 +76,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None,
     opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr, eps=1e-7 if defaults == "keras" else 1e-8)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
+    scaler = grad_scaler(device, cfg.precision)  # enabled for fp16 only
     for epoch in tqdm(range(1, cfg.ae_epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
         ae.train()
         total, seen = torch.zeros((), device=device), 0
@@ -85,8 +86,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None,
             with autocast(device, cfg.precision):
                 loss = F.mse_loss(ae(noisy).float(), x)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
             total += loss.detach() * len(b)
             seen += len(b)
         val = _reconstruction_loss(ae, val_images, val_idx, size, cfg, device)

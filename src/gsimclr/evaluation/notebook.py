@@ -341,12 +341,12 @@ def run_linear_notebook(ctx) -> dict[str, dict]:
 
 def run_finetune_notebook(ctx) -> dict:
     """The registered ``finetune_notebook`` evaluation: a copy of the pretrained backbone, fine-tuned."""
-    from gsimclr.models.registry import create_backbone
+    import copy
+
     from gsimclr.transforms.augment import NORMALIZATIONS
 
     cfg = ctx.cfg
-    backbone = create_backbone(cfg.model, cfg.defaults, **backbone_options(cfg))
-    backbone.load_state_dict(ctx.model.backbone.state_dict())
+    backbone = copy.deepcopy(ctx.model.backbone)  # with its pretrained weights
     mean, std = NORMALIZATIONS[cfg.normalize]
     return notebook_finetune(backbone, ctx.train, ctx.test, cfg.image_size, fraction=cfg.label_fraction,
                              sampling=cfg.label_sampling, head_epochs=cfg.finetune_head_epochs,
@@ -357,9 +357,14 @@ def run_finetune_notebook(ctx) -> dict:
 
 
 def backbone_options(cfg, supervised: bool = False) -> dict:
-    """The backbone options of a run's config (the supervised baseline's depth when ``supervised``)."""
-    n_blocks = cfg.supervised_n_blocks if supervised and cfg.supervised_n_blocks is not None else cfg.n_blocks
-    return {"n_blocks": n_blocks, "shortcut_bn": cfg.shortcut_bn, "downsample_in_1x1": cfg.downsample_in_1x1}
+    """The backbone options of a run's config (the supervised baseline's depth when ``supervised``),
+    ``defaults`` included: :func:`gsimclr.training.pretrain.backbone_options`."""
+    from gsimclr.training.pretrain import backbone_options as options
+
+    out = options(cfg)
+    if supervised and cfg.supervised_n_blocks is not None:
+        out["n_blocks"] = cfg.supervised_n_blocks
+    return out
 
 
 def run_supervised_notebook(cfg, train: ImageData, test: ImageData, device: torch.device) -> dict:
@@ -376,7 +381,7 @@ def run_supervised_notebook(cfg, train: ImageData, test: ImageData, device: torc
         from gsimclr.errors import UserError
 
         raise UserError(f"--supervised-head bn_relu needs --supervised-model paper_resnet, got {name}")
-    backbone = create_backbone(name, cfg.defaults, pre_pool_bn=bn_relu, **backbone_options(cfg, supervised=True))
+    backbone = create_backbone(name, pre_pool_bn=bn_relu, **backbone_options(cfg, supervised=True))
     model = DenseClassifier(backbone, train.num_classes, cfg.defaults, "he_normal" if bn_relu else "glorot_uniform")
     mean, std = NORMALIZATIONS[cfg.normalize]
     return notebook_supervised(model, train, test, cfg.image_size, epochs=cfg.supervised_epochs, lr=cfg.supervised_lr,

@@ -10,13 +10,15 @@ function and one registration in :mod:`gsimclr.evaluation`::
         run="gsimclr.evaluation.centroid:run_centroid",
         rows=lambda value, results: [("centroid", "Nearest centroid", value)]))
 
-``protocols`` names the evaluation protocols (:data:`PROTOCOLS`, the ``--eval-protocol`` choices)
-whose runs include the evaluation: ``gsimclr``'s own, or the G-SimCLR notebooks' (Keras fit with
-early stopping, :mod:`gsimclr.evaluation.notebook`); every evaluation keeps its own subcommand.
+:data:`PROTOCOLS` are the ``--eval-protocol`` choices: ``gsimclr``'s own evaluations, or the G-SimCLR
+notebooks' (Keras fit with early stopping, :mod:`gsimclr.evaluation.notebook`); each evaluation's
+``enabled(cfg)`` reads it, and every evaluation keeps its own subcommand.
 
 ``run`` is the function or its ``"module:function"`` name, imported when the evaluation runs, so
 that the registry (and the CLI that reads it) loads without PyTorch and a bad option fails at once.
 It gets an :class:`gsimclr.evaluation.context.EvalContext` and returns a JSON-serialisable result.
+``enabled(cfg)``, when given, decides whether the pipeline runs it (an opt-in evaluation, e.g. the
+standard linear protocol under ``--linear-protocol``); its subcommand runs it whatever ``enabled`` says.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Evaluation:
     sections: tuple[str, ...]                   # the option sections it reads (besides data and execution)
     run: str | Callable[[Any], Any]             # run(ctx) -> result, or its "module:function" name
     rows: Rows                                  # (key, row title, value) for the results table
-    protocols: tuple[str, ...] = PROTOCOLS      # the --eval-protocol values whose runs include it
+    enabled: Callable[[Any], bool] | None = None  # enabled(cfg): does the pipeline run it (default: always)
 
     def __call__(self, ctx: Any) -> Any:
         fn = self.run
@@ -52,9 +54,9 @@ class Evaluation:
 EVALUATIONS: Registry = Registry("evaluation")
 
 
-def protocol_evaluations(protocol: str) -> list[str]:
-    """The evaluations a run with ``--eval-protocol protocol`` runs, in table order."""
-    return [ev.name for ev in EVALUATIONS.values() if protocol in ev.protocols]
+def enabled_evaluations(cfg: Any) -> list[str]:
+    """The evaluations the pipeline runs for ``cfg``, in registration order."""
+    return [name for name, ev in EVALUATIONS.items() if ev.enabled is None or ev.enabled(cfg)]
 
 
 def table_rows(results: dict[str, Any], method_results: dict[str, Any]) -> list[tuple[str, str, float | None]]:
