@@ -148,13 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def show_preset(name: str) -> str:
     """The fully resolved configuration of a preset as YAML: every option, defaults filled in, after a
-    comment with its description; ``--preset`` reads it back to the same configuration."""
+    comment with its description; ``--preset`` reads it back to the same configuration. Options the preset
+    requires from the user (``requires:``, e.g. ``--data``) stay a ``requires:`` mapping."""
     import yaml
 
-    cfg = load_config(name)
+    from gsimclr.config import preset_requirements
+
+    needs = preset_requirements(name)
+    values = load_config(name, {k: "required" for k in needs}).to_dict()
+    for k in needs:
+        values.pop(k)
     description = preset_description(name) if name in preset_names() else ""
     header = f"# {name}: {description}\n" if description else f"# {name}\n"
-    return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return header + yaml.safe_dump({"requires": needs, **values} if needs else values, sort_keys=False)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
