@@ -104,7 +104,8 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bo
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
     result = make_pseudo_labels(cfg, train, out)
     colour = train.labels if train.has_labels else result.labels
-    plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
+    if cfg.tsne_points:
+        plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 
