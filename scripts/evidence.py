@@ -26,7 +26,7 @@ Usage:
     python scripts/evidence.py --report               # rewrite the tables and RESULTS.md from the JSON files
     python scripts/evidence.py --smoke                # every stage at tiny sizes on the CPU, into a temp folder
 
-Data: ``.evidence/cifar10`` and ``.evidence/imagenet5`` (made by ``scripts/pack_for_device.sh``; they travel
+Data: ``.evidence/cifar10`` and ``.evidence/imagenet5`` (made by ``scripts/pack_for_device.py``; they travel
 to the GPU machine as carried paths), else ``../shared/data/...``; ``--cifar10``/``--imagenet5`` name others.
 A part whose data, preset, option or package (lightly) is missing is skipped with a one-line reason.
 """
@@ -173,7 +173,7 @@ def git_commit() -> str | None:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    stamp = ROOT / ".evidence" / "COMMIT"  # written by scripts/pack_for_device.sh (the device copy has no .git)
+    stamp = ROOT / ".evidence" / "COMMIT"  # written by scripts/pack_for_device.py (the device copy has no .git)
     return stamp.read_text().strip() if stamp.exists() else None
 
 
@@ -280,7 +280,7 @@ def run_throughput(ctx: Ctx, part: Part) -> dict:
     import throughput
 
     if not have_lightly():
-        raise Skip("lightly is not installed (carry its wheels: scripts/pack_for_device.sh)")
+        raise Skip("lightly is not installed (carry its wheels: scripts/pack_for_device.py)")
     configs, dataset = THROUGHPUT_PARTS[part.name]
     out = (ctx.root / part.path).parent
     argv = ["--configs", *configs, f"--{dataset}", ctx.data[dataset], "--name", part.name, "--out", str(out),
@@ -349,7 +349,7 @@ def run_tta_lightly(ctx: Ctx, part: Part) -> dict | None:
     import torch
 
     if not have_lightly():
-        raise Skip("lightly is not installed (carry its wheels: scripts/pack_for_device.sh)")
+        raise Skip("lightly is not installed (carry its wheels: scripts/pack_for_device.py)")
     from throughput import LightlyPipeline, cpu_count
 
     from gsimclr.config import load_config
@@ -786,23 +786,24 @@ def run_part(ctx: Ctx, part: Part) -> str:
         return "done"
     missing = [d for d in part.needs if not ctx.data.get(d)]
     if missing:
-        log(f"{part.name}: skipped: data {', '.join(missing)} not found (scripts/pack_for_device.sh, or --{missing[0]})")
-        return "no data"
+        reason = f"data {', '.join(missing)} not found (scripts/pack_for_device.py, or --{missing[0]})"
+        log(f"{part.name}: skipped: {reason}")
+        return f"skipped: {reason}"
     left = ctx.deadline - time.monotonic()
     if not ctx.forced and part.est_s > left:
         log(f"{part.name}: skipped: expected {part.est_s:.0f} s on an H100, {max(left, 0):.0f} s left in --budget-s")
-        return "no time"
+        return "skipped: no time left in --budget-s"
     log(f"{part.name}: running (expected {part.est_s:.0f} s on an H100)")
     t0 = time.perf_counter()
     try:
         result = part.run(ctx, part)
     except Skip as exc:
         log(f"{part.name}: skipped: {exc}")
-        return "skipped"
+        return f"skipped: {exc}"
     except Exception as exc:  # one broken part must not stop the others
         traceback.print_exc()
         log(f"{part.name}: FAILED: {type(exc).__name__}: {exc}")
-        return "failed"
+        return f"failed: {type(exc).__name__}: {exc}"
     wall = time.perf_counter() - t0
     if result is None:
         log(f"{part.name}: incomplete after {wall:.0f} s; run again (same machine) to resume")
@@ -825,7 +826,7 @@ This file is generated: `python scripts/evidence.py --report` rewrites it from t
 quotes only what is here.
 
 How a lent GPU session produces them: see "GPU evidence" in [benchmarks/README.md](benchmarks/README.md)
-(`scripts/pack_for_device.sh`, then one device command per data set; `make evidence` on any machine with
+(`scripts/pack_for_device.py`, then one device command per data set; `make evidence` on any machine with
 a GPU and the data). Tables with seeds give mean ± sample sd over the seeds present; the paper's numbers
 are single runs (Tables 1 and 2 of arXiv 2009.12007).
 """
@@ -884,10 +885,12 @@ def export(ctx: Ctx, folder: Path) -> Path:
     back at most 8 files, so everything travels as $OUT/evidence.tar."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "evidence.tar"
-    with tarfile.open(target, "w") as tar:
+    tmp = folder / ".evidence.tar.tmp"
+    with tarfile.open(tmp, "w") as tar:
         for path in dict.fromkeys(ctx.written):
             if path.exists():
-                tar.add(path, arcname=str(path.relative_to(ctx.root)))
+                tar.add(path, arcname=str(Path(os.path.relpath(path, ctx.root))))
+    os.replace(tmp, target)
     return target
 
 
@@ -1028,6 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for part in selected:
         states[part.name] = run_part(ctx, part)
+        if args.export and ctx.written:  # after every part: a call cut at its time limit keeps what it made
+            export(ctx, Path(args.export))
     write_reports(ctx, stages)
     if args.export:
         target = export(ctx, Path(args.export))
@@ -1036,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"finished in {time.perf_counter() - started:.0f} s; {summary}")
     if args.smoke:
         print(json.dumps({"root": str(ctx.root), "states": states}))
-    return 1 if "failed" in states.values() else 0
+    return 1 if any(v.startswith("failed") for v in states.values()) else 0
 
 
 if __name__ == "__main__":
