@@ -714,7 +714,7 @@ def build_stages(seeds: tuple[int, ...] = SEEDS) -> list[Stage]:
               report_throughput),
         Stage("b", "tta", f"Time to accuracy: cifar10-resnet18 (batch {TTA_BATCH}, {TTA_EPOCHS} epochs, cosine), kNN "
                           f"every {TTA_MONITOR} epochs, beside the lightly recipe",
-              "python scripts/evidence.py --stage b   (run again to resume a part cut by --max-minutes)",
+              "python scripts/evidence.py --stage b",
               [Part("b", "tta-gsimclr", f"{ev}/tta-gsimclr.json", 200, ("cifar10",), run_tta_gsimclr),
                Part("b", "tta-lightly", f"{ev}/tta-lightly.json", 420, ("cifar10",), run_tta_lightly)],
               report_tta),
@@ -780,6 +780,22 @@ def resolve_data(args) -> dict[str, str | None]:
                                ROOT.parent / "shared" / "data" / "imagenet5")}
 
 
+def estimate(ctx: Ctx, part: Part) -> float:
+    """Seconds this part is expected to take: the longest measured run of its other seeds when one is
+    committed (same device kind), else the planned H100 estimate."""
+    if "-seed" not in part.name:
+        return part.est_s
+    stem = part.name.rsplit("-seed", 1)[0]
+    folder = (ctx.root / part.path).parent
+    measured = []
+    for path in folder.glob(f"{stem}-seed*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            payload = json.loads(path.read_text())
+            if payload["part"].rsplit("-seed", 1)[0] == stem and payload.get("smoke") == ctx.smoke:
+                measured.append(float(payload["wall_s"]))
+    return max(measured) if measured else part.est_s
+
+
 def run_part(ctx: Ctx, part: Part) -> str:
     """Run one part if it is not done; returns its state word for the log."""
     if part.done(ctx):
@@ -790,10 +806,11 @@ def run_part(ctx: Ctx, part: Part) -> str:
         log(f"{part.name}: skipped: {reason}")
         return f"skipped: {reason}"
     left = ctx.deadline - time.monotonic()
-    if not ctx.forced and part.est_s > left:
-        log(f"{part.name}: skipped: expected {part.est_s:.0f} s on an H100, {max(left, 0):.0f} s left in --budget-s")
+    expected = estimate(ctx, part)
+    if not ctx.forced and expected > left:
+        log(f"{part.name}: skipped: expected {expected:.0f} s, {max(left, 0):.0f} s left in --budget-s")
         return "skipped: no time left in --budget-s"
-    log(f"{part.name}: running (expected {part.est_s:.0f} s on an H100)")
+    log(f"{part.name}: running (expected {expected:.0f} s)")
     t0 = time.perf_counter()
     try:
         result = part.run(ctx, part)
@@ -876,7 +893,7 @@ def list_stages(ctx: Ctx, stages: list[Stage]) -> None:
         print(f"{stage.key}  {stage.name:16s} {done}/{len(stage.parts)} parts done  {stage.title}")
         for p in stage.parts:
             state = "done" if p.done(ctx) else ("no data" if any(not ctx.data.get(d) for d in p.needs) else "todo")
-            print(f"     {p.name:34s} {state:8s} ~{p.est_s:4.0f} s  {p.path}")
+            print(f"     {p.name:34s} {state:8s} ~{estimate(ctx, p):4.0f} s  {p.path}")
     print(f"data: {json.dumps(ctx.data)}")
 
 
@@ -1015,6 +1032,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {ctx.root / 'RESULTS.md'}")
         return 0
 
+    if not args.smoke:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("no CUDA GPU here: the evidence stages measure on a GPU (--smoke runs them at tiny sizes "
+                         "on the CPU; --list and --report need none)")
     selected = [p for s in stages for p in s.parts]
     if args.stage:
         wanted = set(args.stage)

@@ -97,8 +97,14 @@ def test_stage_list_and_unknown_stage(tmp_path, capsys):
     for key in "abcdef":
         assert f"\n{key}  " in "\n" + out
     assert "paper-cifar10-clean-seed2" in out and "guidance-attract-seed1" in out
+    import torch
+
+    if not torch.cuda.is_available():  # the real stages refuse a machine without a GPU, in one line
+        with pytest.raises(SystemExit) as exc:
+            evidence.main(["--stage", "a", "--out-root", str(tmp_path)])
+        assert exc.value.code == 2 and "no CUDA GPU" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        evidence.main(["--stage", "zz", "--out-root", str(tmp_path)])
+        evidence.main(["--smoke", "--stage", "zz", "--out-root", str(tmp_path / "s")])
     assert exc.value.code == 2
 
 
@@ -163,3 +169,14 @@ def test_smoke_parquet_is_read_by_the_parquet_source(tmp_path):
     test = load_split(data["imagenet5"], "test", image_size=16, cache=False)
     assert train.images.shape == (100, 16, 16, 3) and len(test) == 40
     assert train.classes == [f"class{i}" for i in range(5)] and set(train.labels) == set(range(5))
+
+
+def test_estimate_follows_measured_seeds(tmp_path):
+    ctx = evidence.Ctx(root=tmp_path, runs=tmp_path / "runs", data={}, device="cpu")
+    part = evidence.Part("c", "paper-x-seed1", "results/evidence/paper-x-seed1.json", 300, (), lambda c, p: {})
+    assert evidence.estimate(ctx, part) == 300
+    evidence.write_json(ctx, tmp_path / "results/evidence/paper-x-seed0.json",
+                        {"part": "paper-x-seed0", "wall_s": 420.0, "smoke": False})
+    evidence.write_json(ctx, tmp_path / "results/evidence/paper-x-clean-seed0.json",
+                        {"part": "paper-x-clean-seed0", "wall_s": 900.0, "smoke": False})
+    assert evidence.estimate(ctx, part) == 420.0
