@@ -780,6 +780,22 @@ def resolve_data(args) -> dict[str, str | None]:
                                ROOT.parent / "shared" / "data" / "imagenet5")}
 
 
+def fresh_state() -> None:
+    """Each part starts clean in this long-lived process: torch.compile's caches reset (the same loss
+    function compiled for run after run would otherwise hit dynamo's recompile limit and fall back to
+    eager, slowing later parts) and freed GPU memory returned."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    with contextlib.suppress(Exception):
+        torch._dynamo.reset()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def estimate(ctx: Ctx, part: Part) -> float:
     """Seconds this part is expected to take: the longest measured run of its other seeds when one is
     committed (same device kind), else the planned H100 estimate."""
@@ -811,6 +827,7 @@ def run_part(ctx: Ctx, part: Part) -> str:
         log(f"{part.name}: skipped: expected {expected:.0f} s, {max(left, 0):.0f} s left in --budget-s")
         return "skipped: no time left in --budget-s"
     log(f"{part.name}: running (expected {expected:.0f} s)")
+    fresh_state()
     t0 = time.perf_counter()
     try:
         result = part.run(ctx, part)
