@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench evidence evidence-smoke evidence-list clean
 
 install: $(STAMP)
 
@@ -24,6 +24,20 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
 	$(PY) benchmarks/throughput.py --out benchmarks/results
+
+# GPU evidence (issue 12, scripts/evidence.py): every unfinished stage a-f, each part skipped once its JSON
+# exists; EVIDENCE_ARGS e.g. '--stage b' or '--budget-s 500'. On the GPU machine (no registry, no venv) run
+# python3 scripts/evidence.py directly: see "GPU evidence" in benchmarks/README.md.
+evidence: $(STAMP)
+	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
+	$(PY) scripts/evidence.py $(EVIDENCE_ARGS)
+
+evidence-list: $(STAMP)
+	$(PY) scripts/evidence.py --list
+
+# Every stage end to end at tiny sizes on the CPU, into a temporary folder (tests/test_evidence.py runs it too).
+evidence-smoke: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/evidence.py --smoke
 
 clean:
 	rm -rf $(VENV) runs

@@ -53,7 +53,8 @@ from gsimclr.io import write_json, write_text
 from gsimclr.pipeline import load_data
 from gsimclr.runtime import maybe_compile, resolve_device, seed_epoch, seed_everything
 from gsimclr.training.optim import build_optimizer, lr_multiplier
-from gsimclr.training.pretrain import (build_model, build_pretrain_augment, contrastive_loss, make_sampler,
+from gsimclr.loss import build_criterion
+from gsimclr.training.pretrain import (build_model, build_pretrain_augment, make_loss_fn, make_sampler,
                                        make_views_fn, monitor_knn, place_images, train_step)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def train(cfg, data, views_fn, device: torch.device) -> dict:
     schedule = lr_multiplier(cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps),
                              round(cfg.restart_epochs * steps))
     images = place_images(data.images, device)
-    loss_fn = maybe_compile(contrastive_loss, device, cfg.compile)
+    loss_fn = maybe_compile(make_loss_fn(build_criterion(cfg)), device, cfg.compile)
     losses, view_s, t0 = [], 0.0, time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()

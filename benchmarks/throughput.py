@@ -3,7 +3,7 @@
 
 gsimclr: the real code path of ``gsimclr.training.pretrain`` -- the uint8 dataset placed by
 ``place_images``, batches from ``RandomBatchSampler``, two views from ``make_views_fn(cfg)``
-(compiled on a GPU) run on the device, ``contrastive_loss`` (one forward over both views, NT-Xent) through
+(compiled on a GPU) run on the device, pretrain's ``make_loss_fn`` loss (one forward over both views, NT-Xent) through
 ``maybe_compile`` and ``gsimclr.runtime.autocast``, channels_last model, SGD step.
 
 lightly: lightly's ``SimCLRTransform`` (as lightly's CIFAR-10 benchmark: crop scale, jitter strength
@@ -161,7 +161,8 @@ class GsimclrPipeline(Pipeline):
         from gsimclr.runtime import maybe_compile, seed_epoch
         from gsimclr.sampler import RandomBatchSampler
         from gsimclr.training.optim import build_optimizer
-        from gsimclr.training.pretrain import build_model, contrastive_loss, make_views_fn, place_images, train_step
+        from gsimclr.loss import build_criterion
+        from gsimclr.training.pretrain import build_model, make_loss_fn, make_views_fn, place_images, train_step
 
         self._seed_epoch, self._train_step = seed_epoch, train_step
         torch.manual_seed(cfg.seed)
@@ -172,9 +173,9 @@ class GsimclrPipeline(Pipeline):
         self.images = place_images(images, device)
         # drop_last: every step has the configured batch (pretrain keeps a short tail batch per epoch)
         self.sampler = RandomBatchSampler(len(images), cfg.batch_size, cfg.seed, drop_last=True)
-        self.loss_fn = maybe_compile(contrastive_loss, device, cfg.compile)
-        self.eager_loss = contrastive_loss
-        self.compiled = self.loss_fn is not contrastive_loss
+        self.eager_loss = make_loss_fn(build_criterion(cfg))  # pretrain's loss: one forward over both views
+        self.loss_fn = maybe_compile(self.eager_loss, device, cfg.compile)
+        self.compiled = self.loss_fn is not self.eager_loss
         self._batches = self._iterate()
         self.total = torch.zeros((), device=device)
 
@@ -404,7 +405,7 @@ def flops_per_image(pipe: GsimclrPipeline, n: int = 8) -> float:
     size = pipe.cfg.image_size
     views = torch.randn(2, n, 3, size, size, device=pipe.device)
     with FlopCounterMode(display=False) as counter:
-        pipe.eager_loss(model, views, pipe.cfg.temperature, None).backward()
+        pipe.eager_loss(model, views, None).backward()
     del model
     return counter.get_total_flops() / n
 
@@ -446,6 +447,10 @@ def run_config(name: str, spec: dict, device: torch.device, args, matmul: dict, 
     from gsimclr.config import load_config
 
     overrides = dict(spec["overrides"], device=str(device))
+    dataset = "imagenet5" if "imagenet5" in str(overrides.get("data", "")) else "cifar10"
+    if getattr(args, dataset, None):  # --cifar10 / --imagenet5: where that data set is on this machine
+        overrides["data"] = getattr(args, dataset)
+    overrides.update(args.overrides)  # --set KEY=VALUE (e.g. tiny sizes for the evidence smoke run)
     cfg = load_config(spec["preset"], overrides)
     images = load_images(cfg, spec["subset"] if args.subset is None else args.subset, cfg.seed)
     if images is None:
@@ -666,8 +671,27 @@ def main(argv=None) -> int:
                         "(default: 1 on a CPU, 3 on a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both "
                         "pipelines (default: torch's, i.e. the cores; 1 gives steadier numbers on a loaded CPU)")
+    parser.add_argument("--cifar10", help="CIFAR-10 data for the CIFAR configs (default: the preset's, "
+                        "../shared/data/cifar10)")
+    parser.add_argument("--imagenet5", help="the ImageNet subset for the imagenet5 configs (default: "
+                        "../shared/data/imagenet5; a folder or a parquet folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config option in every config (repeatable), e.g. --set batch_size=256")
+    parser.add_argument("--name", default=None, help="output file stem (default: throughput-<cpu|cuda>)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
     args = parser.parse_args(argv)
+    args.overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set needs KEY=VALUE, got {item!r}")
+        from gsimclr.config import parse_value
+        from gsimclr.errors import UserError
+
+        try:
+            args.overrides[key] = parse_value(key, value)
+        except UserError as exc:
+            parser.error(f"--set {item}: {exc}")
 
     try:
         import lightly  # noqa: F401
@@ -709,12 +733,12 @@ def main(argv=None) -> int:
     }
     env["load_average_at_end"] = _loadavg()
     out = Path(args.out)
+    stem = args.name or f"throughput-{kind}"
     md = markdown(report)
-    write_atomic(out / f"throughput-{kind}.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(out / f"throughput-{kind}.md", md)
+    write_atomic(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / f"{stem}.md", md)
     print(md)
-    log(f"wrote {out / f'throughput-{kind}.json'} and {out / f'throughput-{kind}.md'} "
-        f"in {report['wall_s']:.0f}s")
+    log(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'} in {report['wall_s']:.0f}s")
     return 0
 
 

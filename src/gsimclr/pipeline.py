@@ -110,7 +110,8 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bo
         raise UserError("--ae-select test needs a test split; this data has none")
     result = make_pseudo_labels(cfg, train, out, test if cfg.ae_select == "test" else None)
     colour = train.labels if train.has_labels else result.labels
-    plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
+    if cfg.tsne_points:
+        plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 

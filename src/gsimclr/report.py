@@ -89,6 +89,11 @@ def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
             results.append(json.loads(path.read_text()))
     if not results:
         raise FileNotFoundError("no results.json in the given run folders")
+    return summarize_results(results, paper)
+
+
+def summarize_results(results: list[dict[str, Any]], paper: str | None = None) -> str:
+    """:func:`summarize` of results already read (each a run's results.json)."""
     ref = PAPER.get(paper or "", {})
     cols = _columns({m: None for r in results for m in r.get("methods", {})})
     paper_cols = [m for m in cols if m in ref]
