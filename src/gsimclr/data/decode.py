@@ -149,10 +149,14 @@ class BatchDecoder:
         return torch.from_numpy(out)
 
     def _decode_torchvision(self, payloads, boxes: np.ndarray, device: str) -> torch.Tensor:
+        import warnings
+
         from torchvision.io import ImageReadMode, decode_jpeg
 
         data = [torch.frombuffer(bytearray(p), dtype=torch.uint8) for p in payloads]
-        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        with warnings.catch_warnings():  # torchvision >= 0.29 points to TorchCodec; the API still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         out = torch.empty((boxes.shape[0], len(data), self.size, self.size, 3), dtype=torch.uint8, device=device)
         for i, image in enumerate(images):
             for v, (top, left, h, w) in enumerate(boxes[:, i].tolist()):
