@@ -351,3 +351,22 @@ def test_choose_store():
     assert choose_store("jpeg", 1, 8) == "jpeg"
     with pytest.raises(UserError, match="store must be one of"):
         choose_store("disk", 1, 8)
+
+
+# ---------------------------------------------------------------------------- in-memory path
+
+
+def test_decoded_cache_is_memory_mapped_and_consecutive_subsets_are_views(tmp_path):
+    from gsimclr.data import cache as decoded_cache
+    from gsimclr.data.dataset import ImageData
+
+    images = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
+    decoded_cache.save(ImageData(images, np.arange(6) % 2, ["a", "b"], "toy", "key1"), tmp_path)
+    data = decoded_cache.load("key1", tmp_path)
+    assert isinstance(data.images, np.memmap) and np.array_equal(data.images, images)
+    torch.from_numpy(data.images)  # writable (copy-on-write): no warning, no copy
+    view = data.subset(np.arange(2, 5))
+    assert np.shares_memory(view.images, data.images) and view.labels.tolist() == [0, 1, 0]
+    picked = data.subset(np.array([4, 1]))
+    assert not np.shares_memory(picked.images, data.images) and np.array_equal(picked.images, images[[4, 1]])
+    assert view.fingerprint != picked.fingerprint != data.fingerprint
