@@ -10,13 +10,17 @@ and merges its section into ``OUT/data-path-<device>.json`` and ``.md``, written
     Images/s of the data path alone (decode, random resized crop, flip, colour jitter, grayscale; two
     views of ``--size`` px per image, batches of ``--batch-size`` drawn at random from the whole set):
     gsimclr's store path (:func:`gsimclr.data.store_batches.store_views` with the PIL decoder, then
-    the batched ``Augment`` with ``crop=False``, on ``--threads`` threads) against torchvision's
+    the batched ``Augment`` with ``crop=False``; ``--threads`` decoding threads, ``--torch-threads``
+    (default 1) for the augmentation, which runs while the next batch decodes) against torchvision's
     ``ImageFolder`` + ``DataLoader`` (``--threads`` worker processes) + PIL transforms
     (``RandomResizedCrop``, ``RandomHorizontalFlip``, ``ColorJitter`` p=0.8, ``RandomGrayscale``,
     ``ToTensor``, ``Normalize``), each for ``--batches`` batches after one warm-up batch. The two run
     one after the other, alternating ``--rounds`` times; the median is reported. Peak memory: the
     highest total RSS of the process and its children, sampled every 0.2 s from /proc (anonymous and
     file-backed parts, since the store's memory map counts its touched pages as file-backed RSS).
+    Why one torch thread: on this shared 2-core machine, with other jobs running, the augmentation of
+    256 images at 64 px took 2.0 s per view with 1 thread and 7.8-9.3 s with 2 (OpenMP threads wait
+    for a core the decoding threads or other processes hold; measured 2026-11-23, load average 6.6).
 ``epoch FOLDER``
     One full epoch of the store's data path over every image (no model): time and peak RSS.
 ``memory``
@@ -129,7 +133,7 @@ def run_store_path(args) -> dict:
     from gsimclr.data.store_batches import store_views
     from gsimclr.transforms.augment import simclr_augment
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.torch_threads)
     with PeakRSS() as rss:
         store = build_store(list_encoded(args.folder), args.stored_size, cache_dir=args.cache_dir)
         augment = simclr_augment(args.size)
@@ -353,6 +357,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads of the batched augmentation (the decoder has --threads threads)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--decode-only", action="store_true", help="epoch: decode and crop only, no augmentation")
