@@ -40,6 +40,11 @@ def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
+def entries(folder) -> list[str]:
+    """What a cache folder holds, without the (empty) lock files that serialise writers."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 def index_colour(i: int) -> tuple[int, int, int]:
     """A colour that encodes ``i`` (< 4096) and survives JPEG: 16 levels per channel."""
     return (16 * (i % 16) + 8, 16 * ((i // 16) % 16) + 8, 16 * (i // 256) + 8)
@@ -116,7 +121,7 @@ def test_corrupt_files_are_skipped_or_named(tmp_path):
     assert store.labels.tolist() == [0, 1]  # cat: img0000 (img0002 dropped); dog: img0003 (img0001 dropped)
     with pytest.raises(UserError, match="img0001.JPEG|img0002.JPEG"):
         build_store(list_encoded(str(tmp_path / "set")), 32, cache_dir=tmp_path / "other", on_corrupt="error")
-    assert not any((tmp_path / "other").iterdir())  # nothing half-written left behind
+    assert entries(tmp_path / "other") == []  # nothing half-written left behind
 
 
 def test_nothing_readable_is_a_user_error(tmp_path):
@@ -141,10 +146,10 @@ def test_interrupted_write_leaves_no_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "encode_capped", failing)
     with pytest.raises(KeyboardInterrupt):
         build_store(listing, 32, cache_dir=tmp_path / "cache", workers=1)
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert entries(tmp_path / "cache") == []
     monkeypatch.setattr(store_module, "encode_capped", original)
     store = build_store(listing, 32, cache_dir=tmp_path / "cache")
-    assert len(store) == 5 and [p.name for p in (tmp_path / "cache").iterdir()] == [store.path.name]
+    assert len(store) == 5 and entries(tmp_path / "cache") == [store.path.name]
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o777 & ~umask

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -105,6 +106,11 @@ class EncodedStore:
         return int(self.meta["stored_size"])
 
     @property
+    def image_size(self) -> int:
+        """The capped shorter side (images keep their own aspect ratio)."""
+        return self.stored_size
+
+    @property
     def has_labels(self) -> bool:
         return self.labels is not None and bool((self.labels >= 0).all())
 
@@ -164,6 +170,19 @@ def build_store(listing: EncodedListing, stored_size: int, cache_dir: str | os.P
         except (OSError, ValueError, KeyError):
             pass
     entry.parent.mkdir(parents=True, exist_ok=True)
+    # one writer per entry: the other processes of a node (torchrun) wait here, then open its result
+    with open(entry.parent / f".{entry.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not rebuild:
+            try:
+                return EncodedStore.open(entry)
+            except (OSError, ValueError, KeyError):
+                pass
+        return _build_entry(entry, listing, key, stored_size, quality, on_corrupt, workers, rebuild)
+
+
+def _build_entry(entry: Path, listing: EncodedListing, key: str, stored_size: int, quality: int, on_corrupt: str,
+                 workers: int | None, rebuild: bool) -> EncodedStore:
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", suffix=".tmp", dir=entry.parent))
     try:
         _write_entry(tmp, listing, key, stored_size, quality, on_corrupt, workers)

@@ -24,12 +24,15 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
+from gsimclr.data.dataset import ImageData
 from gsimclr.data.decode import BatchDecoder
 from gsimclr.data.prefetch import Prefetcher
-from gsimclr.data.store import EncodedStore
+from gsimclr.data.sources import list_encoded, load_split
+from gsimclr.data.store import EncodedStore, build_store
 from gsimclr.errors import UserError
 
 STORE_MODES = ("auto", "memory", "jpeg")
@@ -76,3 +79,43 @@ def store_views(store: EncodedStore, decoder: BatchDecoder, batches, seed: int, 
 def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
     """``range(count)`` in batches of ``batch_size``, in order (for feature extraction)."""
     return [np.arange(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
+
+
+_ARRAY_SOURCES = re.compile(r"^(digits|cifar10|cifar100|stl10|stl10-unlabeled)(:.*)?$", re.IGNORECASE)
+
+
+def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_corrupt: str = "skip",
+               budget_bytes: int | None = None, cache_dir: str | None = None) -> ImageData | EncodedStore | None:
+    """One split of ``spec`` on the path ``store`` picks (:func:`choose_store`): an :class:`ImageData`
+    decoded at ``stored_size`` (memory) or an :class:`EncodedStore` with shorter sides capped at
+    ``stored_size`` (jpeg); None when the source has no such split. Built-in and torchvision sources
+    (digits, CIFAR, STL-10) are arrays in memory already, so ``auto`` keeps them there."""
+    if store == "memory" or (store == "auto" and _ARRAY_SOURCES.match(spec)):
+        return load_split(spec, split, image_size=stored_size, on_corrupt=on_corrupt, cache_dir=cache_dir)
+    listing = list_encoded(spec, split)
+    if listing is None:
+        return None
+    if choose_store(store, listing.count, stored_size, budget_bytes) == "memory":
+        return load_split(spec, split, image_size=stored_size, on_corrupt=on_corrupt, cache_dir=cache_dir)
+    return build_store(listing, stored_size, cache_dir, on_corrupt=on_corrupt)
+
+
+def decoded(data: ImageData | EncodedStore, size: int, purpose: str, budget_bytes: int | None = None,
+            batch_size: int = 256) -> ImageData:
+    """``data`` as decoded images: itself for an :class:`ImageData`; for a store, the centred square of
+    every image resized to ``size`` (what the evaluation transform sees), when that fits the memory
+    budget, else a :class:`UserError` saying that ``purpose`` needs it."""
+    if not isinstance(data, EncodedStore):
+        return data
+    need = len(data) * size * size * 3
+    budget = memory_budget() if budget_bytes is None else budget_bytes
+    if need > budget:
+        raise UserError(f"{purpose} needs the {len(data)} images decoded ({need / 1e9:.1f} GB at {size} px), more "
+                        f"than the memory budget ({budget / 1e9:.1f} GB): raise --memory-budget-gb, lower "
+                        "--image-size or --train-limit/--test-limit, or use the linear and kNN evaluations alone")
+    images = np.empty((len(data), size, size, 3), np.uint8)
+    decoder = BatchDecoder(size, views=1, crop=False)
+    for indices, crops in store_views(data, decoder, sequential_batches(len(data), batch_size), seed=0, epoch=0):
+        images[indices] = crops[0].numpy()
+    decoder.close()
+    return ImageData(images, data.labels, data.classes, data.name, f"{data.fingerprint}:decoded-{size}", data.skipped)
