@@ -338,7 +338,8 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}")
-    return {k: parse_value(k, v) for k, v in values.items()}
+    # a preset may leave an option empty (``data: null``) to require it: it is then an error unless given
+    return {k: None if v is None else parse_value(k, v) for k, v in values.items()}
 
 
 def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None,

@@ -122,7 +122,9 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bo
     train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
     result = make_pseudo_labels(cfg, train, out)
     colour = train.labels if train.has_labels else result.labels
-    plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
+    if cfg.tsne_points:  # 0: no maps
+        plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points,
+                  cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 
