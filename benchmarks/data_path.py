@@ -23,6 +23,12 @@ and merges its section into ``OUT/data-path-<device>.json`` and ``.md``, written
     for a core the decoding threads or other processes hold; measured 2026-11-23, load average 6.6).
 ``epoch FOLDER``
     One full epoch of the store's data path over every image (no model): time and peak RSS.
+``decoders FOLDER``
+    The CPU decoders alone (Pillow with DCT-scaled decoding vs torchvision's ``decode_jpeg`` on a list),
+    two crops per image, on the same random batches, alternating ``--rounds`` times.
+``train FOLDER``
+    ``gsimclr pretrain --store jpeg`` (one epoch, paper_resnet with n_blocks 0, ``--size`` px) under
+    ``/usr/bin/time -v``: its images/s and peak RSS; ``--train-limit`` shortens the epoch.
 ``memory``
     The in-memory path on CIFAR-10 (``--data``): index a batch from the decoded uint8 array and make
     two views with the pretraining augmentation, images/s, for each ``--src`` (e.g. main's ``src`` in
@@ -33,7 +39,9 @@ Usage (the commands behind benchmarks/results/data-path-cpu.md)::
     nice -n 10 python benchmarks/make_jpeg_set.py /work/gen/jpeg200k --images 200000 --workers 2
     nice -n 10 python benchmarks/data_path.py store /work/gen/jpeg200k --cache-dir /work/gen/cache
     nice -n 10 python benchmarks/data_path.py path /work/gen/jpeg200k --cache-dir /work/gen/cache
-    nice -n 10 python benchmarks/data_path.py epoch /work/gen/jpeg200k --cache-dir /work/gen/cache
+    nice -n 10 python benchmarks/data_path.py epoch /work/gen/jpeg200k --cache-dir /work/gen/cache --decode-only
+    nice -n 10 python benchmarks/data_path.py train /work/gen/jpeg200k --cache-dir /work/gen/cache --train-limit 4096
+    nice -n 10 python benchmarks/data_path.py decoders /work/gen/jpeg200k --cache-dir /work/gen/cache
     git worktree add /tmp/main-before main
     nice -n 10 python benchmarks/data_path.py memory --src /tmp/main-before/src src
 """
@@ -287,6 +295,59 @@ def cmd_epoch(args) -> dict:
     return child("store-path", args)
 
 
+def cmd_decoders(args) -> dict:
+    """The CPU decoders of :class:`gsimclr.data.decode.BatchDecoder` side by side on the same random
+    batches of the store (two crops of ``--size`` px per image, ``--threads`` threads), alternating."""
+    import numpy as np
+    import torch
+
+    from gsimclr.data.decode import BatchDecoder
+    from gsimclr.data.sources import list_encoded
+    from gsimclr.data.store import build_store
+
+    torch.set_num_threads(args.threads)
+    store = build_store(list_encoded(args.folder), args.stored_size, cache_dir=args.cache_dir)
+    rng = np.random.default_rng(args.seed)
+    rates = {"pil": [], "torchvision": []}
+    for _ in range(args.rounds):
+        idx = rng.choice(len(store), args.batch_size * 2, replace=False)
+        for backend in rates:
+            decoder = BatchDecoder(args.size, views=2, backend=backend, workers=args.threads)
+            decoder(store.payloads(idx[:8]), store.sizes[idx[:8]], rng)  # warm-up
+            started = time.perf_counter()
+            for part in (idx[:args.batch_size], idx[args.batch_size:]):
+                decoder(store.payloads(part), store.sizes[part], rng)
+            rates[backend].append(len(idx) / (time.perf_counter() - started))
+            decoder.close()
+            print(backend, rates[backend][-1], flush=True)
+    return {b: {"images_per_s": statistics.median(r), "rounds": r} for b, r in rates.items()}
+
+
+def cmd_train(args) -> dict:
+    """``gsimclr pretrain --store jpeg`` on the folder under ``/usr/bin/time -v``: one epoch of the smallest
+    model (paper_resnet, n_blocks 0) at ``--size`` px; ``--train-limit`` images (0: all)."""
+    import re
+
+    with tempfile.TemporaryDirectory(prefix="data-path-train-") as out:
+        argv = [sys.executable, "-m", "gsimclr", "pretrain", "--data", args.folder, "--store", "jpeg",
+                "--image-size", str(args.size), "--cache-size", str(args.stored_size), "--model", "paper_resnet",
+                "--n-blocks", "0", "--epochs", "1", "--batch-size", str(args.batch_size), "--train-limit",
+                str(args.train_limit), "--device", "cpu", "--compile", "off", "--out", out]
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        if args.cache_dir:
+            env["GSIMCLR_CACHE"] = args.cache_dir
+        started = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(f"gsimclr pretrain failed:\n{done.stderr[-3000:]}")
+        peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+        record = json.loads((Path(out) / "simclr" / "metrics.jsonl").read_text().splitlines()[0])
+    return {"command": "gsimclr " + " ".join(argv[3:]).replace(out, "OUT"), "train_images": round(record["images_per_s"]
+            * record["epoch_s"]), "epoch_s": round(record["epoch_s"], 1), "images_per_s": round(record["images_per_s"], 1),
+            "loss": round(record["loss"], 4), "wall_s": round(wall, 1), "peak_rss_gib": round(peak_kb / 2**20, 3)}
+
+
 def cmd_memory(args) -> dict:
     results = {src: [] for src in args.src}
     for _ in range(args.rounds):
@@ -332,8 +393,9 @@ def markdown(results: dict) -> str:
                              f"{', '.join(f'{x:.0f}' for x in r['rounds'])} | "
                              f"{r['peak_rss_gib']:.2f} ({r['anon_gib']:.2f} + {r['file_gib']:.2f}) |")
             lines += ["", f"Ratio store / torchvision: {body['ratio']:.2f}x."]
-        elif name == "memory":
-            lines += ["| gsimclr src | images/s (median) | rounds |", "|---|---:|---|"]
+        elif name in ("memory", "decoders"):
+            lines += ["| " + ("gsimclr src" if name == "memory" else "decoder") + " | images/s (median) | rounds |",
+                      "|---|---:|---|"]
             lines += [f"| {src} | {r['images_per_s']:.0f} | {', '.join(f'{x:.0f}' for x in r['rounds'])} |"
                       for src, r in body.items()]
         else:
@@ -348,7 +410,7 @@ def main() -> None:
         print(json.dumps(CHILDREN[sys.argv[2]](args)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("store", "path", "epoch", "memory"))
+    parser.add_argument("command", choices=("store", "path", "epoch", "memory", "decoders", "train"))
     parser.add_argument("folder", nargs="?", help="ImageNet-style folder (FOLDER/train/<class>/*.JPEG)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--stored-size", type=int, default=256)
@@ -361,6 +423,7 @@ def main() -> None:
                         help="torch threads of the batched augmentation (the decoder has --threads threads)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--train-limit", type=int, default=0, help="train: images of the epoch (0: all)")
     parser.add_argument("--decode-only", action="store_true", help="epoch: decode and crop only, no augmentation")
     parser.add_argument("--data", default="/work/shared/data/cifar10", help="memory: the CIFAR-10 source")
     parser.add_argument("--src", nargs="+", default=[str(ROOT / "src")], help="memory: gsimclr src folders")
@@ -371,7 +434,8 @@ def main() -> None:
         parser.error(f"{args.command} needs FOLDER")
     sys.path.insert(0, str(ROOT / "src"))
     load_start = [round(x, 2) for x in os.getloadavg()]
-    result = {"store": cmd_store, "path": cmd_path, "epoch": cmd_epoch, "memory": cmd_memory}[args.command](args)
+    result = {"store": cmd_store, "path": cmd_path, "epoch": cmd_epoch, "memory": cmd_memory,
+              "decoders": cmd_decoders, "train": cmd_train}[args.command](args)
     section = {"command": "python benchmarks/data_path.py " + " ".join(sys.argv[1:]),
                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()], "result": result}
