@@ -375,3 +375,19 @@ def test_decoded_cache_is_memory_mapped_and_consecutive_subsets_are_views(tmp_pa
     picked = data.subset(np.array([4, 1]))
     assert not np.shares_memory(picked.images, data.images) and np.array_equal(picked.images, images[[4, 1]])
     assert view.fingerprint != picked.fingerprint != data.fingerprint
+
+
+def test_released_pages_read_back_the_same(tmp_path, monkeypatch):
+    from gsimclr.data import store_batches
+
+    make_folder(tmp_path / "set", [(40, 60)] * 10)
+    store = build_store(list_encoded(str(tmp_path / "set")), 32, cache_dir=tmp_path / "cache")
+    before = [bytes(store.payload(i)) for i in range(len(store))]
+    calls = []
+    original = EncodedStore.release_pages
+    monkeypatch.setattr(EncodedStore, "release_pages", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(store_batches, "RELEASE_BYTES", 1)  # release after every batch
+    runs = [[c for _, c in store_views(store, BatchDecoder(8), sequential_batches(10, 4), seed=1, epoch=0)]
+            for _ in range(2)]
+    assert len(calls) == 6 and all(torch.equal(a, b) for a, b in zip(*runs))
+    assert [bytes(store.payload(i)) for i in range(len(store))] == before

@@ -33,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -124,6 +125,14 @@ class EncodedStore:
     def encoded_bytes(self) -> int:
         """Bytes of JPEG data of the images in this store (or view)."""
         return int((self._ends - self._starts).sum())
+
+    def release_pages(self) -> None:
+        """Unmap the pages of ``images.bin`` this process has touched (``MADV_DONTNEED``): they stay in
+        the page cache for every process, but no longer count in this process's resident memory, so a
+        store larger than memory does not show up as resident after an epoch. Reads stay valid."""
+        mapping = getattr(self._data, "_mmap", None)
+        if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     def payload(self, i: int) -> memoryview:
         """Image ``i``'s JPEG bytes, read through the memory map (no copy)."""

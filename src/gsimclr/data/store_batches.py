@@ -36,6 +36,8 @@ from gsimclr.data.store import EncodedStore, build_store
 from gsimclr.errors import UserError
 
 STORE_MODES = ("auto", "memory", "jpeg")
+RELEASE_BYTES = 256 * 2**20
+""":func:`store_views` unmaps the store pages it has read after this many bytes (see ``release_pages``)."""
 MEMORY_FRACTION = 0.5
 """``store: auto`` keeps decoded images in memory while they take at most this share of the RAM."""
 
@@ -67,10 +69,17 @@ def store_views(store: EncodedStore, decoder: BatchDecoder, batches, seed: int, 
     ``(views, len(indices), size, size, 3)``, decoded ``depth`` batches ahead in a background thread;
     ``pin`` puts them in pinned memory for an asynchronous copy to the GPU."""
 
+    read = [0]
+
     def load(step: int, indices) -> object:
         indices = np.asarray(indices)
         rng = np.random.default_rng([seed, epoch, rank, step])
-        crops = decoder(store.payloads(indices), store.sizes[indices], rng)
+        payloads = store.payloads(indices)
+        crops = decoder(payloads, store.sizes[indices], rng)
+        read[0] += sum(len(p) for p in payloads)
+        if read[0] > RELEASE_BYTES:  # keep the mapped pages this process holds bounded
+            store.release_pages()
+            read[0] = 0
         return crops.pin_memory() if pin and crops.device.type == "cpu" else crops
 
     return Prefetcher(batches, load, depth)
