@@ -14,9 +14,11 @@ Back ends (the choice is made in one place, :func:`default_backend`):
 - ``"pil"`` (the CPU default): a thread pool; each thread opens the JPEG with Pillow, asks for a
   DCT-scaled decode no larger than the crops need (``Image.draft``, 1/2, 1/4 or 1/8 scale) and
   crops and resizes with ``Image.resize(box=...)`` (antialiased bilinear). Pillow releases the GIL
-  while decoding and resizing. Measured on this 2-core CPU (2026-11-23, 256-px JPEGs, 64-px crops,
-  2 views, batch 256, 2 threads): ``pil`` 1,160 images/s against 420 images/s for ``torchvision``
-  (``decode_jpeg`` on lists, then crop and ``interpolate``), which must decode every image at full size.
+  while decoding and resizing. Measured on this 2-core CPU, shared with other jobs (2026-11-23, the
+  200,000-image store at 256 px, two 64-px crops per image, batches of 256, 2 threads, median of 3
+  alternating rounds, ``benchmarks/data_path.py decoders``): ``pil`` 656 images/s against 57 images/s
+  for ``torchvision`` (``decode_jpeg`` on a list, then crop and ``interpolate`` per view), which
+  decodes every image at full size and pays for a small tensor operation per crop.
 - ``"torchvision"``: ``torchvision.io.decode_jpeg`` on a list, then per-view crop and antialiased
   ``interpolate``; kept for comparison and as the path shared with the GPU.
 - ``"cuda"``: ``torchvision.io.decode_jpeg(list, device="cuda")`` (nvJPEG, batched) and the crops on
