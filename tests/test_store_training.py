@@ -96,3 +96,19 @@ def test_scale_presets_run_shortened_on_generated_data(tmp_path, monkeypatch, pr
     assert record["epoch"] == 1 and np.isfinite(record["loss"])
     saved = json.loads((out / "run.json").read_text())
     assert saved["command"]
+
+
+def test_decoding_a_store_for_the_stages_that_need_pixels(tmp_path):
+    from gsimclr.data.store_batches import decoded
+    from gsimclr.errors import UserError
+
+    store = build_store(list_encoded(str(image_folder(tmp_path / "set")), "val"), 24, cache_dir=tmp_path / "c")
+    data = decoded(store, 16, "the test", budget_bytes=10**6)
+    assert data.images.shape == (30, 16, 16, 3) and data.labels.tolist() == store.labels.tolist()
+    means = data.images.reshape(30, -1, 3).mean(1)
+    assert (means.argmax(1) == np.repeat([0, 1, 2], 10)).all()  # red, green, blue classes in order
+    with pytest.raises(UserError, match="the test needs the 30 images decoded .*--memory-budget-gb"):
+        decoded(store, 16, "the test", budget_bytes=1000)
+    assert main(["pretrain", "--data", str(tmp_path / "set"), "--store", "jpeg", "--method", "gsimclr",
+                 "--memory-budget-gb", "0.00001", "--image-size", "16", "--batch-size", "16", "--epochs", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "run")]) == 2
