@@ -384,6 +384,8 @@ def markdown(results: dict) -> str:
     for name, section in results.items():
         lines += [f"## {name}", "", f"`{section['command']}`  ", f"{section['date']} - {section['machine']} - "
                   f"load average at start {section['load_start']}, at end {section['load_end']}", ""]
+        if section.get("note"):
+            lines += [f"Note: {section['note']}.", ""]
         body = section["result"]
         if name == "path":
             lines += ["| pipeline | images/s (median) | rounds | peak RSS GiB (anon + file) |", "|---|---:|---|---:|"]
@@ -393,8 +395,8 @@ def markdown(results: dict) -> str:
                              f"{', '.join(f'{x:.0f}' for x in r['rounds'])} | "
                              f"{r['peak_rss_gib']:.2f} ({r['anon_gib']:.2f} + {r['file_gib']:.2f}) |")
             lines += ["", f"Ratio store / torchvision: {body['ratio']:.2f}x."]
-        elif name in ("memory", "decoders"):
-            lines += ["| " + ("gsimclr src" if name == "memory" else "decoder") + " | images/s (median) | rounds |",
+        elif name.startswith("memory") or name == "decoders":
+            lines += ["| " + ("gsimclr src" if name.startswith("memory") else "decoder") + " | images/s (median) | rounds |",
                       "|---|---:|---|"]
             lines += [f"| {src} | {r['images_per_s']:.0f} | {', '.join(f'{x:.0f}' for x in r['rounds'])} |"
                       for src, r in body.items()]
