@@ -24,7 +24,7 @@ from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData
 from gsimclr.io import save_npy, write_json
 from gsimclr.models.autoencoder import DenoisingAutoencoder
-from gsimclr.runtime import autocast, resolve_device
+from gsimclr.runtime import autocast, backward_step, grad_scaler, resolve_device
 from gsimclr.tracking import RunLogger
 from gsimclr.transforms.augment import eval_transform
 
@@ -62,6 +62,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None)
     opt = torch.optim.Adam(ae.parameters(), lr=cfg.ae_lr)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
+    scaler = grad_scaler(device, cfg.precision)  # enabled for fp16 only
     for epoch in tqdm(range(1, cfg.ae_epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
         ae.train()
         total = torch.zeros((), device=device)
@@ -71,8 +72,7 @@ def train_autoencoder(cfg: Config, data: ImageData, out_dir: Path | None = None)
             with autocast(device, cfg.precision):
                 loss = F.mse_loss(ae(noisy).float(), x)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
             total += loss.detach() * len(b)
         val = _reconstruction_loss(ae, images, val_idx, size, cfg, device)
         train_loss = float(total) / len(train_idx)
