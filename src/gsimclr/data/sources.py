@@ -497,10 +497,10 @@ def list_encoded(spec: str, split: str = "train") -> EncodedListing | None:
 
     Image folders (ImageNet-style ``train/<wnid>/*.JPEG`` and ``val/<wnid>/...``) and parquet files or
     sharded parquet folders (``train-00000-of-00004.parquet`` ...) are listed file by file and row
-    group by row group; built-in and torchvision sources (digits, CIFAR, STL-10 and its unlabelled
-    split) are read as their arrays at their own size.
+    group by row group; built-in, torchvision and Hugging Face sources (digits, CIFAR, STL-10 and its
+    unlabelled split, ``hf:``) are read as their decoded arrays.
     """
-    if spec.lower() == "digits" or _TORCHVISION_SPEC.match(spec):
+    if spec.lower() == "digits" or _TORCHVISION_SPEC.match(spec) or spec.lower().startswith(HF_PREFIX):
         data = _load(spec, split, None, "error", False, None)
         return None if data is None else _listing_from_arrays(data)
     path = Path(spec).expanduser()

@@ -90,7 +90,7 @@ def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
 
 
-_ARRAY_SOURCES = re.compile(r"^(digits|cifar10|cifar100|stl10|stl10-unlabeled)(:.*)?$", re.IGNORECASE)
+_ARRAY_SOURCES = re.compile(r"^((digits|cifar10|cifar100|stl10|stl10-unlabeled)(:.*)?|hf:.*)$", re.IGNORECASE)
 
 
 def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_corrupt: str = "skip",
@@ -98,7 +98,8 @@ def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_
     """One split of ``spec`` on the path ``store`` picks (:func:`choose_store`): an :class:`ImageData`
     decoded at ``stored_size`` (memory) or an :class:`EncodedStore` with shorter sides capped at
     ``stored_size`` (jpeg); None when the source has no such split. Built-in and torchvision sources
-    (digits, CIFAR, STL-10) are arrays in memory already, so ``auto`` keeps them there."""
+    (digits, CIFAR, STL-10) and Hugging Face data sets are arrays in memory already, so ``auto`` keeps
+    them there."""
     if store == "memory" or (store == "auto" and _ARRAY_SOURCES.match(spec)):
         return load_split(spec, split, image_size=stored_size, on_corrupt=on_corrupt, cache_dir=cache_dir)
     listing = list_encoded(spec, split)
