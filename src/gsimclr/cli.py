@@ -315,7 +315,7 @@ def cmd_supervised(args) -> None:
 
 
 def cmd_embed(args) -> None:
-    from gsimclr.data.sources import load_split
+    from gsimclr.data.store_batches import open_split
     from gsimclr.evaluation.features import extract_features
     from gsimclr.io import atomic_path, save_npy
     from gsimclr.pipeline import load_encoder
@@ -323,9 +323,8 @@ def cmd_embed(args) -> None:
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
-    from gsimclr.transforms.augment import NORMALIZATIONS
-
-    data = load_split(cfg.data, args.split, image_size=cfg.cache_size or cfg.image_size, on_corrupt=cfg.on_corrupt,
+    budget = None if cfg.memory_budget_gb is None else int(cfg.memory_budget_gb * 1e9)
+    data = open_split(cfg.data, args.split, cfg.cache_size or cfg.image_size, cfg.store, cfg.on_corrupt, budget,
                       resize=cfg.resize)
     if data is None:
         raise UserError(f"{cfg.data} has no {args.split!r} split")

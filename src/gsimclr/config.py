@@ -98,7 +98,13 @@ class Config:
     test_data: str | None = opt(None, "data", "evaluation data (default: the source's test split, else 20% of a "
                                 "labelled training set)")
     image_size: int = opt(32, "data", "the model's input size in pixels", min=8)
-    cache_size: int | None = opt(None, "data", "stored resolution of decoded images (default: --image-size)", min=8)
+    cache_size: int | None = opt(None, "data", "stored resolution: the side of decoded images, or the capped shorter "
+                                 "side of the JPEG store (default: --image-size)", min=8)
+    store: str = opt("auto", "data", "where images live while training: memory (one decoded uint8 array), jpeg (the "
+                     "memory-mapped encoded store, decoded batch by batch), or auto (memory while the decoded set "
+                     "fits --memory-budget-gb)", choices="gsimclr.data.store_batches:STORE_MODES")
+    memory_budget_gb: float | None = opt(None, "data", "store auto: the most decoded images kept in memory, in GB "
+                                         "(default: half of this machine's memory)", gt=0)
     on_corrupt: str = opt("skip", "data", "unreadable images: skip and count them, or stop with an error",
                           choices=("skip", "error"))
     label_sampling: str = opt("stratified", "data", "how a fraction of the labels is drawn: stratified (the same "

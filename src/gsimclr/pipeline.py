@@ -27,7 +27,8 @@ from gsimclr import __version__
 from gsimclr.checkpoint import load_checkpoint, read_meta
 from gsimclr.config import Config, config_from_dict
 from gsimclr.data.dataset import ImageData
-from gsimclr.data.sources import load_split
+from gsimclr.data.store import EncodedStore
+from gsimclr.data.store_batches import decoded, open_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
 from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
@@ -44,18 +45,11 @@ from gsimclr.models.registry import create_backbone
 from gsimclr.training.pretrain import CHECKPOINT, backbone_options, build_backbone, build_model, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
 
-def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
-    """The training split and a labelled evaluation split. Without a test split, a stratified 20% of
-    a labelled training set is held out for evaluation (and not used for pretraining)."""
-    size = cfg.cache_size or cfg.image_size
-    opts = {"image_size": size, "on_corrupt": cfg.on_corrupt, "resize": cfg.resize}
-    train = load_split(cfg.data, "train", **opts)
-    if cfg.test_data:
-        test = load_split(cfg.test_data, "test", **opts)
-        if test is None:
-            test = load_split(cfg.test_data, "train", **opts)
-    else:
-        test = load_split(cfg.data, "test", **opts)
+def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
+    """The training split and a labelled evaluation split, each in memory or as a memory-mapped JPEG
+    store as ``--store`` picks (:func:`gsimclr.data.store_batches.open_split`). Without a test split, a
+    stratified 20% of a labelled training set is held out for evaluation (and not used for pretraining)."""
+    train, test = _open_splits(cfg)
     if test is None and train.has_labels:
         held = label_subset(train.labels, 0.2, cfg.seed)
         keep = np.setdiff1d(np.arange(len(train)), held)
@@ -64,6 +58,28 @@ def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
     test = _limit(test, cfg.test_limit, cfg.seed + 1) if test is not None else None
     if cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
+    return train, test
+
+
+def _budget(cfg: Config) -> int | None:
+    """--memory-budget-gb in bytes (None: the default, half of this machine's memory)."""
+    return None if cfg.memory_budget_gb is None else int(cfg.memory_budget_gb * 1e9)
+
+
+def _open_splits(cfg: Config):
+    size = cfg.cache_size or cfg.image_size
+    budget = _budget(cfg)
+
+    def split_of(spec: str, split: str):
+        return open_split(spec, split, size, cfg.store, cfg.on_corrupt, budget, resize=cfg.resize)
+
+    train = split_of(cfg.data, "train")
+    if cfg.test_data:
+        test = split_of(cfg.test_data, "test")
+        if test is None:
+            test = split_of(cfg.test_data, "train")
+    else:
+        test = split_of(cfg.data, "test")
     return train, test
 
 
@@ -108,10 +124,14 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bo
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
     if cfg.ae_select == "test" and test is None:
         raise UserError("--ae-select test needs a test split; this data has none")
+    train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
+    if test is not None and cfg.ae_select == "test":
+        test = decoded(test, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
     result = make_pseudo_labels(cfg, train, out, test if cfg.ae_select == "test" else None)
     colour = train.labels if train.has_labels else result.labels
-    if cfg.tsne_points:
-        plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
+    if cfg.tsne_points:  # 0: no maps
+        plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points,
+                  cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 
@@ -190,6 +210,8 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> dict[str
     protocol adds the epoch early stopping chose)."""
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("the supervised baseline needs labelled training and test splits")
+    train = decoded(train, cfg.image_size, "the supervised baseline", _budget(cfg))
+    test = decoded(test, cfg.image_size, "the supervised baseline", _budget(cfg))
     device = resolve_device(cfg.device)
     if cfg.eval_protocol == "notebook":
         from gsimclr.evaluation.notebook import run_supervised_notebook

@@ -61,11 +61,16 @@ def fingerprint(**parts: object) -> str:
 
 
 def load(key: str, cache_dir: str | os.PathLike | None = None) -> ImageData | None:
-    """The entry stored under fingerprint ``key``, or None when there is none (or it is unreadable)."""
+    """The entry stored under fingerprint ``key``, or None when there is none (or it is unreadable).
+
+    The images are memory-mapped copy-on-write (``mmap_mode="c"``): nothing is read until used, and
+    every process on a node that loads the same entry shares one copy of its pages through the page
+    cache, while the array stays writable for ``torch.from_numpy`` (a write would stay private).
+    """
     entry = cache_root(cache_dir) / key
     try:
         meta = json.loads((entry / "meta.json").read_text())
-        images = np.load(entry / "images.npy")
+        images = np.load(entry / "images.npy", mmap_mode="c")
         labels = np.load(entry / "labels.npy") if meta["labelled"] else None
     except (OSError, ValueError, KeyError):
         return None

@@ -58,8 +58,16 @@ class ImageData:
         return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
 
     def subset(self, index: np.ndarray) -> "ImageData":
+        """The images at ``index``, in that order. A run of consecutive indices is a view of the same
+        array (no copy, so a memory-mapped cache stays mapped); any other index copies its images."""
+        index = np.asarray(index)
+        start = int(index[0]) if index.ndim == 1 and index.dtype.kind in "iu" and len(index) else -1
+        if start >= 0 and np.array_equal(index, np.arange(start, start + len(index))):
+            images = self.images[start:start + len(index)]
+        else:
+            images = self.images[index]
         return ImageData(
-            self.images[index],
+            images,
             None if self.labels is None else self.labels[index],
             self.classes,
             self.name,

@@ -34,7 +34,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,6 +494,116 @@ def _resize_square(images: np.ndarray, size: int) -> np.ndarray:
 
     _run_chunked(resize, len(images), 1 if images.shape[1] < 64 else os.cpu_count() or 1)
     return resized
+
+
+# ----------------------------------------------------------------------- undecoded listing (stores)
+
+
+@dataclass
+class EncodedListing:
+    """A split as undecoded images, for writing an encoded store (:mod:`gsimclr.data.store`).
+
+    ``chunks(n)`` yields lists of at most ``n`` ``(name, payload)`` pairs in order, where a payload
+    is a file path (str), encoded bytes, or a decoded uint8 (H, W, 3) array; only one chunk is in
+    memory at a time, so a sharded parquet set or an ImageNet folder is never read whole.
+    ``source_key`` fingerprints the source files (paths, sizes, modification times) and the split.
+    """
+
+    name: str
+    source_key: str
+    count: int
+    labels: np.ndarray | None
+    classes: list[str] | None
+    chunks: Callable[[int], Iterator[list[tuple[str, str | bytes | np.ndarray]]]]
+
+
+def list_encoded(spec: str, split: str = "train") -> EncodedListing | None:
+    """The images of one split of ``spec`` without decoding them; None when there is no such split.
+
+    Image folders (ImageNet-style ``train/<wnid>/*.JPEG`` and ``val/<wnid>/...``) and parquet files or
+    sharded parquet folders (``train-00000-of-00004.parquet`` ...) are listed file by file and row
+    group by row group; built-in, torchvision and Hugging Face sources (digits, CIFAR, STL-10 and its
+    unlabelled split, ``hf:``) are read as their decoded arrays.
+    """
+    if spec.lower() == "digits" or _TORCHVISION_SPEC.match(spec) or spec.lower().startswith(HF_PREFIX):
+        data = _load(spec, split, None, "error", False, None)
+        return None if data is None else _listing_from_arrays(data)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        _plan_path(spec, split, None, "skip")  # raises the usual one-line error
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix.lower() != ".parquet":
+            raise UserError(f"not a parquet file or an image folder: {spec}")
+        return _listing_parquet([path], path.stem, split) if split == "train" else None
+    parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
+    if parquet_files:
+        files = _parquet_split_files(parquet_files, split)
+        return _listing_parquet(files, path.name, split) if files else None
+    return _listing_folder(path, split)
+
+
+def _listing_from_arrays(data: ImageData) -> EncodedListing:
+    def chunks(n: int):
+        for start in range(0, len(data), n):
+            yield [(f"{data.name} #{i}", data.images[i]) for i in range(start, min(start + n, len(data)))]
+
+    return EncodedListing(data.name, data.fingerprint, len(data), data.labels, data.classes, chunks)
+
+
+def _listing_folder(root: Path, split: str) -> EncodedListing | None:
+    split_dirs = _split_dirs(root)
+    if split_dirs is None:
+        folder = root if split == "train" else None
+        classes = _class_dirs(root)
+    else:
+        folder = next((split_dirs[a] for a in _split_aliases(split) if a in split_dirs), None)
+        classes = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
+    if folder is None:
+        return None
+    files = _image_files(folder)
+    if not files:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
+    labels = _folder_labels(folder, files, classes) if classes else None
+    key = decoded_cache.fingerprint(kind="folder-files", files=decoded_cache.file_stats(files), classes=classes,
+                                    split=split)
+
+    def chunks(n: int):
+        for start in range(0, len(files), n):
+            yield [(f, f) for f in files[start:start + n]]
+
+    return EncodedListing(root.name, key, len(files), labels, classes or None, chunks)
+
+
+def _listing_parquet(files: list[Path], name: str, split: str) -> EncodedListing:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(files[0])
+    image_column = _parquet_image_column(schema, files[0])
+    label_column = next(
+        (c for c in ("label", "labels") if c in schema.names and pa.types.is_integer(schema.field(c).type)), None
+    )
+    counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    if sum(counts) == 0:
+        raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
+    labels, classes = None, None
+    if label_column:
+        labels = np.concatenate([pq.read_table(f, columns=[label_column]).column(label_column).fill_null(-1)
+                                 .to_numpy() for f in files]).astype(np.int64)
+        classes = _parquet_class_names(schema, label_column)
+    key = decoded_cache.fingerprint(kind="parquet-files", files=decoded_cache.file_stats(files), split=split)
+
+    def chunks(n: int):
+        for f in files:
+            row = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=n, columns=[image_column]):
+                encoded = pc.struct_field(batch.column(0), "bytes").to_pylist()
+                yield [(f"{f} row {row + i}", b if b is not None else b"") for i, b in enumerate(encoded)]
+                row += len(encoded)
+
+    return EncodedListing(name, key, sum(counts), labels, classes, chunks)
 
 
 # ---------------------------------------------------------------------------------- Hugging Face

@@ -133,9 +133,12 @@ def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: f
 
     First the classifier alone on frozen features (``head_epochs``, learning rate ``head_lr``, default
     10 x ``lr``), then the whole network with augmentation at ``lr`` (``epochs``)."""
+    from gsimclr.data.store_batches import decoded  # a memory-mapped JPEG store: decode what is used
     from gsimclr.evaluation.standard_linear import label_fraction_indices
 
-    subset = train.subset(label_fraction_indices(train.labels, fraction, sampling, seed))
+    subset = decoded(train.subset(label_fraction_indices(train.labels, fraction, sampling, seed)), image_size,
+                     "fine-tuning")
+    test = decoded(test, image_size, "fine-tuning's test accuracy")
     model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
     batch = min(64, len(subset))
     train_head_on_features(model, subset, image_size, head_epochs, head_lr or lr * 10, device, batch, seed, precision,

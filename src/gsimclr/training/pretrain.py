@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +26,9 @@ from tqdm.auto import tqdm
 from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData
+from gsimclr.data.decode import BatchDecoder, default_backend
+from gsimclr.data.store import EncodedStore
+from gsimclr.data.store_batches import store_views
 from gsimclr.distributed import (World, all_sum, barrier, convert_sync_batch_norm, current_world, from_main,
                                  same_on_all_ranks, world_device)
 from gsimclr.errors import UserError
@@ -92,16 +96,43 @@ def make_views_fn(cfg: Config, device: torch.device):
     return maybe_compile(views, device, cfg.compile)
 
 
+def make_store_views_fn(cfg: Config, device: torch.device):
+    """``(decoder, views)`` for data in an encoded store: the decoder turns a batch's JPEG bytes into
+    uint8 crops (V, N, S, S, 3), random resized crops drawn on each image's own aspect ratio (one
+    centred square per image for a recipe without crops); ``views(crops)`` runs the rest of the
+    recipe (flip, jitter, grayscale, blur) batched on the device and gives (2, N, 3, S, S)."""
+    augment = build_pretrain_augment(cfg)
+    decoder = BatchDecoder(cfg.image_size, views=2 if augment.crop else 1, crop=augment.crop, scale=augment.scale,
+                           ratio=augment.ratio, backend=default_backend(device))
+    rest = dataclasses.replace(augment, crop=False)
+
+    def views(crops: torch.Tensor) -> torch.Tensor:
+        return torch.stack([rest(crops[0]), rest(crops[-1])])
+
+    return decoder, maybe_compile(views, device, cfg.compile)
+
+
 def place_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """The whole dataset as uint8: on the GPU when it takes under a quarter of the free memory,
-    otherwise in pinned host memory (batches are then copied asynchronously)."""
+    otherwise left where it is (a memory-mapped decoded cache is not copied; each batch is pinned
+    and copied asynchronously, see :func:`host_batch`)."""
     tensor = torch.from_numpy(images)
     if device.type != "cuda":
         return tensor
     free, _ = torch.cuda.mem_get_info(device)
     if tensor.numel() < free // 4:
         return tensor.to(device)
-    return tensor.pin_memory()
+    return tensor
+
+
+def host_batch(images: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``images[index]`` on ``device``. From host memory to a GPU the batch (not the data set) is pinned,
+    from PyTorch's caching pinned-memory pool, so the copy is asynchronous without a second copy of the
+    whole set (not yet measured on a GPU)."""
+    batch = images[index]
+    if device.type == "cuda" and batch.device.type == "cpu":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
 
 
 def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: World):
@@ -210,8 +241,13 @@ class Pretrainer:
                                       round(cfg.warmup_epochs * self.steps_per_epoch),
                                       cfg.restart_steps or round(cfg.restart_epochs * self.steps_per_epoch),
                                       cfg.restart_t_mul, cfg.restart_m_mul, cfg.decay_steps)
-        self.make_views = make_views_fn(cfg, device)
-        self.images = place_images(data.images, device)
+        self.store = data if isinstance(data, EncodedStore) else None
+        if self.store is None:
+            self.make_views = make_views_fn(cfg, device)
+            self.images = place_images(data.images, device)
+        else:
+            self.decoder, self.make_views = make_store_views_fn(cfg, device)
+            self.images = None
         self.loss_labels = None
         if self.pseudo_labels is not None and cfg.guidance in ("mask", "both"):
             self.loss_labels = torch.from_numpy(np.asarray(self.pseudo_labels, dtype=np.int64)).to(device)
@@ -249,15 +285,15 @@ class Pretrainer:
         seed_epoch(cfg.seed, epoch, world.rank)
         total = torch.zeros((), device=device)
         seen, t0 = 0, time.perf_counter()
-        bar = tqdm(self.sampler, desc=f"{self.method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=None if world.is_main else True)
-        for i, idx in enumerate(bar):
+        bar = tqdm(self._batches(epoch), desc=f"{self.method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   leave=False, disable=None if world.is_main else True)
+        for i, (idx, batch) in enumerate(bar):
             step = epoch * self.steps_per_epoch + i
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * self.schedule(step)
-            index = torch.from_numpy(idx).to(self.images.device, non_blocking=True)
-            batch = self.images[index].to(device, non_blocking=True)
-            labels = self.loss_labels[index.to(device, non_blocking=True)] if self.loss_labels is not None else None
+            labels = None
+            if self.loss_labels is not None:
+                labels = self.loss_labels[torch.from_numpy(np.asarray(idx)).to(device, non_blocking=True)]
             total += train_step(self.train_model, self.optimizer, self.loss_fn, self.make_views(batch), cfg, device,
                                 labels, self.scaler) * len(idx)
             seen += len(idx)
@@ -276,6 +312,21 @@ class Pretrainer:
             hook(self, epoch, record)
         self._check_loss(epoch, mean_loss)
         return record
+
+    def _batches(self, epoch: int):
+        """``(indices, batch)`` for each of the sampler's batches: a uint8 batch (N, H, W, 3) indexed from the
+        in-memory images, or from a store, crops (V, N, S, S, 3) decoded in a background thread while the
+        previous step runs; either way on the device."""
+        device = self.device
+        if self.store is None:
+            for idx in self.sampler:
+                index = torch.from_numpy(idx).to(self.images.device, non_blocking=True)
+                yield idx, host_batch(self.images, index, device)
+            return
+        prefetch = store_views(self.store, self.decoder, self.sampler, self.cfg.seed, epoch, self.world.rank,
+                               pin=device.type == "cuda")
+        for idx, crops in prefetch:
+            yield idx, crops.to(device, non_blocking=True)
 
     def _check_loss(self, epoch: int, mean_loss: float) -> None:
         if not np.isfinite(mean_loss):

@@ -1,0 +1,302 @@
+"""Encoded image store: a data set written once as JPEG bytes, memory-mapped, read by index.
+
+For data sets whose decoded pixels do not fit in memory (ImageNet: 252 GB at 256 px). Each image is
+kept as JPEG bytes whose shorter side is at most ``stored_size`` (aspect ratio kept, so random
+resized crops still see the whole image); a JPEG that is already RGB, upright and small enough is
+stored byte for byte, anything else is decoded (EXIF orientation applied, transparency on black)
+and re-encoded at quality :data:`DEFAULT_QUALITY`. An entry is a folder under the cache root
+(:func:`gsimclr.data.cache.cache_root`)::
+
+    <root>/store-<fingerprint>/images.bin      every image's JPEG bytes, back to back
+    <root>/store-<fingerprint>/offsets.npy     int64 (N + 1,): image i is images.bin[offsets[i]:offsets[i + 1]]
+    <root>/store-<fingerprint>/sizes.npy       int32 (N, 2): stored (height, width)
+    <root>/store-<fingerprint>/original_sizes.npy  int32 (N, 2): upright (height, width) before capping
+    <root>/store-<fingerprint>/labels.npy      int64 (N,), only for labelled data
+    <root>/store-<fingerprint>/meta.json       name, classes, count, stored size, quality, skipped files
+
+The entry is written in a temporary folder next to it and renamed into place when complete, so an
+interrupted or concurrent build never leaves an entry that opens; ``images.bin`` is opened with
+``np.memmap`` (read-only), so every process on a node shares one copy through the page cache.
+
+Example:
+    >>> import numpy as np, tempfile
+    >>> from gsimclr.data.sources import list_encoded
+    >>> store = build_store(list_encoded("digits", "test"), stored_size=32, cache_dir=tempfile.mkdtemp())
+    >>> len(store), store.sizes[0].tolist(), store.classes[:2]
+    (360, [32, 32], ['0', '1'])
+    >>> store.subset(np.array([5, 0])).labels.tolist() == store.labels[[5, 0]].tolist()
+    True
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import mmap
+import os
+import shutil
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from gsimclr.data import cache as decoded_cache
+from gsimclr.data.sources import EncodedListing, _to_rgb
+from gsimclr.errors import UserError
+
+STORE_VERSION = 1
+"""Bump when the stored bytes change for the same source and options."""
+DEFAULT_QUALITY = 90
+_CHUNK = 512  # images per encoding round (bounded memory while writing)
+_ORIENTATION_TAG = 0x0112
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+
+
+class EncodedStore:
+    """A memory-mapped encoded store, or an index view of one (:meth:`subset`).
+
+    ``payload(i)`` is image ``i``'s JPEG bytes (a read-only view into the mapped file), ``sizes`` the
+    stored (height, width), ``original_sizes`` the upright size before capping, ``labels`` int64 or
+    None, ``fingerprint`` identifies the entry (and the subset).
+    """
+
+    def __init__(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, sizes: np.ndarray,
+                 original_sizes: np.ndarray, labels: np.ndarray | None, meta: dict, fingerprint: str,
+                 path: Path | None = None):
+        self._data, self._starts, self._ends = data, starts, ends
+        self.sizes, self.original_sizes, self.labels = sizes, original_sizes, labels
+        self.meta, self.fingerprint, self.path = meta, fingerprint, path
+
+    @classmethod
+    def open(cls, entry: str | os.PathLike) -> "EncodedStore":
+        """Map the store in folder ``entry``; raises OSError/ValueError/KeyError when it is incomplete."""
+        entry = Path(entry)
+        meta = json.loads((entry / "meta.json").read_text())
+        offsets = np.load(entry / "offsets.npy")
+        count = int(meta["count"])
+        if len(offsets) != count + 1 or count < 1:
+            raise ValueError(f"store {entry}: index of {len(offsets) - 1} images, meta says {count}")
+        data = np.memmap(entry / "images.bin", dtype=np.uint8, mode="r")
+        if len(data) != int(offsets[-1]):
+            raise ValueError(f"store {entry}: images.bin has {len(data)} bytes, index says {int(offsets[-1])}")
+        labels = np.load(entry / "labels.npy") if meta["labelled"] else None
+        return cls(data, offsets[:-1], offsets[1:], np.load(entry / "sizes.npy"),
+                   np.load(entry / "original_sizes.npy"), labels, meta, meta["fingerprint"], entry)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.meta["classes"]
+
+    @property
+    def skipped(self) -> int:
+        return int(self.meta["skipped"])
+
+    @property
+    def stored_size(self) -> int:
+        return int(self.meta["stored_size"])
+
+    @property
+    def image_size(self) -> int:
+        """The capped shorter side (images keep their own aspect ratio)."""
+        return self.stored_size
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None and bool((self.labels >= 0).all())
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+    @property
+    def encoded_bytes(self) -> int:
+        """Bytes of JPEG data of the images in this store (or view)."""
+        return int((self._ends - self._starts).sum())
+
+    def release_pages(self) -> None:
+        """Unmap the pages of ``images.bin`` this process has touched (``MADV_DONTNEED``): they stay in
+        the page cache for every process, but no longer count in this process's resident memory, so a
+        store larger than memory does not show up as resident after an epoch. Reads stay valid."""
+        mapping = getattr(self._data, "_mmap", None)
+        if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mapping.madvise(mmap.MADV_DONTNEED)
+
+    def payload(self, i: int) -> memoryview:
+        """Image ``i``'s JPEG bytes, read through the memory map (no copy)."""
+        return memoryview(self._data[int(self._starts[i]):int(self._ends[i])])
+
+    def payloads(self, index) -> list[memoryview]:
+        """The JPEG bytes of the images at ``index`` (in that order)."""
+        return [self.payload(i) for i in np.asarray(index).reshape(-1)]
+
+    def subset(self, index) -> "EncodedStore":
+        """An index view: the images at ``index`` in that order, sharing the mapped file (no image copy)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        digest = decoded_cache.fingerprint(index=index.tobytes().hex())[:12]
+        return EncodedStore(self._data, self._starts[index], self._ends[index], self.sizes[index],
+                            self.original_sizes[index], None if self.labels is None else self.labels[index],
+                            self.meta, f"{self.fingerprint}:subset-{digest}", self.path)
+
+
+def store_fingerprint(listing: EncodedListing, stored_size: int, quality: int = DEFAULT_QUALITY) -> str:
+    """The key of the store of ``listing`` at ``stored_size`` and ``quality``."""
+    return decoded_cache.fingerprint(kind="jpeg-store", version=STORE_VERSION, source=listing.source_key,
+                                     stored_size=stored_size, quality=quality)
+
+
+def store_path(key: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    return decoded_cache.cache_root(cache_dir) / f"store-{key}"
+
+
+def build_store(listing: EncodedListing, stored_size: int, cache_dir: str | os.PathLike | None = None,
+                quality: int = DEFAULT_QUALITY, on_corrupt: str = "skip", workers: int | None = None,
+                rebuild: bool = False) -> EncodedStore:
+    """The store of ``listing`` (shorter sides capped at ``stored_size``): opened if present, else written.
+
+    Unreadable images are skipped (counted in ``skipped``, with a warning) or, with
+    ``on_corrupt="error"``, raise :class:`UserError` naming the first one.
+    """
+    if not isinstance(stored_size, int) or stored_size < 1:
+        raise UserError(f"stored image size must be a positive integer, got {stored_size!r}")
+    key = store_fingerprint(listing, stored_size, quality)
+    entry = store_path(key, cache_dir)
+    if not rebuild:
+        try:
+            return EncodedStore.open(entry)
+        except (OSError, ValueError, KeyError):
+            pass
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    # one writer per entry: the other processes of a node (torchrun) wait here, then open its result
+    with open(entry.parent / f".{entry.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not rebuild:
+            try:
+                return EncodedStore.open(entry)
+            except (OSError, ValueError, KeyError):
+                pass
+        return _build_entry(entry, listing, key, stored_size, quality, on_corrupt, workers, rebuild)
+
+
+def _build_entry(entry: Path, listing: EncodedListing, key: str, stored_size: int, quality: int, on_corrupt: str,
+                 workers: int | None, rebuild: bool) -> EncodedStore:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", suffix=".tmp", dir=entry.parent))
+    try:
+        _write_entry(tmp, listing, key, stored_size, quality, on_corrupt, workers)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it ordinary permissions
+        if rebuild and entry.exists():
+            shutil.rmtree(entry)
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another process finished the same entry first: use theirs
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    store = EncodedStore.open(entry)
+    if store.skipped:
+        warnings.warn(f"skipped {store.skipped} unreadable image(s) in {listing.name}", stacklevel=2)
+    return store
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_entry(folder: Path, listing: EncodedListing, key: str, stored_size: int, quality: int,
+                 on_corrupt: str, workers: int | None) -> None:
+    """Encode every image of ``listing`` into ``folder``, in order, a chunk at a time."""
+    offsets, sizes, original_sizes, kept = [0], [], [], []
+    first_error = None
+    position = 0
+    with open(folder / "images.bin", "wb") as out, ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        for chunk in listing.chunks(_CHUNK):
+            results = pool.map(lambda item: _encode_or_error(item[1], stored_size, quality), chunk)
+            for (name, _), result in zip(chunk, results):
+                if isinstance(result, str):
+                    if on_corrupt == "error":
+                        raise UserError(f"cannot read image {name} ({' '.join(result.split())})")
+                    first_error = first_error or name
+                else:
+                    data, size, original = result
+                    out.write(data)
+                    offsets.append(offsets[-1] + len(data))
+                    sizes.append(size)
+                    original_sizes.append(original)
+                    kept.append(position)
+                position += 1
+        out.flush()
+        os.fsync(out.fileno())
+    if not kept:
+        raise UserError(f"none of the {position} images of {listing.name} could be read, e.g. {first_error}")
+    np.save(folder / "offsets.npy", np.asarray(offsets, np.int64))
+    np.save(folder / "sizes.npy", np.asarray(sizes, np.int32).reshape(-1, 2))
+    np.save(folder / "original_sizes.npy", np.asarray(original_sizes, np.int32).reshape(-1, 2))
+    if listing.labels is not None:
+        np.save(folder / "labels.npy", np.asarray(listing.labels, np.int64)[np.asarray(kept)])
+    meta = {"name": listing.name, "classes": listing.classes, "count": len(kept), "skipped": position - len(kept),
+            "stored_size": stored_size, "quality": quality, "labelled": listing.labels is not None,
+            "fingerprint": key, "version": STORE_VERSION}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _encode_or_error(payload, stored_size: int, quality: int):
+    try:
+        return encode_capped(payload, stored_size, quality)
+    except Exception as exc:  # corrupt files fail in many ways: OSError, SyntaxError, ValueError...
+        return f"{type(exc).__name__}: {exc}"
+
+
+def encode_capped(payload: str | bytes | np.ndarray, stored_size: int, quality: int = DEFAULT_QUALITY):
+    """``(jpeg_bytes, (height, width), (original_height, original_width))`` of one image, its shorter
+    side capped at ``stored_size``. ``payload`` is a file path, encoded bytes or a uint8 (H, W, 3) array."""
+    if isinstance(payload, np.ndarray):
+        return _encode_image(Image.fromarray(np.ascontiguousarray(payload)).convert("RGB"), stored_size, quality)
+    raw = Path(payload).read_bytes() if isinstance(payload, str) else bytes(payload)
+    with Image.open(io.BytesIO(raw)) as img:
+        orientation = img.getexif().get(_ORIENTATION_TAG, 1) if hasattr(img, "getexif") else 1
+        width, height = img.size
+        original = (width, height) if orientation in _SWAPS_SIDES else (height, width)
+        if img.format == "JPEG" and img.mode == "RGB" and orientation == 1 and min(height, width) <= stored_size:
+            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            img.load()  # a cheap 1/8-scale decode that still reads every byte: truncated files fail here
+            return raw, (height, width), original
+        img.draft("RGB", _draft_request(width, height, stored_size))
+        upright = _to_rgb(ImageOps.exif_transpose(img))
+    data, size, _ = _encode_image(upright, stored_size, quality)
+    return data, size, original
+
+
+def _draft_request(width: int, height: int, stored_size: int) -> tuple[int, int]:
+    """The size to ask :meth:`PIL.Image.Image.draft` for: its shorter side still at least ``stored_size``."""
+    shorter = min(width, height)
+    if shorter <= stored_size:
+        return width, height
+    return max(1, -(-width * stored_size // shorter)), max(1, -(-height * stored_size // shorter))
+
+
+def _encode_image(img: Image.Image, stored_size: int, quality: int):
+    width, height = img.size
+    original = (height, width)
+    shorter = min(width, height)
+    if shorter > stored_size:
+        scale = stored_size / shorter
+        width, height = max(stored_size, round(width * scale)), max(stored_size, round(height * scale))
+        img = img.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    img.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue(), (height, width), original
