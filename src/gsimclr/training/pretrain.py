@@ -31,13 +31,12 @@ from gsimclr.errors import UserError
 from gsimclr.loss import build_criterion
 from gsimclr.methods import METHODS
 from gsimclr.models.simclr import SimCLRModel
+from gsimclr.run_folder import CHECKPOINT  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import autocast, maybe_compile, resolve_device, seed_epoch, seed_everything
 from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler
 from gsimclr.tracking import RunLogger
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.transforms.augment import build_augment
-
-CHECKPOINT = "checkpoint.safetensors"
 
 
 def build_model(cfg: Config) -> SimCLRModel:
