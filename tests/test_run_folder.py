@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,16 +79,15 @@ def test_second_pretrain_process_is_refused(tmp_path):
         from gsimclr.run_folder import RunFolder
         with RunFolder({str(out)!r}).lock():
             print("locked", flush=True)
-            time.sleep(60)
+            time.sleep(600)
         """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": "src"})
     try:
         assert holder.stdout.readline().strip() == "locked"
-        t0 = time.perf_counter()
         second = subprocess.run([sys.executable, "-m", "gsimclr", "pretrain", "--data", "digits", "--out", str(out),
                                  *only("pretrain", TINY)], capture_output=True, text=True, timeout=120,
                                 env={**os.environ, "PYTHONPATH": "src"})
         assert second.returncode == 2 and "in use by another gsimclr command" in second.stderr
-        assert len(second.stderr.strip().splitlines()) == 1 and time.perf_counter() - t0 < 60
+        assert len(second.stderr.strip().splitlines()) == 1
         assert not (out / "config.yaml").exists() and not (out / "simclr").exists()
     finally:
         holder.kill()
@@ -215,7 +213,7 @@ def test_resume_with_the_same_inputs_reuses_every_stage(finished_run, capsys):
     results = json.loads((finished_run / "results.json").read_text())
     assert main(["run", "--data", "digits", *TINY, "--out", str(finished_run), "--resume"]) == 0
     assert json.loads((finished_run / "results.json").read_text())["methods"] == results["methods"]
-    assert f"{results['supervised']:.1f}" in capsys.readouterr().out
+    assert f"{results['supervised']:.2f}" in capsys.readouterr().out
 
 
 def test_pseudo_label_refuses_to_replace_labels_a_checkpoint_was_trained_with(finished_run, capsys, tmp_path):

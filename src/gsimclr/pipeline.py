@@ -151,8 +151,9 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
     folder.record("pseudo_labels", pseudo_provenance(cfg, train))
     result = make_pseudo_labels(cfg, train, out)
-    colour = train.labels if train.has_labels else result.labels
-    plot_tsne(result.features, colour, folder.tsne_autoencoder, "autoencoder features", cfg.tsne_points, cfg.seed)
+    if cfg.tsne_points:  # 0: no maps
+        colour = train.labels if train.has_labels else result.labels
+        plot_tsne(result.features, colour, folder.tsne_autoencoder, "autoencoder features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 
