@@ -137,10 +137,6 @@ class RunFolder:
     def eval(self, method: str) -> Path:
         return self.stage_dir(method) / "eval.json"
 
-    def eval_file(self, method: str, name: str) -> Path:
-        """The result file of one evaluation subcommand (``knn.json``, ...) in a method's folder."""
-        return self.stage_dir(method) / f"{name}.json"
-
     @property
     def supervised(self) -> Path:
         return self.root / "supervised.json"
