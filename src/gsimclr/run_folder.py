@@ -65,12 +65,14 @@ TSNE_ENCODER = "tsne_encoder.png"
 
 # The config fields each kind of stage depends on (beyond its data fingerprints and inputs). Fields
 # that change only how a stage is watched or stored (checkpoint_every, monitor_every, tsne_points)
-# or where it runs (device, precision, compile) are left out, so a run may be resumed elsewhere.
+# or where it runs (device, precision, compile) are left out, so a run may be resumed elsewhere;
+# so is ``epochs``, so that --resume with a larger --epochs trains an existing checkpoint longer
+# (its evaluations, which depend on the checkpoint's checksum, are then redone).
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "pseudo_labels": ("image_size", "ae_model", "ae_epochs", "ae_batch_size", "ae_lr", "ae_noise", "ae_patience",
                       "seed"),
     "pretrain": ("image_size", "model", "n_blocks", "head_dims", "head_batch_norm", "augment", "jitter_strength",
-                 "crop_scale_min", "epochs", "batch_size", "temperature", "loss", "optimizer", "lr", "momentum",
+                 "crop_scale_min", "batch_size", "temperature", "loss", "optimizer", "lr", "momentum",
                  "weight_decay", "schedule", "warmup_epochs", "restart_epochs", "sync_batch_norm", "seed"),
     "guidance": ("guidance", "sampler_tail"),
     "evaluation": ("image_size", "linear_epochs", "linear_lr", "knn_k", "knn_temperature", "label_fraction",
