@@ -172,7 +172,7 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
     return load_config(args.preset, {k: parse_value(k, v) for k, v in _overrides(args).items()}, base=base)
 
 
-def _run_dir(args: argparse.Namespace, must_be_new: bool = False) -> Path:
+def _run_dir(args: argparse.Namespace) -> Path:
     if args.out:
         out = Path(args.out)
     else:
@@ -183,9 +183,12 @@ def _run_dir(args: argparse.Namespace, must_be_new: bool = False) -> Path:
         out = Path(from_main(str(out)))  # under torchrun every process uses rank 0's folder name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
-    if must_be_new and not args.resume and out.exists() and any(out.iterdir()):
-        raise UserError(f"run folder {out} is not empty; pass --resume to continue it or choose another --out")
     return out
+
+
+def _require_new(args: argparse.Namespace, folder) -> None:
+    if not args.resume and not folder.is_empty():
+        raise UserError(f"run folder {folder.root} is not empty; pass --resume to continue it or choose another --out")
 
 
 def _checkpoint_path(args: argparse.Namespace) -> Path:
@@ -215,69 +218,88 @@ def _start_world(cfg: Config):
 
 def cmd_run(args) -> None:
     from gsimclr.distributed import barrier, close_world
-    from gsimclr.pipeline import run_all, write_run_info
+    from gsimclr.pipeline import run_all
     from gsimclr.report import markdown_table, summary_lines
+    from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
         raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {args.methods!r}")
     world = _start_world(cfg)
-    run_dir = _run_dir(args, must_be_new=True)
-    barrier()  # every process has checked the run folder before rank 0 writes to it
-    if world.is_main:
-        write_run_info(run_dir, cfg)
-        print(f"run folder: {run_dir}")
-    results = run_all(cfg, run_dir, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)
+    folder = RunFolder(_run_dir(args))
+    with folder.lock():
+        _require_new(args, folder)
+        barrier()  # every process has checked the run folder before rank 0 writes to it
+        if world.is_main:
+            print(f"run folder: {folder.root}")
+        results = run_all(cfg, folder, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)
     close_world()
     if not world.is_main:
         return
     if results.get("incomplete"):
-        print(f"run incomplete: continue with  gsimclr run --resume --out {run_dir} ...")
+        print(f"run incomplete: continue with  gsimclr run --resume --out {folder.root} ...")
         return
     if "supervised" in results:
         print()
         print(markdown_table(results))
     print()
     print("\n".join(summary_lines(results)))
-    print(f"results: {run_dir / 'results.md'}")
+    print(f"results: {folder.results_md}")
 
 
 def cmd_pseudo_label(args) -> None:
-    from gsimclr.pipeline import load_data, stage_pseudo_labels, write_run_info
+    from gsimclr.pipeline import guided_checkpoints, load_data, reusable_pseudo_labels, stage_pseudo_labels, write_run_info
+    from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
-    run_dir = _run_dir(args)
-    train, test = load_data(cfg)
-    write_run_info(run_dir, cfg)
-    result = stage_pseudo_labels(cfg, train, run_dir, args.resume, test)
+    folder = RunFolder(_run_dir(args))
+    with folder.lock():
+        train, test = load_data(cfg)
+        if not (args.resume and reusable_pseudo_labels(cfg, train, folder)):
+            trained = guided_checkpoints(folder)
+            if trained:
+                raise UserError(f"{trained[0]} was trained with the pseudo labels in {folder.root}; pseudo-label would "
+                                "replace them: choose another --out (or --resume to keep them)")
+        write_run_info(folder, cfg)
+        result = stage_pseudo_labels(cfg, train, folder, args.resume, test)
     result.pop("labels")
     _print_json(result)
-    print(f"pseudo labels: {run_dir / 'pseudo_labels' / 'pseudo_labels.npy'}")
+    print(f"pseudo labels: {folder.pseudo_labels}")
 
 
 def cmd_pretrain(args) -> None:
     from gsimclr.distributed import close_world
-    from gsimclr.pipeline import load_data, shared_pseudo_labels, stage_pretrain, stage_results, write_run_info
+    from gsimclr.pipeline import (check_pretrain, load_data, reusable_pseudo_labels, shared_pseudo_labels,
+                                  stage_pretrain, stage_results, write_run_info)
     from gsimclr.pseudo_labels import load_pseudo_labels
+    from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
     world = _start_world(cfg)
-    run_dir = _run_dir(args)
-    train, test = load_data(cfg)
-    pseudo = None
-    if METHODS[args.method].guided:
-        if args.pseudo_labels:
+    folder = RunFolder(_run_dir(args))
+    with folder.lock():
+        train, test = load_data(cfg)
+        guided = METHODS[args.method].guided
+        pseudo = None
+        if guided and args.pseudo_labels:
             pseudo = load_pseudo_labels(args.pseudo_labels, len(train))
-        else:
-            pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True, test=test)["labels"]
-    if world.is_main:
-        write_run_info(run_dir, cfg)
-    monitor = (train, test) if cfg.monitor_every and train.has_labels and test is not None and test.has_labels else None
-    stage_pretrain(cfg, train, run_dir, args.method, pseudo, args.resume, args.stop_after, args.max_minutes, monitor)
-    if world.is_main:
-        _print_json(stage_results(run_dir, args.method))
-        print(f"checkpoint: {run_dir / args.method / 'checkpoint.safetensors'}")
+        elif guided and reusable_pseudo_labels(cfg, train, folder):
+            pseudo = load_pseudo_labels(folder.pseudo_labels, len(train))
+        ckpt = folder.checkpoint(args.method)
+        if guided and pseudo is None and args.resume and ckpt.exists():
+            raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer holds; "
+                            "choose another --out")
+        check_pretrain(cfg, train, folder, args.method, pseudo, args.resume)
+        if world.is_main:
+            write_run_info(folder, cfg)
+        if guided and pseudo is None:
+            pseudo = shared_pseudo_labels(cfg, train, folder, resume=True, test=test)["labels"]
+        monitor = (train, test) if cfg.monitor_every and train.has_labels and test is not None and test.has_labels else None
+        stage_pretrain(cfg, train, folder, args.method, pseudo, args.resume, args.stop_after, args.max_minutes, monitor)
+        if world.is_main:
+            _print_json(stage_results(folder, args.method))
+            print(f"checkpoint: {ckpt}")
     close_world()
 
 
@@ -290,27 +312,42 @@ def _eval_setup(args):
     return model, cfg, train, test
 
 
+def _eval_folders(args):
+    """(the run folder to lock, the folder the result file goes to) of an evaluation command."""
+    from gsimclr.run_folder import RunFolder
+
+    target = _checkpoint_path(args)
+    stage = target if target.is_dir() else target.parent
+    if args.out:
+        return RunFolder(args.out), stage
+    in_run = RunFolder(stage.parent).run_info.exists()
+    return RunFolder(stage.parent if in_run else stage), stage
+
+
 def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
     from gsimclr.io import write_json
     from gsimclr.pipeline import evaluate_encoder
 
-    model, cfg, train, test = _eval_setup(args)
-    result = evaluate_encoder(cfg, model, train, test, which)
-    _print_json(result)
-    target = _checkpoint_path(args)
-    folder = target if target.is_dir() else target.parent
-    write_json(folder / f"{key}.json", result)
+    lock_folder, stage = _eval_folders(args)
+    with lock_folder.lock():
+        model, cfg, train, test = _eval_setup(args)
+        result = evaluate_encoder(cfg, model, train, test, which)
+        _print_json(result)
+        write_json(stage / f"{key}.json", result)
 
 
 def cmd_supervised(args) -> None:
     from gsimclr.io import write_json
-    from gsimclr.pipeline import load_data, stage_supervised
+    from gsimclr.pipeline import load_data, stage_supervised, supervised_provenance
+    from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
-    run_dir = _run_dir(args)
-    train, test = load_data(cfg)
-    result = stage_supervised(cfg, train, test)
-    write_json(run_dir / "supervised.json", result)
+    folder = RunFolder(_run_dir(args))
+    with folder.lock():
+        train, test = load_data(cfg)
+        result = stage_supervised(cfg, train, test)
+        folder.record("supervised", supervised_provenance(cfg, train, test))
+        write_json(folder.supervised, result)
     _print_json({"supervised_top1": result["top1"]})
 
 

@@ -1,12 +1,9 @@
 """The stages of a run, shared by the CLI subcommands and ``gsimclr run``.
 
-A run folder holds::
-
-    run.json, config.yaml            what produced it (command, versions, device, the full config)
-    pseudo_labels/                   autoencoder.safetensors, pseudo_labels.npy/.json, metrics.jsonl, tsne_autoencoder.png
-    simclr/, gsimclr/                checkpoint.safetensors, metrics.jsonl, tensorboard/, eval.json, tsne_encoder.png
-    supervised.json                  the supervised baseline
-    results.json, results.md         the table; loss_curves.png
+The run folder's layout, lock and stage provenance belong to :mod:`gsimclr.run_folder`; every path
+here comes from its :class:`~gsimclr.run_folder.RunFolder`. A stage is reused on ``--resume`` only
+when its recorded provenance matches (otherwise the command is refused, naming what differs), and
+the run's metadata (run.json, config.yaml) is written only once a command has been accepted.
 """
 
 from __future__ import annotations
@@ -33,16 +30,19 @@ from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
 from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
-from gsimclr.evaluation.classifier import label_subset, supervised
+from gsimclr.data.splits import holdout_split
+from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
 from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
 from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
+from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
-from gsimclr.training.pretrain import CHECKPOINT, backbone_options, build_backbone, build_model, pretrain
+from gsimclr.tracking import read_metrics
+from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
 
 def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
@@ -51,8 +51,10 @@ def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | Encode
     stratified 20% of a labelled training set is held out for evaluation (and not used for pretraining)."""
     train, test = _open_splits(cfg)
     if test is None and train.has_labels:
-        held = label_subset(train.labels, 0.2, cfg.seed)
-        keep = np.setdiff1d(np.arange(len(train)), held)
+        keep, held = holdout_split(train.labels, 0.2, cfg.seed)
+        if len(held) == 0:
+            raise UserError(f"{cfg.data}: no class has two images, so none can be held out for evaluation; "
+                            "give --test-data")
         train, test = train.subset(keep), train.subset(held)
     train = _limit(train, cfg.train_limit, cfg.seed)
     test = _limit(test, cfg.test_limit, cfg.seed + 1) if test is not None else None
@@ -90,14 +92,51 @@ def _limit(data: ImageData, n: int, seed: int) -> ImageData:
     return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
 
 
-def write_run_info(run_dir: Path, cfg: Config, argv: list[str] | None = None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def write_run_info(run_dir: Path | RunFolder, cfg: Config, argv: list[str] | None = None) -> None:
+    """run.json and config.yaml: call only once the command has been accepted (its checks passed)."""
+    folder = _folder(run_dir)
     info = {"command": " ".join(["gsimclr"] + (argv if argv is not None else sys.argv[1:])),
             "gsimclr_version": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "host": platform.node(), "device": _device_name(cfg),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(run_dir / "run.json", info)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json(folder.run_info, info)
+    write_text(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _folder(run_dir: Path | RunFolder) -> RunFolder:
+    return run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+
+
+# ------------------------------------------------------------------------------ stage provenance
+
+
+def pseudo_provenance(cfg: Config, train: ImageData) -> dict[str, Any]:
+    return provenance("pseudo_labels", cfg, {"train": train.fingerprint}, {"k": cfg.n_clusters})
+
+
+def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.ndarray | None) -> dict[str, Any]:
+    guided = METHODS.get(method).guided
+    inputs: dict[str, Any] = {"method": method}
+    if guided:
+        inputs["pseudo_labels"] = None if pseudo is None else array_digest(np.asarray(pseudo, np.int64))
+    return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs,
+                      extra_fields=("guidance", "sampler_tail") if guided else ())
+
+
+def eval_provenance(cfg: Config, train: ImageData, test: ImageData | None, checkpoint: Path) -> dict[str, Any]:
+    checksum = read_meta(checkpoint).get("checksum") if checkpoint.exists() else None
+    return provenance("evaluation", cfg, {"train": train.fingerprint, "test": test.fingerprint if test else None},
+                      {"checkpoint": checksum})
+
+
+def supervised_provenance(cfg: Config, train: ImageData, test: ImageData | None) -> dict[str, Any]:
+    return provenance("supervised", cfg, {"train": train.fingerprint, "test": test.fingerprint if test else None})
+
+
+def guided_checkpoints(run_dir: Path | RunFolder) -> list[Path]:
+    """The checkpoints in a run folder that were trained with its pseudo labels."""
+    folder = _folder(run_dir)
+    return [folder.checkpoint(m) for m in METHODS.names() if METHODS[m].guided and folder.checkpoint(m).exists()]
 
 
 def _git_commit() -> str | None:
@@ -114,28 +153,36 @@ def _device_name(cfg: Config) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
 
 
-def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False,
+def reusable_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder) -> bool:
+    """Whether the run folder holds pseudo labels made from this data and these options; a UserError
+    naming the differences when it holds others."""
+    folder = _folder(run_dir)
+    return folder.reusable("pseudo_labels", pseudo_provenance(cfg, train), [folder.pseudo_labels, folder.pseudo_meta])
+
+
+def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder, resume: bool = False,
                         test: ImageData | None = None) -> dict[str, Any]:
     """Autoencoder and k-means pseudo labels of ``train`` (``--ae-select test`` watches ``test``)."""
-    out = run_dir / "pseudo_labels"
-    if resume and (out / "pseudo_labels.npy").exists() and (out / "pseudo_labels.json").exists():
-        return {"labels": load_pseudo_labels(out, len(train)), **json.loads((out / "pseudo_labels.json").read_text())}
+    folder = _folder(run_dir)
+    out = folder.pseudo_dir
+    if resume and reusable_pseudo_labels(cfg, train, folder):
+        return {"labels": load_pseudo_labels(folder.pseudo_labels, len(train)), **json.loads(folder.pseudo_meta.read_text())}
     if cfg.n_clusters > len(train):
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
     if cfg.ae_select == "test" and test is None:
         raise UserError("--ae-select test needs a test split; this data has none")
+    folder.record("pseudo_labels", pseudo_provenance(cfg, train))
     train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
     if test is not None and cfg.ae_select == "test":
         test = decoded(test, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
     result = make_pseudo_labels(cfg, train, out, test if cfg.ae_select == "test" else None)
-    colour = train.labels if train.has_labels else result.labels
     if cfg.tsne_points:  # 0: no maps
-        plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points,
-                  cfg.seed)
+        colour = train.labels if train.has_labels else result.labels
+        plot_tsne(result.features, colour, folder.tsne_autoencoder, "autoencoder features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
 
 
-def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False,
+def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder, resume: bool = False,
                          test: ImageData | None = None) -> dict[str, Any]:
     """:func:`stage_pseudo_labels` for a command that may run in several processes: rank 0 computes
     (or reuses) them while the others wait, then the others read its files."""
@@ -146,29 +193,43 @@ def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: b
     wait_for_main()
     if world.is_main:
         return result
-    if not (run_dir / "pseudo_labels" / "pseudo_labels.npy").exists():
+    if not _folder(run_dir).pseudo_labels.exists():
         raise UserError(f"rank {world.rank} cannot see rank 0's pseudo labels in {run_dir}; "
                         "the run folder must be on a file system shared by every node")
     return stage_pseudo_labels(cfg, train, run_dir, resume=True)
 
 
-def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, pseudo: np.ndarray | None,
-                   resume: bool = False, stop_after: int | None = None, max_minutes: float | None = None,
-                   monitor: tuple[ImageData, ImageData] | None = None) -> SimCLRModel:
-    out = run_dir / method
-    ckpt = out / CHECKPOINT
+def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,
+                   pseudo: np.ndarray | None, resume: bool) -> dict[str, Any]:
+    """The stage's provenance, once it is known that the stage may run: without ``resume`` its
+    checkpoint must not exist; with it, an existing checkpoint must have been made from the same inputs."""
+    folder = _folder(run_dir)
+    ckpt = folder.checkpoint(method)
     if ckpt.exists() and not resume:
         raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
+    expected = pretrain_provenance(cfg, train, method, pseudo)
+    if resume:
+        folder.reusable(method, expected, [ckpt])
+    return expected
+
+
+def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str, pseudo: np.ndarray | None,
+                   resume: bool = False, stop_after: int | None = None, max_minutes: float | None = None,
+                   monitor: tuple[ImageData, ImageData] | None = None) -> SimCLRModel:
+    folder = _folder(run_dir)
+    expected = check_pretrain(cfg, train, folder, method, pseudo, resume)
+    world = current_world()
+    if world.is_main and not folder.checkpoint(method).exists():
+        folder.record(method, expected)
     t0 = time.perf_counter()
-    model = pretrain(cfg, train, out, pseudo if METHODS.get(method).guided else None, resume=resume, method=method,
-                     stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
-    if current_world().is_main:  # in a multi-process run only rank 0 writes
-        _write_timing(out, time.perf_counter() - t0)
+    model = pretrain(cfg, train, folder.stage_dir(method), pseudo if METHODS.get(method).guided else None,
+                     resume=resume, method=method, stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
+    if world.is_main:  # in a multi-process run only rank 0 writes
+        _write_timing(folder.timing(method), time.perf_counter() - t0)
     return model
 
 
-def _write_timing(out: Path, seconds: float) -> None:
-    timing_path = out / "timing.json"
+def _write_timing(timing_path: Path, seconds: float) -> None:
     previous = json.loads(timing_path.read_text())["pretrain_s"] if timing_path.exists() else 0.0
     write_json(timing_path, {"pretrain_s": previous + seconds})
 
@@ -200,7 +261,7 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
     names = enabled_evaluations(cfg) if which is None else list(which)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
     if out is not None and cfg.tsne_points:
-        plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / "tsne_encoder.png",
+        plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / TSNE_ENCODER,
                   "encoder features (P3, test)", cfg.tsne_points, cfg.seed)
     return result
 
@@ -230,11 +291,11 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> dict[str
     return {"top1": top1, "epochs": cfg.supervised_epochs}
 
 
-def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
+def stage_results(run_dir: Path | RunFolder, method: str) -> dict[str, Any]:
     """Training summary of a pretraining stage: epochs, time, throughput, final loss."""
-    out = run_dir / method
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
+    folder = _folder(run_dir)
+    records = read_metrics(folder.metrics(method))
+    timing = json.loads(folder.timing(method).read_text()) if folder.timing(method).exists() else {}
     summary = {"epochs": len(records), "pretrain_s": timing.get("pretrain_s", sum(r["epoch_s"] for r in records))}
     if records:
         summary["final_loss"] = records[-1]["loss"]
@@ -242,40 +303,64 @@ def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
     return summary
 
 
-def plot_run_curves(run_dir: Path) -> None:
+def plot_run_curves(run_dir: Path | RunFolder) -> None:
     """loss_curves.png (loss per epoch) and, when monitored, knn_curves.png (kNN accuracy against training time)."""
+    folder = _folder(run_dir)
     losses, knn = {}, {}
     for method in METHODS:
-        path = run_dir / method / "metrics.jsonl"
+        path = folder.metrics(method)
         if path.exists():
-            recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            recs = read_metrics(path)
             name = title(method)
             losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:
                 knn[name] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
     if losses:
-        plot_curves(losses, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
+        plot_curves(losses, folder.loss_curves, "NT-Xent loss", "pretraining loss")
     if knn:
-        plot_curves(knn, run_dir / "knn_curves.png", "kNN top-1 %", "kNN accuracy during pretraining",
+        plot_curves(knn, folder.knn_curves, "kNN top-1 %", "kNN accuracy during pretraining",
                     xlabel="training time (s)")
 
 
-def trained_epochs(run_dir: Path, method: str) -> int:
-    ckpt = run_dir / method / CHECKPOINT
+def trained_epochs(run_dir: Path | RunFolder, method: str) -> int:
+    ckpt = _folder(run_dir).checkpoint(method)
     return int(read_meta(ckpt).get("epoch", 0)) if ckpt.exists() else 0
 
 
-def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] | None = None,
-            log=print, stop_after: int | None = None, max_minutes: float | None = None) -> dict[str, Any]:
+def check_resume(cfg: Config, folder: RunFolder, train: ImageData, test: ImageData | None,
+                 methods: tuple[str, ...]) -> None:
+    """Before a resumed run writes anything: every stage already in the folder must have been made
+    from the same inputs as this run's (a UserError naming the first stage and what differs)."""
+    pseudo = None
+    if any(METHODS[m].guided for m in methods) and reusable_pseudo_labels(cfg, train, folder):
+        pseudo = load_pseudo_labels(folder.pseudo_labels, len(train))
+    for method in methods:
+        ckpt = folder.checkpoint(method)
+        if ckpt.exists():
+            if METHODS[method].guided and pseudo is None:
+                raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer "
+                                "holds; choose another --out")
+            folder.check(method, pretrain_provenance(cfg, train, method, pseudo))
+        folder.reusable(f"{method}/eval", eval_provenance(cfg, train, test, ckpt), [folder.eval(method)])
+    folder.reusable("supervised", supervised_provenance(cfg, train, test), [folder.supervised])
+
+
+def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, methods: tuple[str, ...] | None = None,
+            log=print, stop_after: int | None = None, max_minutes: float | None = None,
+            argv: list[str] | None = None) -> dict[str, Any]:
     """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table.
 
     ``stop_after`` (epochs) or ``max_minutes`` (pretraining time per method) end this call early and return
-    ``{"incomplete": True}`` while a method is unfinished; ``--resume`` continues from there.
+    ``{"incomplete": True}`` while a method is unfinished; ``--resume`` continues from there, reusing
+    only the stages whose provenance matches this call's (:func:`check_resume`, before anything is
+    written). The run's metadata (run.json, config.yaml; ``argv`` is the command recorded) is written
+    once the data is loaded and those checks pass.
 
     In a multi-process run (torchrun) every process pretrains; rank 0 alone computes the pseudo labels,
     evaluates, writes and logs, while the others wait (:func:`gsimclr.distributed.wait_for_main`),
     and they return before the supervised baseline with the results they know of."""
+    folder = _folder(run_dir)
     world = current_world()
     if not world.is_main:
         log = _quiet
@@ -283,6 +368,10 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     for name in methods:
         METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
+    if resume:
+        check_resume(cfg, folder, train, test, methods)
+    if world.is_main:
+        write_run_info(folder, cfg, argv)
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
     results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
@@ -290,49 +379,50 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     pseudo = None
     if any(METHODS[m].guided for m in methods):
         t0 = time.perf_counter()
-        pl = shared_pseudo_labels(cfg, train, run_dir, resume, test)
+        pl = shared_pseudo_labels(cfg, train, folder, resume, test)
         pseudo = pl.pop("labels")
         results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
         scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
         log(f"pseudo labels: k={pl['k']}{scores}")
     evaluable = train.has_labels and test is not None and test.has_labels
     for method in methods:
-        out = run_dir / method
-        eval_path = out / "eval.json"
-        done = resume and eval_path.exists()
-        if done:
+        eval_path = folder.eval(method)
+        if resume and folder.reusable(f"{method}/eval", eval_provenance(cfg, train, test, folder.checkpoint(method)),
+                                      [eval_path]):
             results["methods"][method] = json.loads(eval_path.read_text())
             continue
-        model = stage_pretrain(cfg, train, run_dir, method, pseudo, resume, stop_after, max_minutes,
+        model = stage_pretrain(cfg, train, folder, method, pseudo, resume, stop_after, max_minutes,
                                (train, test) if evaluable else None)
         wait_for_main()  # rank 0 has written the checkpoint
-        if trained_epochs(run_dir, method) < cfg.epochs:
-            log(f"{method}: stopped at epoch {trained_epochs(run_dir, method)}/{cfg.epochs}; continue with --resume")
+        if trained_epochs(folder, method) < cfg.epochs:
+            log(f"{method}: stopped at epoch {trained_epochs(folder, method)}/{cfg.epochs}; continue with --resume")
             return {"incomplete": True}
         if not world.is_main:
             wait_for_main()  # while rank 0 evaluates this method
             continue
-        summary = stage_results(run_dir, method)
+        summary = stage_results(folder, method)
         log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
         if evaluable:
-            summary.update(evaluate_encoder(cfg, model, train, test, out=out))
+            summary.update(evaluate_encoder(cfg, model, train, test, out=folder.stage_dir(method)))
+        folder.record(f"{method}/eval", eval_provenance(cfg, train, test, folder.checkpoint(method)))
         write_json(eval_path, summary)
         results["methods"][method] = summary
         wait_for_main()
     if not world.is_main:
         return results
     if evaluable:
-        sup_path = run_dir / "supervised.json"
-        if resume and sup_path.exists():
-            results["supervised"] = json.loads(sup_path.read_text())["top1"]
+        expected = supervised_provenance(cfg, train, test)
+        if resume and folder.reusable("supervised", expected, [folder.supervised]):
+            results["supervised"] = json.loads(folder.supervised.read_text())["top1"]
         else:
             sup = stage_supervised(cfg, train, test)
             results["supervised"] = sup["top1"]
-            write_json(sup_path, sup)
-    plot_run_curves(run_dir)
-    write_json(run_dir / "results.json", results)
+            folder.record("supervised", expected)
+            write_json(folder.supervised, sup)
+    plot_run_curves(folder)
+    write_json(folder.results_json, results)
     table = markdown_table(results) if evaluable else "(no labelled evaluation split: nothing to tabulate)"
-    write_text(run_dir / "results.md", table + "\n\n" + "\n".join(summary_lines(results)) + "\n")
+    write_text(folder.results_md, table + "\n\n" + "\n".join(summary_lines(results)) + "\n")
     return results
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from gsimclr.evaluation import table_rows
 from gsimclr.methods import METHODS, title
+from gsimclr.run_folder import RunFolder
 
 # The paper's Table 1 and 2 (top-1 %, single runs): linear P1/P2/P3, fine-tuning on 10% labels, supervised.
 PAPER = {
@@ -84,7 +85,7 @@ def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
     """Mean ± standard deviation over runs (e.g. seeds) of their results.json, beside the paper's numbers."""
     results = []
     for d in run_dirs:
-        path = Path(d) / "results.json"
+        path = RunFolder(d).results_json
         if path.exists():
             results.append(json.loads(path.read_text()))
     if not results:

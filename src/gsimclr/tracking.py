@@ -6,11 +6,51 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 from gsimclr.errors import UserError
+from gsimclr.io import append_text, ensure_folder, write_text
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file ([] when there is none). A torn last line (a write cut short
+    by a killed run) is dropped with a warning; a damaged line before it is a one-line error naming
+    the file and line.
+
+    Example:
+        >>> import tempfile, os, warnings
+        >>> path = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+        >>> _ = open(path, "w").write('{"epoch": 1}\\n{"epo')
+        >>> with warnings.catch_warnings(record=True):
+        ...     read_metrics(path)
+        [{'epoch': 1}]
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            if all(not rest.strip() for rest in lines[number:]):
+                warnings.warn(f"{path}: dropped a torn last line {number} (an interrupted write)", stacklevel=2)
+                break
+            raise UserError(f"{path} line {number} is damaged (not a JSON record); "
+                            "remove that line or start a new run") from None
+        records.append(record)
+    return records
 
 
 @dataclass
@@ -56,12 +96,11 @@ class RunLogger:
 
     def __init__(self, out_dir: str | Path, tensorboard: bool = True, resume: bool = False,
                  wandb: WandbOptions | None = None):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = ensure_folder(out_dir)
         self.path = self.dir / "metrics.jsonl"
         self.records: list[dict[str, Any]] = []
         if resume and self.path.exists():
-            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.records = read_metrics(self.path)
         elif self.path.exists():
             self.path.unlink()
         self.writer = None
@@ -74,8 +113,7 @@ class RunLogger:
     def log(self, record: dict[str, Any], step: int | None = None) -> None:
         record = {**record, "time": round(time.time(), 3)}
         self.records.append(record)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")
         x = step if step is not None else record.get("epoch", len(self.records))
         scalars = {k: v for k, v in record.items()
                    if k not in ("epoch", "time", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -89,7 +127,7 @@ class RunLogger:
     def truncate(self, epoch: int) -> None:
         """Forget records after ``epoch`` (used when resuming from an earlier checkpoint)."""
         self.records = [r for r in self.records if r.get("epoch", 0) <= epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def close(self) -> None:
         if self.writer is not None:

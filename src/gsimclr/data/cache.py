@@ -27,15 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from gsimclr.data.dataset import ImageData
+from gsimclr.io import atomic_path, ensure_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when decoding changes, so entries written by older code are no longer found."""
 
 
@@ -79,8 +79,7 @@ def load(key: str, cache_dir: str | os.PathLike | None = None) -> ImageData | No
 
 def save(data: ImageData, cache_dir: str | os.PathLike | None = None) -> None:
     """Store ``data`` under ``data.fingerprint``, replacing any entry there."""
-    entry = cache_root(cache_dir) / data.fingerprint
-    entry.mkdir(parents=True, exist_ok=True)
+    entry = ensure_folder(cache_root(cache_dir) / data.fingerprint, "decoded-image cache folder")
     _write_atomic(entry / "images.npy", lambda f: np.save(f, data.images))
     if data.labels is not None:
         _write_atomic(entry / "labels.npy", lambda f: np.save(f, data.labels))
@@ -95,12 +94,8 @@ def save(data: ImageData, cache_dir: str | os.PathLike | None = None) -> None:
 
 
 def _write_atomic(path: Path, write: Callable) -> None:
-    """Call ``write`` on a temporary binary file next to ``path``, then move it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """Call ``write`` on a temporary binary file next to ``path``, then move it onto ``path``
+    (:func:`gsimclr.io.atomic_path`: ordinary permissions; an OS error is a UserError naming the path)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -14,8 +14,11 @@ else the shorter side of the images when they all share one size, else 256. Each
 (bicubic) so that its shorter side is that size, then centre-cropped; with ``resize="stretch"`` (image
 files only) both sides are resized to that size ignoring the aspect ratio, bilinearly without an
 antialiasing filter from the full decoded image, as the ImageNet notebooks' ``cv2.resize(image,
-(224, 224))``. EXIF orientation is applied;
-transparent pixels are composited onto black. Decoded parquet and image-folder data is cached on disk
+(224, 224))``. EXIF orientation is applied; transparent pixels are composited onto black; every mode
+Pillow opens becomes RGB, 16-bit and 32-bit grey levels scaled to 8 bits (not clipped). Image folders
+follow symlinks safely (each file and folder once; dangling and looping links are skipped and
+counted). Parquet labels may be integers or strings (mapped to class indices in sorted name order); a
+null label is an error. Decoded parquet and image-folder data is cached on disk
 (:mod:`gsimclr.data.cache`), so only the first load decodes. scikit-learn, pyarrow and torchvision
 are imported only by the sources that need them.
 
@@ -100,7 +103,7 @@ def load_split(
         raise UserError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
     data = _load(spec, split, image_size, on_corrupt, cache, cache_dir, resize)
     if data is not None and data.skipped:
-        warnings.warn(f"skipped {data.skipped} unreadable image(s) in {spec} ({split})", stacklevel=2)
+        warnings.warn(f"skipped {data.skipped} unreadable image(s) or broken link(s) in {spec} ({split})", stacklevel=2)
     return data
 
 
@@ -218,7 +221,7 @@ def _load_through_cache(plan: _Plan, cache_dir: str | None) -> ImageData:
     data = plan.decode()
     try:
         decoded_cache.save(data, cache_dir)
-    except OSError as exc:
+    except (OSError, UserError) as exc:
         warnings.warn(f"could not write the decoded-image cache: {exc}", stacklevel=4)
     return data
 
@@ -270,37 +273,112 @@ def _plan_parquet(files: list[Path], name: str, options: dict) -> _Plan:
 
 
 def _decode_parquet(files: list[Path], name: str, key: str, options: dict) -> ImageData:
-    """Read the image bytes and labels of ``files`` and decode the images."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    """Read the image bytes and labels of ``files`` and decode the images.
 
-    schema = pq.read_schema(files[0])
-    image_column = _parquet_image_column(schema, files[0])
-    label_column = next(
-        (c for c in ("label", "labels") if c in schema.names and pa.types.is_integer(schema.field(c).type)), None
-    )
-    tables = [pq.read_table(f, columns=[image_column] + ([label_column] if label_column else [])) for f in files]
-    table = pa.concat_tables(tables)
-    if table.num_rows == 0:
+    Every shard must hold the first shard's image column and label column (a one-line error names
+    the shard that differs, or one that is not parquet or is damaged). Integer labels are used as
+    they are; string labels become class indices in sorted name order. A label column with some
+    null labels is an error naming the first (fill or drop those rows); an all-null column means an
+    unlabelled set, with a warning."""
+    import pyarrow.compute as pc
+
+    schemas = [_read_parquet_schema(f) for f in files]
+    image_column = _parquet_image_column(schemas[0], files[0])
+    label_column = _parquet_label_column(schemas[0])
+    for f, schema in zip(files[1:], schemas[1:]):
+        if _parquet_image_column(schema, f, required=False) != image_column:
+            raise UserError(f"parquet shards differ: {files[0].name} has image column {image_column!r}, {f} does not")
+        other = _parquet_label_column(schema)
+        if other != label_column or (label_column and _label_kind(schema, other) != _label_kind(schemas[0], label_column)):
+            raise UserError(f"parquet shards differ: {files[0].name} has label column {label_column!r} "
+                            f"({_label_kind(schemas[0], label_column)}), {f} has {other!r} ({_label_kind(schema, other)})")
+    columns = [image_column] + ([label_column] if label_column else [])
+    tables = [_read_parquet_table(f, columns) for f in files]
+    if sum(t.num_rows for t in tables) == 0:
         raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
-    encoded = pc.struct_field(table.column(image_column), "bytes").to_pylist()
+    encoded = [b for t in tables for b in pc.struct_field(t.column(image_column), "bytes").to_pylist()]
     row_names = [f"{f} row {row}" for f, t in zip(files, tables) for row in range(t.num_rows)]
     images, kept = _decode_images(encoded, row_names, options)
     labels, classes = None, None
     if label_column:
-        labels = table.column(label_column).fill_null(-1).to_numpy()[kept]
-        classes = _parquet_class_names(schema, label_column)
+        values = [v for t in tables for v in t.column(label_column).to_pylist()]
+        labels, classes = _parquet_labels(values, row_names, label_column, _label_kind(schemas[0], label_column),
+                                          _parquet_class_names(schemas[0], label_column))
+        labels = None if labels is None else labels[kept]
     return ImageData(images, labels, classes, name, key, len(encoded) - len(kept))
 
 
-def _parquet_image_column(schema, path: Path) -> str:
+def _read_parquet_schema(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable parquet file ({_first_line(exc)})") from None
+
+
+def _read_parquet_table(path: Path, columns: list[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UserError(f"parquet file {path} is damaged ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
+def _label_kind(schema, column: str | None) -> str | None:
+    """"int", "str" or None: how a label column's values are read."""
+    import pyarrow as pa
+
+    if column is None:
+        return None
+    kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_integer(kind):
+        return "int"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "str"
+    return None
+
+
+def _parquet_label_column(schema) -> str | None:
+    """The first of ``label``/``labels`` holding integers or strings, else None (unlabelled)."""
+    return next((c for c in ("label", "labels") if c in schema.names and _label_kind(schema, c)), None)
+
+
+def _parquet_labels(values: list, row_names: list[str], column: str, kind: str, classes: list[str] | None):
+    """(labels as int64, class names) from a label column's values; see :func:`_decode_parquet`."""
+    nulls = [i for i, v in enumerate(values) if v is None]
+    if len(nulls) == len(values):
+        warnings.warn(f"label column {column!r} holds only nulls: the data is unlabelled", stacklevel=4)
+        return None, None
+    if nulls:
+        raise UserError(f"{row_names[nulls[0]]}: null label in column {column!r} ({len(nulls)} of {len(values)} rows); "
+                        "fill or remove those rows")
+    if kind == "str":
+        names = sorted(set(values))
+        index = {n: i for i, n in enumerate(names)}
+        return np.array([index[v] for v in values], dtype=np.int64), names
+    return np.asarray(values, dtype=np.int64), classes
+
+
+def _parquet_image_column(schema, path: Path, required: bool = True) -> str | None:
     """The first column whose type is a struct with a ``bytes`` field (Hugging Face's Image feature)."""
     import pyarrow as pa
 
     for field in schema:
         if pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0:
             return field.name
+    if not required:
+        return None
     raise UserError(f"no image column (a struct with a 'bytes' field) in parquet file {path}")
 
 
@@ -329,36 +407,96 @@ def _plan_folder(root: Path, options: dict) -> _Plan | None:
         classes = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
     if folder is None:
         return None
-    files = _image_files(folder)
+    files, bad_links = _scan_images(folder)
+    if bad_links:
+        warnings.warn(f"skipped {bad_links} dangling or looping symlink(s) in {folder}", stacklevel=4)
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
     labels = _folder_labels(folder, files, classes) if classes else None
     stats = decoded_cache.file_stats(files)
     key = decoded_cache.fingerprint(kind="folder", files=stats, classes=classes, **options)
-    return _Plan(key, lambda: _decode_folder(files, labels, classes or None, root.name, key, options))
+    return _Plan(key, lambda: _decode_folder(files, labels, classes or None, root.name, key, options, bad_links))
 
 
 def _split_dirs(root: Path) -> dict[str, Path] | None:
     """Sub-folders by lower-case name when ``root`` has a ``train/`` sub-folder, else None."""
-    subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    subdirs = {d.name.lower(): d for d in _subdirs(root)}
     return subdirs if "train" in subdirs else None
 
 
 def _class_dirs(folder: Path) -> list[str]:
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(d.name for d in _subdirs(folder))
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    """Visible sub-folders of ``folder``, following symlinks, but neither a link back to ``folder`` or
+    one of its ancestors (a loop) nor a second link to a folder already listed."""
+    top = os.path.realpath(folder)
+    seen: set[str] = set()
+    found = []
+    for d in sorted(folder.iterdir()):
+        if d.name.startswith(".") or not d.is_dir():  # is_dir is False for dangling and looping links
+            continue
+        real = os.path.realpath(d)
+        if _is_within(top, real) or real in seen:
+            continue
+        seen.add(real)
+        found.append(d)
+    return found
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """Whether real path ``path`` is ``folder`` or inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden names skipped), in sorted order."""
-    found = []
+    """Image files under ``folder`` (recursively, hidden names skipped), in sorted order (see :func:`_scan_images`)."""
+    return _scan_images(folder)[0]
+
+
+def _scan_images(folder: Path) -> tuple[list[str], int]:
+    """(image files under ``folder``, count of dangling or looping symlinks skipped), files in sorted
+    order with hidden names skipped. Symlinks are followed safely: each file and each folder is
+    taken once, by its first path in sorted order (compared by real path; a top-level folder by its
+    own name), a link to ``folder`` or one of its ancestors is a loop and is skipped, as are links
+    that lead nowhere."""
+    top = os.path.realpath(folder)
+    visited = {top}
+    # the top-level folders (classes) are reached first by their own name, never through a link elsewhere
+    classes = {os.path.realpath(d) for d in _subdirs(folder)}
+    seen_files: set[str] = set()
+    found: list[str] = []
+    bad_links = 0
     for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(parent, n)
-            for n in sorted(names)
-            if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-    return found
+        kept = []
+        for d in sorted(x for x in dirs if not x.startswith(".")):
+            path = os.path.join(parent, d)
+            real = os.path.realpath(path)
+            if not os.path.isdir(path):  # a broken link os.walk listed as a folder
+                bad_links += 1
+            elif _is_within(os.path.realpath(parent), real):
+                bad_links += 1  # a link to this folder or one above it: a loop
+            elif real in visited or (real in classes and os.path.realpath(parent) != top):
+                continue  # a second name for a folder taken already (or to come, by its own class name)
+            else:
+                visited.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        for n in sorted(names):
+            if n.startswith(".") or not n.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(parent, n)
+            try:
+                os.stat(path)  # follows the link: a dangling or looping one raises
+            except OSError:
+                bad_links += 1
+                continue
+            real = os.path.realpath(path)
+            if real not in seen_files:
+                seen_files.add(real)
+                found.append(path)
+    return found, bad_links
 
 
 def _folder_labels(folder: Path, files: list[str], classes: list[str]) -> np.ndarray:
@@ -368,7 +506,7 @@ def _folder_labels(folder: Path, files: list[str], classes: list[str]) -> np.nda
     return np.array([index[p[0]] if len(p) > 1 else -1 for p in parts], dtype=np.int64)
 
 
-def _decode_folder(files, labels, classes, name, key, options) -> ImageData:
+def _decode_folder(files, labels, classes, name, key, options, bad_links: int = 0) -> ImageData:
     images, kept = _decode_images(files, files, options)
     return ImageData(
         images,
@@ -376,7 +514,7 @@ def _decode_folder(files, labels, classes, name, key, options) -> ImageData:
         classes,
         name,
         key,
-        len(files) - len(kept),
+        len(files) - len(kept) + bad_links,
         [files[i] for i in kept],
     )
 
@@ -436,14 +574,46 @@ def _stretch(image: np.ndarray, size: int) -> np.ndarray:
     return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB version of ``img``; transparent pixels are composited onto black."""
+    """RGB version of ``img``; transparent pixels are composited onto black. Single-channel images
+    wider than 8 bits (16-bit PNGs, 32-bit integer or float TIFFs) are scaled to 8 bits by their value
+    range (:func:`_to_8bit`), where Pillow's own conversion clips them to black and white."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
+    if img.mode in _WIDE_MODES:
+        return Image.fromarray(_to_8bit(np.asarray(img), img.mode)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA") if img.mode != "La" else img.convert("RGBa").convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """uint8 grey levels of a wide single-channel image: 16-bit modes by 255/65535; 32-bit integers as
+    8-bit when they fit in 0-255, else as 16-bit when they fit in 0-65535; floats as 0-1 when they fit,
+    else as 0-255 when they fit; anything else stretched from its minimum to its maximum.
+
+    >>> _to_8bit(np.array([[0, 32896, 65535]], np.uint16), "I;16").tolist()
+    [[0, 128, 255]]
+    >>> _to_8bit(np.array([[0.0, 0.5, 1.0]], np.float32), "F").tolist()
+    [[0, 128, 255]]
+    """
+    x = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        scale, offset = 255 / 65535, 0.0
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        scale, offset = 255.0, 0.0
+    elif lo >= 0 and hi <= 255:
+        scale, offset = 1.0, 0.0
+    elif mode == "I" and lo >= 0 and hi <= 65535:
+        scale, offset = 255 / 65535, 0.0
+    else:
+        scale, offset = 255 / max(hi - lo, 1e-12), lo
+    return np.clip(np.round((x - offset) * scale), 0, 255).astype(np.uint8)
 
 
 def _common_size(sources: Sequence[str | bytes], workers: int) -> int:

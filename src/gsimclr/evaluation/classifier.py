@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import ImageData
+from gsimclr.data.splits import label_subset
 from gsimclr.runtime import autocast, backward_step, grad_scaler, seed_epoch
 from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, eval_transform
 
@@ -40,14 +41,19 @@ class Classifier(nn.Module):
         return self.fc(self.backbone(x))
 
 
-def label_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """A stratified ``fraction`` of the indices, at least one per class, sorted."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        picks.append(rng.choice(idx, max(1, round(fraction * len(idx))), replace=False))
-    return np.sort(np.concatenate(picks))
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each training batch of ``n`` images; a last batch of one image is merged into
+    the one before (BatchNorm cannot train on a single image), and a data set of one image gives no batch.
+
+    >>> batch_bounds(5, 2), batch_bounds(4, 2), batch_bounds(1, 2)
+    ([(0, 2), (2, 5)], [(0, 2), (2, 4)], [])
+    """
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if bounds and bounds[-1][1] - bounds[-1][0] == 1:
+        last = bounds.pop()
+        if bounds:
+            bounds[-1] = (bounds[-1][0], last[1])
+    return bounds
 
 
 @torch.no_grad()
@@ -74,7 +80,8 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     else:
         opt = torch.optim.Adam(params, lr=lr)
-    steps_per_epoch = -(-len(data) // batch_size)
+    bounds = batch_bounds(len(data), batch_size)
+    steps_per_epoch = len(bounds)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
     augment = Augment(image_size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, mean=tuple(mean), std=tuple(std))
     images = torch.from_numpy(data.images)
@@ -87,8 +94,8 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
         model.train()
         seed_epoch(seed, 10_000 + epoch)
         order = torch.from_numpy(rng.permutation(len(data)))
-        for i in range(0, len(data), batch_size):
-            idx = order[i:i + batch_size].to(images.device)
+        for start, stop in bounds:
+            idx = order[start:stop].to(images.device)
             x = augment(images[idx].to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             y = labels[idx].to(device, non_blocking=True)
             with autocast(device, precision):

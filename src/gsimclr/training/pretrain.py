@@ -35,6 +35,7 @@ from gsimclr.errors import UserError
 from gsimclr.loss import build_criterion
 from gsimclr.methods import METHODS
 from gsimclr.models.simclr import SimCLRModel
+from gsimclr.run_folder import CHECKPOINT  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile, resolve_device, restore_scaler,
                              scaler_state, seed_epoch, seed_everything)
 from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler, RankOrderBatchSampler
@@ -42,8 +43,6 @@ from gsimclr.tracking import RunLogger, WandbOptions
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.training.views import VIEW_FORWARDS
 from gsimclr.transforms.augment import NORMALIZATIONS, build_augment
-
-CHECKPOINT = "checkpoint.safetensors"
 
 
 def backbone_options(cfg: Config) -> dict:

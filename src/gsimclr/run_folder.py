@@ -1,0 +1,299 @@
+"""The run folder: its layout, its lock and the provenance of its stages (the one owner of all three).
+
+Layout (every path the pipeline, the CLI and the report use comes from :class:`RunFolder`)::
+
+    .lock                            held (fcntl.flock) by the command writing here; holds its pid
+    run.json, config.yaml            what produced it (command, versions, device, the full config);
+                                     written only once a command is accepted
+    pseudo_labels/                   autoencoder.safetensors, pseudo_labels.npy/.json, metrics.jsonl,
+                                     tsne_autoencoder.png, provenance.json
+    <method>/  (simclr/, gsimclr/)   checkpoint.safetensors, metrics.jsonl, timing.json, tensorboard/,
+                                     provenance.json; eval.json + eval.provenance.json, tsne_encoder.png
+    supervised.json                  the supervised baseline, with supervised.provenance.json
+    results.json, results.md         the table; loss_curves.png, knn_curves.png
+
+**Lock.** :meth:`RunFolder.lock` takes an exclusive, non-blocking ``flock`` on ``.lock`` for the
+duration of a command; a second writer gets a one-line error. Under torchrun only rank 0 locks
+(the other processes never write). On acquisition, temporary files (``.*.tmp``) a killed writer
+left behind are removed. A command refused while it holds the lock of a folder it created leaves
+no folder behind.
+
+**Provenance.** Each stage records beside its outputs what it was made from (:func:`provenance`):
+the fingerprints of its data, the config fields it depends on (:func:`stage_fields`), the identity
+of its inputs (e.g. the pseudo labels' digest for a guided method, the checkpoint's checksum for
+an evaluation) and the code version. ``--resume`` reuses a stage only when the recorded provenance
+equals the current one, and otherwise refuses, naming what differs (:meth:`RunFolder.reusable`).
+
+Example:
+    >>> import tempfile
+    >>> folder = RunFolder(tempfile.mkdtemp())
+    >>> folder.checkpoint("simclr").relative_to(folder.root).as_posix()
+    'simclr/checkpoint.safetensors'
+    >>> with folder.lock():
+    ...     with folder.lock():
+    ...         pass
+    Traceback (most recent call last):
+    ...
+    gsimclr.errors.UserError: ...is in use by another gsimclr command (pid ...); wait for it to finish or choose another --out
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gsimclr import __version__
+from gsimclr.errors import UserError
+from gsimclr.io import TEMP_GLOB, ensure_folder, remove_stale_temporaries, write_error, write_json
+
+LOCK = ".lock"
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+PROVENANCE = "provenance.json"
+TSNE_ENCODER = "tsne_encoder.png"
+
+# The config fields each kind of stage depends on (beyond its data fingerprints and inputs). Fields
+# that change only how a stage is watched or stored (checkpoint_every, monitor_every, tsne_points)
+# or where it runs (device, precision, compile) are left out, so a run may be resumed elsewhere;
+# so is ``epochs``, so that --resume with a larger --epochs trains an existing checkpoint longer
+# (its evaluations, which depend on the checkpoint's checksum, are then redone).
+# The config each stage depends on, by option section (so a new option joins its stage by itself),
+# plus single fields from other sections; excluded: what may change between parts of one run.
+STAGE_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    # stage: (sections, extra fields, excluded fields)
+    "pseudo_labels": (("pseudo_labels",), ("image_size", "cache_size", "resize", "defaults", "seed"), ()),
+    "pretrain": (("model", "augment", "pretrain"), ("image_size", "cache_size", "resize", "seed"),
+                 ("epochs", "checkpoint_every", "monitor_every")),
+    "guidance": (("guidance",), (), ()),
+    "evaluation": (("linear", "knn", "finetune", "protocol"), ("image_size", "seed"), ()),
+    "supervised": (("supervised", "protocol"), ("image_size", "model", "n_blocks", "batch_size", "seed"), ()),
+}
+
+
+def stage_fields(kind: str) -> list[str]:
+    """The config fields a stage of ``kind`` depends on (:data:`STAGE_SECTIONS`), in declaration order."""
+    from gsimclr.config import FIELDS, section_fields
+
+    sections, extra, excluded = STAGE_SECTIONS[kind]
+    wanted = (set(section_fields(*sections)) | set(extra)) - set(excluded)
+    return [f for f in FIELDS if f in wanted]
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun world, or a plain process (read from the environment: no PyTorch import)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+@dataclass(frozen=True, init=False)
+class RunFolder:
+    """One run folder: where each file lives, the lock, and each stage's provenance."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    # ------------------------------------------------------------------------------------ layout
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def pseudo_dir(self) -> Path:
+        return self.root / "pseudo_labels"
+
+    @property
+    def pseudo_labels(self) -> Path:
+        return self.pseudo_dir / "pseudo_labels.npy"
+
+    @property
+    def pseudo_meta(self) -> Path:
+        return self.pseudo_dir / "pseudo_labels.json"
+
+    @property
+    def tsne_autoencoder(self) -> Path:
+        return self.pseudo_dir / "tsne_autoencoder.png"
+
+    def stage_dir(self, method: str) -> Path:
+        return self.root / method
+
+    def checkpoint(self, method: str) -> Path:
+        return self.stage_dir(method) / CHECKPOINT
+
+    def metrics(self, stage: str) -> Path:
+        return self.root / stage / METRICS
+
+    def timing(self, method: str) -> Path:
+        return self.stage_dir(method) / "timing.json"
+
+    def eval(self, method: str) -> Path:
+        return self.stage_dir(method) / "eval.json"
+
+    @property
+    def supervised(self) -> Path:
+        return self.root / "supervised.json"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "results.md"
+
+    @property
+    def loss_curves(self) -> Path:
+        return self.root / "loss_curves.png"
+
+    @property
+    def knn_curves(self) -> Path:
+        return self.root / "knn_curves.png"
+
+    def provenance_file(self, stage: str) -> Path:
+        """Where a stage's provenance is stored: beside its outputs.
+
+        ``pseudo_labels`` and a method name: ``<stage>/provenance.json``; ``<method>/eval``:
+        ``<method>/eval.provenance.json``; ``supervised``: ``supervised.provenance.json``."""
+        if stage == "supervised":
+            return self.root / "supervised.provenance.json"
+        if stage.endswith("/eval"):
+            return self.root / stage.rsplit("/", 1)[0] / "eval.provenance.json"
+        return self.root / stage / PROVENANCE
+
+    def is_empty(self) -> bool:
+        """No files but the lock and stale temporaries (a new or refused run's folder)."""
+        if not self.root.is_dir():
+            return True
+        return all(p.name == LOCK or p.match(TEMP_GLOB) for p in self.root.iterdir())
+
+    # -------------------------------------------------------------------------------------- lock
+    @contextmanager
+    def lock(self) -> Iterator["RunFolder"]:
+        """Hold the folder's exclusive lock for the duration of the ``with`` block (rank 0 only)."""
+        if not _main_process():
+            yield self
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file, not a folder")
+        created = not self.root.exists()
+        ensure_folder(self.root, "run folder")
+        try:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(self.lock_file, exc, "cannot create the lock file") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"run folder {self.root} is in use by another gsimclr command (pid {holder}); "
+                                "wait for it to finish or choose another --out") from None
+            raise write_error(self.lock_file, exc, "cannot lock") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            remove_stale_temporaries(self.root)
+            yield self
+        except BaseException:
+            if created and self.is_empty():  # a refused command leaves nothing behind
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    # -------------------------------------------------------------------------------- provenance
+    def recorded(self, stage: str) -> dict[str, Any] | None:
+        """The provenance recorded for ``stage``, or None."""
+        path = self.provenance_file(stage)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+
+    def record(self, stage: str, prov: dict[str, Any]) -> None:
+        """Store ``stage``'s provenance beside it (before its outputs, so they are never unlabelled)."""
+        write_json(self.provenance_file(stage), prov)
+
+    def reusable(self, stage: str, expected: dict[str, Any], outputs: Iterable[Path]) -> bool:
+        """Whether ``stage``'s outputs may be reused on ``--resume``: True when they all exist and were
+        made from ``expected``; False when some do not exist (the stage runs); a UserError naming the
+        differences when they exist but were made from something else."""
+        outputs = list(outputs)
+        if not outputs or not all(p.exists() for p in outputs):
+            return False
+        self.check(stage, expected)
+        return True
+
+    def check(self, stage: str, expected: dict[str, Any]) -> None:
+        """A UserError naming what differs when ``stage``'s recorded provenance is not ``expected``."""
+        recorded = self.recorded(stage)
+        if recorded is None:
+            raise UserError(f"--resume: {self.root / stage.split('/')[0]} has no provenance record (made by an "
+                            "older gsimclr or damaged); start a new run with another --out")
+        diffs = differences(recorded, expected)
+        if diffs:
+            shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+            raise UserError(f"--resume: stage {stage} in {self.root} was made from other inputs ({shown}); "
+                            "rerun with the same options or choose another --out")
+
+
+def provenance(kind: str, cfg: Any, data: dict[str, str], inputs: dict[str, Any] | None = None,
+               extra_fields: Iterable[str] = ()) -> dict[str, Any]:
+    """What a stage of ``kind`` (a :data:`STAGE_SECTIONS` key) is made from: ``data`` (name ->
+    fingerprint), the config fields it depends on, ``inputs`` (name -> digest) and the code version."""
+    values = cfg.to_dict()
+    fields = stage_fields(kind) + [f for f in extra_fields if f not in stage_fields(kind)]
+    return {"data": dict(data), "config": {f: values[f] for f in fields if f in values}, "inputs": dict(inputs or {}),
+            "code": __version__}
+
+
+def differences(recorded: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two provenance records (``what: recorded -> now``)."""
+    out = []
+    for part, label in (("data", "data"), ("inputs", "input"), ("config", "option")):
+        old, new = recorded.get(part, {}), expected.get(part, {})
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                name = f"--{key.replace('_', '-')}" if part == "config" else f"{label} {key}"
+                out.append(f"{name}: {_short(old.get(key))} -> {_short(new.get(key))}")
+    if recorded.get("code") != expected.get("code"):
+        out.append(f"gsimclr version: {recorded.get('code')} -> {expected.get('code')}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is None else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def array_digest(array: np.ndarray) -> str:
+    """A short SHA-256 of an array's dtype, shape and bytes (e.g. pseudo labels, as a stage input)."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype}|{array.shape}|".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:24]

@@ -1,0 +1,216 @@
+"""Bad and unusual input data: each case is a one-line error or a correct result (issue 9)."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from gsimclr.data import load_split
+from gsimclr.data.splits import holdout_split
+from gsimclr.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSIMCLR_CACHE", str(tmp_path / "cache"))
+
+
+def png(path, color=(200, 10, 10), size=(8, 8)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def encoded(img: Image.Image, fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def parquet(path, images: list[bytes], labels=None, label_type=None):
+    columns = {"image": pa.array([{"bytes": b, "path": None} for b in images])}
+    if labels is not None:
+        columns["label"] = pa.array(labels, type=label_type)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+# --------------------------------------------------------------------------------- symlinks
+
+
+def test_dangling_and_looping_file_links_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "imgs"
+    png(root / "cat" / "a.png")
+    png(root / "dog" / "b.png")
+    os.symlink(root / "missing.png", root / "cat" / "dangling.png")
+    os.symlink(root / "dog" / "loop2.png", root / "dog" / "loop1.png")
+    os.symlink(root / "dog" / "loop1.png", root / "dog" / "loop2.png")
+    with pytest.warns(UserWarning, match="3 dangling or looping"):
+        data = load_split(str(root), image_size=8)
+    assert len(data) == 2 and data.skipped == 3
+    assert data.labels.tolist() == [0, 1] and data.classes == ["cat", "dog"]
+
+
+def test_directory_symlink_loop_does_not_repeat_a_class_or_leak_the_test_split(tmp_path):
+    root = tmp_path / "set"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            png(root / split / c / f"{split}-{c}.png")
+    os.symlink(root, root / "train" / "a" / "loop")          # back to the top: a loop
+    os.symlink(root / "train", root / "train" / "b" / "up")   # back to the split folder: a loop
+    os.symlink(root / "train" / "a", root / "train" / "alias")  # a second name for class a
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = load_split(str(root), image_size=8)
+        test = load_split(str(root), "test", image_size=8)
+    assert train.classes == ["a", "b"] and train.labels.tolist() == [0, 1]
+    assert [os.path.basename(p) for p in train.paths] == ["train-a.png", "train-b.png"]
+    assert len(test) == 2
+
+
+def test_class_folder_reached_through_a_link_keeps_its_own_label(tmp_path):
+    root = tmp_path / "imgs"
+    png(root / "a" / "x.png")
+    png(root / "b" / "y.png")
+    os.symlink(root / "b", root / "a" / "more")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second name for a folder is no broken link
+        data = load_split(str(root), image_size=8)
+    assert data.labels.tolist() == [0, 1] and data.skipped == 0
+
+
+# --------------------------------------------------------------------------------- parquet
+
+
+def test_file_named_parquet_that_is_not_parquet(tmp_path):
+    bad = tmp_path / "data.parquet"
+    bad.write_text("not parquet at all")
+    with pytest.raises(UserError, match="not a readable parquet file"):
+        load_split(str(bad))
+
+
+def test_corrupt_shard_is_named(tmp_path):
+    good = encoded(Image.new("RGB", (8, 8)))
+    parquet(tmp_path / "set" / "train-00000-of-00002.parquet", [good, good], [0, 1])
+    shard = parquet(tmp_path / "set" / "train-00001-of-00002.parquet", [good, good], [0, 1])
+    raw = bytearray(shard.read_bytes())
+    raw[4:len(raw) // 2] = b"\xff" * (len(raw) // 2 - 4)
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="train-00001-of-00002.parquet"):
+        load_split(str(tmp_path / "set"))
+
+
+def test_shards_with_different_schemas_are_named(tmp_path):
+    good = encoded(Image.new("RGB", (8, 8)))
+    parquet(tmp_path / "set" / "train-0.parquet", [good], [0])
+    parquet(tmp_path / "set" / "train-1.parquet", [good], ["cat"])
+    with pytest.raises(UserError, match="shards differ.*train-1.parquet"):
+        load_split(str(tmp_path / "set"))
+    parquet(tmp_path / "set2" / "train-0.parquet", [good], [0])
+    pq.write_table(pa.table({"pixels": [1]}), tmp_path / "set2" / "train-1.parquet")
+    with pytest.raises(UserError, match="shards differ.*image column"):
+        load_split(str(tmp_path / "set2"))
+
+
+def test_integer_label_widths_may_differ_between_shards(tmp_path):
+    good = encoded(Image.new("RGB", (8, 8)))
+    parquet(tmp_path / "set" / "train-0.parquet", [good], [0], pa.int32())
+    parquet(tmp_path / "set" / "train-1.parquet", [good], [1], pa.int64())
+    assert load_split(str(tmp_path / "set"), image_size=8).labels.tolist() == [0, 1]
+
+
+def test_string_labels_become_sorted_class_indices(tmp_path):
+    img = encoded(Image.new("RGB", (8, 8)))
+    path = parquet(tmp_path / "s.parquet", [img] * 4, ["dog", "cat", "dog", "bird"])
+    data = load_split(str(path), image_size=8)
+    assert data.has_labels and data.classes == ["bird", "cat", "dog"]
+    assert data.labels.tolist() == [2, 1, 2, 0]
+
+
+def test_a_null_label_is_a_named_error_and_all_null_is_unlabelled(tmp_path):
+    img = encoded(Image.new("RGB", (8, 8)))
+    path = parquet(tmp_path / "n.parquet", [img] * 3, [0, None, 1], pa.int64())
+    with pytest.raises(UserError, match=r"row 1: null label in column 'label' \(1 of 3"):
+        load_split(str(path), image_size=8)
+    path = parquet(tmp_path / "all.parquet", [img] * 2, [None, None], pa.int64())
+    with pytest.warns(UserWarning, match="only nulls"):
+        assert load_split(str(path), image_size=8).labels is None
+
+
+# --------------------------------------------------------------------------------- image modes
+
+
+def _decode(tmp_path, img: Image.Image, fmt="PNG", **save) -> np.ndarray:
+    path = tmp_path / f"x.{fmt.lower()}"
+    img.save(path, format=fmt, **save)
+    return load_split(str(tmp_path), image_size=4, cache=False).images[0]
+
+
+def test_16_bit_png_keeps_its_real_values(tmp_path):
+    values = np.full((4, 4), 32896, np.uint16)  # mid grey in 16 bits
+    out = _decode(tmp_path, Image.fromarray(values))
+    assert np.all(out == 128), out[0, 0]
+
+
+@pytest.mark.parametrize("mode,make,expected", [
+    ("I", lambda: Image.fromarray(np.full((4, 4), 40000, np.int32)), 156),   # 16-bit range in 32-bit ints
+    ("I", lambda: Image.fromarray(np.full((4, 4), 100, np.int32)), 100),     # already 8-bit values
+    ("F", lambda: Image.fromarray(np.full((4, 4), 0.5, np.float32)), 128),   # 0-1 floats
+    ("CMYK", lambda: Image.new("CMYK", (4, 4), (0, 255, 255, 0)), (255, 0, 0)),
+    ("LA", lambda: Image.new("LA", (4, 4), (200, 255)), 200),
+    ("1", lambda: Image.new("1", (4, 4), 1), 255),
+])
+def test_every_mode_decodes_to_sensible_rgb(tmp_path, mode, make, expected):
+    img = make()
+    assert img.mode == mode
+    fmt = "TIFF" if mode in ("I", "F", "CMYK") else "PNG"
+    path = tmp_path / f"x.{fmt.lower()}"
+    img.save(path, format=fmt)
+    from gsimclr.data.sources import _decode_one
+
+    out = _decode_one(str(path), 4)
+    assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - np.asarray(expected)).max() <= 1, out[0, 0]
+
+
+def test_palette_with_transparency_composites_onto_black(tmp_path):
+    img = Image.new("P", (4, 4), 1)
+    img.putpalette([0, 0, 0, 250, 20, 20] + [0] * 762)
+    img.info["transparency"] = 1
+    path = tmp_path / "p.png"
+    img.save(path, transparency=1)
+    from gsimclr.data.sources import _decode_one
+
+    assert np.all(_decode_one(str(path), 4) == 0)
+
+
+# --------------------------------------------------------------------------------- hold-out
+
+
+def test_a_class_with_one_image_stays_in_training():
+    labels = np.array([0] * 10 + [1] * 5 + [2])
+    keep, held = holdout_split(labels, 0.2, seed=3)
+    assert 15 in keep and 15 not in held
+    assert sorted(set(labels[keep].tolist())) == [0, 1, 2]
+    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(labels)
+
+
+def test_load_data_holds_out_no_singleton_class(tmp_path):
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    root = tmp_path / "imgs"
+    for i in range(6):
+        png(root / "many" / f"{i}.png", (10 * i, 0, 0))
+    png(root / "one" / "only.png", (0, 200, 0))
+    cfg = load_config(None, {"data": str(root), "image_size": 8, "batch_size": 2})
+    train, test = load_data(cfg)
+    assert 1 in train.labels.tolist() and 1 not in test.labels.tolist()
