@@ -48,7 +48,24 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(get(methods[m])) for m in cols) + " |")
     if results.get("supervised") is not None:
         lines.append("| Fully supervised (all labels) | " + " | ".join([_fmt(results["supervised"])] + [""] * (len(cols) - 1)) + " |")
+    lines += pair_rows(methods, cols)
     return "\n".join(lines)
+
+
+def pair_rows(methods: dict[str, Any], cols: list[str]) -> list[str]:
+    """Rows of false-negative diagnostics (means over the pretraining epochs), when the run logged them:
+    same-class pairs per batch with their references, those left as negatives by the loss, and
+    same-pseudo-label pairs."""
+    rows = []
+    first = next((methods[m] for m in cols if "class_pairs_per_batch" in methods[m]), None)
+    if first is not None:
+        rows.append((f"Same-class pairs / batch (random {first['class_pairs_random']:.1f}, "
+                     f"floor {first['class_pairs_floor']:.1f})", "class_pairs_per_batch"))
+        rows.append(("Same-class pairs left as negatives / batch", "class_pairs_in_loss"))
+    if any("pseudo_pairs_per_batch" in methods[m] for m in cols):
+        rows.append(("Same-pseudo-label pairs / batch", "pseudo_pairs_per_batch"))
+    return [f"| {name} | " + " | ".join("" if methods[m].get(key) is None else f"{methods[m][key]:.1f}" for m in cols)
+            + " |" for name, key in rows]
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
