@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsimclr.cli import main
+from gsimclr.cli import command_options, main
 
 TINY = ["--image-size", "16", "--n-blocks", "0", "--head-dims", "32,16,8", "--epochs", "1", "--batch-size", "64",
         "--ae-epochs", "1", "--k", "64", "--linear-epochs", "2", "--finetune-head-epochs", "1", "--finetune-epochs", "1",
         "--supervised-epochs", "1", "--knn-k", "10", "--device", "cpu", "--tsne-points", "100"]
+
+
+def only(command: str, flags: list[str]) -> list[str]:
+    """The flag/value pairs of ``flags`` that subcommand ``command`` takes."""
+    accepted = {"--" + f.replace("_", "-") for f in command_options(command)}
+    pairs = zip(flags[::2], flags[1::2])
+    return [x for flag, value in pairs if flag in accepted for x in (flag, value)]
 
 
 def _error_of(capsys, argv):
@@ -62,10 +69,10 @@ def test_corrupt_image_skipped_or_refused(capsys, tmp_path):
         for i in range(40):
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
     (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"\x89PNG garbage")
-    err = _error_of(capsys, ["pretrain", "--data", str(tmp_path / "imgs"), "--on-corrupt", "error", *TINY,
+    err = _error_of(capsys, ["pretrain", "--data", str(tmp_path / "imgs"), "--on-corrupt", "error", *only("pretrain", TINY),
                              "--batch-size", "16", "--out", str(tmp_path / "o1")])
     assert "broken.png" in err
-    code = main(["pretrain", "--data", str(tmp_path / "imgs"), *TINY, "--batch-size", "16", "--out", str(tmp_path / "o2")])
+    code = main(["pretrain", "--data", str(tmp_path / "imgs"), *only("pretrain", TINY), "--batch-size", "16", "--out", str(tmp_path / "o2")])
     assert code == 0
     assert (tmp_path / "o2" / "simclr" / "checkpoint.safetensors").exists()
 
@@ -124,16 +131,59 @@ def test_monitored_run_plots_knn_against_time(tmp_path):
 
 def test_stage_commands_on_one_run_folder(tmp_path):
     out = str(tmp_path / "stages")
-    base = ["--preset", "digits-quick", *TINY, "--out", out]
-    assert main(["pseudo-label", *base]) == 0
+    base = ["--preset", "digits-quick", "--out", out]
+    assert main(["pseudo-label", *base, *only("pseudo-label", TINY)]) == 0
     labels = np.load(tmp_path / "stages" / "pseudo_labels" / "pseudo_labels.npy")
     assert labels.shape == (1437,) and labels.max() < 64
-    assert main(["pretrain", *base, "--method", "gsimclr"]) == 0                   # reuses those pseudo labels
-    assert main(["pretrain", *base, "--method", "gsimclr"]) == 2                   # refuses to overwrite it
+    pretrain = [*base, *only("pretrain", TINY), "--method", "gsimclr"]
+    assert main(["pretrain", *pretrain]) == 0                   # reuses those pseudo labels
+    assert main(["pretrain", *pretrain]) == 2                   # refuses to overwrite it
     assert main(["linear-eval", "--out", out, "--method", "gsimclr", "--linear-epochs", "2"]) == 0
     linear = json.loads((tmp_path / "stages" / "gsimclr" / "linear.json").read_text())["linear"]
     assert set(linear) == {"P1", "P2", "P3"}
     assert main(["finetune", "--out", out, "--method", "gsimclr", "--label-fraction", "0.2"]) == 0
     assert 0 <= json.loads((tmp_path / "stages" / "gsimclr" / "finetune.json").read_text())["finetune"] <= 100
-    assert main(["supervised", *base]) == 0
+    assert main(["supervised", *base, *only("supervised", TINY)]) == 0
     assert json.loads((tmp_path / "stages" / "supervised.json").read_text())["epochs"] == 1
+
+
+def test_each_subcommand_takes_only_its_options(capsys):
+    assert "unrecognized arguments: --ae-noise" in _error_of(capsys, ["knn", "--ae-noise", "3"])
+    assert "unrecognized arguments: --linear-epochs" in _error_of(capsys, ["pretrain", "--linear-epochs", "3"])
+    assert set(command_options("knn")) >= {"knn_k", "knn_temperature", "data", "seed"}
+    assert not set(command_options("knn")) & {"ae_noise", "lr", "linear_epochs", "epochs"}
+    assert set(command_options("run")) == set(json.loads(json.dumps(list(__import__("gsimclr.config").config.FIELDS))))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--lr", "0"], "--lr must be > 0"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--head-dims", "0"], "--head-dims"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "inf"], "--temperature"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--device", "gpu0"], "--device"),
+    (["--warmup-epochs", "20", "--epochs", "5"], "--warmup-epochs"),
+    (["--image-size", "2"], "--image-size"),
+    (["--k", "1"], "--k"),
+])
+def test_bad_values_fail_before_any_work(capsys, tmp_path, argv, needle):
+    out = tmp_path / "out"
+    assert needle in _error_of(capsys, ["run", *argv, "--out", str(out)])
+    assert not out.exists()  # nothing was written
+
+
+def test_bad_value_fails_fast_without_importing_torch():
+    code = "import sys; from gsimclr.cli import main; rc = main(['run', '--lr', '-1']); print(rc, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+
+
+def test_help_lists_registry_choices_by_section():
+    out = subprocess.run([sys.executable, "-m", "gsimclr", "pretrain", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0
+    assert "contrastive pretraining options:" in out.stdout and "augmentation options:" in out.stdout
+    assert "{sgd,lars,adam}" in out.stdout and "paper_resnet" in out.stdout
+    assert "linear evaluation options" not in out.stdout

@@ -1,8 +1,11 @@
 """The ``gsimclr`` command line: one subcommand per stage, and ``run`` for all of them.
 
-Every option of :class:`gsimclr.config.Config` is a flag of every subcommand (``--batch-size``,
-``--epochs``, ``--label-fraction``, ...): defaults, then the checkpoint's own config (evaluation
-commands), then ``--preset``, then the flags given. User errors print one line and exit with 2.
+Each subcommand takes only the option sections it uses (:data:`COMMANDS`; the evaluation
+subcommands come from :data:`gsimclr.evaluation.EVALUATIONS`), shown grouped in ``--help`` with each
+option's help, type, choices and default from :class:`gsimclr.config.Config`. Values come from the
+defaults, then the checkpoint's own config (evaluation commands), then ``--preset``, then the flags
+given; the whole configuration is validated before any work starts. User errors print one line and
+exit with 2.
 """
 
 from __future__ import annotations
@@ -12,20 +15,46 @@ import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
 from gsimclr import __version__
-from gsimclr.config import CHOICES, FIELDS, Config, load_config, parse_value, preset_description, preset_names, read_preset
+from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_config, parse_value, preset_description,
+                            preset_names, read_preset, section_fields, type_name)
 from gsimclr.errors import UserError
+from gsimclr.evaluation import EVALUATIONS
+from gsimclr.methods import METHODS
 
-HELP = {
-    "data": "a source: digits, a parquet file or folder, an image folder, cifar10[:ROOT], cifar100[:ROOT], stl10[:ROOT]",
-    "test_data": "evaluation data (default: the source's test split, else 20%% of a labelled training set)",
-    "label_fraction": "fraction of training labels for fine-tuning, in (0, 1]",
-    "k": "k-means clusters for pseudo labels (default: the batch size)",
-    "guidance": "G-SimCLR guidance: guided batches, false-negative masking, or both",
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    sections: tuple[str, ...] = ()     # the option sections it takes
+    fields: tuple[str, ...] = ()       # single options from other sections
+
+
+_EVERY_SECTION = tuple(SECTIONS)
+COMMANDS: dict[str, Command] = {
+    "run": Command("pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation and the table", _EVERY_SECTION),
+    "pseudo-label": Command("train the denoising autoencoder and cluster its codes into pseudo labels",
+                            ("data", "pseudo_labels", "execution", "report"), ("batch_size",)),
+    "pretrain": Command("contrastive pretraining (SimCLR, or G-SimCLR with pseudo labels)",
+                        ("data", "model", "augment", "pretrain", "guidance", "pseudo_labels", "knn", "execution", "report")),
+    **{ev.command: Command(ev.help, ("data", *ev.sections, "execution")) for ev in EVALUATIONS.values()},
+    "supervised": Command("the fully supervised baseline with the same backbone",
+                          ("data", "model", "supervised", "execution"), ("batch_size",)),
+    "embed": Command("write the features of a dataset to .npy or .parquet", ("data", "execution")),
 }
+EVAL_COMMANDS = {ev.command: ev.name for ev in EVALUATIONS.values()}
+_SHOW_CHOICES = True  # help texts list the registries' choices; main() turns it off unless --help is asked for
+
+
+def command_options(name: str) -> list[str]:
+    """The config fields subcommand ``name`` takes, in declaration order."""
+    command = COMMANDS[name]
+    wanted = set(section_fields(*command.sections)) | set(command.fields)
+    return [f for f in FIELDS if f in wanted]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,64 +62,71 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", help=f"a shipped preset ({', '.join(preset_names())}) or a YAML file")
-    parser.add_argument("--out", help="the run folder (default: runs/<preset>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
-    group = parser.add_argument_group("options (override the preset)")
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type).split(" |")[0]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        text = HELP.get(f.name, "")
-        metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else kind.upper()
-        group.add_argument(flag, dest=f.name, default=None, metavar=metavar,
-                           help=f"{text + '; ' if text else ''}default {default}")
+def _option_help(name: str) -> str:
+    f = FIELDS[name]
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    if isinstance(default, list):
+        default = ",".join(map(str, default))
+    return f"{f.metadata['help']} (default: {default})".replace("%", "%%")  # argparse formats help with %
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, command: Command) -> None:
+    run = parser.add_argument_group("run folder")
+    run.add_argument("--preset", help=f"a shipped preset ({', '.join(preset_names())}) or a YAML file")
+    run.add_argument("--out", help="the run folder (default: runs/<preset>-<time>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    names = set(section_fields(*command.sections)) | set(command.fields)
+    for section, title in SECTIONS.items():
+        members = [n for n in section_fields(section) if n in names]
+        if not members:
+            continue
+        group = parser.add_argument_group(f"{title} options")
+        for name in members:
+            meta = FIELDS[name].metadata
+            if meta["metavar"]:
+                metavar = meta["metavar"]
+            elif meta["choices"] is not None and _SHOW_CHOICES:
+                metavar = "{" + ",".join(choices_of(name)) + "}"
+            elif meta["choices"] is not None:
+                metavar = name.upper()  # parsing only: the registries are read (and PyTorch imported) later
+            else:
+                metavar = type_name(name).upper().replace("LIST OF ", "")
+            group.add_argument(flag(name), dest=name, default=None, metavar=metavar, help=_option_help(name))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gsimclr", description="SimCLR and G-SimCLR: contrastive self-supervised learning.")
     parser.add_argument("--version", action="version", version=f"gsimclr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    specs = {
-        "run": "pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation and the table",
-        "pseudo-label": "train the denoising autoencoder and cluster its codes into pseudo labels",
-        "pretrain": "contrastive pretraining (SimCLR, or G-SimCLR with pseudo labels)",
-        "linear-eval": "linear classifiers on frozen features at P1, P2 and P3",
-        "knn": "weighted kNN accuracy on frozen backbone features",
-        "finetune": "fine-tune a pretrained backbone on a fraction of the labels",
-        "supervised": "the fully supervised baseline with the same backbone",
-        "embed": "write the features of a dataset to .npy or .parquet",
-        "presets": "list the shipped presets",
-        "summarize": "mean and standard deviation of several runs' results (e.g. seeds), beside the paper's",
-    }
-    for name, text in specs.items():
-        p = sub.add_parser(name, help=text, description=text)
-        if name == "presets":
-            continue
-        if name == "summarize":
-            p.add_argument("runs", nargs="+", help="run folders")
-            p.add_argument("--paper", choices=["cifar10", "imagenet5"], help="add the paper's numbers")
-            p.add_argument("--output", help="also write the table to this Markdown file")
-            continue
-        _add_config_flags(p)
+    methods = METHODS.names()
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        _add_config_flags(p, command)
+        stage = p.add_argument_group("stage")
         if name in ("run", "pretrain"):
-            p.add_argument("--stop-after", type=int, metavar="EPOCHS",
-                           help="pretrain at most this many epochs in this call, then checkpoint; --resume continues")
-            p.add_argument("--max-minutes", type=float, metavar="MINUTES",
-                           help="stop pretraining (with a checkpoint) before an epoch would end past this time")
+            stage.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                               help="pretrain at most this many epochs in this call, then checkpoint; --resume continues")
+            stage.add_argument("--max-minutes", type=float, metavar="MINUTES",
+                               help="stop pretraining (with a checkpoint) before an epoch would end past this time")
         if name == "run":
-            p.add_argument("--methods", default="simclr,gsimclr", help="comma-separated: simclr, gsimclr")
+            stage.add_argument("--methods", default=",".join(methods),
+                               help=f"comma-separated methods to pretrain and evaluate ({', '.join(methods)})")
         if name == "pretrain":
-            p.add_argument("--method", default="simclr", choices=["simclr", "gsimclr"])
-            p.add_argument("--pseudo-labels", help="pseudo_labels.npy or a run folder (default: computed in --out)")
-        if name in ("linear-eval", "knn", "finetune", "embed"):
-            p.add_argument("--checkpoint", help="a checkpoint file or stage folder (default: --out/<method>)")
-            p.add_argument("--method", default="simclr", choices=["simclr", "gsimclr"])
+            stage.add_argument("--method", default=methods[0], choices=methods)
+            stage.add_argument("--pseudo-labels", help="pseudo_labels.npy or a run folder (default: computed in --out)")
+        if name in EVAL_COMMANDS or name == "embed":
+            stage.add_argument("--checkpoint", help="a checkpoint file or stage folder (default: --out/<method>)")
+            stage.add_argument("--method", default=methods[0], choices=methods)
         if name == "embed":
-            p.add_argument("--split", default="train", help="train, test or unlabeled")
-            p.add_argument("--point", default="P3", choices=["P1", "P2", "P3"])
-            p.add_argument("--output", required=True, help="a .npy or .parquet file")
+            stage.add_argument("--split", default="train", help="train, test or unlabeled")
+            stage.add_argument("--point", default="P3", choices=["P1", "P2", "P3"])
+            stage.add_argument("--output", required=True, help="a .npy or .parquet file")
+    p = sub.add_parser("presets", help="list the shipped presets", description="list the shipped presets")
+    p = sub.add_parser("summarize", help="mean and standard deviation of several runs' results (e.g. seeds), "
+                       "beside the paper's", description="mean and standard deviation of several runs' results")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--paper", choices=["cifar10", "imagenet5"], help="add the paper's numbers")
+    p.add_argument("--output", help="also write the table to this Markdown file")
     return parser
 
 
@@ -99,11 +135,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
-    values = dict(base or {})
-    if args.preset:
-        values.update(read_preset(args.preset))
-    values.update(_overrides(args))
-    return load_config(None, {k: parse_value(k, v) for k, v in values.items()})
+    """Defaults, then ``base``, then --preset, then the flags given; validated as a whole."""
+    return load_config(args.preset, {k: parse_value(k, v) for k, v in _overrides(args).items()}, base=base)
 
 
 def _run_dir(args: argparse.Namespace, must_be_new: bool = False) -> Path:
@@ -154,8 +187,8 @@ def cmd_run(args) -> None:
 
     cfg = _config(args)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if not methods or any(m not in ("simclr", "gsimclr") for m in methods):
-        raise UserError(f"--methods must list simclr and/or gsimclr, got {args.methods!r}")
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {args.methods!r}")
     world = _start_world(cfg)
     run_dir = _run_dir(args, must_be_new=True)
     barrier()  # every process has checked the run folder before rank 0 writes to it
@@ -200,7 +233,7 @@ def cmd_pretrain(args) -> None:
     run_dir = _run_dir(args)
     train, test = load_data(cfg)
     pseudo = None
-    if args.method == "gsimclr":
+    if METHODS[args.method].guided:
         if args.pseudo_labels:
             pseudo = load_pseudo_labels(args.pseudo_labels, len(train))
         else:
@@ -293,19 +326,24 @@ def cmd_summarize(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _SHOW_CHOICES
     argv = sys.argv[1:] if argv is None else argv
     try:
+        _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
         args = build_parser().parse_args(argv)
         if args.command == "presets":
             for name in preset_names():
                 print(f"{name}: {preset_description(name)}")
             return 0
         commands = {"run": cmd_run, "summarize": cmd_summarize, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
-                    "linear-eval": lambda a: _cmd_eval(a, ("linear",), "linear"),
-                    "knn": lambda a: _cmd_eval(a, ("knn",), "knn"),
-                    "finetune": lambda a: _cmd_eval(a, ("finetune",), "finetune"),
                     "supervised": cmd_supervised, "embed": cmd_embed}
-        commands[args.command](args)
+        if args.command in COMMANDS:
+            _config(args)  # the whole configuration is checked before anything heavy is imported or done
+        if args.command in EVAL_COMMANDS:
+            name = EVAL_COMMANDS[args.command]
+            _cmd_eval(args, (name,), name)
+        else:
+            commands[args.command](args)
         return 0
     except UserError as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)  # (a `!r` here would quote every message)

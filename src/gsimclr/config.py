@@ -1,127 +1,179 @@
-"""Run configuration: one flat dataclass, presets as YAML files shipped in ``gsimclr/presets``.
+"""Run configuration: one dataclass whose fields carry their own help, type, choices, section and
+valid range; presets are YAML files shipped in ``gsimclr/presets``.
 
-Every field can be set by a preset and overridden on the command line as ``--field-name VALUE``
-(lists as comma-separated values). Invalid values raise :class:`gsimclr.errors.UserError`.
+Every field is declared with :func:`opt`::
+
+    lr: float = opt(0.1, "pretrain", "peak learning rate", gt=0)
+    sampler: str = opt("spread", "guidance", "how batches are built", choices="gsimclr.guidance.samplers:SAMPLERS")
+
+- ``section`` groups the option in ``--help`` and decides which subcommands take it
+  (:data:`gsimclr.cli.COMMANDS` lists each subcommand's sections);
+- ``choices`` are names, or a ``"module:REGISTRY"`` reference read lazily from a registry
+  (:func:`gsimclr.registry.resolve`), so the choices shown and checked are the registry's;
+- ``min``/``max`` (inclusive) and ``gt``/``lt`` (exclusive) bound numbers; every float must be finite;
+- ``check`` is a function ``value -> message or None`` for anything else.
+
+The type comes from the annotation (``typing.get_type_hints``): ``int``, ``float``, ``str``, ``bool``,
+``list[int]`` (comma-separated on the command line) and ``X | None``. :meth:`Config.validate` checks
+every field and every combination before any work starts; a bad value is one :class:`UserError`.
 
 Example:
     >>> cfg = load_config("digits-quick", {"epochs": 2})
     >>> cfg.epochs, cfg.data
     (2, 'digits')
+    >>> load_config(None, {"lr": -1})
+    Traceback (most recent call last):
+    ...
+    gsimclr.errors.UserError: --lr must be > 0, got -1.0
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from gsimclr.errors import UserError
+from gsimclr.registry import resolve
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "augment": ("simclr", "paper"),
-    "optimizer": ("sgd", "lars", "adam"),
-    "schedule": ("cosine", "cosine_restarts", "constant"),
-    "guidance": ("batches", "mask", "both"),
-    "ae_model": ("shallow", "deep"),
-    "precision": ("auto", "bf16", "fp32"),
-    "compile": ("auto", "on", "off", "max-autotune", "reduce-overhead"),
-    "on_corrupt": ("skip", "error"),
-    "sampler_tail": ("relax", "drop"),
+# Option sections, in --help order, with their titles.
+SECTIONS: dict[str, str] = {
+    "data": "data",
+    "model": "model",
+    "augment": "augmentation",
+    "pretrain": "contrastive pretraining",
+    "guidance": "G-SimCLR guidance",
+    "pseudo_labels": "pseudo labels (denoising autoencoder + k-means)",
+    "linear": "linear evaluation",
+    "knn": "kNN evaluation",
+    "finetune": "fine-tuning",
+    "supervised": "supervised baseline",
+    "execution": "execution",
+    "report": "report",
 }
+
+
+def opt(default: Any, section: str, help: str, *, choices: Any = None, min: float | None = None,
+        max: float | None = None, gt: float | None = None, lt: float | None = None,
+        check: Callable[[Any], str | None] | None = None, metavar: str | None = None) -> Any:
+    """A :class:`Config` field with its metadata (see the module docstring)."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown option section {section!r}")
+    meta = {"section": section, "help": help, "choices": choices, "min": min, "max": max, "gt": gt, "lt": lt,
+            "check": check, "metavar": metavar}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _device_check(value: str) -> str | None:
+    if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        return None
+    return f"--device must be auto, cpu, mps, cuda or cuda:N, got {value!r}"
+
+
+def _positive_list(value: list[int]) -> str | None:
+    if not value:
+        return "needs at least one width"
+    if any(v < 1 for v in value):
+        return f"widths must be >= 1, got {','.join(map(str, value))}"
+    return None
 
 
 @dataclass
 class Config:
     # data
-    data: str = "digits"
-    test_data: str | None = None          # default: the source's own test split
-    image_size: int = 32                  # the model's input size
-    cache_size: int | None = None         # stored resolution (default: image_size)
-    on_corrupt: str = "skip"
-    train_limit: int = 0                  # use a random subset of this many training images (0: all)
-    test_limit: int = 0                   # likewise for the evaluation split
+    data: str = opt("digits", "data", "a source: digits, a parquet file or folder, an image folder, cifar10[:ROOT], "
+                    "cifar100[:ROOT], stl10[:ROOT]")
+    test_data: str | None = opt(None, "data", "evaluation data (default: the source's test split, else 20% of a "
+                                "labelled training set)")
+    image_size: int = opt(32, "data", "the model's input size in pixels", min=8)
+    cache_size: int | None = opt(None, "data", "stored resolution of decoded images (default: --image-size)", min=8)
+    on_corrupt: str = opt("skip", "data", "unreadable images: skip and count them, or stop with an error",
+                          choices=("skip", "error"))
+    train_limit: int = opt(0, "data", "use a random subset of this many training images (0: all)", min=0)
+    test_limit: int = opt(0, "data", "use a random subset of this many evaluation images (0: all)", min=0)
     # model
-    model: str = "paper_resnet"
-    n_blocks: int = 3
-    head_dims: list[int] = field(default_factory=lambda: [256, 128, 50])
-    head_batch_norm: bool = False
+    model: str = opt("paper_resnet", "model", "backbone", choices="gsimclr.models.registry:BACKBONES")
+    n_blocks: int = opt(3, "model", "paper_resnet: identity blocks per group (depth 9 * n_blocks + 11)", min=0)
+    head_dims: list[int] = opt([256, 128, 50], "model", "projection head widths, comma-separated (P1 is the "
+                               "output of the last hidden layer)", check=_positive_list, metavar="W,W,...")
+    head_batch_norm: bool = opt(False, "model", "BatchNorm in the projection head")
     # augmentation
-    augment: str = "simclr"
-    jitter_strength: float = 0.5
-    crop_scale_min: float = 0.08
+    augment: str = opt("simclr", "augment", "augmentation recipe", choices="gsimclr.transforms.augment:AUGMENTATIONS")
+    jitter_strength: float = opt(0.5, "augment", "colour jitter strength s (simclr recipe)", min=0)
+    crop_scale_min: float = opt(0.08, "augment", "smallest crop area fraction of random resized crop", gt=0, max=1)
     # contrastive pretraining
-    epochs: int = 15
-    batch_size: int = 64
-    temperature: float = 0.1
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-6
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    restart_epochs: float = 1.0           # first period of cosine_restarts (doubles each restart)
-    guidance: str = "batches"             # G-SimCLR: guided batches, false-negative masking, or both
-    sampler_tail: str = "relax"
-    checkpoint_every: int = 0             # epochs; 0 = only at the end
-    monitor_every: int = 0                # epochs between kNN accuracy checks during pretraining (0: none)
-    sync_batch_norm: bool = True          # multi-GPU runs: SyncBatchNorm across processes
+    epochs: int = opt(15, "pretrain", "pretraining epochs", min=1)
+    batch_size: int = opt(64, "pretrain", "images per batch (the global batch under torchrun)", min=2)
+    temperature: float = opt(0.1, "pretrain", "NT-Xent temperature", gt=0)
+    loss: str = opt("ntxent", "pretrain", "contrastive loss", choices="gsimclr.loss:LOSSES")
+    optimizer: str = opt("sgd", "pretrain", "optimizer", choices="gsimclr.training.optim:OPTIMIZERS")
+    lr: float = opt(0.1, "pretrain", "peak learning rate", gt=0)
+    momentum: float = opt(0.9, "pretrain", "SGD/LARS momentum", min=0, lt=1)
+    weight_decay: float = opt(1e-6, "pretrain", "weight decay", min=0)
+    schedule: str = opt("cosine", "pretrain", "learning-rate schedule", choices="gsimclr.training.optim:SCHEDULES")
+    warmup_epochs: float = opt(0.0, "pretrain", "linear warmup epochs", min=0)
+    restart_epochs: float = opt(1.0, "pretrain", "first period of cosine_restarts in epochs (doubles each restart)",
+                                gt=0)
+    checkpoint_every: int = opt(0, "pretrain", "epochs between checkpoints (0: only at the end)", min=0)
+    monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
+    sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
+    # G-SimCLR guidance
+    guidance: str = opt("batches", "guidance", "G-SimCLR guidance: guided batches, false-negative masking, or both",
+                        choices=("batches", "mask", "both"))
+    sampler_tail: str = opt("relax", "guidance", "guided batches once the smallest clusters run out: relax the "
+                            "one-per-cluster rule step by step, or drop the rest of the epoch", choices=("relax", "drop"))
     # denoising autoencoder + k-means pseudo labels
-    ae_model: str = "shallow"
-    ae_epochs: int = 20
-    ae_batch_size: int = 128
-    ae_lr: float = 1e-3
-    ae_noise: float = 0.01
-    ae_patience: int = 3
-    k: int | None = None                  # clusters; default: the batch size, as in the paper
+    ae_model: str = opt("shallow", "pseudo_labels", "denoising autoencoder (shallow for 32 px, deep for 224 px)",
+                        choices="gsimclr.models.autoencoder:ARCHITECTURES")
+    ae_epochs: int = opt(20, "pseudo_labels", "autoencoder epochs (at most; early stopping)", min=0)
+    ae_batch_size: int = opt(128, "pseudo_labels", "autoencoder batch size", min=1)
+    ae_lr: float = opt(1e-3, "pseudo_labels", "autoencoder Adam learning rate", gt=0)
+    ae_noise: float = opt(0.01, "pseudo_labels", "standard deviation of the denoising autoencoder's input noise", min=0)
+    ae_patience: int = opt(3, "pseudo_labels", "autoencoder early-stopping patience in epochs", min=1)
+    k: int | None = opt(None, "pseudo_labels", "k-means clusters for pseudo labels (default: the batch size)", min=2)
     # evaluation
-    linear_epochs: int = 100
-    linear_lr: float = 1e-3
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    label_fraction: float = 0.1
-    finetune_head_epochs: int = 50
-    finetune_epochs: int = 10
-    finetune_lr: float = 1e-3
-    supervised_epochs: int = 15
-    supervised_lr: float = 0.1
+    linear_epochs: int = opt(100, "linear", "linear classifier epochs", min=1)
+    linear_lr: float = opt(1e-3, "linear", "linear classifier learning rate", gt=0)
+    knn_k: int = opt(200, "knn", "neighbours of the weighted kNN classifier", min=1)
+    knn_temperature: float = opt(0.1, "knn", "temperature of the kNN vote weights", gt=0)
+    label_fraction: float = opt(0.1, "finetune", "fraction of the training labels for fine-tuning, in (0, 1]",
+                                gt=0, max=1)
+    finetune_head_epochs: int = opt(50, "finetune", "fine-tuning: classifier epochs on frozen features", min=0)
+    finetune_epochs: int = opt(10, "finetune", "fine-tuning: epochs of the whole network", min=0)
+    finetune_lr: float = opt(1e-3, "finetune", "fine-tuning learning rate of the whole network", gt=0)
+    supervised_epochs: int = opt(15, "supervised", "supervised baseline epochs", min=1)
+    supervised_lr: float = opt(0.1, "supervised", "supervised baseline learning rate", gt=0)
     # execution
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    compile: str = "auto"
-    tsne_points: int = 2000
+    seed: int = opt(0, "execution", "random seed", min=0)
+    device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
+    precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it)",
+                         choices=("auto", "bf16", "fp32"))
+    compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs)",
+                       choices=("auto", "on", "off", "max-autotune", "reduce-overhead"))
+    tsne_points: int = opt(2000, "report", "points in the t-SNE maps (0: no maps)", min=0)
 
     def validate(self) -> "Config":
-        for name, options in CHOICES.items():
-            if getattr(self, name) not in options:
-                raise UserError(f"--{_flag(name)} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
-        if not 0 < self.label_fraction <= 1:
-            raise UserError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
-        for name in ("epochs", "ae_epochs", "linear_epochs", "finetune_epochs", "supervised_epochs", "finetune_head_epochs"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit", "monitor_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "ae_batch_size", "image_size", "knn_k"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if self.k is not None and self.k < 2:
-            raise UserError(f"--k must be >= 2, got {self.k}")
-        if self.temperature <= 0:
-            raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if not self.head_dims:
-            raise UserError("--head-dims needs at least one width")
-        if not 0 < self.crop_scale_min <= 1:
-            raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
-        from gsimclr.models import BACKBONES
-
-        if self.model not in BACKBONES:
-            raise UserError(f"--model must be one of {', '.join(sorted(BACKBONES))}, got {self.model!r}")
+        """Every field against its metadata, then the combinations; the first problem is a UserError."""
+        # ranges first, then choices: choices may import a registry's module (and PyTorch), so that a
+        # bad number fails at once
+        for f in dataclasses.fields(self):
+            check_value(f.name, getattr(self, f.name), choices=False)
+        for f in dataclasses.fields(self):
+            check_value(f.name, getattr(self, f.name), ranges=False)
+        if self.warmup_epochs > self.epochs:
+            raise UserError(f"--warmup-epochs {self.warmup_epochs:g} is longer than --epochs {self.epochs}")
+        if self.finetune_head_epochs == 0 and self.finetune_epochs == 0:
+            raise UserError("--finetune-head-epochs and --finetune-epochs are both 0: fine-tuning would train nothing")
         return self
 
     @property
@@ -132,41 +184,118 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``label_fraction`` -> ``--label-fraction``."""
+    return "--" + name.replace("_", "-")
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+TYPES: dict[str, Any] = typing.get_type_hints(Config)
+
+
+def section_fields(*sections: str) -> list[str]:
+    """The fields of the given sections, in declaration order."""
+    return [name for name, f in FIELDS.items() if f.metadata["section"] in sections]
+
+
+def choices_of(name: str) -> list[str] | None:
+    ref = FIELDS[name].metadata["choices"]
+    return None if ref is None else resolve(ref)
+
+
+def _base_type(name: str) -> tuple[Any, bool]:
+    """(type without None, whether None is allowed)."""
+    kind = TYPES[name]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return args[0], True
+    return kind, False
+
+
+def type_name(name: str) -> str:
+    kind, _ = _base_type(name)
+    if typing.get_origin(kind) is list:
+        return f"list of {typing.get_args(kind)[0].__name__}"
+    return kind.__name__
 
 
 def parse_value(name: str, raw: Any) -> Any:
     """Convert a command-line or YAML value to the field's type; a bad value is a UserError."""
     if name not in FIELDS:
         raise UserError(f"unknown option {name!r}")
-    kind = str(FIELDS[name].type)
-    if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null") and "None" in kind):
-        return None
+    kind, optional = _base_type(name)
+    if raw is None or (optional and isinstance(raw, str) and raw.strip().lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise UserError(f"{flag(name)} needs a value")
     try:
-        if kind.startswith("list"):
-            items = raw if isinstance(raw, list) else [x for x in str(raw).split(",") if x.strip()]
-            return [int(x) for x in items]
-        if kind.startswith("bool"):
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
+        if typing.get_origin(kind) is list:
+            item = typing.get_args(kind)[0]
+            items = raw if isinstance(raw, (list, tuple)) else [x for x in str(raw).split(",") if x.strip()]
+            return [_scalar(item, x) for x in items]
+        return _scalar(kind, raw)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag(name)}: invalid value {raw!r} (expected {type_name(name)})") from None
+
+
+def _scalar(kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if kind is int:
+        if isinstance(raw, bool):
             raise ValueError
-        if kind.startswith("int"):
-            if isinstance(raw, float) and not raw.is_integer():
+        if isinstance(raw, float):
+            if not raw.is_integer():
                 raise ValueError
             return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        return str(raw)
-    except (TypeError, ValueError):
-        raise UserError(f"--{_flag(name)}: invalid value {raw!r} (expected {kind.split(' |')[0]})") from None
+        return int(str(raw).strip())
+    if kind is float:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError
+        return value
+    if isinstance(raw, (dict, list)):
+        raise ValueError
+    return str(raw)
+
+
+def check_value(name: str, value: Any, choices: bool = True, ranges: bool = True) -> None:
+    """One field's value against its choices, range and check; a UserError naming the flag."""
+    meta = FIELDS[name].metadata
+    if value is None:
+        if not _base_type(name)[1]:
+            raise UserError(f"{flag(name)} needs a value")
+        return
+    if choices and meta["choices"] is not None:
+        options = choices_of(name)
+        if value not in options:
+            raise UserError(f"{flag(name)} must be one of {', '.join(options)}, got {value!r}")
+    if not ranges:
+        return
+    numbers = value if isinstance(value, list) else [value]
+    for v in numbers:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{flag(name)} must be a finite number, got {v}")
+        for key, ok, word in (("min", lambda b: v >= b, ">="), ("max", lambda b: v <= b, "<="),
+                              ("gt", lambda b: v > b, ">"), ("lt", lambda b: v < b, "<")):
+            bound = meta[key]
+            if bound is not None and not ok(bound):
+                raise UserError(f"{flag(name)} must be {word} {bound:g}, got {v}")
+    if meta["check"] is not None:
+        problem = meta["check"](value)
+        if problem:
+            raise UserError(problem if problem.startswith("--") else f"{flag(name)} {problem}")
 
 
 def preset_names() -> list[str]:
@@ -179,11 +308,15 @@ def preset_description(name: str) -> str:
 
 
 def read_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset's option values (a shipped name or a YAML file), parsed and checked field by field."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"preset file not found: {name_or_path}")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"preset file {name_or_path} cannot be read: {exc}") from None
     else:
         res = resources.files("gsimclr.presets") / f"{name_or_path}.yaml"
         if not res.is_file():
@@ -196,12 +329,17 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise UserError(f"preset {name_or_path} must be a mapping of options")
     values.pop("description", None)
-    return values
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}")
+    return {k: parse_value(k, v) for k, v in values.items()}
 
 
-def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the preset, then the overrides (None values are ignored)."""
-    values: dict[str, Any] = {}
+def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None) -> Config:
+    """``base`` (e.g. a checkpoint's config), then the preset, then the overrides (None values are
+    ignored), validated as a whole."""
+    values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in FIELDS}
     if preset:
         values.update(read_preset(preset))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})

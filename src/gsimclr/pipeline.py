@@ -30,21 +30,18 @@ from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources import load_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
-from gsimclr.evaluation.classifier import finetune, label_subset, supervised
-from gsimclr.evaluation.features import extract_features
-from gsimclr.evaluation.knn import knn_accuracy
-from gsimclr.evaluation.linear import linear_probe
+from gsimclr.evaluation import EVALUATIONS
+from gsimclr.evaluation.context import EvalContext
+from gsimclr.evaluation.classifier import label_subset, supervised
 from gsimclr.io import write_json, write_text
 from gsimclr.models.registry import create_backbone
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
 from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
-from gsimclr.report import NAMES, markdown_table, summary_lines
+from gsimclr.methods import METHODS, title
+from gsimclr.report import markdown_table, summary_lines
 from gsimclr.runtime import resolve_device
 from gsimclr.training.pretrain import CHECKPOINT, build_model, pretrain
-
-METHODS = ("simclr", "gsimclr")
-
 
 def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
     """The training split and a labelled evaluation split. Without a test split, a stratified 20% of
@@ -135,7 +132,7 @@ def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, ps
     if ckpt.exists() and not resume:
         raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
     t0 = time.perf_counter()
-    model = pretrain(cfg, train, out, pseudo if method == "gsimclr" else None, resume=resume, method=method,
+    model = pretrain(cfg, train, out, pseudo if METHODS.get(method).guided else None, resume=resume, method=method,
                      stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
     if current_world().is_main:  # in a multi-process run only rank 0 writes
         _write_timing(out, time.perf_counter() - t0)
@@ -163,36 +160,21 @@ def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRMod
 
 
 def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData,
-                     which: tuple[str, ...] = ("linear", "knn", "finetune"), out: Path | None = None) -> dict[str, Any]:
-    """Linear probes at P1/P2/P3 and kNN on features extracted once; fine-tuning on a label fraction."""
+                     which: tuple[str, ...] | None = None, out: Path | None = None,
+                     device: torch.device | None = None) -> dict[str, Any]:
+    """The registered evaluations (:data:`gsimclr.evaluation.EVALUATIONS`; all of them, or those named in
+    ``which``) on one shared context, so features are extracted once; a t-SNE map of the test features
+    when ``out`` is given."""
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
-    device = resolve_device(cfg.device)
-    model = model.to(device)
-    result: dict[str, Any] = {}
-    if "linear" in which or "knn" in which:
-        ftrain = extract_features(model, train, cfg.image_size, device, precision=cfg.precision)
-        ftest = extract_features(model, test, cfg.image_size, device, precision=cfg.precision)
-        ytr, yte = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
-        if "linear" in which:
-            result["linear"] = {p: linear_probe(ftrain[p], ytr, ftest[p], yte, cfg.linear_epochs, cfg.linear_lr,
-                                                device=device, seed=cfg.seed) for p in ("P1", "P2", "P3")}
-        if "knn" in which:
-            result["knn"] = knn_accuracy(ftrain["P3"], ytr, ftest["P3"], yte, cfg.knn_k, cfg.knn_temperature, device)
-        if out is not None:
-            plot_tsne(ftest["P3"].numpy(), test.labels, out / "tsne_encoder.png", "encoder features (P3, test)",
-                      cfg.tsne_points, cfg.seed)
-    if "finetune" in which:
-        backbone = _copy_backbone(cfg, model)
-        result["finetune"] = finetune(backbone, train, test, cfg.label_fraction, cfg.image_size, cfg.finetune_head_epochs,
-                                      cfg.finetune_epochs, cfg.finetune_lr, device, cfg.seed, cfg.precision)
+    device = device or resolve_device(cfg.device)
+    ctx = EvalContext(cfg, model.to(device), train, test, device, out)
+    names = EVALUATIONS.names() if which is None else list(which)
+    result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
+    if out is not None and cfg.tsne_points:
+        plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / "tsne_encoder.png",
+                  "encoder features (P3, test)", cfg.tsne_points, cfg.seed)
     return result
-
-
-def _copy_backbone(cfg: Config, model: SimCLRModel) -> torch.nn.Module:
-    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
-    backbone.load_state_dict(model.backbone.state_dict())
-    return backbone
 
 
 def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> float:
@@ -223,7 +205,7 @@ def plot_run_curves(run_dir: Path) -> None:
         path = run_dir / method / "metrics.jsonl"
         if path.exists():
             recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            name = NAMES[method]
+            name = title(method)
             losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:
@@ -240,7 +222,7 @@ def trained_epochs(run_dir: Path, method: str) -> int:
     return int(read_meta(ckpt).get("epoch", 0)) if ckpt.exists() else 0
 
 
-def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] = METHODS,
+def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str, ...] | None = None,
             log=print, stop_after: int | None = None, max_minutes: float | None = None) -> dict[str, Any]:
     """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table.
 
@@ -253,12 +235,15 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     world = current_world()
     if not world.is_main:
         log = _quiet
+    methods = tuple(METHODS.names()) if methods is None else tuple(methods)
+    for name in methods:
+        METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
     results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction, "methods": {}}
     pseudo = None
-    if "gsimclr" in methods:
+    if any(METHODS[m].guided for m in methods):
         t0 = time.perf_counter()
         pl = shared_pseudo_labels(cfg, train, run_dir, resume)
         pseudo = pl.pop("labels")

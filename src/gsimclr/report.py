@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-NAMES = {"simclr": "SimCLR", "gsimclr": "G-SimCLR"}
+from gsimclr.evaluation import table_rows
+from gsimclr.methods import METHODS, title
 
 # The paper's Table 1 and 2 (top-1 %, single runs): linear P1/P2/P3, fine-tuning on 10% labels, supervised.
 PAPER = {
@@ -37,15 +38,19 @@ def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def _columns(methods: dict[str, Any]) -> list[str]:
+    """The methods present, in registry order (then any others, e.g. from an older run)."""
+    return [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
+
+
 def markdown_table(results: dict[str, Any]) -> str:
+    """One row per evaluation row (:data:`gsimclr.evaluation.EVALUATIONS`), one column per method."""
     methods = results.get("methods", {})
-    cols = [m for m in ("simclr", "gsimclr") if m in methods]
-    lines = ["| top-1 % | " + " | ".join(NAMES[m] for m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    rows = [(f"Linear {p}", lambda r, p=p: r.get("linear", {}).get(p)) for p in ("P1", "P2", "P3")]
-    rows += [(f"kNN (k={results.get('knn_k', 200)})", lambda r: r.get("knn")),
-             (f"Fine-tune ({results.get('label_fraction', 0.1) * 100:g}% labels)", lambda r: r.get("finetune"))]
-    for name, get in rows:
-        lines.append(f"| {name} | " + " | ".join(_fmt(get(methods[m])) for m in cols) + " |")
+    cols = _columns(methods)
+    lines = ["| top-1 % | " + " | ".join(title(m) for m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    per_method = {m: table_rows(results, methods[m]) for m in cols}
+    for i, (_, name, _) in enumerate(table_rows(results, {})):
+        lines.append(f"| {name} | " + " | ".join(_fmt(per_method[m][i][2]) for m in cols) + " |")
     if results.get("supervised") is not None:
         lines.append("| Fully supervised (all labels) | " + " | ".join([_fmt(results["supervised"])] + [""] * (len(cols) - 1)) + " |")
     lines += pair_rows(methods, cols)
@@ -75,14 +80,16 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         out.append(f"Pseudo labels: k={pl['k']}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f} against the true labels.")
     for m, r in results.get("methods", {}).items():
         if "pretrain_s" in r:
-            out.append(f"{NAMES[m]} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "
+            out.append(f"{title(m)} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "
                        f"({r.get('images_per_s', 0):.0f} images/s, final loss {r.get('final_loss', float('nan')):.3f}).")
     return out
 
 
 def _metric(result: dict[str, Any], method: str, key: str) -> float | None:
-    r = result.get("methods", {}).get(method, {})
-    return r.get("linear", {}).get(key) if key in ("P1", "P2", "P3") else r.get(key)
+    for row_key, _, value in table_rows(result, result.get("methods", {}).get(method, {})):
+        if row_key == key:
+            return value
+    return None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -103,18 +110,16 @@ def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
     if not results:
         raise FileNotFoundError("no results.json in the given run folders")
     ref = PAPER.get(paper or "", {})
-    keys = [("P1", "Linear P1"), ("P2", "Linear P2"), ("P3", "Linear P3"), ("knn", "kNN"),
-            ("finetune", "Fine-tune")]
-    header = f"| top-1 % (n={len(results)} runs) | SimCLR | G-SimCLR |"
-    if ref:
-        header += " SimCLR (paper) | G-SimCLR (paper) |"
+    cols = _columns({m: None for r in results for m in r.get("methods", {})})
+    paper_cols = [m for m in cols if m in ref]
+    header = f"| top-1 % (n={len(results)} runs) | " + " | ".join(title(m) for m in cols) + " |"
+    header += "".join(f" {title(m)} (paper) |" for m in paper_cols)
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    for key, name in keys:
-        row = [_mean_std([v for r in results if (v := _metric(r, m, key)) is not None]) for m in ("simclr", "gsimclr")]
-        if ref:
-            row += [str(ref[m].get(key, "")) for m in ("simclr", "gsimclr")]
+    for key, name, _ in table_rows(results[0], {}):
+        row = [_mean_std([v for r in results if (v := _metric(r, m, key)) is not None]) for m in cols]
+        row += [str(ref[m].get(key, "")) for m in paper_cols]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     sup = [r["supervised"] for r in results if r.get("supervised") is not None]
-    row = [_mean_std(sup), ""] + ([str(ref["supervised"]), ""] if ref else [])
+    row = [_mean_std(sup)] + [""] * (len(cols) - 1) + ([str(ref["supervised"])] + [""] * (len(paper_cols) - 1) if paper_cols else [])
     lines.append("| Fully supervised | " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -145,3 +145,15 @@ def supervised(backbone: nn.Module, train: ImageData, test: ImageData, image_siz
     train_classifier(model, train, image_size, epochs, lr, device, min(batch_size, len(train)), optimizer="sgd",
                      seed=seed, precision=precision, desc="supervised")
     return accuracy(model, test, image_size, device, precision)
+
+
+def run_finetune(ctx) -> float:
+    """The registered ``finetune`` evaluation: a copy of the pretrained backbone, fine-tuned."""
+    from gsimclr.models.registry import create_backbone
+
+    cfg = ctx.cfg
+    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
+    backbone.load_state_dict(ctx.model.backbone.state_dict())
+    return finetune(backbone, ctx.train, ctx.test, cfg.label_fraction, cfg.image_size, cfg.finetune_head_epochs,
+                    cfg.finetune_epochs, cfg.finetune_lr, ctx.device, cfg.seed, cfg.precision)
+

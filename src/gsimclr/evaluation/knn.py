@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 
+
 @torch.no_grad()
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  k: int = 200, temperature: float = 0.1, device: str | torch.device = "cpu",
@@ -33,3 +34,9 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         votes.scatter_add_(1, bank_y[idx], (sim / temperature).exp())
         correct += int((votes.argmax(1).cpu() == test_y[i:i + chunk].long()).sum())
     return 100.0 * correct / len(test_x)
+
+
+
+def run_knn(ctx) -> float:
+    """The registered ``knn`` evaluation: weighted kNN on P3 features."""
+    return knn_accuracy(*ctx.features_pair("P3"), ctx.cfg.knn_k, ctx.cfg.knn_temperature, ctx.device)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  epochs: int = 100, lr: float = 1e-3, batch_size: int = 256, weight_decay: float = 1e-6,
                  device: str | torch.device = "cpu", seed: int = 0) -> float:
@@ -43,3 +44,11 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
             sched.step()
     with torch.no_grad():
         return float((clf(xt).argmax(1) == yt).float().mean()) * 100
+
+
+def run_linear(ctx) -> dict[str, float]:
+    """The registered ``linear`` evaluation: a probe at each of P1, P2, P3."""
+    cfg = ctx.cfg
+    return {p: linear_probe(*ctx.features_pair(p), cfg.linear_epochs, cfg.linear_lr, device=ctx.device, seed=cfg.seed)
+            for p in ("P1", "P2", "P3")}
+

@@ -143,4 +143,6 @@ class NTXentLoss(nn.Module):
         self.guidance = guidance
 
     def forward(self, *views: torch.Tensor, pseudo_labels: torch.Tensor | None = None) -> torch.Tensor:
-        return nt_xent(torch.stack(views), self.temperature, pseudo_labels, self.gather, self.guidance)
+        """``loss(z1, z2, ...)`` with one (N, D) tensor per view, or ``loss(z)`` with z of shape (V, N, D)."""
+        stacked = views[0] if len(views) == 1 and views[0].ndim == 3 else torch.stack(views)
+        return nt_xent(stacked, self.temperature, pseudo_labels, self.gather, self.guidance)

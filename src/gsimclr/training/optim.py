@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from gsimclr.registry import Registry
+
 
 class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling (You et al. 2017) over SGD with momentum, as in SimCLR:
@@ -46,15 +48,21 @@ class LARS(torch.optim.Optimizer):
                 p.add_(state["momentum_buffer"], alpha=-group["lr"])
 
 
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("sgd", lambda params, lr, momentum, weight_decay: torch.optim.SGD(
+    params, lr=lr, momentum=momentum, weight_decay=weight_decay))
+OPTIMIZERS.register("lars", lambda params, lr, momentum, weight_decay: LARS(
+    params, lr=lr, momentum=momentum, weight_decay=weight_decay))
+OPTIMIZERS.register("adam", lambda params, lr, momentum, weight_decay: torch.optim.AdamW(
+    params, lr=lr, weight_decay=weight_decay))
+
+SCHEDULES = ("cosine", "cosine_restarts", "constant")
+
+
 def build_optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer registered as ``name`` in :data:`OPTIMIZERS` over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "lars":
-        return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}")
+    return OPTIMIZERS.get(name)(params, lr, momentum, weight_decay)
 
 
 def lr_multiplier(schedule: str, total_steps: int, warmup_steps: int = 0, restart_steps: int = 1) -> Callable[[int], float]:

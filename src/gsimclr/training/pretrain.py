@@ -28,7 +28,8 @@ from gsimclr.data.dataset import ImageData
 from gsimclr.distributed import (World, all_sum, barrier, convert_sync_batch_norm, current_world, from_main,
                                  same_on_all_ranks, world_device)
 from gsimclr.errors import UserError
-from gsimclr.loss.ntxent import nt_xent
+from gsimclr.loss import build_criterion
+from gsimclr.methods import METHODS
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.runtime import autocast, maybe_compile, resolve_device, seed_epoch, seed_everything
 from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler
@@ -75,6 +76,7 @@ def place_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: World):
+    """Guided batches for pseudo labels when ``--guidance`` asks for them, else plain shuffling."""
     try:
         if pseudo_labels is not None and cfg.guidance in ("batches", "both"):
             return GuidedBatchSampler(pseudo_labels, cfg.batch_size, cfg.seed, cfg.sampler_tail, world.rank, world.size)
@@ -83,18 +85,23 @@ def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: W
         raise UserError(f"--batch-size: {exc}") from None
 
 
-def contrastive_loss(model, views: torch.Tensor, temperature: float, labels: torch.Tensor | None) -> torch.Tensor:
-    """One forward pass over all views (V, N, C, H, W) stacked into one batch, then NT-Xent."""
-    n_views, n = views.shape[:2]
-    z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
-    return nt_xent(z.view(n_views, n, -1), temperature, labels)
+def make_loss_fn(criterion):
+    """``loss_fn(model, views, labels)``: one forward pass over all views (V, N, C, H, W) stacked into
+    one batch, then the criterion (built once, :func:`gsimclr.loss.build_criterion`) on (V, N, D)."""
+
+    def contrastive_loss(model, views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        n_views, n = views.shape[:2]
+        z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        return criterion(z.view(n_views, n, -1), pseudo_labels=labels)
+
+    return contrastive_loss
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, loss_fn, views: torch.Tensor, cfg: Config,
                device: torch.device, labels: torch.Tensor | None = None) -> torch.Tensor:
     """One optimisation step on prepared views; returns the loss as a device tensor (no host sync)."""
     with autocast(device, cfg.precision):
-        loss = loss_fn(model, views, cfg.temperature, labels)
+        loss = loss_fn(model, views, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -119,116 +126,168 @@ def monitor_knn(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageDa
                         cfg.knn_k, cfg.knn_temperature, device)
 
 
+class Pretrainer:
+    """One pretraining run in three parts: set-up (``__init__``: model, optimizer, resume, sampler,
+    schedule, views, criterion, logger), one epoch (:meth:`train_epoch` -> its metrics record) and the
+    stopping policy (:meth:`should_stop`); :meth:`run` strings them together and :meth:`finish` writes
+    the final checkpoint. Extensions hook in at these seams: ``self.sampler`` (which batches),
+    ``self.loss_labels`` (the per-image labels the criterion sees), ``epoch_hooks`` (functions
+    ``hook(trainer, epoch, record)`` called after every epoch, e.g. to re-cluster or log diagnostics).
+
+    ``device`` is resolved once by the caller and passed down."""
+
+    def __init__(self, cfg: Config, data: ImageData, out_dir: str | Path, device: torch.device,
+                 pseudo_labels: np.ndarray | None = None, resume: bool = False, method: str = "simclr",
+                 monitor: tuple[ImageData, ImageData] | None = None):
+        self.cfg, self.data, self.out_dir, self.device = cfg, data, Path(out_dir), device
+        self.method = METHODS.get(method)
+        self.world = world = current_world()
+        self.monitor = monitor
+        self.pseudo_labels = pseudo_labels if self.method.guided else None
+        self.epoch_hooks: list = []
+        seed_everything(cfg.seed)
+        # channels_last: faster on GPUs, and 1.75x faster on this 2-core CPU too (paper ResNet, batch 256, 32 px)
+        self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.ckpt = self.out_dir / CHECKPOINT
+        self.start_epoch = self._resume() if resume else 0
+        if not same_on_all_ranks(self.start_epoch, device):
+            raise UserError(f"--resume: the processes found different checkpoints in {self.out_dir}; "
+                            "the run folder must be on a file system shared by every node")
+        self.train_model, self.restore_batch_norm = self.model, None
+        if world.distributed:
+            # Checkpoints hold `model`, never the DDP wrapper, so their keys have no "module." prefix and
+            # they resume with any number of processes. SyncBatchNorm needs GPUs (torch raises on CPU tensors).
+            if cfg.sync_batch_norm and device.type == "cuda":
+                self.restore_batch_norm = convert_sync_batch_norm(self.model)
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.sampler = make_sampler(cfg, len(data), self.pseudo_labels, world)
+        self.steps_per_epoch = len(self.sampler)
+        self.schedule = lr_multiplier(cfg.schedule, cfg.epochs * self.steps_per_epoch,
+                                      round(cfg.warmup_epochs * self.steps_per_epoch),
+                                      round(cfg.restart_epochs * self.steps_per_epoch))
+        self.make_views = make_views_fn(cfg, device)
+        self.images = place_images(data.images, device)
+        self.loss_labels = None
+        if self.pseudo_labels is not None and cfg.guidance in ("mask", "both"):
+            self.loss_labels = torch.from_numpy(np.asarray(self.pseudo_labels, dtype=np.int64)).to(device)
+        self.criterion = build_criterion(cfg)
+        self.loss_fn = maybe_compile(make_loss_fn(self.criterion), device, cfg.compile)
+        self.log = RunLogger(self.out_dir, tensorboard=world.is_main, resume=resume) if world.is_main else None
+        if self.log and resume:
+            self.log.truncate(self.start_epoch)
+        self.train_time = self.log.records[-1].get("train_s", 0.0) if self.log and self.log.records else 0.0
+        self.done = self.start_epoch
+        self._at_chance = 0
+
+    def _resume(self) -> int:
+        if not self.ckpt.exists():
+            return 0
+        meta = read_meta(self.ckpt)
+        if meta.get("fingerprint") not in (None, self.data.fingerprint):
+            raise UserError(f"--resume: {self.ckpt} was trained on other data ({meta.get('fingerprint')})")
+        return int(load_checkpoint(self.ckpt, self.model, self.optimizer)["epoch"])
+
+    def save(self, epoch: int) -> None:
+        save_checkpoint(self.ckpt, self.model, self.optimizer,
+                        {"epoch": epoch, "method": self.method.name, "config": self.cfg.to_dict(),
+                         "fingerprint": self.data.fingerprint, "images": len(self.data)})
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Train one epoch (0-based) and return its metrics record (also logged on rank 0)."""
+        cfg, device, world = self.cfg, self.device, self.world
+        self.train_model.train()
+        self.sampler.set_epoch(epoch)
+        seed_epoch(cfg.seed, epoch, world.rank)
+        total = torch.zeros((), device=device)
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(self.sampler, desc=f"{self.method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=None if world.is_main else True)
+        for i, idx in enumerate(bar):
+            step = epoch * self.steps_per_epoch + i
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * self.schedule(step)
+            index = torch.from_numpy(idx).to(self.images.device, non_blocking=True)
+            batch = self.images[index].to(device, non_blocking=True)
+            labels = self.loss_labels[index.to(device, non_blocking=True)] if self.loss_labels is not None else None
+            total += train_step(self.train_model, self.optimizer, self.loss_fn, self.make_views(batch), cfg, device,
+                                labels) * len(idx)
+            seen += len(idx)
+        # the epoch's one host synchronisation; over every process, so all of them log and check the same mean
+        loss_sum, seen = all_sum([float(total), seen], device) if world.distributed else (float(total), seen)
+        mean_loss = loss_sum / max(seen, 1)
+        elapsed = time.perf_counter() - t0
+        self.train_time += elapsed
+        record = {"epoch": epoch + 1, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                  "images_per_s": seen / elapsed, "epoch_s": elapsed, "train_s": self.train_time}
+        if isinstance(self.sampler, GuidedBatchSampler):
+            record["relaxed_images"] = self.sampler.relaxed_images
+        if self.monitor is not None and cfg.monitor_every and (epoch + 1) % cfg.monitor_every == 0:
+            record["knn"] = monitor_knn(cfg, self.model, *self.monitor, device)
+        for hook in self.epoch_hooks:
+            hook(self, epoch, record)
+        self._check_loss(epoch, mean_loss)
+        return record
+
+    def _check_loss(self, epoch: int, mean_loss: float) -> None:
+        if not np.isfinite(mean_loss):
+            raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
+        # collapsed embeddings give exactly the chance loss; an untrained network only hovers near it
+        at_chance = abs(mean_loss - chance_loss(self.cfg.batch_size, len(self.data))) < 1e-3
+        self._at_chance = self._at_chance + 1 if at_chance else 0
+        if self._at_chance == 2 and self.world.is_main:
+            warnings.warn(f"{self.method.name} epoch {epoch + 1}: the loss ({mean_loss:.3f}) is at its chance level, "
+                          "the embeddings have collapsed; lower --lr", stacklevel=1)
+
+    def should_stop(self, epoch_s: float, started: float, stop_after: int | None, max_minutes: float | None) -> bool:
+        """Stop this call early (with a checkpoint) after ``stop_after`` epochs of this call, or when one
+        more epoch would end past ``max_minutes`` (decided on rank 0's clock for every rank)."""
+        stopping = bool(stop_after) and self.done - self.start_epoch >= stop_after
+        if max_minutes:
+            over = time.perf_counter() - started + epoch_s > max_minutes * 60
+            stopping = stopping or bool(from_main(over))
+        return stopping and self.done < self.cfg.epochs
+
+    def run(self, stop_after: int | None = None, max_minutes: float | None = None) -> SimCLRModel:
+        started = time.perf_counter()
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            record = self.train_epoch(epoch)
+            self.done = epoch + 1
+            stopping = self.should_stop(record["epoch_s"], started, stop_after, max_minutes)
+            if self.log:
+                self.log.log(record)
+                if (self.cfg.checkpoint_every and self.done % self.cfg.checkpoint_every == 0) or stopping:
+                    self.save(self.done)
+            if stopping:
+                break
+        self.finish()
+        return self.model
+
+    def finish(self) -> None:
+        if self.log:
+            if not self.ckpt.exists() or int(read_meta(self.ckpt).get("epoch", -1)) != self.done:
+                self.save(self.done)
+            self.log.close()
+        if self.restore_batch_norm is not None:
+            self.restore_batch_norm()
+        barrier()  # the other processes return once rank 0 has written its checkpoint and metrics
+
+
 def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
              resume: bool = False, method: str = "simclr", stop_after: int | None = None,
-             max_minutes: float | None = None, monitor: tuple[ImageData, ImageData] | None = None) -> SimCLRModel:
-    """Train a SimCLR model on ``data``; with ``pseudo_labels`` it is G-SimCLR (guided batches and/or
-    false-negative masking, by ``cfg.guidance``). Writes checkpoints and metrics to ``out_dir``.
+             max_minutes: float | None = None, monitor: tuple[ImageData, ImageData] | None = None,
+             device: torch.device | None = None) -> SimCLRModel:
+    """Train a model with ``method`` (a :data:`gsimclr.methods.METHODS` name) on ``data``; a guided
+    method (G-SimCLR) uses ``pseudo_labels`` for its batches and/or loss, by ``cfg.guidance``.
+    Writes checkpoints and metrics to ``out_dir``.
 
     ``stop_after`` ends this call after that many epochs with a checkpoint, so a long run can be cut
     into parts that ``resume=True`` continues to the same result as an uninterrupted run.
     ``max_minutes`` does the same by time: it stops after the last epoch that is expected to end
     within that many minutes of the start of this call. ``monitor`` (labelled train and test data)
     logs the weighted kNN accuracy every ``cfg.monitor_every`` epochs, with the training time so far."""
-    out_dir = Path(out_dir)
-    world = current_world()
-    device = resolve_device(world_device(cfg.device, world))
-    seed_everything(cfg.seed)
-    # channels_last: faster on GPUs, and 1.75x faster on this 2-core CPU too (paper ResNet, batch 256, 32 px)
-    model = build_model(cfg).to(device, memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    start_epoch = 0
-    ckpt = out_dir / CHECKPOINT
-    if resume and ckpt.exists():
-        meta = read_meta(ckpt)
-        if meta.get("fingerprint") not in (None, data.fingerprint):
-            raise UserError(f"--resume: {ckpt} was trained on other data ({meta.get('fingerprint')})")
-        start_epoch = int(load_checkpoint(ckpt, model, optimizer)["epoch"])
-    if not same_on_all_ranks(start_epoch, device):
-        raise UserError(f"--resume: the processes found different checkpoints in {out_dir}; "
-                        "the run folder must be on a file system shared by every node")
-    train_model, restore_batch_norm = model, None
-    if world.distributed:
-        # Checkpoints hold `model`, never the DDP wrapper, so their keys have no "module." prefix and
-        # they resume with any number of processes. SyncBatchNorm needs GPUs (torch raises on CPU tensors).
-        if cfg.sync_batch_norm and device.type == "cuda":
-            restore_batch_norm = convert_sync_batch_norm(model)
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    sampler = make_sampler(cfg, len(data), pseudo_labels, world)
-    steps_per_epoch = len(sampler)
-    schedule = lr_multiplier(cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch),
-                             round(cfg.restart_epochs * steps_per_epoch))
-    make_views = make_views_fn(cfg, device)
-    images = place_images(data.images, device)
-    mask_labels = None
-    if pseudo_labels is not None and cfg.guidance in ("mask", "both"):
-        mask_labels = torch.from_numpy(np.asarray(pseudo_labels, dtype=np.int64)).to(device)
-    loss_fn = maybe_compile(contrastive_loss, device, cfg.compile)
-    log = RunLogger(out_dir, tensorboard=world.is_main, resume=resume) if world.is_main else None
-    if log and resume:
-        log.truncate(start_epoch)
-
-    def save(epoch: int) -> None:
-        save_checkpoint(ckpt, model, optimizer, {"epoch": epoch, "method": method, "config": cfg.to_dict(),
-                                                 "fingerprint": data.fingerprint, "images": len(data)})
-
-    done, started, at_chance = start_epoch, time.perf_counter(), 0
-    train_time = log.records[-1].get("train_s", 0.0) if log and log.records else 0.0
-    for epoch in range(start_epoch, cfg.epochs):
-        train_model.train()
-        sampler.set_epoch(epoch)
-        seed_epoch(cfg.seed, epoch, world.rank)
-        total = torch.zeros((), device=device)
-        seen, t0 = 0, time.perf_counter()
-        bar = tqdm(sampler, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=None if world.is_main else True)
-        for i, idx in enumerate(bar):
-            step = epoch * steps_per_epoch + i
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * schedule(step)
-            index = torch.from_numpy(idx).to(images.device, non_blocking=True)
-            batch = images[index].to(device, non_blocking=True)
-            labels = mask_labels[index.to(device, non_blocking=True)] if mask_labels is not None else None
-            total += train_step(train_model, optimizer, loss_fn, make_views(batch), cfg, device, labels) * len(idx)
-            seen += len(idx)
-        # the epoch's one host synchronisation; over every process, so all of them log and check the same mean
-        loss_sum, seen = all_sum([float(total), seen], device) if world.distributed else (float(total), seen)
-        mean_loss = loss_sum / max(seen, 1)
-        elapsed = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-                  "images_per_s": seen / elapsed, "epoch_s": elapsed}
-        if isinstance(sampler, GuidedBatchSampler):
-            record["relaxed_images"] = sampler.relaxed_images
-        train_time += elapsed
-        record["train_s"] = train_time
-        if monitor is not None and cfg.monitor_every and (epoch + 1) % cfg.monitor_every == 0:
-            record["knn"] = monitor_knn(cfg, model, *monitor, device)
-        if not np.isfinite(mean_loss):
-            raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
-        # collapsed embeddings give exactly the chance loss; an untrained network only hovers near it
-        at_chance = at_chance + 1 if abs(mean_loss - chance_loss(cfg.batch_size, len(data))) < 1e-3 else 0
-        if at_chance == 2 and world.is_main:
-            warnings.warn(f"{method} epoch {epoch + 1}: the loss ({mean_loss:.3f}) is at its chance level, "
-                          "the embeddings have collapsed; lower --lr", stacklevel=1)
-        done = epoch + 1
-        stopping = bool(stop_after) and done - start_epoch >= stop_after
-        if max_minutes:  # would one more epoch end past the limit? (decided on rank 0's clock for every rank)
-            over = time.perf_counter() - started + elapsed > max_minutes * 60
-            stopping = stopping or bool(from_main(over))
-        stopping = stopping and done < cfg.epochs
-        if log:
-            log.log(record)
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or stopping:
-                save(done)
-        if stopping:
-            break
-    if log:
-        if not ckpt.exists() or int(read_meta(ckpt).get("epoch", -1)) != done:
-            save(done)
-        log.close()
-    if restore_batch_norm is not None:
-        restore_batch_norm()
-    barrier()  # the other processes return once rank 0 has written its checkpoint and metrics
-    return model
+    if device is None:
+        device = resolve_device(world_device(cfg.device, current_world()))
+    trainer = Pretrainer(cfg, data, out_dir, device, pseudo_labels, resume, method, monitor)
+    return trainer.run(stop_after, max_minutes)

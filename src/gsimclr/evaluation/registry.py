@@ -1,0 +1,54 @@
+"""The evaluations of a pretrained encoder, one :class:`Evaluation` each in :data:`EVALUATIONS`.
+
+The pipeline runs every registered evaluation after pretraining (``eval.json`` holds one key per
+evaluation), the CLI gives each one a subcommand taking only its own option sections, and the report
+asks each one for its table rows. Adding an evaluation is its own module with a ``run(ctx)``
+function and one registration in :mod:`gsimclr.evaluation`::
+
+    EVALUATIONS.register("centroid", Evaluation(
+        name="centroid", command="centroid-eval", help="nearest class centroid on P3", sections=("knn",),
+        run="gsimclr.evaluation.centroid:run_centroid",
+        rows=lambda value, results: [("centroid", "Nearest centroid", value)]))
+
+``run`` is the function or its ``"module:function"`` name, imported when the evaluation runs, so
+that the registry (and the CLI that reads it) loads without PyTorch and a bad option fails at once.
+It gets an :class:`gsimclr.evaluation.context.EvalContext` and returns a JSON-serialisable result.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gsimclr.registry import Registry
+
+Rows = Callable[[Any, dict], list[tuple[str, str, "float | None"]]]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    name: str                                   # the key in eval.json and results.json
+    command: str                                # its CLI subcommand
+    help: str
+    sections: tuple[str, ...]                   # the option sections it reads (besides data and execution)
+    run: str | Callable[[Any], Any]             # run(ctx) -> result, or its "module:function" name
+    rows: Rows                                  # (key, row title, value) for the results table
+
+    def __call__(self, ctx: Any) -> Any:
+        fn = self.run
+        if isinstance(fn, str):
+            module, _, attr = fn.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+        return fn(ctx)
+
+
+EVALUATIONS: Registry = Registry("evaluation")
+
+
+def table_rows(results: dict[str, Any], method_results: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """Every evaluation's rows for one method's results (missing evaluations give empty cells)."""
+    rows = []
+    for ev in EVALUATIONS.values():
+        rows += ev.rows(method_results.get(ev.name), results)
+    return rows
