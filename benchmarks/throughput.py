@@ -158,7 +158,7 @@ class GsimclrPipeline(Pipeline):
     def __init__(self, cfg, device, images: np.ndarray):
         super().__init__(cfg, device)
         from gsimclr.runtime import maybe_compile, seed_epoch
-        from gsimclr.sampler import RandomBatchSampler
+        from gsimclr.guidance.samplers import RandomBatchSampler
         from gsimclr.training.optim import build_optimizer
         from gsimclr.training.pretrain import build_model, contrastive_loss, make_views_fn, place_images, train_step
 

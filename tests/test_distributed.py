@@ -263,7 +263,7 @@ def _pretrain_setup(epochs: int):
     from gsimclr.data.sources import load_split
 
     cfg = load_config("digits-quick", {"epochs": epochs, "batch_size": 64, "device": "cpu", "head_dims": [32, 16],
-                                       "warmup_epochs": 0, "guidance": "both"})
+                                       "warmup_epochs": 0, "guidance": "mask"})
     data = load_split("digits", image_size=16).subset(np.arange(SUBSET))
     return cfg, data, data.labels  # the true digit labels stand in for pseudo labels
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gsimclr.errors import UserError
 from gsimclr.guidance.diagnostics import random_pairs, same_label_pairs, spread_floor_pairs
 from gsimclr.guidance.samplers import (SAMPLERS, GreedyBatchSampler, PaperBatchSampler, RandomBatchSampler,
                                        SpreadBatchSampler, make_batch_sampler)
@@ -176,7 +177,7 @@ def test_random_sampler_factory_and_errors():
         RandomBatchSampler(3, 4)
     with pytest.raises(ValueError):
         GreedyBatchSampler([0, 1], 2, tail="bogus")
-    with pytest.raises(ValueError, match="unknown sampler"):
+    with pytest.raises(UserError, match="unknown sampler 'bogus'; choose one of spread, random, paper, greedy"):
         make_batch_sampler("bogus", 10, 2)
     assert isinstance(make_batch_sampler("spread", 10, 2), RandomBatchSampler)       # no labels: SimCLR
     assert isinstance(make_batch_sampler("spread", 10, 2, np.arange(10) % 3), SpreadBatchSampler)

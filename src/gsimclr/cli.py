@@ -37,7 +37,7 @@ class Command:
 _EVERY_SECTION = tuple(SECTIONS)
 COMMANDS: dict[str, Command] = {
     "run": Command("pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation and the table", _EVERY_SECTION),
-    "pseudo-label": Command("train the denoising autoencoder and cluster its codes into pseudo labels",
+    "pseudo-label": Command("pseudo labels before pretraining: the denoising autoencoder and k-means, or file:PATH",
                             ("data", "pseudo_labels", "execution", "report"), ("batch_size",)),
     "pretrain": Command("contrastive pretraining (SimCLR, or G-SimCLR with pseudo labels)",
                         ("data", "model", "augment", "pretrain", "guidance", "pseudo_labels", "knn", "execution", "report")),
@@ -113,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                                help=f"comma-separated methods to pretrain and evaluate ({', '.join(methods)})")
         if name == "pretrain":
             stage.add_argument("--method", default=methods[0], choices=methods)
-            stage.add_argument("--pseudo-labels", help="pseudo_labels.npy or a run folder (default: computed in --out)")
         if name in EVAL_COMMANDS or name == "embed":
             stage.add_argument("--checkpoint", help="a checkpoint file or stage folder (default: --out/<method>)")
             stage.add_argument("--method", default=methods[0], choices=methods)
@@ -225,19 +224,17 @@ def cmd_pseudo_label(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from gsimclr.distributed import close_world
-    from gsimclr.pipeline import load_data, shared_pseudo_labels, stage_pretrain, stage_results, write_run_info
-    from gsimclr.pseudo_labels import load_pseudo_labels
+    from gsimclr.pipeline import (load_data, pseudo_labels_before_pretraining, shared_pseudo_labels, stage_pretrain,
+                                  stage_results, write_run_info)
 
     cfg = _config(args)
     world = _start_world(cfg)
     run_dir = _run_dir(args)
     train, test = load_data(cfg)
     pseudo = None
-    if METHODS[args.method].guided:
-        if args.pseudo_labels:
-            pseudo = load_pseudo_labels(args.pseudo_labels, len(train))
-        else:
-            pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
+    if METHODS[args.method].guided and pseudo_labels_before_pretraining(cfg):
+        # computed in --out/pseudo_labels (autoencoder, file:PATH), or reused from there
+        pseudo = shared_pseudo_labels(cfg, train, run_dir, resume=True)["labels"]
     if world.is_main:
         write_run_info(run_dir, cfg)
     monitor = (train, test) if cfg.monitor_every and train.has_labels and test is not None and test.has_labels else None

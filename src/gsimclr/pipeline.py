@@ -37,7 +37,10 @@ from gsimclr.io import write_json, write_text
 from gsimclr.models.registry import create_backbone
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
-from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
+from gsimclr.guidance.autoencoder import AutoencoderOptions
+from gsimclr.guidance.diagnostics import PAIR_KEYS
+from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
+                                      save_pseudo_labels)
 from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.runtime import resolve_device
@@ -97,15 +100,31 @@ def _device_name(cfg: Config) -> str:
 
 
 def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """The pseudo labels of ``--pseudo-labels`` computed before pretraining (autoencoder, file:PATH) in
+    ``run_dir/pseudo_labels``; ``encoder`` ones are made during pretraining (UserError here)."""
+    source, path = parse_source(cfg.pseudo_labels)
+    if source == "encoder":
+        raise UserError("--pseudo-labels encoder: the labels are computed during G-SimCLR pretraining")
     out = run_dir / "pseudo_labels"
     if resume and (out / "pseudo_labels.npy").exists() and (out / "pseudo_labels.json").exists():
         return {"labels": load_pseudo_labels(out, len(train)), **json.loads((out / "pseudo_labels.json").read_text())}
     if cfg.n_clusters > len(train):
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
-    result = make_pseudo_labels(cfg, train, out)
-    colour = train.labels if train.has_labels else result.labels
-    plot_tsne(result.features, colour, out / "tsne_autoencoder.png", "autoencoder features", cfg.tsne_points, cfg.seed)
+    if source == "file":
+        result = file_pseudo_labels(path, len(train), cfg.n_clusters, cfg.seed, train.labels if train.has_labels else None,
+                                    resolve_device(cfg.device))
+        save_pseudo_labels(out, result)
+    else:
+        result = autoencoder_pseudo_labels(train, cfg.n_clusters, AutoencoderOptions.from_config(cfg), out)
+    if result.features is not None and cfg.tsne_points:
+        colour = train.labels if train.has_labels else result.labels
+        plot_tsne(result.features, colour, out / f"tsne_{source}.png", f"{source} features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
+
+
+def pseudo_labels_before_pretraining(cfg: Config) -> bool:
+    """Whether ``--pseudo-labels`` are made before pretraining (not ``encoder``, made during it)."""
+    return parse_source(cfg.pseudo_labels)[0] != "encoder"
 
 
 def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -132,7 +151,8 @@ def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path, method: str, ps
     if ckpt.exists() and not resume:
         raise UserError(f"{ckpt} exists; pass --resume to continue that run or choose another --out")
     t0 = time.perf_counter()
-    model = pretrain(cfg, train, out, pseudo if METHODS.get(method).guided else None, resume=resume, method=method,
+    # an unguided method only reports the pseudo labels' pairs in its batches (diagnostics)
+    model = pretrain(cfg, train, out, pseudo, resume=resume, method=method,
                      stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
     if current_world().is_main:  # in a multi-process run only rank 0 writes
         _write_timing(out, time.perf_counter() - t0)
@@ -187,7 +207,8 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> float:
 
 
 def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
-    """Training summary of a pretraining stage: epochs, time, throughput, final loss."""
+    """Training summary of a pretraining stage: epochs, time, throughput, final loss, the false-negative
+    diagnostics' means over the epochs that have them, and the last re-clustering's scores."""
     out = run_dir / method
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
@@ -195,6 +216,12 @@ def stage_results(run_dir: Path, method: str) -> dict[str, Any]:
     if records:
         summary["final_loss"] = records[-1]["loss"]
         summary["images_per_s"] = float(np.median([r["images_per_s"] for r in records]))
+    for key in PAIR_KEYS:
+        values = [r[key] for r in records if key in r]
+        if values:
+            summary[key] = float(np.mean(values))
+    if (out / "pseudo_labels.json").exists():  # encoder pseudo labels: the latest clustering
+        summary["pseudo_labels"] = json.loads((out / "pseudo_labels.json").read_text())
     return summary
 
 
@@ -212,9 +239,33 @@ def plot_run_curves(run_dir: Path) -> None:
                 knn[name] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
     if losses:
         plot_curves(losses, run_dir / "loss_curves.png", "NT-Xent loss", "pretraining loss")
+    plot_false_negatives(run_dir)
     if knn:
         plot_curves(knn, run_dir / "knn_curves.png", "kNN top-1 %", "kNN accuracy during pretraining",
                     xlabel="training time (s)")
+
+
+def plot_false_negatives(run_dir: Path) -> None:
+    """false_negatives.png: same-class pairs per batch by epoch for every method (and, under loss-side
+    guidance, those left as negatives), beside the random-shuffling expectation and the floor."""
+    curves, references = {}, {}
+    for method in METHODS:
+        path = run_dir / method / "metrics.jsonl"
+        if not path.exists():
+            continue
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        recs = [r for r in recs if "class_pairs_per_batch" in r]
+        if not recs:
+            continue
+        epochs = [r["epoch"] for r in recs]
+        curves[f"{title(method)}: in batches"] = (epochs, [r["class_pairs_per_batch"] for r in recs])
+        if any(r["class_pairs_in_loss"] != r["class_pairs_per_batch"] for r in recs):
+            curves[f"{title(method)}: negatives in the loss"] = (epochs, [r["class_pairs_in_loss"] for r in recs])
+        references.setdefault("random shuffling", recs[0]["class_pairs_random"])
+        references.setdefault("floor (spread by class)", recs[0]["class_pairs_floor"])
+    if curves:
+        plot_curves(curves, run_dir / "false_negatives.png", "same-class pairs per batch",
+                    "false negatives in the batches", references=references)
 
 
 def trained_epochs(run_dir: Path, method: str) -> int:
@@ -243,13 +294,13 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
     results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction, "methods": {}}
     pseudo = None
-    if any(METHODS[m].guided for m in methods):
+    if any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg):
         t0 = time.perf_counter()
         pl = shared_pseudo_labels(cfg, train, run_dir, resume)
         pseudo = pl.pop("labels")
         results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
         scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
-        log(f"pseudo labels: k={pl['k']}{scores}")
+        log(f"pseudo labels ({cfg.pseudo_labels}): k={pl['k']}{scores}")
     evaluable = train.has_labels and test is not None and test.has_labels
     for method in methods:
         out = run_dir / method
@@ -269,6 +320,8 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
             continue
         summary = stage_results(run_dir, method)
         log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
+        if "pseudo_labels" in summary and "pseudo_labels" not in results:  # encoder pseudo labels
+            results["pseudo_labels"] = summary["pseudo_labels"]
         if evaluable:
             summary.update(evaluate_encoder(cfg, model, train, test, out=out))
         write_json(eval_path, summary)

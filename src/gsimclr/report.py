@@ -77,7 +77,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     out = []
     pl = results.get("pseudo_labels") or {}
     if "nmi" in pl:
-        out.append(f"Pseudo labels: k={pl['k']}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f} against the true labels.")
+        source = f" ({pl['source']}" + (f", after epoch {pl['epoch']})" if "epoch" in pl else ")") if "source" in pl else ""
+        out.append(f"Pseudo labels{source}: k={pl['k']}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f} against the true labels.")
     for m, r in results.get("methods", {}).items():
         if "pretrain_s" in r:
             out.append(f"{title(m)} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "

@@ -45,6 +45,13 @@ class AutoencoderOptions:
     precision: str = "auto"
     seed: int = 0
 
+    @classmethod
+    def from_config(cls, cfg) -> "AutoencoderOptions":
+        """The options of a run's :class:`gsimclr.config.Config` (its ``ae_*`` fields)."""
+        return cls(model=cfg.ae_model, epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, lr=cfg.ae_lr,
+                   noise=cfg.ae_noise, patience=cfg.ae_patience, image_size=cfg.image_size, device=cfg.device,
+                   precision=cfg.precision, seed=cfg.seed)
+
 
 def _batches(n: int, size: int, rng: np.random.Generator | None = None):
     order = rng.permutation(n) if rng is not None else np.arange(n)

@@ -30,8 +30,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
 from gsimclr.guidance.samplers import even_pairs, short_batch_quota
 
 
@@ -116,6 +114,8 @@ def epoch_pair_stats(batches: Sequence[np.ndarray], pseudo_labels: np.ndarray | 
 
 def cluster_scores(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """NMI and ARI of pseudo labels against true labels."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     return {"nmi": float(normalized_mutual_info_score(truth, pseudo)),
             "ari": float(adjusted_rand_score(truth, pseudo))}
 

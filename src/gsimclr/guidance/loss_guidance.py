@@ -11,8 +11,10 @@ Example:
     ['attract', 'mask', 'none']
 """
 
-GUIDANCE = {
-    "none": "same-pseudo-label candidates stay negatives",
-    "mask": "drop same-pseudo-label candidates from the denominator",
-    "attract": "count same-pseudo-label candidates as extra positives (FNC attraction)",
-}
+from gsimclr.registry import Registry
+
+#: name -> what it does (``--guidance``)
+GUIDANCE: Registry = Registry("loss-side guidance")
+GUIDANCE.register("none", "same-pseudo-label candidates stay negatives")
+GUIDANCE.register("mask", "drop same-pseudo-label candidates from the denominator")
+GUIDANCE.register("attract", "count same-pseudo-label candidates as extra positives (FNC attraction)")

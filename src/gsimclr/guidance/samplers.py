@@ -34,6 +34,8 @@ the current epoch (computed once per epoch and cached) for the diagnostics.
 
 Example:
     >>> import numpy as np
+
+from gsimclr.registry import Registry
     >>> labels = np.repeat(np.arange(4), 3)          # 4 clusters of 3 images
     >>> sampler = SpreadBatchSampler(labels, batch_size=4, seed=0)
     >>> [sorted(labels[b].tolist()) for b in sampler]
@@ -44,7 +46,10 @@ from __future__ import annotations
 
 import heapq
 import math
+
 import numpy as np
+
+from gsimclr.registry import Registry
 
 
 class EpochBatches:
@@ -276,18 +281,17 @@ class GreedyBatchSampler(LabelledBatches):
         return picks if filled == size else None
 
 
-#: name -> sampler class; ``random`` needs no labels, the others batch by (pseudo) labels.
-SAMPLERS: dict[str, type[EpochBatches]] = {cls.name: cls for cls in (
-    RandomBatchSampler, PaperBatchSampler, SpreadBatchSampler, GreedyBatchSampler)}
+#: name -> sampler class (``--sampler``); ``random`` needs no labels, the others batch by (pseudo) labels.
+SAMPLERS: Registry = Registry("sampler")
+for _cls in (SpreadBatchSampler, RandomBatchSampler, PaperBatchSampler, GreedyBatchSampler):
+    SAMPLERS.register(_cls.name, _cls)
 
 
 def make_batch_sampler(name: str, n: int, batch_size: int, labels=None, seed: int = 0, rank: int = 0,
                        world_size: int = 1, **options) -> EpochBatches:
     """The sampler ``name`` over ``n`` images; one that batches by labels falls back to ``random``
     when ``labels`` is None (SimCLR has no pseudo labels). Raises ValueError for impossible sizes."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
-    cls = SAMPLERS[name]
+    cls = SAMPLERS.get(name)
     if cls is RandomBatchSampler or labels is None:
         return RandomBatchSampler(n, batch_size, seed, rank, world_size)
     if len(labels) != n:

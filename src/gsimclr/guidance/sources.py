@@ -20,22 +20,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from gsimclr.data.dataset import ImageData
+import numpy as np
+
 from gsimclr.errors import UserError
-from gsimclr.guidance.autoencoder import AutoencoderOptions, encode, train_autoencoder
 from gsimclr.guidance.diagnostics import cluster_scores
-from gsimclr.guidance.kmeans import kmeans
 from gsimclr.io import save_npy, write_json
+from gsimclr.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that checking the option stays light
+    import torch
+
+    from gsimclr.data.dataset import ImageData
+    from gsimclr.guidance.autoencoder import AutoencoderOptions
 
 #: the sources ``--pseudo-labels`` accepts (``file`` is written ``file:PATH``)
-SOURCES = {
-    "autoencoder": "k-means on a denoising autoencoder's features (the paper)",
-    "encoder": "k-means on the contrastive encoder's features, refreshed during training",
-    "file": "file:PATH, labels (.npy) or embeddings (.npy, .parquet) to cluster",
-}
+SOURCES: Registry = Registry("pseudo-label source")
+SOURCES.register("autoencoder", "k-means on a denoising autoencoder's features (the paper)")
+SOURCES.register("encoder", "k-means on the contrastive encoder's features, refreshed during training")
+SOURCES.register("file", "file:PATH, labels (.npy) or embeddings (.npy, .parquet) to cluster")
 
 
 @dataclass
@@ -45,11 +49,20 @@ class PseudoLabels:
     metrics: dict = field(default_factory=dict)
 
 
-def parse_source(spec: str) -> tuple[str, str | None]:
-    """``(name, path)`` of a ``--pseudo-labels`` value; UserError for an unknown one."""
+def source_problem(spec: str) -> str | None:
+    """What is wrong with a ``--pseudo-labels`` value (None: nothing); the option's check."""
     name, _, path = spec.partition(":")
     if name not in SOURCES or (name == "file") != bool(path):
-        raise UserError(f"--pseudo-labels must be autoencoder, encoder or file:PATH, got {spec!r}")
+        return f"--pseudo-labels must be autoencoder, encoder or file:PATH, got {spec!r}"
+    return None
+
+
+def parse_source(spec: str) -> tuple[str, str | None]:
+    """``(name, path)`` of a ``--pseudo-labels`` value; UserError for an unknown one."""
+    problem = source_problem(spec)
+    if problem:
+        raise UserError(problem)
+    name, _, path = spec.partition(":")
     return name, path or None
 
 
@@ -71,6 +84,8 @@ def _check_k(k: int, n: int) -> None:
 def cluster_features(features: np.ndarray, k: int, seed: int = 0, normalize: bool = False,
                      device: str | torch.device | None = None) -> np.ndarray:
     """k-means labels of ``features`` (optionally L2-normalised first: cosine geometry)."""
+    from gsimclr.guidance.kmeans import kmeans
+
     features = np.asarray(features, dtype=np.float32)
     _check_k(k, len(features))
     if normalize:
@@ -83,6 +98,7 @@ def autoencoder_pseudo_labels(data: ImageData, k: int, opts: AutoencoderOptions,
     """The paper's pseudo labels; with ``out_dir``, writes autoencoder.safetensors, pseudo_labels.npy
     and pseudo_labels.json (the labels' description) there."""
     from gsimclr.checkpoint import save_checkpoint
+    from gsimclr.guidance.autoencoder import encode, train_autoencoder
 
     _check_k(k, len(data))
     ae = train_autoencoder(data, opts, out_dir)
