@@ -9,6 +9,11 @@ Pseudo-label sources, each at k = 64 and 512 (NMI and ARI against the true class
 * **re-clustered during training**: the same after every epoch of that run (what ``--pseudo-labels
   encoder`` with ``--recluster-every 1`` sees at each refresh).
 
+Then G-SimCLR itself with ``--pseudo-labels encoder`` (warm-up 1 epoch, re-clustered every epoch,
+``--sampler spread``, ``--guidance mask``, same encoder recipe), at k = 64 and 512: each refresh's
+NMI/ARI and the epoch's diagnostics from its metrics.jsonl, including ``class_pairs_in_loss`` (the
+same-class pairs the loss still treats as negatives after masking).
+
 For each labelling and batch size (64 and 512) and each sampler (random, paper, spread, greedy), the
 mean number of same-class pairs per batch (``class_pairs_per_batch``, over ``--sampler-epochs``
 epochs; ``paper`` repeats one epoch) and same-pseudo-label pairs, beside the two references: the
@@ -97,7 +102,6 @@ def autoencoder_features(args, work: Path) -> tuple[np.ndarray, float]:
 
 def encoder_features(args, work: Path) -> tuple[list[np.ndarray], float]:
     """Backbone features after each epoch of a short SimCLR run (pretrained one epoch per call)."""
-    from gsimclr.config import load_config
     from gsimclr.evaluation.features import extract_features
     from gsimclr.training.pretrain import pretrain
 
@@ -105,10 +109,7 @@ def encoder_features(args, work: Path) -> tuple[list[np.ndarray], float]:
     t0 = time.perf_counter()
     if not all(p.exists() for p in paths):
         data = subset(load_split(args.data, "train", image_size=args.encoder_size), args.train_limit, args.seed)
-        cfg = load_config("digits-quick", {"image_size": args.encoder_size, "epochs": args.encoder_epochs,
-                                           "batch_size": args.encoder_batch, "device": args.device,
-                                           "precision": "fp32", "compile": "off", "seed": args.seed,
-                                           "warmup_epochs": 0})
+        cfg = encoder_cfg(args)
         for epoch, path in enumerate(paths, 1):
             if path.exists():
                 continue
@@ -116,6 +117,34 @@ def encoder_features(args, work: Path) -> tuple[list[np.ndarray], float]:
             device = torch.device(args.device)
             save_npy(path, extract_features(model.to(device), data, args.encoder_size, device, precision="fp32")["P3"].numpy())
     return [np.load(p) for p in paths], time.perf_counter() - t0
+
+
+def encoder_cfg(args, **extra):
+    from gsimclr.config import load_config
+
+    return load_config("digits-quick", {"image_size": args.encoder_size, "epochs": args.encoder_epochs,
+                                        "batch_size": args.encoder_batch, "device": args.device, "precision": "fp32",
+                                        "compile": "off", "seed": args.seed, "warmup_epochs": 0, **extra})
+
+
+def guided_encoder_runs(args, work: Path) -> tuple[list[dict], float]:
+    """G-SimCLR with encoder pseudo labels re-clustered every epoch: its per-epoch records."""
+    from gsimclr.training.pretrain import pretrain
+
+    t0 = time.perf_counter()
+    rows = []
+    data = None
+    for k in KS:
+        out = work / f"gsimclr-encoder-k{k}"
+        cfg = encoder_cfg(args, pseudo_labels="encoder", recluster_warmup=1, recluster_every=1, k=k,
+                          sampler="spread", guidance="mask")
+        if not (out / "metrics.jsonl").exists() or len((out / "metrics.jsonl").read_text().splitlines()) < cfg.epochs:
+            if data is None:
+                data = subset(load_split(args.data, "train", image_size=args.encoder_size), args.train_limit, args.seed)
+            pretrain(cfg, data, out, method="gsimclr", resume=True)
+        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        rows.append({"k": k, "records": records})
+    return rows, time.perf_counter() - t0
 
 
 def sampler_rows(labels: np.ndarray, classes: np.ndarray, seed: int, epochs: int) -> dict:
@@ -163,7 +192,22 @@ def markdown(result: dict) -> str:
         cells = [f"{row['samplers'][f'{s}@{b}']['class_pairs_per_batch']:.1f} "
                  f"({row['samplers'][f'{s}@{b}']['pseudo_pairs_per_batch']:.1f})" for b in BATCHES for s in SAMPLERS]
         lines.append(f"| {row['source']} | {row['k']} | {row['nmi']:.3f} | {row['ari']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", "Timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items()) + "."]
+    lines += ["", f"G-SimCLR with `--pseudo-labels encoder` (warm-up 1 epoch, re-clustered after every epoch, "
+              f"`--sampler spread --guidance mask`, batch {meta['encoder_batch']}, the encoder recipe above): per "
+              "epoch, the NMI/ARI of the clustering made after it, and the diagnostics of the batches it trained on "
+              "(the first epoch trains as SimCLR).", "",
+              "| k | epoch | NMI | ARI | same-class pairs / batch | left as negatives | same-pseudo-label pairs | "
+              "random | floor |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in result["guided_encoder"]:
+        for r in run["records"]:
+            nmi = f"{r['pseudo_nmi']:.3f}" if "pseudo_nmi" in r else ""
+            ari = f"{r['pseudo_ari']:.3f}" if "pseudo_ari" in r else ""
+            pseudo = f"{r['pseudo_pairs_per_batch']:.1f}" if "pseudo_pairs_per_batch" in r else ""
+            lines.append(f"| {run['k']} | {r['epoch']} | {nmi} | {ari} | {r['class_pairs_per_batch']:.1f} | "
+                         f"{r['class_pairs_in_loss']:.1f} | {pseudo} | {r['class_pairs_random']:.1f} | "
+                         f"{r['class_pairs_floor']:.1f} |")
+    lines += ["", "Timings of this invocation: " + ", ".join(
+        f"{k} {v:.0f} s" if v >= 1 else f"{k} reused from --work" for k, v in result["seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -188,6 +232,7 @@ def main(argv=None) -> int:
             rows.append({"source": name, **info, "samplers": sampler_rows(labels, classes, args.seed, args.sampler_epochs)})
             print(f"{name} k={k}: NMI {info['nmi']:.3f} ARI {info['ari']:.3f}", flush=True)
     seconds["k-means and samplers"] = time.perf_counter() - t0
+    guided, seconds["G-SimCLR encoder runs"] = guided_encoder_runs(args, work)
     device = "cpu" if args.device == "cpu" else torch.cuda.get_device_name(0)
     result = {"meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        "command": "python " + " ".join(["benchmarks/guidance.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -197,7 +242,9 @@ def main(argv=None) -> int:
                        "seed": args.seed, "ae_epochs": args.ae_epochs, "encoder_epochs": args.encoder_epochs,
                        "encoder_size": args.encoder_size, "encoder_batch": args.encoder_batch,
                        "sampler_epochs": args.sampler_epochs},
-              "references": {str(b): v for b, v in references(classes).items()}, "rows": rows, "seconds": seconds}
+              "references": {str(b): v for b, v in references(classes).items()}, "rows": rows,
+              "guided_encoder": [{"k": g["k"], "records": [{key: r[key] for key in r if key != "time"} for r in g["records"]]}
+                                 for g in guided], "seconds": seconds}
     stem = out / f"guidance-{'cpu' if args.device == 'cpu' else 'cuda'}"
     write_json(stem.with_suffix(".json"), result)
     table = markdown(result)

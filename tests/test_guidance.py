@@ -139,3 +139,13 @@ def test_recluster_schedule():
     assert ReclusterSchedule(every=1, warmup=0).due(0)
     with pytest.raises(ValueError):
         ReclusterSchedule(every=0)
+
+
+def test_old_guidance_values_are_read_as_their_present_meaning():
+    from gsimclr.config import config_from_dict, load_config
+
+    assert load_config(None, {"guidance": "both"}).guidance == "mask"          # guided batches + masking
+    assert load_config(None, {"guidance": "batches"}).guidance == "none"       # batches alone: --sampler
+    assert config_from_dict({"guidance": "batches"}).guidance == "none"        # a checkpoint of an older run
+    with pytest.raises(UserError, match="--guidance must be one of none, mask, attract"):
+        load_config(None, {"guidance": "pull"})

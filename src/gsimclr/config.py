@@ -352,6 +352,16 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     return {k: parse_value(k, v) for k, v in values.items()}
 
 
+# Values of earlier versions, read as their present meaning (saved runs, old presets and command lines).
+ALIASES: dict[str, dict[Any, Any]] = {
+    "guidance": {"batches": "none", "both": "mask"},  # guided batches are now --sampler; the loss side --guidance
+}
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: ALIASES.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+
+
 def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
                 base: dict[str, Any] | None = None) -> Config:
     """``base`` (e.g. a checkpoint's config), then the preset, then the overrides (None values are
@@ -360,10 +370,10 @@ def load_config(preset: str | None = None, overrides: dict[str, Any] | None = No
     if preset:
         values.update(read_preset(preset))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    cfg = Config(**{k: parse_value(k, v) for k, v in values.items()})
+    cfg = Config(**{k: parse_value(k, v) for k, v in _upgrade(values).items()})
     return cfg.validate()
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """A Config from a saved run (unknown keys from other versions are ignored)."""
-    return Config(**{k: v for k, v in values.items() if k in FIELDS})
+    return Config(**{k: v for k, v in _upgrade(values).items() if k in FIELDS})
