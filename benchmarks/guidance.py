@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoder-size", type=int, default=16, help="image size of the SimCLR run")
     p.add_argument("--encoder-batch", type=int, default=256)
     p.add_argument("--sampler-epochs", type=int, default=3, help="epochs averaged per sampler")
+    p.add_argument("--guided-ks", default="64,512",
+                   help="k of the G-SimCLR runs with encoder pseudo labels, comma-separated ('' : none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default=None, help="folder for intermediate results, reused when present "
@@ -134,7 +136,7 @@ def guided_encoder_runs(args, work: Path) -> tuple[list[dict], float]:
     t0 = time.perf_counter()
     rows = []
     data = None
-    for k in KS:
+    for k in [int(x) for x in args.guided_ks.split(",") if x.strip()]:
         out = work / f"gsimclr-encoder-k{k}"
         cfg = encoder_cfg(args, pseudo_labels="encoder", recluster_warmup=1, recluster_every=1, k=k,
                           sampler="spread", guidance="mask")
@@ -192,8 +194,17 @@ def markdown(result: dict) -> str:
         cells = [f"{row['samplers'][f'{s}@{b}']['class_pairs_per_batch']:.1f} "
                  f"({row['samplers'][f'{s}@{b}']['pseudo_pairs_per_batch']:.1f})" for b in BATCHES for s in SAMPLERS]
         lines.append(f"| {row['source']} | {row['k']} | {row['nmi']:.3f} | {row['ari']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", f"G-SimCLR with `--pseudo-labels encoder` (warm-up 1 epoch, re-clustered after every epoch, "
-              f"`--sampler spread --guidance mask`, batch {meta['encoder_batch']}, the encoder recipe above): per "
+    if result["guided_encoder"]:
+        lines += guided_lines(result)
+    lines += ["", "Timings of this invocation: " + ", ".join(
+        f"{k} {v:.0f} s" if v >= 1 else f"{k} reused from --work" for k, v in result["seconds"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def guided_lines(result: dict) -> list[str]:
+    meta = result["meta"]
+    lines = ["", f"G-SimCLR with `--pseudo-labels encoder` (warm-up 1 epoch, re-clustered after every epoch, "
+             f"`--sampler spread --guidance mask`, batch {meta['encoder_batch']}, the encoder recipe above): per "
               "epoch, the NMI/ARI of the clustering made after it, and the diagnostics of the batches it trained on "
               "(the first epoch trains as SimCLR).", "",
               "| k | epoch | NMI | ARI | same-class pairs / batch | left as negatives | same-pseudo-label pairs | "
@@ -206,9 +217,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {run['k']} | {r['epoch']} | {nmi} | {ari} | {r['class_pairs_per_batch']:.1f} | "
                          f"{r['class_pairs_in_loss']:.1f} | {pseudo} | {r['class_pairs_random']:.1f} | "
                          f"{r['class_pairs_floor']:.1f} |")
-    lines += ["", "Timings of this invocation: " + ", ".join(
-        f"{k} {v:.0f} s" if v >= 1 else f"{k} reused from --work" for k, v in result["seconds"].items()) + "."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv=None) -> int:
@@ -232,7 +241,9 @@ def main(argv=None) -> int:
             rows.append({"source": name, **info, "samplers": sampler_rows(labels, classes, args.seed, args.sampler_epochs)})
             print(f"{name} k={k}: NMI {info['nmi']:.3f} ARI {info['ari']:.3f}", flush=True)
     seconds["k-means and samplers"] = time.perf_counter() - t0
-    guided, seconds["G-SimCLR encoder runs"] = guided_encoder_runs(args, work)
+    guided, guided_s = guided_encoder_runs(args, work)
+    if guided:
+        seconds["G-SimCLR encoder runs"] = guided_s
     device = "cpu" if args.device == "cpu" else torch.cuda.get_device_name(0)
     result = {"meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        "command": "python " + " ".join(["benchmarks/guidance.py", *(argv if argv is not None else sys.argv[1:])]),
