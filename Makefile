@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements-pinned.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-pinned.txt
-	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test]'
+	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test,export,timm,hf,wandb]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -58,20 +58,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 # Each config: a gsimclr preset plus overrides; ``subset`` limits the training images (None: all).
+CIFAR10 = "../shared/data/cifar10"  # the presets name torchvision's cifar10; the benchmark reads the shared copy
 CONFIGS: dict[str, dict] = {
     # CPU: the paper's CIFAR ResNet (n_blocks 0: 3 bottleneck blocks) with the paper's head, SimCLR
     # augmentations with lightly's CIFAR-10 settings (crop scale 0.08, jitter 0.5, no blur), fp32.
     "paper0-cifar-b128": {"device": "cpu", "preset": "cifar10-resnet18", "subset": 4096, "overrides": {
-        "model": "paper_resnet", "n_blocks": 0, "head_dims": [256, 128, 50], "head_batch_norm": False,
-        "batch_size": 128}},
+        "data": CIFAR10, "model": "paper_resnet", "n_blocks": 0, "head_dims": [256, 128, 50],
+        "head_batch_norm": False, "batch_size": 128}},
     "paper0-cifar-b256": {"device": "cpu", "preset": "cifar10-resnet18", "subset": 4096, "overrides": {
-        "model": "paper_resnet", "n_blocks": 0, "head_dims": [256, 128, 50], "head_batch_norm": False,
-        "batch_size": 256}},
+        "data": CIFAR10, "model": "paper_resnet", "n_blocks": 0, "head_dims": [256, 128, 50],
+        "head_batch_norm": False, "batch_size": 256}},
     # GPU: ResNet-18 with a CIFAR stem and the 2048-128 BN head (preset cifar10-resnet18), bf16.
     "r18-cifar-b512": {"device": "cuda", "preset": "cifar10-resnet18", "subset": None,
-                       "overrides": {"batch_size": 512}},
+                       "overrides": {"data": CIFAR10, "batch_size": 512}},
     "r18-cifar-b1024": {"device": "cuda", "preset": "cifar10-resnet18", "subset": None,
-                        "overrides": {"batch_size": 1024}},
+                        "overrides": {"data": CIFAR10, "batch_size": 1024}},
     # GPU: ResNet-50 at 224 px on the ImageNet subset (SimCLR augmentations with blur), bf16.
     "r50-in5-b128": {"device": "cuda", "preset": "cifar10-resnet18", "subset": None, "overrides": {
         "model": "resnet50", "data": "../shared/data/imagenet5", "image_size": 224, "cache_size": 224,

@@ -15,7 +15,7 @@ def test_summarize_mean_and_std_beside_the_paper(tmp_path):
         (tmp_path / f"s{seed}").mkdir()
         (tmp_path / f"s{seed}" / "results.json").write_text(json.dumps(_result(p1, 70.0 + seed)))
     table = summarize(sorted(tmp_path.iterdir()), paper="cifar10")
-    assert "| Linear P1 | 12.00 ± 2.00 | 13.00 ± 2.00 | 37.69 | 38.15 |" in table
+    assert "| Linear P1 (ours) | 12.00 ± 2.00 | 13.00 ± 2.00 | 37.69 | 38.15 |" in table
     assert "| Fully supervised | 71.00 ± 1.00 |  | 73.62 |  |" in table
     out = tmp_path / "table.md"
     assert main(["summarize", *map(str, sorted(tmp_path.glob("s*"))), "--output", str(out)]) == 0
@@ -25,7 +25,7 @@ def test_summarize_mean_and_std_beside_the_paper(tmp_path):
 def test_table_rows():
     table = markdown_table(_result(10.0, 70.0))
     assert table.splitlines()[0] == "| top-1 % | SimCLR | G-SimCLR |"
-    assert "| Linear P1 | 10.00 | 11.00 |" in table and "| Fully supervised (all labels) | 70.00 |  |" in table
+    assert "| Linear P1 (ours) | 10.00 | 11.00 |" in table and "| Fully supervised (all labels) | 70.00 |  |" in table
 
 
 def test_table_shows_false_negative_diagnostics():

@@ -91,7 +91,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: Command) -> None
                 metavar = name.upper()  # parsing only: the registries are read (and PyTorch imported) later
             else:
                 metavar = type_name(name).upper().replace("LIST OF ", "")
-            group.add_argument(flag(name), dest=name, default=None, metavar=metavar, help=_option_help(name))
+            switch = {"nargs": "?", "const": "true"} if type_name(name) == "bool" else {}  # --wandb alone: on
+            group.add_argument(flag(name), dest=name, default=None, metavar=metavar, help=_option_help(name), **switch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--point", default="P3", choices=["P1", "P2", "P3"])
             stage.add_argument("--output", required=True, help="a .npy or .parquet file")
     p = sub.add_parser("presets", help="list the shipped presets", description="list the shipped presets")
+    p.add_argument("--show", metavar="PRESET", help="print one preset's options (its YAML)")
+    p = sub.add_parser("export", help="export a pretrained backbone: a torchvision/timm state dict, a Hugging Face "
+                       "folder, ONNX", description="export a pretrained backbone for use elsewhere; the state dict "
+                       "loads with strict=True into the model named in export.json (see README)")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint file, a stage folder or a run folder "
+                   "(default: --out/<method>)")
+    p.add_argument("--out", help="a run folder (instead of CHECKPOINT)")
+    p.add_argument("--method", choices=methods, help="which stage of a run folder (default: simclr, else gsimclr)")
+    p.add_argument("--output", help="the export folder, new or empty (default: <stage folder>/export)")
+    p.add_argument("--format", default="state_dict,hf,onnx",
+                   help="comma-separated: state_dict (backbone.pth), hf (config.json, model.safetensors, README.md), "
+                   "onnx (checked against PyTorch with onnxruntime) (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p = sub.add_parser("summarize", help="mean and standard deviation of several runs' results (e.g. seeds), "
                        "beside the paper's", description="mean and standard deviation of several runs' results")
     p.add_argument("runs", nargs="+", help="run folders")
@@ -309,6 +323,41 @@ def cmd_embed(args) -> None:
     print(f"{len(feats)} x {feats.shape[1]} features at {args.point} -> {output}")
 
 
+def cmd_export(args) -> None:
+    from gsimclr.export import export_run
+
+    source = args.checkpoint or args.out
+    if not source:
+        raise UserError("export: give a checkpoint, stage folder or run folder (or --out RUN)")
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    summary = export_run(source, args.output, formats, args.method, args.overwrite)
+    folder = Path(args.output) if args.output else Path(summary["config"]["checkpoint"]).parent / "export"
+    target = summary["target"]
+    print(f"exported {summary['config']['model']} ({summary['config']['method']}, epoch {summary['config']['epochs']}) "
+          f"-> {folder}: {', '.join(summary['files'])}")
+    print(f"loads with strict=True into: {target['library']} {target['name']}"
+          + (" with a CIFAR stem" if target["cifar_stem"] else "") + " (recipe in export.json)")
+    if "onnx" in summary:
+        print(f"ONNX vs PyTorch (onnxruntime, CPU): max abs difference {summary['onnx']['max_abs_diff']:.2e}")
+
+
+def cmd_presets(args) -> None:
+    if args.show:
+        path = Path(args.show)
+        if path.suffix in (".yaml", ".yml"):
+            read_preset(args.show)  # checked like any preset
+            print(path.read_text(), end="")
+            return
+        if args.show not in preset_names():
+            raise UserError(f"unknown preset {args.show!r}; choose one of {', '.join(preset_names())}")
+        from importlib import resources
+
+        print((resources.files("gsimclr.presets") / f"{args.show}.yaml").read_text(), end="")
+        return
+    for name in preset_names():
+        print(f"{name}: {preset_description(name)}")
+
+
 def cmd_summarize(args) -> None:
     from gsimclr.io import write_text
     from gsimclr.report import summarize
@@ -328,11 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
         args = build_parser().parse_args(argv)
-        if args.command == "presets":
-            for name in preset_names():
-                print(f"{name}: {preset_description(name)}")
-            return 0
-        commands = {"run": cmd_run, "summarize": cmd_summarize, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
+        commands = {"run": cmd_run, "summarize": cmd_summarize, "presets": cmd_presets, "export": cmd_export, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
                     "supervised": cmd_supervised, "embed": cmd_embed}
         if args.command in COMMANDS:
             _config(args)  # the whole configuration is checked before anything heavy is imported or done

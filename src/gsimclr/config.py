@@ -9,7 +9,8 @@ Every field is declared with :func:`opt`::
 - ``section`` groups the option in ``--help`` and decides which subcommands take it
   (:data:`gsimclr.cli.COMMANDS` lists each subcommand's sections);
 - ``choices`` are names, or a ``"module:REGISTRY"`` reference read lazily from a registry
-  (:func:`gsimclr.registry.resolve`), so the choices shown and checked are the registry's;
+  (:func:`gsimclr.registry.resolve`), so the choices shown and checked are the registry's; a choice
+  ``PREFIX:NAME`` stands for a family and accepts any ``PREFIX:<name>`` (``timm:NAME`` for backbones);
 - ``min``/``max`` (inclusive) and ``gt``/``lt`` (exclusive) bound numbers; every float must be finite;
 - ``check`` is a function ``value -> message or None`` for anything else.
 
@@ -98,17 +99,27 @@ def _positive_list(value: list[int]) -> str | None:
 class Config:
     # data
     data: str = opt("digits", "data", "a source: digits, a parquet file or folder, an image folder, cifar10[:ROOT], "
-                    "cifar100[:ROOT], stl10[:ROOT]")
+                    "cifar100[:ROOT], stl10[:ROOT], hf:NAME[:CONFIG] (a Hugging Face data set id or local folder)")
     test_data: str | None = opt(None, "data", "evaluation data (default: the source's test split, else 20% of a "
                                 "labelled training set)")
     image_size: int = opt(32, "data", "the model's input size in pixels", min=8)
     cache_size: int | None = opt(None, "data", "stored resolution of decoded images (default: --image-size)", min=8)
     on_corrupt: str = opt("skip", "data", "unreadable images: skip and count them, or stop with an error",
                           choices=("skip", "error"))
+    label_sampling: str = opt("stratified", "data", "how a fraction of the labels is drawn: stratified (the same "
+                              "fraction of every class, at least one each, as solo-learn) or uniform (random images)",
+                              choices="gsimclr.evaluation.standard_linear:SAMPLINGS")
     train_limit: int = opt(0, "data", "use a random subset of this many training images (0: all)", min=0)
     test_limit: int = opt(0, "data", "use a random subset of this many evaluation images (0: all)", min=0)
     # model
-    model: str = opt("paper_resnet", "model", "backbone", choices="gsimclr.models.registry:BACKBONES")
+    model: str = opt("paper_resnet", "model", "backbone: a registered one, or timm:NAME for any timm model "
+                     "(timm:NAME_cifar: a timm ResNet with a 3x3 stride-1 stem and no max-pool)",
+                     choices="gsimclr.models.registry:BACKBONE_CHOICES")
+    patch_size: int | None = opt(None, "model", "timm ViTs: patch size (default: the model's; e.g. 4 for 32 px images)",
+                                 min=1)
+    init: str | None = opt(None, "model", "start pretraining from local backbone weights: a torchvision or timm state "
+                           "dict (.pth/.safetensors), a gsimclr checkpoint or an exported folder (the supervised "
+                           "baseline stays from scratch)", metavar="PATH")
     n_blocks: int = opt(3, "model", "paper_resnet: identity blocks per group (depth 9 * n_blocks + 11)", min=0)
     head_dims: list[int] = opt([256, 128, 50], "model", "projection head widths, comma-separated (P1 is the "
                                "output of the last hidden layer)", check=_positive_list, metavar="W,W,...")
@@ -161,6 +172,14 @@ class Config:
     # evaluation
     linear_epochs: int = opt(100, "linear", "linear classifier epochs", min=1)
     linear_lr: float = opt(1e-3, "linear", "linear classifier learning rate", gt=0)
+    linear_protocol: str = opt("features", "linear", "features: ours (Adam on standardised, unaugmented features at "
+                               "P1/P2/P3); standard: solo-learn's and lightly's (SGD on the frozen backbone, crop + "
+                               "flip every epoch, cosine; P3); both", choices=("features", "standard", "both"))
+    standard_epochs: int = opt(100, "linear", "standard linear protocol: epochs", min=1)
+    standard_lr: float = opt(0.1, "linear", "standard linear protocol: SGD learning rate per 256 images", gt=0)
+    standard_batch_size: int = opt(256, "linear", "standard linear protocol: batch size", min=1)
+    standard_label_fraction: float = opt(1.0, "linear", "standard linear protocol: fraction of the training labels "
+                                         "(drawn by --label-sampling)", gt=0, max=1)
     knn_k: int = opt(200, "knn", "neighbours of the weighted kNN classifier", min=1)
     knn_temperature: float = opt(0.1, "knn", "temperature of the kNN vote weights", gt=0)
     label_fraction: float = opt(0.1, "finetune", "fraction of the training labels for fine-tuning, in (0, 1]",
@@ -173,11 +192,15 @@ class Config:
     # execution
     seed: int = opt(0, "execution", "random seed", min=0)
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
-    precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it)",
-                         choices=("auto", "bf16", "fp32"))
+    precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it, fp16 with a "
+                         "gradient scaler on those that do not, fp32 on the CPU)", choices="gsimclr.runtime:PRECISIONS")
     compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs)",
                        choices=("auto", "on", "off", "max-autotune", "reduce-overhead"))
     tsne_points: int = opt(2000, "report", "points in the t-SNE maps (0: no maps)", min=0)
+    wandb: bool = opt(False, "report", "also log metrics to Weights & Biases (needs wandb; WANDB_MODE=offline logs "
+                      "without an account)")
+    wandb_project: str = opt("gsimclr", "report", "Weights & Biases project")
+    wandb_name: str | None = opt(None, "report", "Weights & Biases run name (default: the run folder and method)")
 
     def validate(self) -> "Config":
         """Every field against its metadata, then the combinations; the first problem is a UserError."""
@@ -189,6 +212,16 @@ class Config:
             check_value(f.name, getattr(self, f.name), ranges=False)
         if self.warmup_epochs > self.epochs:
             raise UserError(f"--warmup-epochs {self.warmup_epochs:g} is longer than --epochs {self.epochs}")
+        if self.model.startswith("timm:"):  # the name itself, before any data is loaded
+            from gsimclr.models.timm_backbone import check_timm_name
+
+            check_timm_name(self.model[len("timm:"):])
+        if self.precision == "fp16":  # needs a CUDA device: refuse it before any work
+            from gsimclr.runtime import resolve_device, resolve_precision
+
+            resolve_precision(resolve_device(self.device), self.precision)
+        if self.init is not None and not Path(self.init).expanduser().exists():
+            raise UserError(f"--init: no such weights file or folder: {self.init}")
         if self.finetune_head_epochs == 0 and self.finetune_epochs == 0:
             raise UserError("--finetune-head-epochs and --finetune-epochs are both 0: fine-tuning would train nothing")
         return self
@@ -294,7 +327,8 @@ def check_value(name: str, value: Any, choices: bool = True, ranges: bool = True
         return
     if choices and meta["choices"] is not None:
         options = choices_of(name)
-        if value not in options:
+        families = [o[:-len("NAME")] for o in options if o.endswith(":NAME")]
+        if value not in options and not any(value.startswith(f) and len(value) > len(f) for f in families):
             raise UserError(f"{flag(name)} must be one of {', '.join(options)}, got {value!r}")
     if not ranges:
         return
@@ -326,6 +360,26 @@ def preset_description(name: str) -> str:
 
 def read_preset(name_or_path: str) -> dict[str, Any]:
     """A preset's option values (a shipped name or a YAML file), parsed and checked field by field."""
+    values = _preset_mapping(name_or_path)
+    values.pop("description", None)
+    values.pop("requires", None)
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}")
+    return {k: parse_value(k, v) for k, v in values.items()}
+
+
+def preset_requirements(name_or_path: str) -> dict[str, str]:
+    """Options a preset leaves to the user, with what to give: its ``requires:`` mapping (e.g. the data of
+    a recipe for a data set that cannot be downloaded: ``requires: {data: "an ImageNet subset ..."}``)."""
+    requires = _preset_mapping(name_or_path).get("requires") or {}
+    if not isinstance(requires, dict) or set(requires) - set(FIELDS):
+        raise UserError(f"preset {name_or_path}: 'requires' must map option names to what to give")
+    return {str(k): str(v) for k, v in requires.items()}
+
+
+def _preset_mapping(name_or_path: str) -> dict[str, Any]:
+    """The YAML mapping of a shipped preset or a preset file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
@@ -345,11 +399,7 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
         raise UserError(f"preset {name_or_path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise UserError(f"preset {name_or_path} must be a mapping of options")
-    values.pop("description", None)
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}")
-    return {k: parse_value(k, v) for k, v in values.items()}
+    return values
 
 
 # Values of earlier versions, read as their present meaning (saved runs, old presets and command lines).
@@ -368,6 +418,10 @@ def load_config(preset: str | None = None, overrides: dict[str, Any] | None = No
     ignored), validated as a whole."""
     values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in FIELDS}
     if preset:
+        given = {k for k, v in (overrides or {}).items() if v is not None} | set(values)
+        for name, what in preset_requirements(preset).items():
+            if name not in given:
+                raise UserError(f"this preset needs {flag(name)} ({what})")
         values.update(read_preset(preset))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg = Config(**{k: parse_value(k, v) for k, v in _upgrade(values).items()})

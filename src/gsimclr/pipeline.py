@@ -30,11 +30,10 @@ from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources import load_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
-from gsimclr.evaluation import EVALUATIONS
+from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
 from gsimclr.evaluation.classifier import label_subset, supervised
 from gsimclr.io import write_json, write_text
-from gsimclr.models.registry import create_backbone
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
 from gsimclr.guidance.autoencoder import AutoencoderOptions
@@ -44,7 +43,7 @@ from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_lab
 from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.runtime import resolve_device
-from gsimclr.training.pretrain import CHECKPOINT, build_model, pretrain
+from gsimclr.training.pretrain import CHECKPOINT, build_backbone, build_model, pretrain
 
 def load_data(cfg: Config) -> tuple[ImageData, ImageData | None]:
     """The training split and a labelled evaluation split. Without a test split, a stratified 20% of
@@ -189,7 +188,7 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
-    names = EVALUATIONS.names() if which is None else list(which)
+    names = enabled_evaluations(cfg) if which is None else list(which)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
     if out is not None and cfg.tsne_points:
         plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / "tsne_encoder.png",
@@ -201,7 +200,7 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> float:
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("the supervised baseline needs labelled training and test splits")
     torch.manual_seed(cfg.seed)
-    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
+    backbone = build_backbone(cfg)  # from scratch: --init is for pretraining
     return supervised(backbone, train, test, cfg.image_size, cfg.supervised_epochs, cfg.supervised_lr,
                       resolve_device(cfg.device), cfg.batch_size, cfg.seed, cfg.precision)
 
@@ -292,7 +291,8 @@ def run_all(cfg: Config, run_dir: Path, resume: bool = False, methods: tuple[str
     train, test = load_data(cfg)
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
-    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction, "methods": {}}
+    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
+                               "linear_protocol": cfg.linear_protocol, "methods": {}}
     pseudo = None
     if any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg):
         t0 = time.perf_counter()

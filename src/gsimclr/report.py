@@ -6,9 +6,9 @@ Example:
     ...     "methods": {"simclr": {"linear": {"P1": 1.0, "P2": 2.0, "P3": 3.0}, "knn": 4.0, "finetune": 5.0}}}))
     | top-1 % | SimCLR |
     |---|---|
-    | Linear P1 | 1.00 |
-    | Linear P2 | 2.00 |
-    | Linear P3 | 3.00 |
+    | Linear P1 (ours) | 1.00 |
+    | Linear P2 (ours) | 2.00 |
+    | Linear P3 (ours) | 3.00 |
     | kNN (k=200) | 4.00 |
     | Fine-tune (10% labels) | 5.00 |
     | Fully supervised (all labels) | 70.00 |

@@ -23,12 +23,100 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively: every CPU (autocast's CPU bf16 kernels), Ampere and later
+    GPUs. Emulated bf16 (what ``torch.cuda.is_bf16_supported()`` reports for a V100 since torch 2.3) does
+    not count: it is slower than fp16 with a gradient scaler."""
+    if device.type != "cuda":
+        return True
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3: no emulation, the plain answer is the native one
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """The precision a run uses: ``bf16``, ``fp16`` or ``fp32``.
+
+    ``auto``: bf16 on a GPU that supports it, fp16 (with a gradient scaler, see :func:`grad_scaler`) on
+    one that does not (V100, T4), fp32 on the CPU. A forced choice is honoured where it can run; fp16 on
+    the CPU is refused with a :class:`UserError`: torch's CPU fp16 autocast is slow and has no gradient
+    scaler before torch 2.3, and bf16 (same memory, fp32's range) is the CPU's half precision.
+
+    Example:
+        >>> resolve_precision(torch.device("cpu")), resolve_precision(torch.device("cpu"), "bf16")
+        ('fp32', 'bf16')
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if bf16_supported(device) else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    if precision == "bf16" and not bf16_supported(device):
+        raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no native bf16; "
+                        "use fp16 (or auto, which picks it) or fp32")
+    return precision
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast on a GPU (``auto`` or ``bf16``), nothing on the CPU unless asked for."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Autocast to the precision :func:`resolve_precision` picks; nothing for fp32."""
+    resolved = resolve_precision(device, precision)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[resolved])
+
+
+def grad_scaler(device: torch.device, precision: str = "auto"):
+    """A gradient scaler, enabled only for fp16 (bf16 and fp32 have fp32's exponent range and need none).
+
+    Use it for every step (a disabled scaler passes calls through) and checkpoint it with
+    :func:`scaler_state`, so that a resumed fp16 run starts at the scale it reached.
+
+    Example:
+        >>> scaler = grad_scaler(torch.device("cpu"))
+        >>> scaler.is_enabled()
+        False
+    """
+    enabled = resolve_precision(device, precision) == "fp16"
+    try:
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    except (AttributeError, TypeError):  # torch < 2.3
+        return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
+    """``loss.backward(); optimizer.step()`` through ``scaler`` when one is given and enabled: the
+    gradients are scaled up for fp16, unscaled before the step, and a step with inf/NaN gradients is
+    skipped while the scale backs off."""
+    if scaler is None or not scaler.is_enabled():
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def scaler_state(scaler) -> dict | None:
+    """The scaler's state as JSON-able scalars for a checkpoint's metadata; None when it is disabled."""
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return {k: (float(v) if torch.is_tensor(v) else v) for k, v in scaler.state_dict().items()}
+
+
+def restore_scaler(scaler, state: dict | None) -> None:
+    """Load a state written by :func:`scaler_state` (nothing to do for a run without one)."""
+    if scaler is not None and scaler.is_enabled() and state:
+        scaler.load_state_dict(dict(state))
 
 
 def maybe_compile(fn, device: torch.device, mode: str = "auto"):

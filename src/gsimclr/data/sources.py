@@ -68,7 +68,9 @@ def describe_sources() -> str:
         "  FOLDER                   image folder: FOLDER/<class>/*.jpg, or flat (unlabelled); "
         "train/ and test/ (or val/) sub-folders give the splits\n"
         "  cifar10[:ROOT]           torchvision CIFAR-10 (also cifar100, stl10, stl10-unlabeled); "
-        f"ROOT defaults to {DEFAULT_TORCHVISION_ROOT}, downloaded when missing"
+        f"ROOT defaults to {DEFAULT_TORCHVISION_ROOT}, downloaded when missing\n"
+        "  hf:NAME[:CONFIG]         a Hugging Face dataset by id (downloaded by `datasets`) or a local folder "
+        "(save_to_disk or a data folder); image column: its Image feature, labels: its ClassLabel"
     )
 
 
@@ -103,6 +105,8 @@ def _check_options(image_size: int | None, on_corrupt: str) -> None:
 
 def _load(spec, split, image_size, on_corrupt, cache, cache_dir) -> ImageData | None:
     """Dispatch ``spec`` to its source; file-based sources go through the decoded-image cache."""
+    if spec.lower().startswith(HF_PREFIX):
+        return _load_hf(spec[len(HF_PREFIX):], split, image_size, on_corrupt, cache, cache_dir)
     if spec.lower() == "digits":
         return _load_digits(split, image_size)
     match = _TORCHVISION_SPEC.match(spec)
@@ -465,3 +469,99 @@ def _resize_square(images: np.ndarray, size: int) -> np.ndarray:
 
     _run_chunked(resize, len(images), 1 if images.shape[1] < 64 else os.cpu_count() or 1)
     return resized
+
+
+# ---------------------------------------------------------------------------------- Hugging Face
+
+HF_PREFIX = "hf:"
+
+
+def _import_datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise UserError("--data hf:...: Hugging Face data needs datasets: pip install 'gsimclr[hf]'") from None
+    return datasets
+
+
+def _split_hf_spec(rest: str) -> tuple[str, str | None]:
+    """(name or local path, config or None) from ``NAME[:CONFIG]``; an existing path is never split."""
+    if not rest:
+        raise UserError("--data hf:NAME[:CONFIG]: the dataset name is missing")
+    if Path(rest).expanduser().exists() or ":" not in rest:
+        return rest, None
+    name, config = rest.rsplit(":", 1)
+    return name, config or None
+
+
+def _open_hf(name: str, config: str | None):
+    """The DatasetDict (or Dataset) for ``name``: ``load_from_disk`` for a folder written by
+    ``save_to_disk``, else ``load_dataset`` (a hub id, or a local data folder or script)."""
+    datasets = _import_datasets()
+    path = Path(name).expanduser()
+    try:
+        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+            return datasets.load_from_disk(str(path))
+        return datasets.load_dataset(str(path) if path.exists() else name, config)
+    except Exception as exc:  # not found, offline, bad config, corrupt files: all "cannot load this data set"
+        detail = " ".join(str(exc).split())[:300]
+        raise UserError(f"--data hf:{name}{':' + config if config else ''}: cannot load it with datasets: "
+                        f"{type(exc).__name__}: {detail}") from None
+
+
+def _hf_split(dataset, split: str):
+    """The split of a DatasetDict by :data:`SPLIT_ALIASES`; a lone Dataset is the train split."""
+    if not hasattr(dataset, "keys"):
+        return dataset if split == "train" else None
+    names = {str(k).lower(): k for k in dataset.keys()}
+    return next((dataset[names[a]] for a in _split_aliases(split) if a in names), None)
+
+
+def _hf_columns(features, name: str) -> tuple[str, str | None]:
+    """(image column: the first Image feature, label column: the first ClassLabel, else an integer
+    ``label``/``labels`` column, else None)."""
+    datasets = _import_datasets()
+    image = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
+    if image is None:
+        raise UserError(f"--data hf:{name}: no Image column among {', '.join(features)}")
+    label = next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if label is None:
+        label = next((c for c in ("label", "labels") if c in features and isinstance(features[c], datasets.Value)
+                      and features[c].dtype.startswith("int")), None)
+    return image, label
+
+
+def _load_hf(rest: str, split: str, image_size, on_corrupt, cache, cache_dir) -> ImageData | None:
+    """A Hugging Face data set split, decoded like parquet images (same resizing, corrupt-image
+    handling and decoded-image cache, keyed by the data set's own fingerprint and files)."""
+    name, config = _split_hf_spec(rest)
+    part = _hf_split(_open_hf(name, config), split)
+    if part is None:
+        return None
+    options = {"split": split, "image_size": image_size, "on_corrupt": on_corrupt}
+    files = [f["filename"] for f in part.cache_files if os.path.exists(f["filename"])]
+    key = decoded_cache.fingerprint(kind="hf", name=name, config=config, dataset=part._fingerprint,
+                                    files=decoded_cache.file_stats(files), **options)
+    label = Path(name).name if Path(name).expanduser().exists() else name
+    plan = _Plan(key, lambda: _decode_hf(part, name, label, key, options))
+    return plan.decode() if not cache else _load_through_cache(plan, cache_dir)
+
+
+def _decode_hf(part, name: str, label_name: str, key: str, options: dict) -> ImageData:
+    datasets = _import_datasets()
+    image_column, label_column = _hf_columns(part.features, name)
+    if len(part) == 0:
+        raise UserError(f"--data hf:{name}: the {options['split']} split has no rows")
+    raw = part.cast_column(image_column, datasets.Image(decode=False))[image_column]
+    sources = [r["bytes"] if r.get("bytes") else r.get("path") for r in raw]
+    row_names = [f"hf:{name} {options['split']} row {i}" for i in range(len(sources))]
+    missing = [i for i, s in enumerate(sources) if not s]
+    for i in missing:  # neither bytes nor a path: an unreadable image, reported like a corrupt one
+        sources[i] = b""
+    images, kept = _decode_images(sources, row_names, options)
+    labels, classes = None, None
+    if label_column:
+        labels = np.array([-1 if v is None else v for v in part[label_column]], dtype=np.int64)[kept]
+        feature = part.features[label_column]
+        classes = [str(n) for n in feature.names] if isinstance(feature, datasets.ClassLabel) else None
+    return ImageData(images, labels, classes, label_name, key, len(sources) - len(kept))

@@ -1,17 +1,38 @@
 """Evaluations of a pretrained encoder: the built-in registrations, in table order (linear probes at
-P1/P2/P3, weighted kNN, fine-tuning on a label fraction). Each implementation lives in its own module
-and is imported only when it runs (see :mod:`gsimclr.evaluation.registry`).
+P1/P2/P3, the standard linear protocol, weighted kNN, fine-tuning on a label fraction). Each
+implementation lives in its own module and is imported only when it runs (see
+:mod:`gsimclr.evaluation.registry`).
+
+Two linear protocols, chosen by ``--linear-protocol`` (``features``, ``standard`` or ``both``); the
+table names the protocol in each row title: "(ours)" for Adam on standardised, unaugmented features,
+"(standard)" for solo-learn's and lightly's SGD on the frozen backbone with crop and flip.
 
     >>> EVALUATIONS.names()
-    ['linear', 'knn', 'finetune']
+    ['linear', 'linear_standard', 'knn', 'finetune']
 """
 
-from gsimclr.evaluation.registry import EVALUATIONS, Evaluation, table_rows
+from gsimclr.evaluation.registry import EVALUATIONS, Evaluation, enabled_evaluations, table_rows
+
+
+def _protocols(results_or_cfg) -> str:
+    value = results_or_cfg.get("linear_protocol") if isinstance(results_or_cfg, dict) else \
+        getattr(results_or_cfg, "linear_protocol", None)
+    return value or "features"  # runs from before the option had only ours
+
 
 EVALUATIONS.register("linear", Evaluation(
     name="linear", command="linear-eval", help="linear classifiers on frozen features at P1, P2 and P3",
     sections=("linear",), run="gsimclr.evaluation.linear:run_linear",
-    rows=lambda value, results: [(p, f"Linear {p}", (value or {}).get(p)) for p in ("P1", "P2", "P3")]))
+    rows=lambda value, results: [(p, f"Linear {p} (ours)", (value or {}).get(p)) for p in ("P1", "P2", "P3")]
+    if _protocols(results) != "standard" else [],
+    enabled=lambda cfg: _protocols(cfg) != "standard"))
+EVALUATIONS.register("linear_standard", Evaluation(
+    name="linear_standard", command="linear-standard",
+    help="the standard linear protocol (SGD on the frozen backbone, crop + flip, as solo-learn and lightly)",
+    sections=("linear",), run="gsimclr.evaluation.standard_linear:run_standard_linear",
+    rows=lambda value, results: [("linear_standard", "Linear P3 (standard)", (value or {}).get("top1"))]
+    if _protocols(results) != "features" else [],
+    enabled=lambda cfg: _protocols(cfg) != "features"))
 EVALUATIONS.register("knn", Evaluation(
     name="knn", command="knn", help="weighted kNN accuracy on frozen backbone features (P3)", sections=("knn",),
     run="gsimclr.evaluation.knn:run_knn",
@@ -22,4 +43,4 @@ EVALUATIONS.register("finetune", Evaluation(
     rows=lambda value, results: [("finetune", f"Fine-tune ({results.get('label_fraction', 0.1) * 100:g}% labels)",
                                   value)]))
 
-__all__ = ["EVALUATIONS", "Evaluation", "table_rows"]
+__all__ = ["EVALUATIONS", "Evaluation", "enabled_evaluations", "table_rows"]

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import ImageData
-from gsimclr.runtime import autocast, seed_epoch
+from gsimclr.runtime import autocast, backward_step, grad_scaler, seed_epoch
 from gsimclr.transforms.augment import Augment, eval_transform
 
 
@@ -81,6 +81,7 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
     rng = np.random.default_rng(seed)
+    scaler = grad_scaler(device, precision)  # enabled for fp16 only
     for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None):
         model.train()
         seed_epoch(seed, 10_000 + epoch)
@@ -92,8 +93,7 @@ def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs
             with autocast(device, precision):
                 loss = F.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
             sched.step()
     return model
 
@@ -124,12 +124,15 @@ def train_head_on_features(model: Classifier, data: ImageData, image_size: int, 
 
 def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: float, image_size: int,
              head_epochs: int, epochs: int, lr: float, device: torch.device, seed: int = 0,
-             precision: str = "auto") -> float:
-    """Fine-tune a pretrained backbone on a stratified ``fraction`` of the training labels; test top-1 (%).
+             precision: str = "auto", sampling: str = "stratified") -> float:
+    """Fine-tune a pretrained backbone on a ``fraction`` of the training labels (drawn by ``sampling``,
+    see :func:`gsimclr.evaluation.standard_linear.label_fraction_indices`); test top-1 (%).
 
     First the classifier alone on frozen features (``head_epochs``, learning rate 10 x ``lr``), then
     the whole network with augmentation at ``lr`` (``epochs``)."""
-    subset = train.subset(label_subset(train.labels, fraction, seed))
+    from gsimclr.evaluation.standard_linear import label_fraction_indices
+
+    subset = train.subset(label_fraction_indices(train.labels, fraction, sampling, seed))
     model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
     batch = min(64, len(subset))
     train_head_on_features(model, subset, image_size, head_epochs, lr * 10, device, batch, seed, precision)
@@ -149,11 +152,11 @@ def supervised(backbone: nn.Module, train: ImageData, test: ImageData, image_siz
 
 def run_finetune(ctx) -> float:
     """The registered ``finetune`` evaluation: a copy of the pretrained backbone, fine-tuned."""
-    from gsimclr.models.registry import create_backbone
+    import copy
 
     cfg = ctx.cfg
-    backbone = create_backbone(cfg.model, n_blocks=cfg.n_blocks)
-    backbone.load_state_dict(ctx.model.backbone.state_dict())
+    backbone = copy.deepcopy(ctx.model.backbone)  # any backbone (timm ones too) with its pretrained weights
     return finetune(backbone, ctx.train, ctx.test, cfg.label_fraction, cfg.image_size, cfg.finetune_head_epochs,
-                    cfg.finetune_epochs, cfg.finetune_lr, ctx.device, cfg.seed, cfg.precision)
+                    cfg.finetune_epochs, cfg.finetune_lr, ctx.device, cfg.seed, cfg.precision,
+                    sampling=getattr(cfg, "label_sampling", "stratified"))
 

@@ -13,6 +13,8 @@ function and one registration in :mod:`gsimclr.evaluation`::
 ``run`` is the function or its ``"module:function"`` name, imported when the evaluation runs, so
 that the registry (and the CLI that reads it) loads without PyTorch and a bad option fails at once.
 It gets an :class:`gsimclr.evaluation.context.EvalContext` and returns a JSON-serialisable result.
+``enabled(cfg)``, when given, decides whether the pipeline runs it (an opt-in evaluation, e.g. the
+standard linear protocol under ``--linear-protocol``); its subcommand runs it whatever ``enabled`` says.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Evaluation:
     sections: tuple[str, ...]                   # the option sections it reads (besides data and execution)
     run: str | Callable[[Any], Any]             # run(ctx) -> result, or its "module:function" name
     rows: Rows                                  # (key, row title, value) for the results table
+    enabled: Callable[[Any], bool] | None = None  # enabled(cfg): does the pipeline run it (default: always)
 
     def __call__(self, ctx: Any) -> Any:
         fn = self.run
@@ -44,6 +47,11 @@ class Evaluation:
 
 
 EVALUATIONS: Registry = Registry("evaluation")
+
+
+def enabled_evaluations(cfg: Any) -> list[str]:
+    """The evaluations the pipeline runs for ``cfg``, in registration order."""
+    return [name for name, ev in EVALUATIONS.items() if ev.enabled is None or ev.enabled(cfg)]
 
 
 def table_rows(results: dict[str, Any], method_results: dict[str, Any]) -> list[tuple[str, str, float | None]]:

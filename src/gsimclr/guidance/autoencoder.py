@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import ImageData
 from gsimclr.models.autoencoder import DenoisingAutoencoder
-from gsimclr.runtime import autocast, resolve_device
+from gsimclr.runtime import autocast, backward_step, grad_scaler, resolve_device
 from gsimclr.tracking import RunLogger
 from gsimclr.transforms.augment import eval_transform
 
@@ -82,6 +82,7 @@ def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path |
     optimizer = torch.optim.Adam(ae.parameters(), lr=opts.lr)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
+    scaler = grad_scaler(device, opts.precision)  # enabled for fp16 only
     for epoch in tqdm(range(1, opts.epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
         ae.train()
         total = torch.zeros((), device=device)
@@ -91,8 +92,7 @@ def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path |
             with autocast(device, opts.precision):
                 loss = F.mse_loss(ae(noisy).float(), x)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            backward_step(loss, optimizer, scaler)
             total += loss.detach() * len(b)
         val = _reconstruction_loss(ae, images, val_idx, size, opts, device)
         if log:

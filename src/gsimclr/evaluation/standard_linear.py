@@ -1,0 +1,122 @@
+"""The standard linear protocol of the SSL libraries, beside ours.
+
+solo-learn and lightly report linear accuracy from a linear layer trained on the frozen backbone
+with SGD (momentum 0.9, no weight decay, learning rate 0.1 per 256 images), images augmented every
+epoch with a random resized crop (scale 0.08-1) and a horizontal flip, evaluated on centre (here:
+resized) test images, for 90-100 epochs; lightly uses a cosine schedule, solo-learn a step or
+warm-up cosine one. This module runs that protocol (cosine, 100 epochs by default), so that a number
+can be set beside their tables. Ours (:mod:`gsimclr.evaluation.linear`) trains Adam on
+standardised features extracted once from unaugmented images: much cheaper, but not the same
+number. The result table names the protocol behind each number.
+
+Label fractions (semi-supervised tables) are drawn by :func:`label_fraction_indices`: ``stratified``
+(the same fraction of every class, at least one image each; solo-learn's ``data_fraction`` draws a
+class-stratified split) or ``uniform`` (a random fraction of all images, whatever their class).
+
+Example:
+    >>> import numpy as np
+    >>> labels = np.array([0] * 90 + [1] * 10)
+    >>> np.bincount(labels[label_fraction_indices(labels, 0.1, "stratified")]).tolist()
+    [9, 1]
+    >>> len(label_fraction_indices(labels, 0.1, "uniform"))
+    10
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsimclr.data.dataset import ImageData
+from gsimclr.errors import UserError
+from gsimclr.runtime import autocast, backward_step, grad_scaler, seed_epoch
+from gsimclr.transforms.augment import Augment, eval_transform
+
+PROTOCOL = "standard"  # the name the result table shows; ours is "features"
+SAMPLINGS = ("stratified", "uniform")
+
+
+def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = "stratified",
+                           seed: int = 0) -> np.ndarray:
+    """Sorted indices of a ``fraction`` of the images, by ``sampling`` (see the module docstring)."""
+    labels = np.asarray(labels)
+    if not 0 < fraction <= 1:
+        raise UserError(f"label fraction must be in (0, 1], got {fraction}")
+    if sampling not in SAMPLINGS:
+        raise UserError(f"label sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    rng = np.random.default_rng(seed)
+    if fraction == 1:
+        return np.arange(len(labels))
+    if sampling == "uniform":
+        return np.sort(rng.choice(len(labels), max(1, round(fraction * len(labels))), replace=False))
+    from gsimclr.evaluation.classifier import label_subset  # the stratified draw fine-tuning always used
+
+    return label_subset(labels, fraction, seed)
+
+
+@torch.no_grad()
+def _features(backbone: nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    with autocast(device, precision):
+        return backbone(x.contiguous(memory_format=torch.channels_last)).float()
+
+
+def standard_linear_eval(backbone: nn.Module, train: ImageData, test: ImageData, image_size: int,
+                         device: torch.device, epochs: int = 100, batch_size: int = 256, lr: float = 0.1,
+                         momentum: float = 0.9, weight_decay: float = 0.0, fraction: float = 1.0,
+                         sampling: str = "stratified", seed: int = 0, precision: str = "auto") -> dict:
+    """Top-1 accuracy (%) of the standard linear protocol; returns ``{"top1", "protocol", ...settings}``.
+
+    ``lr`` is per 256 images (scaled linearly with ``batch_size``, as lightly does). The backbone stays
+    frozen in eval mode (BatchNorm statistics unchanged); only the linear layer learns."""
+    if not (train.has_labels and test.has_labels):
+        raise UserError("the standard linear protocol needs labelled train and test data")
+    subset = train.subset(label_fraction_indices(train.labels, fraction, sampling, seed)) if fraction < 1 else train
+    backbone = backbone.to(device, memory_format=torch.channels_last).eval()
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    n_classes = max(train.num_classes, int(test.labels.max()) + 1)
+    clf = nn.Linear(backbone.num_features, n_classes).to(device)
+    batch = min(batch_size, len(subset))
+    opt = torch.optim.SGD(clf.parameters(), lr=lr * batch / 256, momentum=momentum, weight_decay=weight_decay)
+    steps = max(1, epochs * -(-len(subset) // batch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    scaler = grad_scaler(device, precision)
+    augment = Augment(image_size, scale=(0.08, 1.0), jitter_p=0.0, gray_p=0.0)  # crop + flip only
+    images, labels = torch.from_numpy(subset.images), torch.from_numpy(subset.labels)
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        seed_epoch(seed, 20_000 + epoch)
+        order = torch.from_numpy(rng.permutation(len(subset)))
+        clf.train()
+        for i in range(0, len(subset), batch):
+            idx = order[i:i + batch]
+            x = augment(images[idx].to(device, non_blocking=True))
+            feats = _features(backbone, x, device, precision)
+            with autocast(device, precision):
+                loss = F.cross_entropy(clf(feats).float(), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            backward_step(loss, opt, scaler)
+            sched.step()
+    clf.eval()
+    correct = 0
+    test_images, test_labels = torch.from_numpy(test.images), torch.from_numpy(test.labels)
+    with torch.no_grad():
+        for i in range(0, len(test), 512):
+            feats = _features(backbone, eval_transform(test_images[i:i + 512].to(device), image_size), device, precision)
+            correct += int((clf(feats).argmax(1).cpu() == test_labels[i:i + 512]).sum())
+    return {"top1": 100.0 * correct / len(test), "protocol": PROTOCOL, "epochs": epochs, "batch_size": batch,
+            "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "fraction": fraction,
+            "sampling": sampling, "train_images": len(subset)}
+
+
+def run_standard_linear(ctx) -> dict:
+    """The registered ``linear_standard`` evaluation: the standard protocol on the backbone (P3)."""
+    import copy
+
+    cfg = ctx.cfg
+    return standard_linear_eval(copy.deepcopy(ctx.model.backbone), ctx.train, ctx.test, cfg.image_size, ctx.device,
+                                epochs=cfg.standard_epochs, batch_size=cfg.standard_batch_size, lr=cfg.standard_lr,
+                                fraction=cfg.standard_label_fraction, sampling=cfg.label_sampling, seed=cfg.seed,
+                                precision=cfg.precision)

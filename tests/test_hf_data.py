@@ -1,0 +1,115 @@
+"""Hugging Face data sets by id or local folder (--data hf:...), never the network."""
+
+import os
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before datasets is imported: it reads these once
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from gsimclr.data.sources import describe_sources, load_split  # noqa: E402
+from gsimclr.errors import UserError  # noqa: E402
+
+datasets = pytest.importorskip("datasets")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Offline even when datasets was imported before this module set the variables."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+
+
+def _images(n, rng, size=(20, 24)):
+    return [Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture
+def saved_dict(tmp_path):
+    """A DatasetDict (train/validation) written with save_to_disk, ClassLabel labels, RGBA and gray images."""
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"picture": datasets.Image(), "y": datasets.ClassLabel(names=["cat", "dog", "eel"]),
+                                  "note": datasets.Value("string")})
+    train = _images(5, rng) + [Image.new("L", (24, 20), 128), Image.new("RGBA", (24, 20), (255, 0, 0, 0))]
+    parts = {
+        "train": datasets.Dataset.from_dict({"picture": train, "y": [0, 1, 2, 0, 1, 2, 0], "note": ["x"] * 7},
+                                            features=features),
+        "validation": datasets.Dataset.from_dict({"picture": _images(3, rng), "y": [2, 1, 0], "note": ["v"] * 3},
+                                                 features=features),
+    }
+    path = tmp_path / "saved"
+    datasets.DatasetDict(parts).save_to_disk(str(path))
+    return path, parts
+
+
+def test_local_saved_dataset_loads_like_any_source(saved_dict):
+    path, parts = saved_dict
+    train = load_split(f"hf:{path}")
+    assert train.images.shape == (7, 20, 20, 3) and train.images.dtype == np.uint8
+    assert train.labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and train.classes == ["cat", "dog", "eel"]
+    assert (train.images[5] == 128).all() and (train.images[6] == 0).all()  # gray -> RGB, transparent -> black
+    first = np.asarray(parts["train"][0]["picture"].convert("RGB").resize((24, 20)))
+    assert np.array_equal(train.images[0], np.asarray(Image.fromarray(first).crop((2, 0, 22, 20))))
+    test = load_split(f"hf:{path}", "test", image_size=8)  # "test" falls back to the validation split
+    assert test.images.shape == (3, 8, 8, 3) and test.labels.tolist() == [2, 1, 0]
+    assert load_split(f"hf:{path}", "unlabeled") is None
+
+
+def test_decoded_once_then_cached(saved_dict, monkeypatch):
+    from gsimclr.data import sources
+
+    path, _ = saved_dict
+    first = load_split(f"hf:{path}")
+    monkeypatch.setattr(sources, "_decode_hf", lambda *a, **k: pytest.fail("decoded again"))
+    again = load_split(f"hf:{path}")
+    assert np.array_equal(first.images, again.images) and first.fingerprint == again.fingerprint
+
+
+def test_single_dataset_without_labels_and_a_data_folder(tmp_path):
+    rng = np.random.default_rng(1)
+    datasets.Dataset.from_dict({"image": _images(4, rng)}, features=datasets.Features({"image": datasets.Image()})
+                               ).save_to_disk(str(tmp_path / "one"))
+    data = load_split(f"hf:{tmp_path / 'one'}")
+    assert len(data) == 4 and data.labels is None and not data.has_labels
+    assert load_split(f"hf:{tmp_path / 'one'}", "test") is None
+    # a local data folder read by load_dataset's imagefolder builder (class folders -> ClassLabel)
+    for i, name in enumerate(["ant", "bee"]):
+        (tmp_path / "folder" / "train" / name).mkdir(parents=True)
+        for j, img in enumerate(_images(2, rng)):
+            img.save(tmp_path / "folder" / "train" / name / f"{j}.png")
+    folder = load_split(f"hf:{tmp_path / 'folder'}", cache=False)
+    assert len(folder) == 4 and sorted(folder.labels.tolist()) == [0, 0, 1, 1] and folder.classes == ["ant", "bee"]
+
+
+def test_errors_are_one_line(tmp_path):
+    for spec, pattern in [("hf:", "name is missing"), (f"hf:{tmp_path / 'nothing'}", "cannot load it"),
+                          ("hf:surely-not/a-dataset-anywhere:cfg", "cannot load it")]:
+        with pytest.raises(UserError, match=pattern) as err:
+            load_split(spec)
+        assert "\n" not in str(err.value)
+    datasets.Dataset.from_dict({"x": [1, 2]}).save_to_disk(str(tmp_path / "noimg"))
+    with pytest.raises(UserError, match="no Image column"):
+        load_split(f"hf:{tmp_path / 'noimg'}")
+    assert "hf:NAME[:CONFIG]" in describe_sources()
+
+
+def test_missing_datasets_package_is_one_line(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_datasets(name, *args, **kwargs):
+        if name == "datasets":
+            raise ImportError("no")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    with pytest.raises(UserError, match=r"pip install 'gsimclr\[hf\]'"):
+        load_split("hf:someone/something")
