@@ -159,7 +159,7 @@ class GsimclrPipeline(Pipeline):
     def __init__(self, cfg, device, images: np.ndarray):
         super().__init__(cfg, device)
         from gsimclr.runtime import maybe_compile, seed_epoch
-        from gsimclr.sampler import RandomBatchSampler
+        from gsimclr.guidance.samplers import RandomBatchSampler
         from gsimclr.training.optim import build_optimizer
         from gsimclr.loss import build_criterion
         from gsimclr.training.pretrain import build_model, make_loss_fn, make_views_fn, place_images, train_step

@@ -187,3 +187,32 @@ def test_help_lists_registry_choices_by_section():
     assert "contrastive pretraining options:" in out.stdout and "augmentation options:" in out.stdout
     assert "{sgd,lars,adam}" in out.stdout and "paper_resnet" in out.stdout
     assert "linear evaluation options" not in out.stdout
+
+
+def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_path):
+    """--pseudo-labels encoder (re-clustered during pretraining) and file:PATH (embeddings written by
+    gsimclr embed, clustered), both with --guidance attract, from the command line."""
+    enc = tmp_path / "enc"
+    assert main(["run", "--preset", "digits-quick", *TINY, "--epochs", "2", "--methods", "gsimclr",
+                 "--pseudo-labels", "encoder", "--recluster-warmup", "1", "--guidance", "attract",
+                 "--out", str(enc)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Same-class pairs / batch (random " in printed and "Pseudo labels (encoder, after epoch 1)" in printed
+    records = [json.loads(x) for x in (enc / "gsimclr" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0].get("reclustered") == 1 and "pseudo_pairs_per_batch" in records[1]
+    assert json.loads((enc / "results.json").read_text())["pseudo_labels"]["source"] == "encoder"
+    assert not (enc / "pseudo_labels").exists()                 # nothing computed before pretraining
+    assert (enc / "false_negatives.png").exists()
+    emb = tmp_path / "emb.npy"
+    assert main(["embed", "--checkpoint", str(enc / "gsimclr"), "--split", "train", "--output", str(emb)]) == 0
+    out = tmp_path / "file"
+    assert main(["pretrain", "--preset", "digits-quick", *only("pretrain", TINY), "--method", "gsimclr",
+                 "--pseudo-labels", f"file:{emb}", "--k", "32", "--guidance", "attract", "--out", str(out)]) == 0
+    described = json.loads((out / "pseudo_labels" / "pseudo_labels.json").read_text())
+    assert described["k"] == 32 and described["source"] == f"file:{emb}" and 0 <= described["nmi"] <= 1
+    record = json.loads((out / "gsimclr" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["class_pairs_in_loss"] <= record["class_pairs_per_batch"]
+    assert "--pseudo-labels encoder: the labels are computed during" in _error_of(
+        capsys, ["pseudo-label", "--preset", "digits-quick", "--pseudo-labels", "encoder", "--out", str(tmp_path / "x")])
+    assert "--pseudo-labels must be autoencoder, encoder or file:PATH" in _error_of(
+        capsys, ["run", "--preset", "digits-quick", "--pseudo-labels", "somewhere.npy", "--out", str(tmp_path / "y")])

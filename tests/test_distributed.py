@@ -70,13 +70,14 @@ def _results(out: Path) -> list[dict]:
 # ------------------------------------------------------------------------- (a) NT-Xent over ranks
 
 N, DIM = 12, 8
-CASES = {"two views": (2, False), "two views, masked": (2, True), "three views, masked": (3, True)}
+CASES = {"two views": (2, "none"), "two views, masked": (2, "mask"), "three views, masked": (3, "mask"),
+         "two views, attract": (2, "attract"), "three views, attract": (3, "attract")}
 
 
-def _case(n_views: int, masked: bool):
-    g = torch.Generator().manual_seed(n_views * 10 + masked)
+def _case(n_views: int, guidance: str):
+    g = torch.Generator().manual_seed(n_views * 10 + (guidance != "none"))
     views = torch.randn(n_views, N, DIM, generator=g)
-    labels = torch.randint(0, 4, (N,), generator=g) if masked else None
+    labels = torch.randint(0, 4, (N,), generator=g) if guidance != "none" else None
     return views, labels
 
 
@@ -116,10 +117,10 @@ def _loss_part(rank: int) -> dict:
     n = N // WORLD
     mine = slice(rank * n, (rank + 1) * n)
     result = {}
-    for name, (n_views, masked) in CASES.items():
-        views, labels = _case(n_views, masked)
+    for name, (n_views, guidance) in CASES.items():
+        views, labels = _case(n_views, guidance)
         z = views[:, mine].clone().requires_grad_()
-        loss = nt_xent(z, TEMPERATURE, None if labels is None else labels[mine])
+        loss = nt_xent(z, TEMPERATURE, None if labels is None else labels[mine], guidance=guidance)
         loss.backward()
         result[name] = (loss.detach(), z.grad)
     # the whole chain of a training step: a model in DDP, the loss with gathered negatives, backward
@@ -132,7 +133,7 @@ def _loss_part(rank: int) -> dict:
     return result
 
 
-def _reference_losses(views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def _reference_losses(views: torch.Tensor, labels: torch.Tensor | None, guidance: str = "mask") -> torch.Tensor:
     """Per-anchor NT-Xent of one process holding the global batch, written out loop by loop:
     (V, N), each the mean over the anchor's positives."""
     n_views, n, _ = views.shape
@@ -141,10 +142,12 @@ def _reference_losses(views: torch.Tensor, labels: torch.Tensor | None) -> torch
     out = torch.zeros(n_views * n, dtype=torch.float64)
     for a in range(n_views * n):
         sims = z @ z[a] / TEMPERATURE
-        keep = [k for k in range(n_views * n) if k != a and not (
-            labels is not None and image[k] != image[a] and labels[image[k]] == labels[image[a]])]
+        same_label = [labels is not None and image[k] != image[a] and labels[image[k]] == labels[image[a]]
+                      for k in range(n_views * n)]
+        keep = [k for k in range(n_views * n) if k != a and not (same_label[k] and guidance == "mask")]
         log_denominator = torch.logsumexp(sims[keep], dim=0)
-        positives = [k for k in range(n_views * n) if k != a and image[k] == image[a]]
+        positives = [k for k in range(n_views * n) if k != a and (
+            image[k] == image[a] or (same_label[k] and guidance == "attract"))]
         out[a] = -(sims[positives] - log_denominator).mean()
     return out.view(n_views, n)
 
@@ -152,12 +155,13 @@ def _reference_losses(views: torch.Tensor, labels: torch.Tensor | None) -> torch
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_loss_over_ranks_matches_one_process(two_processes, case):
-    views, labels = _case(*CASES[case])
+    n_views, guidance = CASES[case]
+    views, labels = _case(n_views, guidance)
     z = views.clone().requires_grad_()
-    single = nt_xent(z, TEMPERATURE, labels)  # one process, the global batch
+    single = nt_xent(z, TEMPERATURE, labels, guidance=guidance)  # one process, the global batch
     single.backward()
     single = single.detach()
-    reference = _reference_losses(views, labels)
+    reference = _reference_losses(views, labels, guidance)
     assert float(single) == pytest.approx(float(reference.mean()), rel=1e-5)
     n = N // WORLD
     losses = []
@@ -166,7 +170,8 @@ def test_loss_over_ranks_matches_one_process(two_processes, case):
         mine = slice(rank * n, (rank + 1) * n)
         # each rank: the mean over its own anchors, with every rank's images as candidates
         assert float(loss) == pytest.approx(float(reference[:, mine].mean()), rel=1e-5)
-        local_only = nt_xent(views[:, mine], TEMPERATURE, None if labels is None else labels[mine], gather=False)
+        local_only = nt_xent(views[:, mine], TEMPERATURE, None if labels is None else labels[mine], gather=False,
+                             guidance=guidance)
         assert not math.isclose(float(loss), float(local_only), rel_tol=1e-3)  # the gather matters here
         # the gather's backward sums every rank's share: R x the single-process gradient of these rows
         torch.testing.assert_close(grad / WORLD, z.grad[:, mine], rtol=1e-4, atol=1e-6)
@@ -193,9 +198,10 @@ def _sampler_labels() -> np.ndarray:
 
 
 def _samplers(rank: int, size: int):
-    from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler
+    from gsimclr.guidance.samplers import GreedyBatchSampler, RandomBatchSampler, SpreadBatchSampler
 
-    return {"guided": GuidedBatchSampler(_sampler_labels(), SAMPLER_BATCH, SAMPLER_SEED, rank=rank, world_size=size),
+    return {"guided": GreedyBatchSampler(_sampler_labels(), SAMPLER_BATCH, SAMPLER_SEED, rank=rank, world_size=size),
+            "spread": SpreadBatchSampler(_sampler_labels(), SAMPLER_BATCH, SAMPLER_SEED, rank=rank, world_size=size),
             "random": RandomBatchSampler(SAMPLER_N, SAMPLER_BATCH, SAMPLER_SEED, rank=rank, world_size=size)}
 
 
@@ -209,7 +215,7 @@ def _sampler_batches(world: World) -> dict:
     return batches
 
 
-@pytest.mark.parametrize("name", ["guided", "random"])
+@pytest.mark.parametrize("name", ["guided", "spread", "random"])
 def test_samplers_are_global(two_processes, name):
     per_rank = [result["samplers"] for result in two_processes[0]]
     labels = _sampler_labels()
@@ -229,6 +235,8 @@ def test_samplers_are_global(two_processes, name):
                 cap = math.ceil(SAMPLER_BATCH / len(np.unique(labels)))
                 counts = np.bincount(labels[np.concatenate(parts)])
                 assert counts.max() <= cap or single.relaxed_images  # the global batch keeps the constraint
+            if name == "spread":                                              # 120 images of 15 labels, 10 batches
+                assert np.bincount(labels[np.concatenate(parts)]).max() <= -(-np.bincount(labels).max() // 10)
         seen = np.concatenate([b for s in steps for b in s])
         assert sorted(seen.tolist()) == list(range(SAMPLER_N))              # every image once per epoch
         orders.append(np.concatenate(steps[0]))
@@ -255,7 +263,7 @@ def _pretrain_setup(epochs: int):
     from gsimclr.data.sources import load_split
 
     cfg = load_config("digits-quick", {"epochs": epochs, "batch_size": 64, "device": "cpu", "head_dims": [32, 16],
-                                       "warmup_epochs": 0, "guidance": "both"})
+                                       "warmup_epochs": 0, "guidance": "mask"})
     data = load_split("digits", image_size=16).subset(np.arange(SUBSET))
     return cfg, data, data.labels  # the true digit labels stand in for pseudo labels
 

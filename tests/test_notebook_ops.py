@@ -169,20 +169,20 @@ def test_separate_views_use_per_view_batch_statistics():
 
 
 def test_rank_order_sampler_is_the_notebooks_fixed_order():
-    from gsimclr.sampler import RankOrderBatchSampler, rank_order
+    from gsimclr.guidance.samplers import PaperBatchSampler, rank_order
 
     labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1, 0])
     order = rank_order(labels)
     assert labels[order].tolist() == [0, 1, 2] * 3 + [0]
     assert order[:3].tolist() == [0, 1, 3]  # each cluster's lowest index first
-    sampler = RankOrderBatchSampler(labels, 3, drop_last=True)
+    sampler = PaperBatchSampler(labels, 3)  # the remainder is dropped
     batches = [b.tolist() for b in sampler]
     sampler.set_epoch(7)
     assert [b.tolist() for b in sampler] == batches and len(batches) == 3 == len(sampler)
 
 
 def test_buffer_shuffle_and_frozen_order():
-    from gsimclr.sampler import RandomBatchSampler, buffer_shuffle
+    from gsimclr.guidance.samplers import RandomBatchSampler, buffer_shuffle
 
     order = buffer_shuffle(2000, 16, np.random.default_rng(0))
     assert sorted(order.tolist()) == list(range(2000))
@@ -215,11 +215,11 @@ def test_stretch_resize_ignores_aspect(tmp_path):
 
 def test_autoencoder_notebook_decoder_and_kmeans_restarts():
     from gsimclr.models.autoencoder import DenoisingAutoencoder
-    from gsimclr.pseudo_labels import kmeans_labels
+    from gsimclr.guidance.kmeans import kmeans
 
     ae = DenoisingAutoencoder("shallow", decoder="upsample_first")
     assert isinstance(ae.decoder[0], torch.nn.Upsample) and isinstance(ae.decoder[1], torch.nn.Conv2d)
     assert ae(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
     assert isinstance(DenoisingAutoencoder("shallow").decoder[0], torch.nn.Conv2d)
     feats = np.random.default_rng(0).normal(size=(60, 4))
-    assert kmeans_labels(feats, 5, n_init=10).shape == (60,)
+    assert kmeans(feats, 5, n_init=10).shape == (60,)

@@ -21,7 +21,7 @@ CIFAR_ROWS = {
                  "warmup_epochs": 0.0, "epochs": 15},
     "batches": {"batch_size": 64, "drop_last": True},
     "simclr batch order": {"shuffle_buffer": 1024, "reshuffle": False},
-    "g-simclr batch order": {"guidance": "batches", "guided_order": "rank"},
+    "g-simclr batch order": {"guidance": "none", "sampler": "paper"},
     "augmentation": {"augment": "notebook", "jitter_strength": 0.2, "jitter_p": 0.5, "gray_p": 0.5,
                      "color_drop": "identity"},
     "augmentation draws": {"augment_draw": "batch"},

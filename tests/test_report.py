@@ -26,3 +26,16 @@ def test_table_rows():
     table = markdown_table(_result(10.0, 70.0))
     assert table.splitlines()[0] == "| top-1 % | SimCLR | G-SimCLR |"
     assert "| Linear P1 (ours) | 10.00 | 11.00 |" in table and "| Fully supervised (all labels) | 70.00 |  |" in table
+
+
+def test_table_shows_false_negative_diagnostics():
+    result = _result(10.0, 70.0)
+    result["methods"]["simclr"].update(class_pairs_per_batch=201.5, class_pairs_in_loss=201.5,
+                                       class_pairs_random=201.4, class_pairs_floor=173.6)
+    result["methods"]["gsimclr"].update(class_pairs_per_batch=180.25, class_pairs_in_loss=150.0,
+                                        class_pairs_random=201.4, class_pairs_floor=173.6, pseudo_pairs_per_batch=12.3)
+    table = markdown_table(result)
+    assert "| Same-class pairs / batch (random 201.4, floor 173.6) | 201.5 | 180.2 |" in table
+    assert "| Same-class pairs left as negatives / batch | 201.5 | 150.0 |" in table
+    assert "| Same-pseudo-label pairs / batch |  | 12.3 |" in table
+    assert "pairs" not in markdown_table(_result(10.0, 70.0))

@@ -28,10 +28,7 @@ from gsimclr.data.store_batches import choose_store, sequential_batches, store_v
 from gsimclr.errors import UserError
 from gsimclr.transforms.augment import sample_crop_boxes
 
-try:  # samplers may move into a guidance package; only the public class is used here
-    from gsimclr.sampler import GuidedBatchSampler
-except ImportError:  # pragma: no cover
-    from gsimclr.guidance import GuidedBatchSampler
+from gsimclr.guidance.samplers import GreedyBatchSampler as GuidedBatchSampler
 
 
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:

@@ -80,12 +80,15 @@ def test_resume_refuses_other_data(tmp_path, tiny_overrides, digits_small):
 
 
 def test_guided_pretraining_learns(tmp_path, tiny_overrides, digits_small):
-    cfg = load_config(None, {**tiny_overrides, "epochs": 4, "guidance": "both"})
+    cfg = load_config(None, {**tiny_overrides, "epochs": 4, "sampler": "greedy", "guidance": "mask"})
     pseudo = digits_small.labels                                              # perfect pseudo labels
     model = pretrain(cfg, digits_small, tmp_path / "g", pseudo_labels=pseudo, method="gsimclr")
     records = [json.loads(x) for x in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 4 and records[-1]["loss"] < records[0]["loss"]
     assert "relaxed_images" in records[0]
+    # perfect pseudo labels under masking: no same-class pair is left as a negative
+    assert all(r["class_pairs_in_loss"] == 0 < r["class_pairs_per_batch"] for r in records)
+    assert all(r["pseudo_pairs_per_batch"] == r["class_pairs_per_batch"] for r in records)
     fresh = build_model(cfg)
     load_checkpoint(tmp_path / "g" / "checkpoint.safetensors", fresh)
     assert _states_equal(model, fresh)
@@ -129,3 +132,39 @@ def test_collapse_is_reported(tmp_path, tiny_overrides, digits_small):
             pretrain(cfg, digits_small, tmp_path / "c")
         except UserError:                                                    # or it diverges outright
             pytest.skip("diverged before collapsing")
+
+
+def _records(path):
+    return [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_diagnostics_spread_below_simclr_and_references(tmp_path, tiny_overrides, digits_small):
+    """SimCLR's shuffled batches against G-SimCLR's spread batches, both scored against the true digits."""
+    cfg = load_config(None, {**tiny_overrides, "epochs": 1})
+    pseudo = digits_small.labels
+    pretrain(cfg, digits_small, tmp_path / "s", pseudo_labels=pseudo, method="simclr")
+    pretrain(cfg, digits_small, tmp_path / "g", pseudo_labels=pseudo, method="gsimclr")
+    simclr, gsimclr = _records(tmp_path / "s")[0], _records(tmp_path / "g")[0]
+    assert simclr["class_pairs_floor"] <= gsimclr["class_pairs_per_batch"] < simclr["class_pairs_per_batch"]
+    assert gsimclr["class_pairs_per_batch"] == pytest.approx(gsimclr["class_pairs_floor"])    # spread reaches it
+    assert simclr["pseudo_pairs_per_batch"] == simclr["class_pairs_per_batch"] == simclr["class_pairs_in_loss"]
+    assert simclr["class_pairs_random"] == gsimclr["class_pairs_random"]
+
+
+def test_encoder_pseudo_labels_recluster_and_resume(tmp_path, tiny_overrides, digits_small):
+    """--pseudo-labels encoder: SimCLR for the warm-up, then labels from the encoder every epoch (with
+    attraction in the loss); a run cut in two resumes to the same model."""
+    cfg = load_config(None, {**tiny_overrides, "epochs": 3, "pseudo_labels": "encoder", "recluster_warmup": 1,
+                             "recluster_every": 1, "k": 20, "guidance": "attract"})
+    full = pretrain(cfg, digits_small, tmp_path / "full", method="gsimclr")
+    records = _records(tmp_path / "full")
+    assert "pseudo_pairs_per_batch" not in records[0] and "pseudo_pairs_per_batch" in records[1]
+    assert [r.get("reclustered", 0) for r in records] == [1, 1, 0]        # after epochs 1 and 2, not after the last
+    assert all(0 <= r["pseudo_nmi"] <= 1 for r in records[:2])
+    assert records[1]["class_pairs_in_loss"] < records[1]["class_pairs_per_batch"]   # attraction removes some
+    saved = json.loads((tmp_path / "full" / "pseudo_labels.json").read_text())
+    assert saved["epoch"] == 2 and saved["k"] == 20 and saved["source"] == "encoder"
+    pretrain(cfg, digits_small, tmp_path / "part", method="gsimclr", stop_after=2)
+    resumed = pretrain(cfg, digits_small, tmp_path / "part", method="gsimclr", resume=True)
+    assert _states_equal(full, resumed)
+    assert [r["loss"] for r in _records(tmp_path / "part")] == pytest.approx([r["loss"] for r in records])

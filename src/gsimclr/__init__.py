@@ -2,10 +2,10 @@
 
 The pieces, one module each:
 
-- ``gsimclr.loss.ntxent``: the NT-Xent loss (any number of views, optional false-negative masking).
+- ``gsimclr.loss.ntxent``: the NT-Xent loss (any number of views, false negatives masked or attracted).
 - ``gsimclr.transforms.augment``: batched SimCLR augmentations that run on the GPU or the CPU.
-- ``gsimclr.sampler``: the guided batch sampler (no two images of a pseudo label in one batch).
-- ``gsimclr.pseudo_labels``: denoising autoencoder + k-means pseudo labels.
+- ``gsimclr.guidance``: pseudo labels (autoencoder, encoder, file), k-means, batch samplers, loss-side
+  guidance and false-negative diagnostics.
 - ``gsimclr.training.pretrain``: the contrastive pretraining loop.
 - ``gsimclr.evaluation``: linear probes at P1/P2/P3, kNN, fine-tuning, the supervised baseline.
 """

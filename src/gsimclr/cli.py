@@ -37,7 +37,7 @@ class Command:
 _EVERY_SECTION = tuple(SECTIONS)
 COMMANDS: dict[str, Command] = {
     "run": Command("pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation and the table", _EVERY_SECTION),
-    "pseudo-label": Command("train the denoising autoencoder and cluster its codes into pseudo labels",
+    "pseudo-label": Command("pseudo labels before pretraining: the denoising autoencoder and k-means, or file:PATH",
                             ("data", "pseudo_labels", "execution", "report"), ("batch_size", "defaults")),
     "pretrain": Command("contrastive pretraining (SimCLR, or G-SimCLR with pseudo labels)",
                         ("data", "model", "augment", "pretrain", "guidance", "pseudo_labels", "knn", "execution", "report")),
@@ -114,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
                                help=f"comma-separated methods to pretrain and evaluate ({', '.join(methods)})")
         if name == "pretrain":
             stage.add_argument("--method", default=methods[0], choices=methods)
-            stage.add_argument("--pseudo-labels", help="pseudo_labels.npy or a run folder (default: computed in --out)")
         if name in EVAL_COMMANDS or name == "embed":
             stage.add_argument("--checkpoint", help="a checkpoint file or stage folder (default: --out/<method>)")
             stage.add_argument("--method", default=methods[0], choices=methods)
@@ -270,9 +269,9 @@ def cmd_pseudo_label(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from gsimclr.distributed import close_world
-    from gsimclr.pipeline import (check_pretrain, load_data, reusable_pseudo_labels, shared_pseudo_labels,
-                                  stage_pretrain, stage_results, write_run_info)
-    from gsimclr.pseudo_labels import load_pseudo_labels
+    from gsimclr.guidance.sources import load_pseudo_labels
+    from gsimclr.pipeline import (check_pretrain, load_data, pseudo_labels_before_pretraining, reusable_pseudo_labels,
+                                  shared_pseudo_labels, stage_pretrain, stage_results, write_run_info)
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
@@ -280,20 +279,20 @@ def cmd_pretrain(args) -> None:
     folder = RunFolder(_run_dir(args))
     with folder.lock():
         train, test = load_data(cfg)
-        guided = METHODS[args.method].guided
+        # autoencoder or file:PATH pseudo labels are made (or reused) in --out/pseudo_labels before
+        # pretraining; encoder pseudo labels are made during it
+        before = METHODS[args.method].guided and pseudo_labels_before_pretraining(cfg)
         pseudo = None
-        if guided and args.pseudo_labels:
-            pseudo = load_pseudo_labels(args.pseudo_labels, len(train))
-        elif guided and reusable_pseudo_labels(cfg, train, folder):
+        if before and reusable_pseudo_labels(cfg, train, folder):
             pseudo = load_pseudo_labels(folder.pseudo_labels, len(train))
         ckpt = folder.checkpoint(args.method)
-        if guided and pseudo is None and args.resume and ckpt.exists():
+        if before and pseudo is None and args.resume and ckpt.exists():
             raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer holds; "
                             "choose another --out")
         check_pretrain(cfg, train, folder, args.method, pseudo, args.resume)
         if world.is_main:
             write_run_info(folder, cfg)
-        if guided and pseudo is None:
+        if before and pseudo is None:
             pseudo = shared_pseudo_labels(cfg, train, folder, resume=True, test=test)["labels"]
         monitor = (train, test) if cfg.monitor_every and train.has_labels and test is not None and test.has_labels else None
         stage_pretrain(cfg, train, folder, args.method, pseudo, args.resume, args.stop_after, args.max_minutes, monitor)
@@ -357,6 +356,7 @@ def cmd_embed(args) -> None:
     from gsimclr.io import atomic_path, save_npy
     from gsimclr.pipeline import load_encoder
     from gsimclr.runtime import resolve_device
+    from gsimclr.transforms.augment import NORMALIZATIONS
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())

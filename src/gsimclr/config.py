@@ -52,7 +52,7 @@ SECTIONS: dict[str, str] = {
     "augment": "augmentation",
     "pretrain": "contrastive pretraining",
     "guidance": "G-SimCLR guidance",
-    "pseudo_labels": "pseudo labels (denoising autoencoder + k-means)",
+    "pseudo_labels": "pseudo labels (autoencoder, encoder or file; k-means)",
     "linear": "linear evaluation",
     "knn": "kNN evaluation",
     "finetune": "fine-tuning",
@@ -80,6 +80,12 @@ def _device_check(value: str) -> str | None:
     if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
         return None
     return f"--device must be auto, cpu, mps, cuda or cuda:N, got {value!r}"
+
+
+def _pseudo_label_check(value: str) -> str | None:
+    from gsimclr.guidance.sources import source_problem
+
+    return source_problem(value)
 
 
 def _positive_list(value: list[int]) -> str | None:
@@ -182,14 +188,22 @@ class Config:
     monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
     sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
     # G-SimCLR guidance
-    guidance: str = opt("batches", "guidance", "G-SimCLR guidance: guided batches, false-negative masking, or both",
-                        choices=("batches", "mask", "both"))
-    sampler_tail: str = opt("relax", "guidance", "guided batches once the smallest clusters run out: relax the "
+    sampler: str = opt("spread", "guidance", "how G-SimCLR's batches are built from the pseudo labels (SimCLR "
+                       "always shuffles): spread each cluster evenly over the batches, random, the paper's "
+                       "fixed batches, or greedy", choices="gsimclr.guidance.samplers:SAMPLERS")
+    guidance: str = opt("none", "guidance", "G-SimCLR's loss-side guidance: same-pseudo-label candidates stay "
+                        "negatives, are masked out of the denominator, or attracted as positives",
+                        choices="gsimclr.guidance.loss_guidance:GUIDANCE")
+    sampler_tail: str = opt("relax", "guidance", "greedy sampler once the smallest clusters run out: relax the "
                             "one-per-cluster rule step by step, or drop the rest of the epoch", choices=("relax", "drop"))
-    guided_order: str = opt("balanced", "guidance", "guided batches: the balanced sampler reshuffled every epoch, or "
-                            "the notebooks' one fixed order (images sorted by their rank within their cluster)",
-                            choices=("balanced", "rank"))
-    # denoising autoencoder + k-means pseudo labels
+    # pseudo labels
+    pseudo_labels: str = opt("autoencoder", "pseudo_labels", "where pseudo labels come from: autoencoder (the "
+                             "paper), encoder (k-means on the encoder's features, refreshed during training), "
+                             "or file:PATH (labels .npy, or embeddings .npy/.parquet to cluster)",
+                             check=_pseudo_label_check, metavar="{autoencoder,encoder,file:PATH}")
+    recluster_every: int = opt(1, "pseudo_labels", "encoder pseudo labels: epochs between re-clusterings", min=1)
+    recluster_warmup: int = opt(1, "pseudo_labels", "encoder pseudo labels: epochs before the first clustering "
+                                "(trained as SimCLR)", min=0)
     ae_model: str = opt("shallow", "pseudo_labels", "denoising autoencoder (shallow for 32 px, deep for 224 px)",
                         choices="gsimclr.models.autoencoder:ARCHITECTURES")
     ae_epochs: int = opt(20, "pseudo_labels", "autoencoder epochs (at most; early stopping)", min=0)
@@ -475,6 +489,16 @@ def _preset_mapping(name_or_path: str) -> dict[str, Any]:
     return values
 
 
+# Values of earlier versions, read as their present meaning (saved runs, old presets and command lines).
+ALIASES: dict[str, dict[Any, Any]] = {
+    "guidance": {"batches": "none", "both": "mask"},  # guided batches are now --sampler; the loss side --guidance
+}
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: ALIASES.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+
+
 def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
                 base: dict[str, Any] | None = None) -> Config:
     """``base`` (e.g. a checkpoint's config), then the preset, then the overrides (None values are
@@ -487,10 +511,10 @@ def load_config(preset: str | None = None, overrides: dict[str, Any] | None = No
                 raise UserError(f"this preset needs {flag(name)} ({what})")
         values.update(read_preset(preset))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    cfg = Config(**{k: parse_value(k, v) for k, v in values.items()})
+    cfg = Config(**{k: parse_value(k, v) for k, v in _upgrade(values).items()})
     return cfg.validate()
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """A Config from a saved run (unknown keys from other versions are ignored)."""
-    return Config(**{k: v for k, v in values.items() if k in FIELDS})
+    return Config(**{k: v for k, v in _upgrade(values).items() if k in FIELDS})

@@ -35,7 +35,10 @@ from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.plots import plot_curves, plot_tsne
-from gsimclr.pseudo_labels import load_pseudo_labels, make_pseudo_labels
+from gsimclr.guidance.autoencoder import AutoencoderOptions
+from gsimclr.guidance.diagnostics import PAIR_KEYS
+from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
+                                      save_pseudo_labels)
 from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance
@@ -162,24 +165,40 @@ def reusable_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFol
 
 def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder, resume: bool = False,
                         test: ImageData | None = None) -> dict[str, Any]:
-    """Autoencoder and k-means pseudo labels of ``train`` (``--ae-select test`` watches ``test``)."""
+    """The pseudo labels of ``--pseudo-labels`` computed before pretraining (autoencoder, file:PATH) in
+    the run folder's pseudo_labels/; ``encoder`` ones are made during pretraining (UserError here).
+    ``--ae-select test`` has the autoencoder's early stopping watch ``test``."""
+    source, path = parse_source(cfg.pseudo_labels)
+    if source == "encoder":
+        raise UserError("--pseudo-labels encoder: the labels are computed during G-SimCLR pretraining")
     folder = _folder(run_dir)
     out = folder.pseudo_dir
     if resume and reusable_pseudo_labels(cfg, train, folder):
         return {"labels": load_pseudo_labels(folder.pseudo_labels, len(train)), **json.loads(folder.pseudo_meta.read_text())}
     if cfg.n_clusters > len(train):
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
-    if cfg.ae_select == "test" and test is None:
+    if source == "autoencoder" and cfg.ae_select == "test" and test is None:
         raise UserError("--ae-select test needs a test split; this data has none")
     folder.record("pseudo_labels", pseudo_provenance(cfg, train))
-    train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
-    if test is not None and cfg.ae_select == "test":
-        test = decoded(test, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
-    result = make_pseudo_labels(cfg, train, out, test if cfg.ae_select == "test" else None)
-    if cfg.tsne_points:  # 0: no maps
+    if source == "file":
+        result = file_pseudo_labels(path, len(train), cfg.n_clusters, cfg.seed, train.labels if train.has_labels else None,
+                                    resolve_device(cfg.device))
+        save_pseudo_labels(out, result)
+    else:
+        train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
+        val = None
+        if test is not None and cfg.ae_select == "test":
+            val = decoded(test, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
+        result = autoencoder_pseudo_labels(train, cfg.n_clusters, AutoencoderOptions.from_config(cfg), out, val)
+    if result.features is not None and cfg.tsne_points:  # 0: no maps
         colour = train.labels if train.has_labels else result.labels
-        plot_tsne(result.features, colour, folder.tsne_autoencoder, "autoencoder features", cfg.tsne_points, cfg.seed)
+        plot_tsne(result.features, colour, out / f"tsne_{source}.png", f"{source} features", cfg.tsne_points, cfg.seed)
     return {"labels": result.labels, **result.metrics}
+
+
+def pseudo_labels_before_pretraining(cfg: Config) -> bool:
+    """Whether ``--pseudo-labels`` are made before pretraining (not ``encoder``, made during it)."""
+    return parse_source(cfg.pseudo_labels)[0] != "encoder"
 
 
 def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder, resume: bool = False,
@@ -222,8 +241,9 @@ def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, met
     if world.is_main and not folder.checkpoint(method).exists():
         folder.record(method, expected)
     t0 = time.perf_counter()
-    model = pretrain(cfg, train, folder.stage_dir(method), pseudo if METHODS.get(method).guided else None,
-                     resume=resume, method=method, stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
+    # an unguided method only reports the pseudo labels' pairs in its batches (diagnostics)
+    model = pretrain(cfg, train, folder.stage_dir(method), pseudo, resume=resume, method=method,
+                     stop_after=stop_after, max_minutes=max_minutes, monitor=monitor)
     if world.is_main:  # in a multi-process run only rank 0 writes
         _write_timing(folder.timing(method), time.perf_counter() - t0)
     return model
@@ -292,14 +312,22 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> dict[str
 
 
 def stage_results(run_dir: Path | RunFolder, method: str) -> dict[str, Any]:
-    """Training summary of a pretraining stage: epochs, time, throughput, final loss."""
+    """Training summary of a pretraining stage: epochs, time, throughput, final loss, the false-negative
+    diagnostics' means over the epochs that have them, and the last re-clustering's scores."""
     folder = _folder(run_dir)
+    out = folder.stage_dir(method)
     records = read_metrics(folder.metrics(method))
     timing = json.loads(folder.timing(method).read_text()) if folder.timing(method).exists() else {}
     summary = {"epochs": len(records), "pretrain_s": timing.get("pretrain_s", sum(r["epoch_s"] for r in records))}
     if records:
         summary["final_loss"] = records[-1]["loss"]
         summary["images_per_s"] = float(np.median([r["images_per_s"] for r in records]))
+    for key in PAIR_KEYS:
+        values = [r[key] for r in records if key in r]
+        if values:
+            summary[key] = float(np.mean(values))
+    if (out / "pseudo_labels.json").exists():  # encoder pseudo labels: the latest clustering
+        summary["pseudo_labels"] = json.loads((out / "pseudo_labels.json").read_text())
     return summary
 
 
@@ -318,9 +346,33 @@ def plot_run_curves(run_dir: Path | RunFolder) -> None:
                 knn[name] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
     if losses:
         plot_curves(losses, folder.loss_curves, "NT-Xent loss", "pretraining loss")
+    plot_false_negatives(folder)
     if knn:
         plot_curves(knn, folder.knn_curves, "kNN top-1 %", "kNN accuracy during pretraining",
                     xlabel="training time (s)")
+
+
+def plot_false_negatives(run_dir: Path | RunFolder) -> None:
+    """false_negatives.png: same-class pairs per batch by epoch for every method (and, under loss-side
+    guidance, those left as negatives), beside the random-shuffling expectation and the floor."""
+    folder = _folder(run_dir)
+    curves, references = {}, {}
+    for method in METHODS:
+        path = folder.metrics(method)
+        if not path.exists():
+            continue
+        recs = [r for r in read_metrics(path) if "class_pairs_per_batch" in r]
+        if not recs:
+            continue
+        epochs = [r["epoch"] for r in recs]
+        curves[f"{title(method)}: in batches"] = (epochs, [r["class_pairs_per_batch"] for r in recs])
+        if any(r["class_pairs_in_loss"] != r["class_pairs_per_batch"] for r in recs):
+            curves[f"{title(method)}: negatives in the loss"] = (epochs, [r["class_pairs_in_loss"] for r in recs])
+        references.setdefault("random shuffling", recs[0]["class_pairs_random"])
+        references.setdefault("floor (spread by class)", recs[0]["class_pairs_floor"])
+    if curves:
+        plot_curves(curves, folder.root / "false_negatives.png", "same-class pairs per batch",
+                    "false negatives in the batches", references=references)
 
 
 def trained_epochs(run_dir: Path | RunFolder, method: str) -> int:
@@ -377,13 +429,13 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
                                "linear_protocol": cfg.linear_protocol, "methods": {}}
     pseudo = None
-    if any(METHODS[m].guided for m in methods):
+    if any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg):
         t0 = time.perf_counter()
         pl = shared_pseudo_labels(cfg, train, folder, resume, test)
         pseudo = pl.pop("labels")
         results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
         scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
-        log(f"pseudo labels: k={pl['k']}{scores}")
+        log(f"pseudo labels ({cfg.pseudo_labels}): k={pl['k']}{scores}")
     evaluable = train.has_labels and test is not None and test.has_labels
     for method in methods:
         eval_path = folder.eval(method)
@@ -402,6 +454,8 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
             continue
         summary = stage_results(folder, method)
         log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
+        if "pseudo_labels" in summary and "pseudo_labels" not in results:  # encoder pseudo labels
+            results["pseudo_labels"] = summary["pseudo_labels"]
         if evaluable:
             summary.update(evaluate_encoder(cfg, model, train, test, out=folder.stage_dir(method)))
         folder.record(f"{method}/eval", eval_provenance(cfg, train, test, folder.checkpoint(method)))

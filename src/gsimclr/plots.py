@@ -19,12 +19,14 @@ def _pyplot():
 
 
 def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "loss",
-                title: str = "", xlabel: str = "epoch") -> None:
-    """One line per name: (x values, y values)."""
+                title: str = "", xlabel: str = "epoch", references: dict[str, float] | None = None) -> None:
+    """One line per name: (x values, y values); ``references``: dashed horizontal lines, by name."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     for name, (x, y) in curves.items():
         ax.plot(x, y, marker="o", markersize=3, label=name)
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 5)))):
+        ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -58,14 +58,32 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in values) + " |")
     if results.get("supervised") is not None:
         lines.append("| Fully supervised (all labels) | " + " | ".join([_fmt(results["supervised"])] + [""] * (len(cols) - 1)) + " |")
+    lines += pair_rows(methods, cols)
     return "\n".join(lines)
+
+
+def pair_rows(methods: dict[str, Any], cols: list[str]) -> list[str]:
+    """Rows of false-negative diagnostics (means over the pretraining epochs), when the run logged them:
+    same-class pairs per batch with their references, those left as negatives by the loss, and
+    same-pseudo-label pairs."""
+    rows = []
+    first = next((methods[m] for m in cols if "class_pairs_per_batch" in methods[m]), None)
+    if first is not None:
+        rows.append((f"Same-class pairs / batch (random {first['class_pairs_random']:.1f}, "
+                     f"floor {first['class_pairs_floor']:.1f})", "class_pairs_per_batch"))
+        rows.append(("Same-class pairs left as negatives / batch", "class_pairs_in_loss"))
+    if any("pseudo_pairs_per_batch" in methods[m] for m in cols):
+        rows.append(("Same-pseudo-label pairs / batch", "pseudo_pairs_per_batch"))
+    return [f"| {name} | " + " | ".join("" if methods[m].get(key) is None else f"{methods[m][key]:.1f}" for m in cols)
+            + " |" for name, key in rows]
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
     out = []
     pl = results.get("pseudo_labels") or {}
     if "nmi" in pl:
-        out.append(f"Pseudo labels: k={pl['k']}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f} against the true labels.")
+        source = f" ({pl['source']}" + (f", after epoch {pl['epoch']})" if "epoch" in pl else ")") if "source" in pl else ""
+        out.append(f"Pseudo labels{source}: k={pl['k']}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f} against the true labels.")
     for m, r in results.get("methods", {}).items():
         if "pretrain_s" in r:
             out.append(f"{title(m)} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "

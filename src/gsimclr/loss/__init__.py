@@ -20,7 +20,7 @@ from gsimclr.loss.ntxent import NTXentLoss, nt_xent
 from gsimclr.registry import Registry
 
 LOSSES: Registry = Registry("loss")
-LOSSES.register("ntxent", lambda cfg: NTXentLoss(cfg.temperature))
+LOSSES.register("ntxent", lambda cfg: NTXentLoss(cfg.temperature, guidance=cfg.guidance))
 
 
 def build_criterion(cfg):

@@ -7,9 +7,16 @@ For an anchor embedding ``z_a`` and one of its positives ``z_p`` (another view o
 with cosine similarity ``sim``; the loss is the mean over all anchors and their positives. With two
 views this is SimCLR's loss; with V views every anchor has V - 1 positives.
 
-Guidance by false-negative masking (optional, not in the G-SimCLR paper): with ``pseudo_labels``,
-candidates that share the anchor's pseudo label but are other images are dropped from the
-denominator.
+Loss-side guidance (not in the G-SimCLR paper; :mod:`gsimclr.guidance.loss_guidance`): with
+``pseudo_labels``, candidates that share the anchor's pseudo label but are other images are either
+dropped from the denominator (``guidance="mask"``, false-negative elimination) or counted as extra
+positives (``guidance="attract"``, FNC's attraction, Huynh et al. 2022): the anchor's loss is then
+the mean of -log p over all its positives, as in SupCon's L_out, with every other candidate in the
+denominator. In every case the loss is the mean over anchors of the mean over each anchor's positives
+(with V views and no attraction every anchor has V - 1 positives, so this is the plain mean).
+
+Precision: the logits are computed in fp32 even under bf16 autocast (the embeddings are small; in
+bf16 the loss's gradient has relative errors of a few percent at temperature 0.1).
 
 Negatives from other processes: under ``torch.distributed`` with R > 1 processes, each holding an
 equal share of the global batch, the embeddings (and pseudo labels) of every rank are gathered, so
@@ -34,6 +41,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from gsimclr.guidance.loss_guidance import GUIDANCE
 
 
 class _AllGather(torch.autograd.Function):
@@ -71,16 +80,25 @@ def _gather(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def nt_xent(views: torch.Tensor, temperature: float = 0.1, pseudo_labels: torch.Tensor | None = None,
-            gather: bool = True) -> torch.Tensor:
+            gather: bool = True, guidance: str = "mask") -> torch.Tensor:
     """NT-Xent over ``views`` of shape (V, N, D): V views of N images (V >= 2).
 
-    ``pseudo_labels`` (N,) enables false-negative masking. ``gather`` adds the other processes'
-    embeddings as negatives when torch.distributed is initialised.
+    ``pseudo_labels`` (N,) with ``guidance`` ``mask`` or ``attract`` removes same-label candidates
+    from the negatives (``none`` ignores the labels). ``gather`` adds the other processes'
+    embeddings as candidates when torch.distributed is initialised.
     """
     if views.ndim != 3 or views.shape[0] < 2:
         raise ValueError(f"expected views of shape (V>=2, N, D), got {tuple(views.shape)}")
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance must be one of {', '.join(GUIDANCE)}, got {guidance!r}")
+    with torch.autocast(views.device.type, enabled=False):  # fp32 logits under mixed precision
+        return _nt_xent(views.float(), temperature, pseudo_labels if guidance != "none" else None, gather, guidance)
+
+
+def _nt_xent(views: torch.Tensor, temperature: float, pseudo_labels: torch.Tensor | None, gather: bool,
+             guidance: str) -> torch.Tensor:
     n_views, n, _ = views.shape
-    z = F.normalize(views.float(), dim=-1)
+    z = F.normalize(views, dim=-1)
     # Columns are ordered (rank, view, image); image ids are global: rank * n + image.
     local_ids = torch.arange(n, device=z.device).repeat(n_views)                      # (V*n,)
     anchors = z.reshape(n_views * n, -1)
@@ -99,26 +117,32 @@ def nt_xent(views: torch.Tensor, temperature: float = 0.1, pseudo_labels: torch.
     is_self = torch.zeros_like(same_image)
     is_self[torch.arange(n_views * n, device=z.device), self_cols] = True
     excluded = is_self
+    positives = same_image & ~is_self
     if pseudo_labels is not None:
         labels = pseudo_labels.to(z.device).repeat(n_views)
         all_labels = _gather(pseudo_labels.to(z.device))[0] if gather else pseudo_labels.to(z.device)
         cand_labels = all_labels.view(n_ranks, 1, n).expand(n_ranks, n_views, n).reshape(-1)
-        excluded = excluded | ((labels[:, None] == cand_labels[None, :]) & ~same_image)
+        same_label = (labels[:, None] == cand_labels[None, :]) & ~same_image
+        if guidance == "mask":
+            excluded = excluded | same_label
+        else:  # attract
+            positives = positives | same_label
     log_denominator = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1, keepdim=True)
-    positives = same_image & ~is_self
     log_prob = logits - log_denominator
-    return -(log_prob * positives).sum() / positives.sum()
+    per_anchor = (log_prob * positives).sum(1) / positives.sum(1)
+    return -per_anchor.mean()
 
 
 class NTXentLoss(nn.Module):
     """Module form of :func:`nt_xent`; call it with the views as separate tensors, ``loss(z1, z2)``."""
 
-    def __init__(self, temperature: float = 0.1, gather: bool = True):
+    def __init__(self, temperature: float = 0.1, gather: bool = True, guidance: str = "mask"):
         super().__init__()
         self.temperature = temperature
         self.gather = gather
+        self.guidance = guidance
 
     def forward(self, *views: torch.Tensor, pseudo_labels: torch.Tensor | None = None) -> torch.Tensor:
         """``loss(z1, z2, ...)`` with one (N, D) tensor per view, or ``loss(z)`` with z of shape (V, N, D)."""
         stacked = views[0] if len(views) == 1 and views[0].ndim == 3 else torch.stack(views)
-        return nt_xent(stacked, self.temperature, pseudo_labels, self.gather)
+        return nt_xent(stacked, self.temperature, pseudo_labels, self.gather, self.guidance)

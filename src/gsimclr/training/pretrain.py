@@ -35,10 +35,13 @@ from gsimclr.errors import UserError
 from gsimclr.loss import build_criterion
 from gsimclr.methods import METHODS
 from gsimclr.models.simclr import SimCLRModel
+from gsimclr.guidance.diagnostics import epoch_pair_stats
+from gsimclr.guidance.recluster import ReclusterSchedule
+from gsimclr.guidance.samplers import GreedyBatchSampler, RandomBatchSampler, make_batch_sampler
+from gsimclr.guidance.sources import encoder_pseudo_labels, load_pseudo_labels, parse_source, save_pseudo_labels
 from gsimclr.run_folder import CHECKPOINT  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile, resolve_device, restore_scaler,
                              scaler_state, seed_epoch, seed_everything)
-from gsimclr.sampler import GuidedBatchSampler, RandomBatchSampler, RankOrderBatchSampler
 from gsimclr.tracking import RunLogger, WandbOptions
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.training.views import VIEW_FORWARDS
@@ -135,17 +138,17 @@ def host_batch(images: torch.Tensor, index: torch.Tensor, device: torch.device) 
 
 
 def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: World):
-    """Guided batches for pseudo labels when ``--guidance`` asks for them (``--guided-order``: the
-    balanced sampler or the notebooks' rank order), else plain shuffling (``--shuffle-buffer``,
-    ``--reshuffle``); ``--drop-last`` skips short last batches."""
+    """The configured sampler (``--sampler``) over the pseudo labels; plain shuffling without them
+    (SimCLR, or G-SimCLR with encoder pseudo labels before the first clustering), as tf.data's buffer
+    shuffle with ``--shuffle-buffer`` and the first epoch's order every epoch with ``--reshuffle false``;
+    ``--drop-last`` skips short last batches."""
+    options = {"tail": cfg.sampler_tail} if cfg.sampler == "greedy" else {}
     try:
-        if pseudo_labels is not None and cfg.guidance in ("batches", "both"):
-            if cfg.guided_order == "rank":
-                return RankOrderBatchSampler(pseudo_labels, cfg.batch_size, world.rank, world.size, cfg.drop_last)
-            return GuidedBatchSampler(pseudo_labels, cfg.batch_size, cfg.seed, cfg.sampler_tail, world.rank, world.size,
-                                      cfg.drop_last)
-        return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size, cfg.drop_last, cfg.reshuffle,
-                                  cfg.shuffle_buffer)
+        if pseudo_labels is None or cfg.sampler == "random":
+            return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size, cfg.drop_last,
+                                      cfg.reshuffle, cfg.shuffle_buffer)
+        return make_batch_sampler(cfg.sampler, n, cfg.batch_size, pseudo_labels, cfg.seed, world.rank, world.size,
+                                  drop_last=cfg.drop_last, **options)
     except ValueError as exc:
         raise UserError(f"--batch-size: {exc}") from None
 
@@ -200,6 +203,14 @@ class Pretrainer:
     ``self.loss_labels`` (the per-image labels the criterion sees), ``epoch_hooks`` (functions
     ``hook(trainer, epoch, record)`` called after every epoch, e.g. to re-cluster or log diagnostics).
 
+    Guidance: a guided method batches by its pseudo labels (``--sampler``) and hands them to the loss
+    (``--guidance``); :meth:`set_pseudo_labels` swaps them, which re-clustering (``--pseudo-labels
+    encoder``, :meth:`recluster`) does after ``--recluster-warmup`` epochs and then every
+    ``--recluster-every`` epochs. Every epoch's record carries the false-negative diagnostics of
+    :func:`gsimclr.guidance.diagnostics.epoch_pair_stats` for the batches it trained on (from the
+    sampler's index arrays on the host; the training labels serve these diagnostics only). An
+    unguided method (SimCLR) reports the same-pseudo-label pairs of its batches when given pseudo labels.
+
     ``device`` is resolved once by the caller and passed down."""
 
     def __init__(self, cfg: Config, data: ImageData, out_dir: str | Path, device: torch.device,
@@ -210,7 +221,14 @@ class Pretrainer:
         self.world = world = current_world()
         self.monitor = monitor
         self.pseudo_labels = pseudo_labels if self.method.guided else None
+        self.diagnostic_labels = pseudo_labels         # shown, never used, by an unguided method
+        self.classes = data.labels if data.has_labels else None
         self.epoch_hooks: list = []
+        self.reclustering = None
+        if self.method.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":
+            self.reclustering = ReclusterSchedule(cfg.recluster_every, cfg.recluster_warmup)
+            self.pseudo_labels = None
+            self.epoch_hooks.append(_recluster_after_epoch)
         seed_everything(cfg.seed)
         # channels_last: faster on GPUs, and 1.75x faster on this 2-core CPU too (paper ResNet, batch 256, 32 px)
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
@@ -248,8 +266,9 @@ class Pretrainer:
             self.decoder, self.make_views = make_store_views_fn(cfg, device)
             self.images = None
         self.loss_labels = None
-        if self.pseudo_labels is not None and cfg.guidance in ("mask", "both"):
-            self.loss_labels = torch.from_numpy(np.asarray(self.pseudo_labels, dtype=np.int64)).to(device)
+        self.set_pseudo_labels(self.pseudo_labels)
+        if self.reclustering is not None:
+            self._restore_pseudo_labels()
         self.criterion = build_criterion(cfg)
         self.loss_fn = maybe_compile(make_loss_fn(self.criterion, cfg.views_forward), device, cfg.compile)
         self.log = RunLogger(self.out_dir, tensorboard=world.is_main, resume=resume,
@@ -259,6 +278,44 @@ class Pretrainer:
         self.train_time = self.log.records[-1].get("train_s", 0.0) if self.log and self.log.records else 0.0
         self.done = self.start_epoch
         self._at_chance = 0
+
+    def set_pseudo_labels(self, labels: np.ndarray | None) -> None:
+        """Use ``labels`` from the next batch on: in the sampler (built anew when it had none) and the loss."""
+        if labels is None:
+            return
+        if not self.method.guided:
+            self.diagnostic_labels = labels
+            return
+        labels = np.asarray(labels, dtype=np.int64)
+        if hasattr(self.sampler, "set_labels"):
+            self.sampler.set_labels(labels)
+        else:
+            self.sampler = make_sampler(self.cfg, len(self.data), labels, self.world)
+        self.pseudo_labels = labels
+        if self.cfg.guidance != "none":
+            self.loss_labels = torch.from_numpy(labels).to(self.device)
+
+    def recluster(self, epochs_done: int) -> dict:
+        """Cluster the encoder's features into new pseudo labels (rank 0 computes, every rank receives
+        them), save them in the stage folder and use them; returns their description (k, sizes, NMI/ARI)."""
+        labels = metrics = None
+        if self.world.is_main:
+            result = encoder_pseudo_labels(self.model, self.data, self.cfg.n_clusters, self.cfg.image_size, self.device,
+                                           self.cfg.precision, self.cfg.seed)
+            result.metrics["epoch"] = epochs_done
+            save_pseudo_labels(self.out_dir, result)
+            labels, metrics = result.labels, result.metrics
+        labels, metrics = from_main((labels, metrics))
+        self.set_pseudo_labels(labels)
+        return metrics
+
+    def _restore_pseudo_labels(self) -> None:
+        """At the start of a call: new labels when a clustering is due now, else (resuming) the saved ones."""
+        schedule, start = self.reclustering, self.start_epoch
+        if start < self.cfg.epochs and schedule.due(start):
+            self.recluster(start)
+        elif schedule.last_refresh(start) is not None:
+            self.set_pseudo_labels(load_pseudo_labels(self.out_dir / "pseudo_labels.npy", len(self.data)))
 
     def _resume(self) -> int:
         if not self.ckpt.exists():
@@ -303,8 +360,12 @@ class Pretrainer:
         self.train_time += elapsed
         record = {"epoch": epoch + 1, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                   "images_per_s": seen / elapsed, "epoch_s": elapsed, "train_s": self.train_time}
-        if isinstance(self.sampler, GuidedBatchSampler):
+        if isinstance(self.sampler, GreedyBatchSampler):
             record["relaxed_images"] = self.sampler.relaxed_images
+        if world.is_main:
+            shown = self.pseudo_labels if self.method.guided else self.diagnostic_labels
+            record.update(epoch_pair_stats(self.sampler.epoch_batches(), shown, self.classes,
+                                           self.cfg.guidance if self.loss_labels is not None else "none"))
         if self.monitor is not None and cfg.monitor_every and (epoch + 1) % cfg.monitor_every == 0:
             record["knn"] = monitor_knn(cfg, self.model, *self.monitor, device)
         for hook in self.epoch_hooks:
@@ -371,12 +432,22 @@ class Pretrainer:
         barrier()  # the other processes return once rank 0 has written its checkpoint and metrics
 
 
+def _recluster_after_epoch(trainer: Pretrainer, epoch: int, record: dict) -> None:
+    """Epoch hook of encoder pseudo labels: re-cluster when the schedule says so (not after the last epoch)."""
+    done = epoch + 1
+    if done < trainer.cfg.epochs and trainer.reclustering.due(done):
+        metrics = trainer.recluster(done)
+        record["reclustered"] = 1
+        record.update({f"pseudo_{key}": metrics[key] for key in ("nmi", "ari") if key in metrics})
+
+
 def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
              resume: bool = False, method: str = "simclr", stop_after: int | None = None,
              max_minutes: float | None = None, monitor: tuple[ImageData, ImageData] | None = None,
              device: torch.device | None = None) -> SimCLRModel:
     """Train a model with ``method`` (a :data:`gsimclr.methods.METHODS` name) on ``data``; a guided
-    method (G-SimCLR) uses ``pseudo_labels`` for its batches and/or loss, by ``cfg.guidance``.
+    method (G-SimCLR) uses ``pseudo_labels`` for its batches (``cfg.sampler``) and loss (``cfg.guidance``),
+    or, with ``cfg.pseudo_labels == "encoder"``, clusters its own features during training.
     Writes checkpoints and metrics to ``out_dir``.
 
     ``stop_after`` ends this call after that many epochs with a checkpoint, so a long run can be cut

@@ -1,0 +1,155 @@
+"""The paper's pseudo-label features: a denoising autoencoder trained on the images, whose pooled
+latent codes are clustered (see :mod:`gsimclr.guidance.sources`).
+
+Example:
+    >>> import numpy as np
+    >>> from gsimclr.data.dataset import ImageData
+    >>> data = ImageData(np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    >>> ae = train_autoencoder(data, AutoencoderOptions(epochs=1, batch_size=16, image_size=16))
+    >>> encode(ae, data, AutoencoderOptions(image_size=16)).shape
+    (40, 128)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from gsimclr.data.dataset import ImageData
+from gsimclr.models.autoencoder import DenoisingAutoencoder
+from gsimclr.runtime import autocast, backward_step, grad_scaler, resolve_device
+from gsimclr.tracking import RunLogger
+from gsimclr.transforms.augment import eval_transform
+
+UNIT = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+@dataclass
+class AutoencoderOptions:
+    """How the autoencoder is trained: MSE on images with Gaussian noise added, Adam, early stopping
+    on a 10% held-out split after ``patience`` epochs without improvement."""
+
+    model: str = "shallow"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    noise: float = 0.01
+    patience: int = 3
+    image_size: int = 32
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    decoder: str = "conv_first"      # the decoder's stage order (the notebooks: upsample first)
+    shuffle: bool = True             # False: the data's order every epoch (the notebooks' unshuffled batches)
+    drop_last: bool = False          # skip a short last batch (the notebooks' drop_remainder)
+    min_delta: float = 1e-6          # early stopping: smallest improvement (Keras: 0)
+    defaults: str = "torch"          # framework defaults of the network and Adam (keras: Adam eps 1e-7)
+    kmeans_n_init: int = 3
+
+    @classmethod
+    def from_config(cls, cfg) -> "AutoencoderOptions":
+        """The options of a run's :class:`gsimclr.config.Config` (its ``ae_*`` fields)."""
+        return cls(model=cfg.ae_model, epochs=cfg.ae_epochs, batch_size=cfg.ae_batch_size, lr=cfg.ae_lr,
+                   noise=cfg.ae_noise, patience=cfg.ae_patience, image_size=cfg.image_size, device=cfg.device,
+                   precision=cfg.precision, seed=cfg.seed, decoder=cfg.ae_decoder, shuffle=cfg.ae_shuffle,
+                   drop_last=cfg.ae_drop_last, min_delta=cfg.ae_min_delta, defaults=cfg.defaults,
+                   kmeans_n_init=cfg.kmeans_n_init)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator | None = None, drop_last: bool = False):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for i in range(0, n - size + 1 if drop_last and n >= size else n, size):
+        yield order[i:i + size]
+
+
+def _inputs(images: torch.Tensor, idx, size: int, device: torch.device) -> torch.Tensor:
+    return eval_transform(images[idx].to(device, non_blocking=True), size, **UNIT)
+
+
+def input_size(image_size: int, ae: DenoisingAutoencoder) -> int:
+    """The autoencoder's input size: the model's input size rounded down to a multiple of its downsampling."""
+    return max(ae.downsampling, image_size // ae.downsampling * ae.downsampling)
+
+
+def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path | None = None,
+                      val_data: ImageData | None = None) -> DenoisingAutoencoder:
+    """Train the denoising autoencoder with early stopping (patience ``opts.patience``, the best epoch's
+    weights restored) on a 10% split held out of ``data``, or on ``val_data`` (the notebooks pass the
+    test set) when given, training on all of ``data`` then; logs its losses to ``out_dir``/metrics.jsonl."""
+    from gsimclr.models.registry import apply_defaults
+
+    device = resolve_device(opts.device)
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    ae = apply_defaults(DenoisingAutoencoder(opts.model, opts.decoder), opts.defaults).to(device)
+    size = input_size(opts.image_size, ae)
+    images = torch.from_numpy(data.images)
+    if val_data is None:
+        order = rng.permutation(len(data))
+        n_val = max(1, len(data) // 10)
+        val_idx, train_idx = order[:n_val], order[n_val:] if opts.shuffle else np.sort(order[n_val:])
+        val_images = images
+    else:
+        train_idx, val_images = np.arange(len(data)), torch.from_numpy(val_data.images)
+        val_idx = np.arange(len(val_data))
+    optimizer = torch.optim.Adam(ae.parameters(), lr=opts.lr, eps=1e-7 if opts.defaults == "keras" else 1e-8)
+    log = RunLogger(out_dir, tensorboard=True) if out_dir else None
+    best, best_state, bad = float("inf"), None, 0
+    scaler = grad_scaler(device, opts.precision)  # enabled for fp16 only
+    for epoch in tqdm(range(1, opts.epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
+        ae.train()
+        total, seen = torch.zeros((), device=device), 0
+        for b in _batches(len(train_idx), opts.batch_size, rng if opts.shuffle else None, opts.drop_last):
+            x = _inputs(images, train_idx[b], size, device)
+            noisy = x + opts.noise * torch.randn_like(x)
+            with autocast(device, opts.precision):
+                loss = F.mse_loss(ae(noisy).float(), x)
+            optimizer.zero_grad(set_to_none=True)
+            backward_step(loss, optimizer, scaler)
+            total += loss.detach() * len(b)
+            seen += len(b)
+        val = _reconstruction_loss(ae, val_images, val_idx, size, opts, device)
+        if log:
+            log.log({"epoch": epoch, "ae_train_loss": float(total) / max(seen, 1), "ae_val_loss": val})
+        if val < best - opts.min_delta:
+            best, bad = val, 0
+            best_state = {k: v.detach().clone() for k, v in ae.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= opts.patience:
+                break
+    if best_state is not None:
+        ae.load_state_dict(best_state)
+    if log:
+        log.close()
+    return ae
+
+
+@torch.no_grad()
+def _reconstruction_loss(ae, images, idx, size, opts: AutoencoderOptions, device) -> float:
+    ae.eval()
+    total = 0.0
+    for b in _batches(len(idx), opts.batch_size):
+        x = _inputs(images, idx[b], size, device)
+        with autocast(device, opts.precision):
+            total += float(F.mse_loss(ae(x).float(), x, reduction="sum")) / x[0].numel()
+    return total / len(idx)
+
+
+@torch.no_grad()
+def encode(ae: DenoisingAutoencoder, data: ImageData, opts: AutoencoderOptions) -> np.ndarray:
+    """The pooled latent code of every image (N, channels), float32."""
+    device = next(ae.parameters()).device
+    ae.eval()
+    images = torch.from_numpy(data.images)
+    size = input_size(opts.image_size, ae)
+    out = []
+    for b in _batches(len(data), opts.batch_size):
+        with autocast(device, opts.precision):
+            out.append(ae.encode(_inputs(images, b, size, device)).float().cpu())
+    return torch.cat(out).numpy()

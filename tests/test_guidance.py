@@ -1,0 +1,151 @@
+"""Guidance pieces beside the samplers: diagnostics, k-means, pseudo-label sources, re-clustering."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from gsimclr.data.dataset import ImageData
+from gsimclr.errors import UserError
+from gsimclr.guidance.diagnostics import epoch_pair_stats, random_pairs, same_label_pairs, spread_floor_pairs
+from gsimclr.guidance.kmeans import kmeans, torch_kmeans
+from gsimclr.guidance.recluster import ReclusterSchedule
+from gsimclr.guidance.samplers import RandomBatchSampler
+from gsimclr.guidance.sources import (encoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels,
+                                      parse_source)
+
+
+def _brute_pairs(batches, labels):
+    return np.mean([sum(labels[i] == labels[j] for a, i in enumerate(b) for j in b[a + 1:]) for b in batches])
+
+
+def test_pair_counts_match_a_loop():
+    rng = np.random.default_rng(0)
+    labels, pseudo = rng.integers(0, 5, 90), rng.integers(0, 7, 90)
+    batches = RandomBatchSampler(90, 16, seed=1).epoch_batches()
+    assert same_label_pairs(batches, labels) == pytest.approx(_brute_pairs(batches, labels))
+    both = labels * 10 + pseudo
+    assert same_label_pairs(batches, labels, pseudo) == pytest.approx(_brute_pairs(batches, both))
+    stats = epoch_pair_stats(batches, pseudo, labels, guidance="mask")
+    assert stats["pseudo_pairs_per_batch"] == pytest.approx(_brute_pairs(batches, pseudo))
+    assert stats["class_pairs_in_loss"] == pytest.approx(_brute_pairs(batches, labels) - _brute_pairs(batches, both))
+    assert epoch_pair_stats(batches, pseudo, labels, guidance="none")["class_pairs_in_loss"] == \
+        stats["class_pairs_per_batch"]
+    assert set(epoch_pair_stats(batches, None, labels)) == {"class_pairs_per_batch", "class_pairs_in_loss",
+                                                            "class_pairs_random", "class_pairs_floor"}
+    assert set(epoch_pair_stats(batches, pseudo, None)) == {"pseudo_pairs_per_batch"}
+
+
+def test_references_closed_forms():
+    """The issue's numbers: CIFAR-10's balanced classes, floor C (B/C)(B/C - 1) / 2 per batch, 14% below
+    random at B = 64 and under 2% at B = 512; and the random expectation against simulation."""
+    labels = np.repeat(np.arange(10), 5000)
+    for batch, gap in ((64, 0.14), (512, 0.02)):
+        m, rest = divmod(50000, batch)
+        sizes = [batch] * m + ([rest] if rest else [])
+        floor, rand = spread_floor_pairs(labels, sizes), random_pairs(labels, sizes)
+        b = batch / 10
+        assert floor == pytest.approx(10 * b * (b - 1) / 2, rel=0.02)
+        assert 1 - floor / rand == pytest.approx(gap, abs=0.01)
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 4, 40)
+    simulated = np.mean([same_label_pairs(RandomBatchSampler(40, 8, seed=s).epoch_batches(), small)
+                         for s in range(400)])
+    assert simulated == pytest.approx(random_pairs(small, [8] * 5), rel=0.05)
+
+
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_kmeans_recovers_blobs_and_is_deterministic(backend):
+    x, y = make_blobs(n_samples=3000, centers=12, n_features=16, cluster_std=1.0, random_state=0)
+    labels = kmeans(x, 12, seed=3, backend=backend)
+    assert adjusted_rand_score(y, labels) > 0.99
+    assert np.array_equal(labels, kmeans(x, 12, seed=3, backend=backend))
+    assert labels.dtype == np.int64 and labels.shape == (3000,)
+
+
+def test_torch_kmeans_agrees_with_sklearn_in_chunks(monkeypatch):
+    import gsimclr.guidance.kmeans as km
+
+    monkeypatch.setattr(km, "CHUNK_ELEMENTS", 1000)            # many chunks of the distance matrix
+    x, _ = make_blobs(n_samples=2000, centers=40, n_features=8, cluster_std=0.5, random_state=1)
+    ours = torch_kmeans(torch.from_numpy(x).float(), 40, seed=0, init_sample=500).numpy()
+    theirs = kmeans(x, 40, seed=0, backend="sklearn")
+    assert adjusted_rand_score(theirs, ours) > 0.95
+    assert len(np.unique(ours)) == 40                             # no empty cluster
+
+
+def test_kmeans_errors_and_duplicates():
+    with pytest.raises(ValueError, match="need at least"):
+        kmeans(np.zeros((3, 2)), 4)
+    labels = kmeans(np.zeros((20, 2)), 3, backend="torch")        # fewer distinct points than clusters
+    assert labels.shape == (20,)
+
+
+def test_file_source_labels_embeddings_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x, y = make_blobs(n_samples=200, centers=4, n_features=6, random_state=2)
+    np.save(tmp_path / "labels.npy", y)
+    np.save(tmp_path / "emb.npy", x.astype(np.float32))
+    pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 6),
+                             "label": pa.array(y)}), tmp_path / "emb.parquet")
+    assert np.array_equal(file_pseudo_labels(tmp_path / "labels.npy", 200).labels, y)
+    for name in ("emb.npy", "emb.parquet"):
+        result = file_pseudo_labels(tmp_path / name, 200, k=4, seed=0, truth=y)
+        assert result.metrics["ari"] > 0.99 and result.metrics["k"] == 4
+    with pytest.raises(UserError, match="k is needed"):
+        file_pseudo_labels(tmp_path / "emb.npy", 200)
+    with pytest.raises(UserError, match="holds 200 rows for 100 images"):
+        file_pseudo_labels(tmp_path / "labels.npy", 100)
+    np.save(tmp_path / "floats.npy", np.zeros(200))
+    with pytest.raises(UserError, match="integer labels"):
+        file_pseudo_labels(tmp_path / "floats.npy", 200)
+    (tmp_path / "run" / "pseudo_labels").mkdir(parents=True)
+    np.save(tmp_path / "run" / "pseudo_labels" / "pseudo_labels.npy", y)
+    assert np.array_equal(load_pseudo_labels(tmp_path / "run", 200), y)
+    with pytest.raises(UserError, match="not found"):
+        file_pseudo_labels(tmp_path / "missing.npy", 200)
+
+
+def test_parse_source():
+    assert parse_source("autoencoder") == ("autoencoder", None)
+    assert parse_source("file:a/b.npy") == ("file", "a/b.npy")
+    for bad in ("file", "file:", "encoders", "autoencoder:x"):
+        with pytest.raises(UserError, match="--pseudo-labels"):
+            parse_source(bad)
+
+
+def test_encoder_source_clusters_the_encoders_features():
+    from gsimclr.models.simclr import SimCLRModel
+
+    rng = np.random.default_rng(0)
+    images = np.concatenate([np.full((30, 16, 16, 3), v, np.uint8) for v in (20, 120, 230)])
+    images = np.clip(images + rng.integers(-5, 6, images.shape), 0, 255).astype(np.uint8)
+    data = ImageData(images, labels=np.repeat(np.arange(3), 30))
+    torch.manual_seed(0)
+    model = SimCLRModel.build("paper_resnet", [16, 8], n_blocks=0)
+    model.train()
+    result = encoder_pseudo_labels(model, data, 3, 16, torch.device("cpu"), seed=0)
+    assert model.training                                          # left in the mode it was in
+    assert result.labels.shape == (90,) and result.metrics["nmi"] > 0.9
+
+
+def test_recluster_schedule():
+    s = ReclusterSchedule(every=3, warmup=2)
+    assert [e for e in range(12) if s.due(e)] == [2, 5, 8, 11]
+    assert s.last_refresh(1) is None and s.last_refresh(7) == 5 and s.last_refresh(8) == 8
+    assert ReclusterSchedule(every=1, warmup=0).due(0)
+    with pytest.raises(ValueError):
+        ReclusterSchedule(every=0)
+
+
+def test_old_guidance_values_are_read_as_their_present_meaning():
+    from gsimclr.config import config_from_dict, load_config
+
+    assert load_config(None, {"guidance": "both"}).guidance == "mask"          # guided batches + masking
+    assert load_config(None, {"guidance": "batches"}).guidance == "none"       # batches alone: --sampler
+    assert config_from_dict({"guidance": "batches"}).guidance == "none"        # a checkpoint of an older run
+    with pytest.raises(UserError, match="--guidance must be one of none, mask, attract"):
+        load_config(None, {"guidance": "pull"})
