@@ -38,9 +38,9 @@ def count_decodes(monkeypatch):
     calls = []
     original = sources._decode_one
 
-    def counting(source, size):
+    def counting(source, size, *args, **kwargs):
         calls.append(source)
-        return original(source, size)
+        return original(source, size, *args, **kwargs)
 
     monkeypatch.setattr(sources, "_decode_one", counting)
     return calls

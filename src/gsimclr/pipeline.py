@@ -41,7 +41,7 @@ from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_lab
                                       save_pseudo_labels)
 from gsimclr.methods import METHODS, title
 from gsimclr.report import markdown_table, summary_lines
-from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance
+from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
@@ -122,8 +122,10 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     inputs: dict[str, Any] = {"method": method}
     if guided:
         inputs["pseudo_labels"] = None if pseudo is None else array_digest(np.asarray(pseudo, np.int64))
-    return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs,
-                      extra_fields=("guidance", "sampler_tail") if guided else ())
+    # a guided method also depends on the guidance options and, for encoder pseudo labels made during
+    # pretraining, on how they are made
+    extra = tuple(stage_fields("guidance")) + ("pseudo_labels", "recluster_every", "recluster_warmup", "k") if guided else ()
+    return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
 
 
 def eval_provenance(cfg: Config, train: ImageData, test: ImageData | None, checkpoint: Path) -> dict[str, Any]:
