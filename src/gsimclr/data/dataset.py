@@ -16,8 +16,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class Labelled:
+    """What every image set says of its labels (``labels``: int64 with -1 for unlabelled, or None;
+    ``classes``: names or None): :class:`ImageData` and the encoded store share it."""
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None and bool((self.labels >= 0).all())
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+
 @dataclass
-class ImageData:
+class ImageData(Labelled):
     """Decoded images as one uint8 array (N, H, W, 3), with optional integer labels.
 
     ``fingerprint`` identifies the source (path, size, modification time, decoding options) and keys
@@ -46,16 +61,6 @@ class ImageData:
     @property
     def image_size(self) -> int:
         return int(self.images.shape[1])
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None and bool((self.labels >= 0).all())
-
-    @property
-    def num_classes(self) -> int:
-        if self.classes is not None:
-            return len(self.classes)
-        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
 
     def subset(self, index: np.ndarray) -> "ImageData":
         """The images at ``index``, in that order. A run of consecutive indices is a view of the same

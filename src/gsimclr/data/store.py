@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gsimclr.data import cache as decoded_cache
+from gsimclr.data.dataset import Labelled
 from gsimclr.data.sources import EncodedListing, _to_rgb
 from gsimclr.errors import UserError
 
@@ -56,7 +57,7 @@ _ORIENTATION_TAG = 0x0112
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
 
-class EncodedStore:
+class EncodedStore(Labelled):
     """A memory-mapped encoded store, or an index view of one (:meth:`subset`).
 
     ``payload(i)`` is image ``i``'s JPEG bytes (a read-only view into the mapped file), ``sizes`` the
@@ -110,16 +111,6 @@ class EncodedStore:
     def image_size(self) -> int:
         """The capped shorter side (images keep their own aspect ratio)."""
         return self.stored_size
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None and bool((self.labels >= 0).all())
-
-    @property
-    def num_classes(self) -> int:
-        if self.classes is not None:
-            return len(self.classes)
-        return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
 
     @property
     def encoded_bytes(self) -> int:
