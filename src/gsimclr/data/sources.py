@@ -228,24 +228,34 @@ def _load_through_cache(plan: _Plan, cache_dir: str | None) -> ImageData:
 
 def _plan_path(spec: str, split: str, image_size: int | None, on_corrupt: str, resize: str = "crop") -> _Plan | None:
     """Resolve a path spec to a parquet or image-folder plan for ``split``."""
+    options = {"split": split, "image_size": image_size, "on_corrupt": on_corrupt}
+    if resize != "crop":  # only then, so that the caches of crop-decoded data keep their keys
+        options["resize"] = resize
+    found = _locate_path(spec, split)
+    if found is None:
+        return None
+    kind, where, name = found
+    return _plan_parquet(where, name, options) if kind == "parquet" else _plan_folder(where, options)
+
+
+def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str] | None:
+    """What a path spec holds for ``split``: ("parquet", files, name), ("folder", root, name), or None
+    when a parquet set has no such split; a missing path or a file that is not parquet is a UserError."""
     path = Path(spec).expanduser()
     if not path.exists():
         if "/" in spec or os.sep in spec or path.suffix:
             raise UserError(f"data path does not exist: {spec}")
         raise UserError(f"unknown data source {spec!r}: not a file or folder, nor one of {KNOWN_NAMES}")
     path = path.resolve()
-    options = {"split": split, "image_size": image_size, "on_corrupt": on_corrupt}
-    if resize != "crop":  # only then, so that the caches of crop-decoded data keep their keys
-        options["resize"] = resize
     if path.is_file():
         if path.suffix.lower() != ".parquet":
             raise UserError(f"not a parquet file or an image folder: {spec}")
-        return _plan_parquet([path], path.stem, options) if split == "train" else None
+        return ("parquet", [path], path.stem) if split == "train" else None
     parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
     if parquet_files:
         files = _parquet_split_files(parquet_files, split)
-        return _plan_parquet(files, path.name, options) if files else None
-    return _plan_folder(path, options)
+        return ("parquet", files, path.name) if files else None
+    return "folder", path, path.name
 
 
 # ---------------------------------------------------------------------------------------- parquet
@@ -698,19 +708,11 @@ def list_encoded(spec: str, split: str = "train") -> EncodedListing | None:
     if spec.lower() == "digits" or _TORCHVISION_SPEC.match(spec) or spec.lower().startswith(HF_PREFIX):
         data = _load(spec, split, None, "error", False, None)
         return None if data is None else _listing_from_arrays(data)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        _plan_path(spec, split, None, "skip")  # raises the usual one-line error
-    path = path.resolve()
-    if path.is_file():
-        if path.suffix.lower() != ".parquet":
-            raise UserError(f"not a parquet file or an image folder: {spec}")
-        return _listing_parquet([path], path.stem, split) if split == "train" else None
-    parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
-    if parquet_files:
-        files = _parquet_split_files(parquet_files, split)
-        return _listing_parquet(files, path.name, split) if files else None
-    return _listing_folder(path, split)
+    found = _locate_path(spec, split)
+    if found is None:
+        return None
+    kind, where, name = found
+    return _listing_parquet(where, name, split) if kind == "parquet" else _listing_folder(where, split)
 
 
 def _listing_from_arrays(data: ImageData) -> EncodedListing:
