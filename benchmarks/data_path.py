@@ -27,7 +27,7 @@ and merges its section into ``OUT/data-path-<device>.json`` and ``.md``, written
     The CPU decoders alone (Pillow with DCT-scaled decoding vs torchvision's ``decode_jpeg`` on a list),
     two crops per image, on the same random batches, alternating ``--rounds`` times.
 ``train FOLDER``
-    ``gsimclr pretrain --store jpeg`` (one epoch, paper_resnet with n_blocks 0, ``--size`` px) under
+    ``gsimclr pretrain --store jpeg`` (one epoch of ``--model``, default paper_resnet with n_blocks 0, at ``--size`` px) under
     ``/usr/bin/time -v``: its images/s and peak RSS; ``--train-limit`` shortens the epoch.
 ``memory``
     The in-memory path on CIFAR-10 (``--data``): index a batch from the decoded uint8 array and make
@@ -324,14 +324,14 @@ def cmd_decoders(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    """``gsimclr pretrain --store jpeg`` on the folder under ``/usr/bin/time -v``: one epoch of the smallest
-    model (paper_resnet, n_blocks 0) at ``--size`` px; ``--train-limit`` images (0: all)."""
+    """``gsimclr pretrain --store jpeg`` on the folder under ``/usr/bin/time -v``: one epoch of ``--model``
+    (paper_resnet with n_blocks 0 unless named) at ``--size`` px; ``--train-limit`` images (0: all)."""
     import re
 
     with tempfile.TemporaryDirectory(prefix="data-path-train-") as out:
+        model = ["--model", args.model] + (["--n-blocks", "0"] if args.model == "paper_resnet" else [])
         argv = [sys.executable, "-m", "gsimclr", "pretrain", "--data", args.folder, "--store", "jpeg",
-                "--image-size", str(args.size), "--cache-size", str(args.stored_size), "--model", "paper_resnet",
-                "--n-blocks", "0", "--epochs", "1", "--batch-size", str(args.batch_size), "--train-limit",
+                "--image-size", str(args.size), "--cache-size", str(args.stored_size), *model, "--epochs", "1", "--batch-size", str(args.batch_size), "--train-limit",
                 str(args.train_limit), "--device", "cpu", "--compile", "off", "--out", out]
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         if args.cache_dir:
@@ -426,6 +426,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--train-limit", type=int, default=0, help="train: images of the epoch (0: all)")
+    parser.add_argument("--model", default="paper_resnet",
+                        help="train: the backbone (paper_resnet runs with n_blocks 0; e.g. timm:test_resnet)")
     parser.add_argument("--decode-only", action="store_true", help="epoch: decode and crop only, no augmentation")
     parser.add_argument("--data", default="/work/shared/data/cifar10", help="memory: the CIFAR-10 source")
     parser.add_argument("--src", nargs="+", default=[str(ROOT / "src")], help="memory: gsimclr src folders")

@@ -1,12 +1,16 @@
 """Generate a large synthetic ImageNet-style JPEG folder for the data-path benchmark (never in the repo).
 
-``OUT/train/<wnid>/<wnid>_<i>.JPEG``: ``--classes`` classes, ``--images`` images in all, shorter side
+``OUT/<split>/<wnid>/<wnid>_<i>.JPEG`` (``--split`` train or val): ``--classes`` classes, ``--images`` images in all, shorter side
 ``--size`` px, the longer side 1 to 1.5 times that (a random aspect ratio per image, landscape or
 portrait). Each class has one smooth random base image (colour gradients and blobs); every image is
 its class's base, shifted and flipped at random, with pixel noise, re-encoded as JPEG (quality 85).
 Fast: about 1.5 ms per image per core. Run it niced, e.g.::
 
     nice -n 10 python benchmarks/make_jpeg_set.py /work/gen/jpeg200k --images 200000 --workers 2
+    nice -n 10 python benchmarks/make_jpeg_set.py /work/gen/jpeg200k --split val --images 5000 --workers 2
+
+A ``val`` split (the same classes, other shifts and noise) is the evaluation split, so that a run
+trains on every ``train`` image instead of holding 20% of them out.
 """
 
 from __future__ import annotations
@@ -35,14 +39,16 @@ def base_image(rng: np.random.Generator, side: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_class(args: tuple[Path, int, int, int, int]) -> int:
-    """Write ``count`` images of class ``label`` under ``out``; returns the bytes written."""
-    out, label, count, size, seed = args
+def write_class(args: tuple[Path, int, int, int, int, str]) -> int:
+    """Write ``count`` images of class ``label`` under ``out/split``; returns the bytes written."""
+    out, label, count, size, seed, split = args
     rng = np.random.default_rng([seed, label])
     wnid = f"n{label:08d}"
-    folder = out / "train" / wnid
+    folder = out / split / wnid
     folder.mkdir(parents=True, exist_ok=True)
     base = base_image(rng, int(size * 1.6))
+    if split != "train":  # the same class base image, other draws
+        rng = np.random.default_rng([seed, label, 1])
     written = 0
     for i in range(count):
         path = folder / f"{wnid}_{i}.JPEG"
@@ -74,12 +80,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="shorter side in pixels")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=("train", "val"), default="train")
     args = parser.parse_args()
     per_class = [args.images // args.classes + (c < args.images % args.classes) for c in range(args.classes)]
-    jobs = [(args.out, c, n, args.size, args.seed) for c, n in enumerate(per_class)]
+    jobs = [(args.out, c, n, args.size, args.seed, args.split) for c, n in enumerate(per_class)]
     with Pool(args.workers) as pool:
         total = sum(pool.imap_unordered(write_class, jobs))
-    print(f"{args.images} images, {total / 1e9:.2f} GB of JPEG under {args.out}")
+    print(f"{args.images} images, {total / 1e9:.2f} GB of JPEG under {args.out / args.split}")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,19 @@ def test_color_jitter_applies_each_samples_order_like_torchvision():
     assert (A.color_jitter(x, params) - torch.stack(theirs)).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("p", [1.0, 0.8, 0.0])
+def test_gathered_color_jitter_equals_masked_bit_for_bit(p):
+    """The CPU path (each operation on its own samples) and the compile-friendly masked path agree
+    exactly, including samples left unjittered (p < 1) and a batch with no jitter at all."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(64, 3, 12, 10, generator=g)
+    x[:8] = (x[:8] * 255).round() / 255  # 8-bit values: ties between channels, gray pixels
+    params = A.sample_jitter(64, strength=1.0, p=p, generator=g)
+    masked, gathered = A.color_jitter(x, params, gather=False), A.color_jitter(x, params, gather=True)
+    assert torch.equal(masked, gathered)
+    assert A.color_jitter(x, params) is not x and torch.equal(A.color_jitter(x, params), gathered)  # CPU default
+
+
 def test_sample_jitter_ranges_orders_and_probability():
     n, s = 4000, 0.5
     params = A.sample_jitter(n, s, p=0.8, generator=torch.Generator().manual_seed(0))

@@ -150,6 +150,11 @@ def test_stage_commands_on_one_run_folder(tmp_path):
 def test_each_subcommand_takes_only_its_options(capsys):
     assert "unrecognized arguments: --ae-noise" in _error_of(capsys, ["knn", "--ae-noise", "3"])
     assert "unrecognized arguments: --linear-epochs" in _error_of(capsys, ["pretrain", "--linear-epochs", "3"])
+    # the message says which subcommands take a misplaced option, or the closest option of this one
+    assert "--ae-noise is an option of gsimclr run / pseudo-label / pretrain, not of gsimclr knn" in _error_of(
+        capsys, ["knn", "--ae-noise", "3"])
+    assert "did you mean --cache-size?" in _error_of(capsys, ["pretrain", "--cache-dir", "x"])
+    assert _error_of(capsys, ["pretrain", "stray"]).startswith("gsimclr: error: gsimclr pretrain: unrecognized")
     assert set(command_options("knn")) >= {"knn_k", "knn_temperature", "data", "seed"}
     assert not set(command_options("knn")) & {"ae_noise", "lr", "linear_epochs", "epochs"}
     assert set(command_options("run")) == set(json.loads(json.dumps(list(__import__("gsimclr.config").config.FIELDS))))

@@ -59,7 +59,33 @@ def command_options(name: str) -> list[str]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage block
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(message if self.prog == "gsimclr" else f"{self.prog}: {message}")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> str:
+    """The one-line error for arguments ``command`` does not take: which subcommands take an unknown
+    option instead, or the closest option of ``command`` (``--lr-schedul`` -> ``--lr-schedule``)."""
+    import difflib
+
+    subs = _subparsers(parser)
+    own = [o for a in subs[command]._actions for o in a.option_strings if o.startswith("--")]
+    message = f"gsimclr {command}: unrecognized arguments: {' '.join(extra)}"
+    option = next((a.split("=")[0] for a in extra if a.startswith("--")), None)
+    if option is None:
+        return message
+    elsewhere = [name for name, p in subs.items() if name != command
+                 and any(option in a.option_strings for a in p._actions)]
+    if elsewhere:
+        return f"{message} ({option} is an option of gsimclr {' / '.join(elsewhere[:4])}, not of gsimclr {command})"
+    close = difflib.get_close_matches(option, own, n=1, cutoff=0.75)
+    return f"{message} (did you mean {close[0]}?)" if close else f"{message} (see gsimclr {command} --help)"
 
 
 def _option_help(name: str) -> str:
@@ -430,7 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise UserError(_unknown_arguments(parser, args.command, extra))
         commands = {"run": cmd_run, "summarize": cmd_summarize, "presets": cmd_presets, "export": cmd_export, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
                     "supervised": cmd_supervised, "embed": cmd_embed}
         if args.command in COMMANDS:
