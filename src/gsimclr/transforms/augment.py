@@ -262,7 +262,7 @@ def color_jitter(x: Tensor, params: JitterParams, gather: bool | None = None) ->
     gathered path; for images in ``[0, 1]`` the masked path leaves them unchanged too.
     """
     if gather is None:
-        gather = x.device.type == "cpu" and not torch.compiler.is_compiling()
+        gather = x.device.type == "cpu" and not _compiling()
     if gather:
         return _color_jitter_gathered(x, params)
     identity = torch.ones_like(params.brightness)
@@ -274,6 +274,14 @@ def color_jitter(x: Tensor, params: JitterParams, gather: bool | None = None) ->
         use_hue = (op == HUE) & (params.hue != 0)
         x = torch.where(use_hue.view(-1, 1, 1, 1), adjust_hue(x, params.hue), x)
     return x
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing (``torch.compiler.is_compiling`` from torch 2.3, dynamo's before)."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    if check is None:  # torch 2.2
+        from torch._dynamo import is_compiling as check
+    return bool(check())
 
 
 _JITTER_OPS = ((BRIGHTNESS, adjust_brightness, "brightness"), (CONTRAST, adjust_contrast, "contrast"),
