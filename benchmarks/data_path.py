@@ -14,8 +14,13 @@ and merges its section into ``OUT/data-path-<device>.json`` and ``.md``, written
     (default 1) for the augmentation, which runs while the next batch decodes) against torchvision's
     ``ImageFolder`` + ``DataLoader`` (``--threads`` worker processes) + PIL transforms
     (``RandomResizedCrop``, ``RandomHorizontalFlip``, ``ColorJitter`` p=0.8, ``RandomGrayscale``,
-    ``ToTensor``, ``Normalize``), each for ``--batches`` batches after one warm-up batch. The two run
-    one after the other, alternating ``--rounds`` times; the median is reported. Peak memory: the
+    ``ToTensor``, ``Normalize``), each for ``--batches`` batches after ``--warmup`` batches. The two run
+    one after the other, alternating ``--rounds`` times; the median is reported. ``--decoders`` lists
+    the store path's decoders to compare (pil, torchvision, cuda = nvJPEG), each measured whole and
+    decoding alone; ``--device cuda`` runs the augmentation on the GPU (compiled, as in training) and
+    moves torchvision's batches there, and writes ``data-path-cuda.*`` (``scripts/evidence.py`` part
+    ``datapath-cuda-224``). FOLDER may also be a parquet file or folder (torchvision's side then loads
+    the images from their bytes with PIL, as ImageFolder's loader does from files). Peak memory: the
     highest total RSS of the process and its children, sampled every 0.2 s from /proc (anonymous and
     file-backed parts, since the store's memory map counts its touched pages as file-backed RSS).
     Why one torch thread: on this shared 2-core machine, with other jobs running, the augmentation of
@@ -130,8 +135,27 @@ class PeakRSS:
 # ------------------------------------------------------------------------------------- children
 
 
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gpu_peak(device) -> dict:
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
+
+
 def run_store_path(args) -> dict:
-    """Child: gsimclr's store path, ``args.batches`` random batches."""
+    """Child: gsimclr's store path, ``args.batches`` random batches: ``args.decoder`` decodes and crops
+    (a thread pool of ``--threads``, or nvJPEG), the batched augmentation runs on ``args.device``
+    (compiled there on a GPU, as in training)."""
+    import dataclasses
+
     import numpy as np
     import torch
 
@@ -139,68 +163,114 @@ def run_store_path(args) -> dict:
     from gsimclr.data.sources import list_encoded
     from gsimclr.data.store import build_store
     from gsimclr.data.store_batches import store_views
+    from gsimclr.runtime import maybe_compile
     from gsimclr.transforms.augment import simclr_augment
 
     torch.set_num_threads(args.torch_threads)
+    device = torch.device(args.device)
     with PeakRSS() as rss:
         store = build_store(list_encoded(args.folder), args.stored_size, cache_dir=args.cache_dir)
-        augment = simclr_augment(args.size)
-        augment = type(augment)(**{**augment.__dict__, "crop": False})
-        decoder = BatchDecoder(args.size, views=2, workers=args.threads)
+        augment = dataclasses.replace(simclr_augment(args.size), crop=False)
+
+        def views(crops):
+            return torch.stack([augment(crops[0]), augment(crops[-1])])
+
+        views = maybe_compile(views, device, "auto")
+        decoder = BatchDecoder(args.size, views=2, workers=args.threads, backend=args.decoder)
         rng = np.random.default_rng(args.seed)
-        n = len(store) if not args.epoch else len(store)
+        n = len(store)
         if args.epoch:
             order = rng.permutation(n)
             batches = [order[i:i + args.batch_size] for i in range(0, n, args.batch_size)]
         else:
-            batches = [rng.choice(n, args.batch_size, replace=False) for _ in range(args.batches + 1)]
+            batches = [rng.choice(n, min(args.batch_size, n), replace=False) for _ in range(args.batches + args.warmup)]
         seen, started = 0, None
-        for step, (idx, crops) in enumerate(store_views(store, decoder, batches, seed=args.seed, epoch=0)):
+        pin = device.type == "cuda"
+        for step, (idx, crops) in enumerate(store_views(store, decoder, batches, seed=args.seed, epoch=0, pin=pin)):
+            crops = crops.to(device, non_blocking=True)
             if not args.decode_only:
-                views = torch.stack([augment(crops[0]), augment(crops[1])])
-                assert views.shape == (2, len(idx), 3, args.size, args.size)
-            if step == 0 and not args.epoch:
-                started = time.perf_counter()  # after one warm-up batch
+                out = views(crops)
+                assert out.shape == (2, len(idx), 3, args.size, args.size)
+            if not args.epoch and step < args.warmup:  # warm-up batches (compilation on a GPU)
+                if step == args.warmup - 1:
+                    _sync(device)
+                    started = time.perf_counter()
                 continue
             started = started or time.perf_counter()
             seen += len(idx)
+        _sync(device)
         elapsed = time.perf_counter() - started
-    name = "decode + crop only" if args.decode_only else "PIL decode + crop, then batched augment"
-    return {"pipeline": f"gsimclr store ({name})", "images": seen, "seconds": elapsed,
-            "images_per_s": seen / elapsed, "store_images": len(store), **rss.as_dict()}
+    name = "decode + crop only" if args.decode_only else "decode + crop, then batched augment"
+    where = f" on {device.type}" if device.type != "cpu" else ""
+    return {"pipeline": f"gsimclr store, {args.decoder} decoder ({name}{where})", "images": seen, "seconds": elapsed,
+            "images_per_s": seen / elapsed, "store_images": len(store), **rss.as_dict(), **_gpu_peak(device)}
 
 
 def run_torchvision(args) -> dict:
-    """Child: torchvision ImageFolder + DataLoader + PIL transforms, two views per image."""
+    """Child: torchvision ImageFolder (or, for a parquet source, the same PIL loading from its bytes) +
+    DataLoader (``--threads`` workers) + PIL transforms, two views per image, moved to ``--device``."""
+    import io
+
     import numpy as np
     import torch
-    from torch.utils.data import DataLoader
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
     from torchvision import datasets, transforms as T
 
     torch.set_num_threads(1)
+    device = torch.device(args.device)
     view = T.Compose([
         T.RandomResizedCrop(args.size), T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(0.2),
+        *([T.RandomApply([T.GaussianBlur(2 * int(0.05 * args.size) + 1, (0.1, 2.0))], p=0.5)] if args.size >= 96 else []),
         T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
 
     class TwoViews:
         def __call__(self, img):
             return view(img), view(img)
 
+    class Listed(Dataset):
+        """The images of a listing (paths or JPEG bytes), loaded as ImageFolder's PIL loader does."""
+
+        def __init__(self, items, labels, transform):
+            self.items, self.labels, self.transform = items, labels, transform
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            payload = self.items[i]
+            with Image.open(payload if isinstance(payload, str) else io.BytesIO(payload)) as img:
+                return self.transform(img.convert("RGB")), int(self.labels[i]) if self.labels is not None else 0
+
     with PeakRSS() as rss:
-        dataset = datasets.ImageFolder(str(Path(args.folder) / "train"), transform=TwoViews())
+        folder = Path(args.folder) / "train"
+        if folder.is_dir():
+            dataset, kind = datasets.ImageFolder(str(folder), transform=TwoViews()), "ImageFolder"
+        else:
+            from gsimclr.data.sources import list_encoded
+
+            listing = list_encoded(args.folder)
+            items = [payload for chunk in listing.chunks(4096) for _, payload in chunk]
+            dataset, kind = Listed(items, listing.labels, TwoViews()), "PIL loading from parquet bytes"
         rng = np.random.default_rng(args.seed)
-        batches = [rng.choice(len(dataset), args.batch_size, replace=False).tolist() for _ in range(args.batches + 1)]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.threads, prefetch_factor=2)
+        size = min(args.batch_size, len(dataset))
+        batches = [rng.choice(len(dataset), size, replace=False).tolist() for _ in range(args.batches + args.warmup)]
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=args.threads, prefetch_factor=2 if args.threads else None,
+                            pin_memory=device.type == "cuda")
         seen, started = 0, None
         for step, ((v0, v1), _) in enumerate(loader):
+            v0, v1 = v0.to(device, non_blocking=True), v1.to(device, non_blocking=True)
             assert v0.shape == (len(v0), 3, args.size, args.size)
-            if step == 0:
-                started = time.perf_counter()
+            if step < args.warmup:
+                if step == args.warmup - 1:
+                    _sync(device)
+                    started = time.perf_counter()
                 continue
             seen += len(v0)
+        _sync(device)
         elapsed = time.perf_counter() - started
-    return {"pipeline": f"torchvision ImageFolder + DataLoader ({args.threads} workers) + PIL transforms",
+    return {"pipeline": f"torchvision {kind} + DataLoader ({args.threads} workers) + PIL transforms",
             "images": seen, "seconds": elapsed, "images_per_s": seen / elapsed, **rss.as_dict()}
 
 
@@ -237,17 +307,13 @@ def run_memory_path(args) -> dict:
             "images": seen, "seconds": elapsed, "images_per_s": seen / elapsed}
 
 
-def run_store_decode(args) -> dict:
-    """Child: the store path's decoding and cropping alone (no colour augmentation)."""
-    return run_store_path(argparse.Namespace(**{**vars(args), "decode_only": True}))
-
-
-CHILDREN = {"store-path": run_store_path, "store-decode": run_store_decode, "torchvision": run_torchvision, "memory-path": run_memory_path}
+CHILDREN = {"store-path": run_store_path, "torchvision": run_torchvision, "memory-path": run_memory_path}
 
 
 def child(kind: str, args, src: str | None = None) -> dict:
     """Run ``CHILDREN[kind]`` in a fresh interpreter (with ``src`` first on the path) and return its result."""
-    env = dict(os.environ, PYTHONPATH=str(Path(src or ROOT / "src").resolve()))
+    paths = [str(Path(src or ROOT / "src").resolve())] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # src first, then what the caller had (carried wheels)
     argv = [sys.executable, __file__, "_child", kind, "--json", json.dumps(vars(args), default=str)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -275,18 +341,34 @@ def cmd_store(args) -> dict:
             "listing_s": round(listed, 1), "build_s": round(elapsed, 1), "path": str(store.path), **rss.as_dict()}
 
 
+def _store_kinds(args) -> list[tuple[str, dict]]:
+    """``(key, overrides)`` of the store-path children of ``path``: per decoder, the whole path and its
+    decoding alone (keys ``store-path`` / ``store-decode`` for the first decoder, then ``-<decoder>``)."""
+    kinds = []
+    for i, decoder in enumerate(args.decoders.split(",")):
+        tail = "" if i == 0 else f"-{decoder}"
+        kinds += [(f"store-path{tail}", {"decoder": decoder, "decode_only": False}),
+                  (f"store-decode{tail}", {"decoder": decoder, "decode_only": True})]
+    return kinds
+
+
 def cmd_path(args) -> dict:
-    rounds = {"store-path": [], "store-decode": [], "torchvision": []}
+    kinds = _store_kinds(args) + [("torchvision", {})]
+    rounds = {key: [] for key, _ in kinds}
     for _ in range(args.rounds):
-        for kind in rounds:
-            rounds[kind].append(child(kind, args))
-            print(kind, json.dumps(rounds[kind][-1]), flush=True)
+        for key, overrides in kinds:
+            kind = "torchvision" if key == "torchvision" else "store-path"
+            rounds[key].append(child(kind, argparse.Namespace(**{**vars(args), **overrides})))
+            print(key, json.dumps(rounds[key][-1]), flush=True)
     summary = {}
-    for kind, results in rounds.items():
+    for key, results in rounds.items():
         rates = [r["images_per_s"] for r in results]
-        summary[kind] = {**results[0], "images_per_s": statistics.median(rates), "rounds": rates,
-                         "peak_rss_gib": max(r["peak_rss_gib"] for r in results)}
+        summary[key] = {**results[0], "images_per_s": statistics.median(rates), "rounds": rates,
+                        "peak_rss_gib": max(r["peak_rss_gib"] for r in results)}
     summary["ratio"] = summary["store-path"]["images_per_s"] / summary["torchvision"]["images_per_s"]
+    for key in list(summary):
+        if key.startswith("store-path-"):
+            summary[f"ratio-{key[len('store-path-'):]}"] = summary[key]["images_per_s"] / summary["torchvision"]["images_per_s"]
     return summary
 
 
@@ -370,6 +452,12 @@ def machine() -> str:
     return f"{cpu} ({os.cpu_count()} cores)"
 
 
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+
+
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -378,8 +466,8 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def markdown(results: dict) -> str:
-    lines = ["# Data path beyond memory (CPU)", "",
+def markdown(results: dict, device: str = "cpu") -> str:
+    lines = [f"# Data path beyond memory ({device.upper() if device == 'cpu' else 'GPU'})", "",
              "Written by `benchmarks/data_path.py`; each section gives its command, date and machine.", ""]
     for name, section in results.items():
         lines += [f"## {name}", "", f"`{section['command']}`  ", f"{section['date']} - {section['machine']} - "
@@ -388,13 +476,19 @@ def markdown(results: dict) -> str:
             lines += [f"Note: {section['note']}.", ""]
         body = section["result"]
         if name == "path":
-            lines += ["| pipeline | images/s (median) | rounds | peak RSS GiB (anon + file) |", "|---|---:|---|---:|"]
-            for kind in ("store-path", "store-decode", "torchvision"):
-                r = body[kind]
+            gpu = any("peak_gpu_gib" in r for k, r in body.items() if not k.startswith("ratio"))
+            lines += ["| pipeline | images/s (median) | rounds | peak RSS GiB (anon + file) |" + (" peak GPU GiB |" if gpu else ""),
+                      "|---|---:|---|---:|" + ("---:|" if gpu else "")]
+            for kind, r in body.items():
+                if kind.startswith("ratio"):
+                    continue
                 lines.append(f"| {r['pipeline']} | {r['images_per_s']:.0f} | "
                              f"{', '.join(f'{x:.0f}' for x in r['rounds'])} | "
-                             f"{r['peak_rss_gib']:.2f} ({r['anon_gib']:.2f} + {r['file_gib']:.2f}) |")
-            lines += ["", f"Ratio store / torchvision: {body['ratio']:.2f}x."]
+                             f"{r['peak_rss_gib']:.2f} ({r['anon_gib']:.2f} + {r['file_gib']:.2f}) |"
+                             + (f" {r.get('peak_gpu_gib', '-')} |" if gpu else ""))
+            lines += [""] + [f"Ratio {k.replace('ratio-', 'store (').replace('ratio', 'store')}"
+                             f"{')' if k != 'ratio' else ''} / torchvision: {v:.2f}x." for k, v in body.items()
+                             if k.startswith("ratio")]
         elif name.startswith("memory") or name == "decoders":
             lines += ["| " + ("gsimclr src" if name.startswith("memory") else "decoder") + " | images/s (median) | rounds |",
                       "|---|---:|---|"]
@@ -406,14 +500,22 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        args = argparse.Namespace(**json.loads(sys.argv[sys.argv.index("--json") + 1]))
-        print(json.dumps(CHILDREN[sys.argv[2]](args)))
-        return
+def main(argv: list[str] | None = None) -> dict | None:
+    """Run one sub-command (``argv`` as on the command line); returns its section of the results file."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_child":
+        args = argparse.Namespace(**json.loads(argv[argv.index("--json") + 1]))
+        print(json.dumps(CHILDREN[argv[1]](args)))
+        return None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("store", "path", "epoch", "memory", "decoders", "train"))
-    parser.add_argument("folder", nargs="?", help="ImageNet-style folder (FOLDER/train/<class>/*.JPEG)")
+    parser.add_argument("folder", nargs="?", help="ImageNet-style folder (FOLDER/train/<class>/*.JPEG), or any source "
+                        "gsimclr lists without decoding (a parquet file or folder)")
+    parser.add_argument("--device", default="cpu", help="path: where the batched augmentation runs (cpu or cuda); "
+                        "results go to data-path-<cpu|cuda>.json")
+    parser.add_argument("--decoders", default="pil", help="path: comma-separated decoders of the store path "
+                        "(pil, torchvision, cuda = nvJPEG), each measured whole and decoding alone")
+    parser.add_argument("--warmup", type=int, default=1, help="path: untimed batches first (compilation on a GPU)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--stored-size", type=int, default=256)
     parser.add_argument("--size", type=int, default=64, help="crop size of the data path")
@@ -432,24 +534,27 @@ def main() -> None:
     parser.add_argument("--data", default="/work/shared/data/cifar10", help="memory: the CIFAR-10 source")
     parser.add_argument("--src", nargs="+", default=[str(ROOT / "src")], help="memory: gsimclr src folders")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.epoch = False
+    args.decoder = args.decoders.split(",")[0]
     if args.command != "memory" and not args.folder:
         parser.error(f"{args.command} needs FOLDER")
     sys.path.insert(0, str(ROOT / "src"))
     load_start = [round(x, 2) for x in os.getloadavg()]
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
     result = {"store": cmd_store, "path": cmd_path, "epoch": cmd_epoch, "memory": cmd_memory,
               "decoders": cmd_decoders, "train": cmd_train}[args.command](args)
-    section = {"command": "python benchmarks/data_path.py " + " ".join(sys.argv[1:]),
-               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+    section = {"command": "python benchmarks/data_path.py " + " ".join(argv),
+               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine() + (f", {_gpu_name()}" if kind == "cuda" else ""),
                "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()], "result": result}
     print(json.dumps(section, indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "data-path-cpu.json"
+    json_path = args.out / f"data-path-{kind}.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
     results[args.command] = section
     write_atomic(json_path, json.dumps(results, indent=1) + "\n")
-    write_atomic(args.out / "data-path-cpu.md", markdown(results))
+    write_atomic(args.out / f"data-path-{kind}.md", markdown(results, kind))
+    return section
 
 
 if __name__ == "__main__":

@@ -296,12 +296,48 @@ def run_throughput(ctx: Ctx, part: Part) -> dict:
     return report
 
 
+DATAPATH_GPU = ["--size", "224", "--stored-size", "256", "--batch-size", "128", "--batches", "8", "--warmup", "3",
+                "--rounds", "3", "--decoders", "cuda,pil", "--device", "cuda"]
+DATAPATH_SMOKE = ["--size", "16", "--stored-size", "32", "--batch-size", "8", "--batches", "1", "--warmup", "1",
+                  "--rounds", "1", "--decoders", "pil,torchvision", "--device", "cpu", "--threads", "1"]
+
+
+def run_datapath(ctx: Ctx, part: Part) -> dict:
+    """The JPEG store's data path at 224 px on the GPU (issue: data beyond memory): nvJPEG against the
+    Pillow thread pool as the store path's decoder, each with the compiled augmentation on the GPU,
+    against torchvision's DataLoader + PIL transforms, on the ImageNet subset's JPEGs."""
+    import data_path
+
+    out = ctx.root / "benchmarks" / "results"
+    threads = ["--threads", str(max(1, (os.cpu_count() or 2) - 1))] if not ctx.smoke else []
+    argv = ["path", ctx.data["imagenet5"], *(DATAPATH_SMOKE if ctx.smoke else DATAPATH_GPU + threads),
+            "--cache-dir", str(ctx.runs / "cache"), "--out", str(out)]
+    part.command = "python benchmarks/data_path.py " + shlex.join(argv)
+    log(f"$ {part.command}")
+    section = data_path.main(argv)
+    kind = "cpu" if ctx.smoke else "cuda"
+    ctx.written += [out / f"data-path-{kind}.json", out / f"data-path-{kind}.md"]
+    return section
+
+
+def report_datapath(ctx: Ctx, part: Part) -> list[str]:
+    data = part.load(ctx)
+    if not data:
+        return []
+    body = data["result"]["result"]  # the payload's result is data_path.py's section, whose result is the table
+    rows = ["", "| data path at 224 px (two views) | images/s | peak GPU memory | JSON |", "|---|---:|---:|---|"]
+    for key, r in body.items():
+        if not key.startswith("ratio"):
+            rows.append(f"| {r['pipeline']} | {r['images_per_s']:.0f} | {r.get('peak_gpu_gib', '-')} | [{part.name}]({part.path}) |")
+    return rows
+
+
 def report_throughput(ctx: Ctx, stage: Stage) -> str:
     rows = ["| config | gsimclr images/s | lightly images/s | ratio (paired) | gsimclr % of matmul rate | "
             "lightly % of matmul rate | gsimclr peak memory | lightly peak memory | JSON |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for part in stage.parts:
-        data = part.load(ctx)
+        data = part.load(ctx) if part.run is run_throughput else None
         if not data:
             continue
         for r in data["result"]["results"]:
@@ -311,7 +347,8 @@ def report_throughput(ctx: Ctx, stage: Stage) -> str:
                         f"{r['ratio_gsimclr_to_lightly']:.2f}x ({r['paired_ratio_gsimclr_to_lightly']:.2f}x) | "
                         f"{100 * g['matmul_fraction']:.1f}% | {100 * l['matmul_fraction']:.1f}% | "
                         f"{gib(g['peak_memory_bytes'])} | {gib(l['peak_memory_bytes'])} | [{part.name}]({part.path}) |")
-    return "\n".join(rows) if len(rows) > 2 else ""
+    extra = [line for part in stage.parts if part.run is run_datapath for line in report_datapath(ctx, part)]
+    return "\n".join((rows if len(rows) > 2 else []) + extra)
 
 
 # ------------------------------------------------------------------------------ b: time to accuracy
@@ -710,7 +747,9 @@ def build_stages(seeds: tuple[int, ...] = SEEDS) -> list[Stage]:
               [Part("a", "throughput-cuda-cifar", "benchmarks/results/throughput-cuda-cifar.json", 240, ("cifar10",),
                     run_throughput),
                Part("a", "throughput-cuda-r50", "benchmarks/results/throughput-cuda-r50.json", 150, ("imagenet5",),
-                    run_throughput)],
+                    run_throughput),
+               Part("a", "datapath-cuda-224", "results/evidence/datapath-cuda-224.json", 200, ("imagenet5",),
+                    run_datapath)],
               report_throughput),
         Stage("b", "tta", f"Time to accuracy: cifar10-resnet18 (batch {TTA_BATCH}, {TTA_EPOCHS} epochs, cosine), kNN "
                           f"every {TTA_MONITOR} epochs, beside the lightly recipe",

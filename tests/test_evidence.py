@@ -69,8 +69,8 @@ def test_evidence_smoke_runs_every_stage(tmp_path):
         else:
             pytest.fail(f"{name} was skipped: {state}")
     # the parts that always run: the strong recipe's kNN curve, paper presets, SimCLR baseline and both checks
-    for name in ("tta-gsimclr", "paper-cifar10-seed0", "paper-imagenet5-seed0", "guidance-simclr-seed0",
-                 "ddp-equal", "bf16-ntxent"):
+    for name in ("datapath-cuda-224", "tta-gsimclr", "paper-cifar10-seed0", "paper-imagenet5-seed0",
+                 "guidance-simclr-seed0", "ddp-equal", "bf16-ntxent"):
         assert states[name] == "done now", (name, states[name])
         part = next(p for s in stages for p in s.parts if p.name == name)
         payload = json.loads((tmp_path / part.path).read_text())
@@ -80,7 +80,11 @@ def test_evidence_smoke_runs_every_stage(tmp_path):
     assert ddp["equal"] and ddp["torchrun_vs_plain"]["same_keys"]
     bf16 = json.loads((tmp_path / "results/evidence/bf16-ntxent.json").read_text())["result"]
     assert 0 < bf16["loss_relative_error"] < 0.05 and bf16["grad_cosine"] > 0.9
+    datapath = json.loads((tmp_path / "results/evidence/datapath-cuda-224.json").read_text())["result"]["result"]
+    assert {"store-path", "store-decode", "store-path-torchvision", "torchvision"} <= set(datapath)
+    assert all(r["images_per_s"] > 0 for k, r in datapath.items() if not k.startswith("ratio"))
     results = (tmp_path / "RESULTS.md").read_text()
+    assert "data path at 224 px" in results and "datapath-cuda-224.json" in results
     assert "## a." in results and "## f." in results and "paper-cifar10-seed0.json" in results
     assert _snapshot(*watched) == before, "a smoke run wrote into the checkout's results"
 
