@@ -214,3 +214,151 @@ def test_load_data_holds_out_no_singleton_class(tmp_path):
     cfg = load_config(None, {"data": str(root), "image_size": 8, "batch_size": 2})
     train, test = load_data(cfg)
     assert 1 in train.labels.tolist() and 1 not in test.labels.tolist()
+
+
+# ------------------------------------------------------- every input class through both data paths
+# (probe-data: each of these gave a wrong result or a traceback on one of the paths)
+
+
+def _both_paths(spec, split="train", tmp_path=None, **kwargs):
+    """The split decoded in memory and as an encoded store: (ImageData, EncodedStore) or (None, None)."""
+    from gsimclr.data.store_batches import open_split
+
+    cache = str(tmp_path / "both-cache") if tmp_path else None
+    return tuple(open_split(str(spec), split, 8, store, cache_dir=cache, **kwargs) for store in ("memory", "jpeg"))
+
+
+@pytest.mark.parametrize("ext", [".tif", ".tiff", ".TIF"])
+def test_tiff_files_are_images(tmp_path, ext):
+    root = tmp_path / "imgs"
+    for c, colour in (("blue", (0, 0, 200)), ("red", (200, 0, 0))):
+        for i in range(2):
+            root.joinpath(c).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), colour).save(root / c / f"{i}{ext}", format="TIFF")
+    for data in _both_paths(root, tmp_path=tmp_path):
+        assert len(data) == 4 and data.labels.tolist() == [0, 0, 1, 1] and data.classes == ["blue", "red"]
+
+
+def test_images_beside_class_folders_are_left_out_not_unlabelling_the_set(tmp_path):
+    root = tmp_path / "imgs"
+    for c in ("cat", "dog"):
+        for i in range(2):
+            png(root / c / f"{i}.png")
+    png(root / "stray.png")
+    for data in _both_paths(root, tmp_path=tmp_path):
+        assert len(data) == 4 and data.has_labels and data.labels.tolist() == [0, 0, 1, 1]
+        assert data.classes == ["cat", "dog"]
+    with pytest.warns(UserWarning, match="left out 1 image.*stray.png"):
+        load_split(str(root), image_size=8)
+
+
+def test_images_only_beside_empty_sub_folders_are_a_flat_set(tmp_path):
+    root = tmp_path / "imgs"
+    for i in range(3):
+        png(root / f"{i}.png")
+    (root / "thumbnails").mkdir()
+    for data in _both_paths(root, tmp_path=tmp_path):
+        assert len(data) == 3 and data.labels is None and data.classes is None
+
+
+def test_parquet_labels_are_the_same_in_memory_and_in_the_store(tmp_path):
+    img = encoded(Image.new("RGB", (8, 8)))
+    cases = {
+        "strings": (pa.array(["dog", "cat", "dog", "bird"]), [2, 1, 2, 0], ["bird", "cat", "dog"]),
+        "dictionary": (pa.array(["dog", "cat", "dog", "bird"]).dictionary_encode(), [2, 1, 2, 0], ["bird", "cat", "dog"]),
+        "floats": (pa.array([1.0, 0.0, 2.0, 1.0]), [1, 0, 2, 1], None),
+        "int8": (pa.array([1, 0, 2, 1], pa.int8()), [1, 0, 2, 1], None),
+    }
+    for name, (labels, expected, classes) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"image": pa.array([{"bytes": img, "path": None}] * 4), "label": labels}), path)
+        for data in _both_paths(path, tmp_path=tmp_path):
+            assert data.labels.tolist() == expected and data.classes == classes, (name, type(data).__name__)
+
+
+@pytest.mark.parametrize("labels,label_type,message", [
+    ([0, None, 1], pa.int64(), r"row 1: null label"),
+    (["a", None, "b"], pa.string(), r"row 1: null label"),
+    ([0, -1, 1], pa.int64(), r"row 1: null label.*null or -1"),
+    ([0, -3, 1], pa.int64(), r"row 1: label -3 in column 'label' is not a class index"),
+    ([0, 0.5, 1], pa.float64(), r"row 1: label 0.5 .*whole numbers"),
+    ([0, float("nan"), 1], pa.float64(), r"row 1: null label"),
+    ([True, False, True], pa.bool_(), r"label column 'label' has type bool"),
+])
+def test_bad_parquet_labels_are_a_named_error_on_both_paths(tmp_path, labels, label_type, message):
+    img = encoded(Image.new("RGB", (8, 8)))
+    path = parquet(tmp_path / "bad.parquet", [img] * 3, labels, label_type)
+    for store in ("memory", "jpeg"):
+        with pytest.raises(UserError, match=message):
+            load_split(str(path), image_size=8) if store == "memory" else list_store(path, tmp_path)
+
+
+def list_store(path, tmp_path):
+    from gsimclr.data.sources import list_encoded
+    from gsimclr.data.store import build_store
+
+    return build_store(list_encoded(str(path)), 8, cache_dir=tmp_path / "store-cache")
+
+
+def test_a_label_past_the_schema_class_names_is_an_error(tmp_path):
+    import json
+
+    img = encoded(Image.new("RGB", (8, 8)))
+    table = pa.table({"image": pa.array([{"bytes": img, "path": None}] * 2), "label": [0, 5]})
+    meta = {"info": {"features": {"label": {"_type": "ClassLabel", "names": ["a", "b"]}}}}
+    pq.write_table(table.replace_schema_metadata({"huggingface": json.dumps(meta)}), tmp_path / "c.parquet")
+    with pytest.raises(UserError, match=r"row 1: label 5 .*0 to 1 \(the schema's 2 class names\)"):
+        load_split(str(tmp_path / "c.parquet"), image_size=8)
+    with pytest.raises(UserError, match=r"row 1: label 5"):
+        list_store(tmp_path / "c.parquet", tmp_path)
+
+
+def test_all_null_or_minus_one_labels_are_unlabelled_on_both_paths(tmp_path):
+    img = encoded(Image.new("RGB", (8, 8)))
+    for name, labels in (("nulls", [None, None]), ("minus", [-1, -1])):
+        path = parquet(tmp_path / f"{name}.parquet", [img] * 2, labels, pa.int64())
+        with pytest.warns(UserWarning, match="only nulls"):
+            for data in _both_paths(path, tmp_path=tmp_path):
+                assert data.labels is None and not data.has_labels
+
+
+def test_string_labels_map_to_the_same_index_in_every_split(tmp_path):
+    img = encoded(Image.new("RGB", (8, 8)))
+    root = tmp_path / "set"
+    parquet(root / "train-00000-of-00002.parquet", [img] * 2, ["ant", "bee"])
+    parquet(root / "train-00001-of-00002.parquet", [img] * 2, ["cow", "bee"])
+    parquet(root / "test-00000-of-00001.parquet", [img] * 2, ["cow", "bee"])
+    for split, expected in (("train", [0, 1, 2, 1]), ("test", [2, 1])):
+        for data in _both_paths(root, split, tmp_path=tmp_path):
+            assert data.classes == ["ant", "bee", "cow"] and data.labels.tolist() == expected, (split, data)
+
+
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_a_separate_test_set_with_other_classes_keeps_label_meanings(tmp_path, store):
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    colours = {"ant": (200, 0, 0), "bee": (0, 200, 0), "cow": (0, 0, 200), "dog": (200, 200, 0)}
+    for c in ("ant", "bee", "cow"):
+        for i in range(2):
+            png(tmp_path / "train" / c / f"{i}.png", colours[c])
+    for c in ("cow", "dog"):
+        png(tmp_path / "other" / c / "0.png", colours[c])
+    cfg = load_config(None, {"data": str(tmp_path / "train"), "test_data": str(tmp_path / "other"),
+                             "image_size": 8, "batch_size": 2, "store": store})
+    with pytest.warns(UserWarning, match="1 class.*the training set lacks: dog"):
+        train, test = load_data(cfg)
+    assert train.classes == ["ant", "bee", "cow"]
+    assert test.classes == ["ant", "bee", "cow", "dog"] and test.labels.tolist() == [2, 3]
+
+
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_data_without_a_training_split_is_a_user_error(tmp_path, store):
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    img = encoded(Image.new("RGB", (8, 8)))
+    parquet(tmp_path / "set" / "test-00000-of-00001.parquet", [img] * 2, [0, 1])
+    cfg = load_config(None, {"data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2, "store": store})
+    with pytest.raises(UserError, match="has no training split"):
+        load_data(cfg)

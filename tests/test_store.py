@@ -419,3 +419,40 @@ def test_released_pages_read_back_the_same(tmp_path, monkeypatch):
             for _ in range(2)]
     assert len(calls) == 6 and all(torch.equal(a, b) for a, b in zip(*runs))
     assert [bytes(store.payload(i)) for i in range(len(store))] == before
+
+
+def test_a_killed_build_leaves_no_entry_and_its_leftovers_go_with_the_next_build(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    make_folder(tmp_path / "set", [(30, 30)] * 5)
+    script = (
+        "import os, signal, sys\n"
+        "from gsimclr.data import store as s\n"
+        "from gsimclr.data.sources import list_encoded\n"
+        "calls = []\n"
+        "real = s.encode_capped\n"
+        "def dying(*a):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(*a)\n"
+        "s.encode_capped = dying\n"
+        "s.build_store(list_encoded(sys.argv[1]), 32, cache_dir=sys.argv[2], workers=1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "set"), str(tmp_path / "cache")], env=env)
+    assert run.returncode == -signal.SIGKILL
+    left = entries(tmp_path / "cache")
+    assert len(left) == 1 and left[0].endswith(".tmp")  # the killed writer's folder, never opened as an entry
+    store = build_store(list_encoded(str(tmp_path / "set")), 32, cache_dir=tmp_path / "cache")
+    assert len(store) == 5 and entries(tmp_path / "cache") == [store.path.name]
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_unwritable_cache_folder_is_a_user_error(tmp_path, below):
+    make_folder(tmp_path / "set", [(30, 30)] * 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot build the JPEG store .*GSIMCLR_CACHE"):
+        build_store(list_encoded(str(tmp_path / "set")), 32, cache_dir=blocker / below if below else blocker)

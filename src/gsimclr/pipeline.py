@@ -23,7 +23,7 @@ import yaml
 from gsimclr import __version__
 from gsimclr.checkpoint import load_checkpoint, read_meta
 from gsimclr.config import Config, config_from_dict
-from gsimclr.data.dataset import ImageData
+from gsimclr.data.dataset import ImageData, align_classes
 from gsimclr.data.store import EncodedStore
 from gsimclr.data.store_batches import decoded, open_split
 from gsimclr.distributed import current_world, wait_for_main
@@ -79,13 +79,15 @@ def _open_splits(cfg: Config):
         return open_split(spec, split, size, cfg.store, cfg.on_corrupt, budget, resize=cfg.resize)
 
     train = split_of(cfg.data, "train")
+    if train is None:
+        raise UserError(f"{cfg.data} has no training split (train-* parquet files or a train/ folder)")
     if cfg.test_data:
         test = split_of(cfg.test_data, "test")
         if test is None:
             test = split_of(cfg.test_data, "train")
     else:
         test = split_of(cfg.data, "test")
-    return train, test
+    return train, align_classes(train, test)
 
 
 def _limit(data: ImageData, n: int, seed: int) -> ImageData:

@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,37 @@ class Labelled:
         if self.classes is not None:
             return len(self.classes)
         return int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0
+
+    def with_classes(self, labels: np.ndarray, classes: list[str]) -> "Labelled":
+        """The same images with new ``labels`` indexing ``classes`` (see :func:`align_classes`)."""
+        raise NotImplementedError
+
+
+def align_classes(train: Labelled, test: Labelled | None) -> Labelled | None:
+    """``test`` with its labels indexing ``train``'s class names, when both name their classes and the
+    names differ (a separate test set whose folders or string labels hold other classes): a class name
+    the training set lacks is appended after the training set's own, with a warning. Otherwise
+    ``test`` itself: a label means the same class in both splits.
+
+    >>> import numpy as np
+    >>> train = ImageData(np.zeros((3, 2, 2, 3), np.uint8), np.array([0, 1, 2]), ["a", "b", "c"])
+    >>> test = ImageData(np.zeros((2, 2, 2, 3), np.uint8), np.array([0, 1]), ["b", "c"])
+    >>> aligned = align_classes(train, test)
+    >>> aligned.labels.tolist(), aligned.classes
+    ([1, 2], ['a', 'b', 'c'])
+    """
+    if test is None or train.classes is None or test.classes is None or test.labels is None:
+        return test
+    if list(test.classes) == list(train.classes):
+        return test
+    extra = [c for c in test.classes if c not in train.classes]
+    if extra:
+        warnings.warn(f"the test set has {len(extra)} class(es) the training set lacks: {', '.join(extra[:5])}"
+                      f"{', ...' if len(extra) > 5 else ''}", stacklevel=2)
+    merged = list(train.classes) + extra
+    index = np.array([merged.index(c) for c in test.classes], np.int64)
+    labels = np.where(test.labels >= 0, index[np.clip(test.labels, 0, len(index) - 1)], test.labels)
+    return test.with_classes(labels, merged)
 
 
 @dataclass
@@ -61,6 +94,11 @@ class ImageData(Labelled):
     @property
     def image_size(self) -> int:
         return int(self.images.shape[1])
+
+    def with_classes(self, labels: np.ndarray, classes: list[str]) -> "ImageData":
+        digest = hashlib.sha1(repr((np.asarray(labels).tobytes(), classes)).encode()).hexdigest()[:12]
+        return dataclasses.replace(self, labels=labels, classes=list(classes),
+                                   fingerprint=f"{self.fingerprint}:classes-{digest}")
 
     def subset(self, index: np.ndarray) -> "ImageData":
         """The images at ``index``, in that order. A run of consecutive indices is a view of the same

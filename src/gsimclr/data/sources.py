@@ -17,8 +17,10 @@ antialiasing filter from the full decoded image, as the ImageNet notebooks' ``cv
 (224, 224))``. EXIF orientation is applied; transparent pixels are composited onto black; every mode
 Pillow opens becomes RGB, 16-bit and 32-bit grey levels scaled to 8 bits (not clipped). Image folders
 follow symlinks safely (each file and folder once; dangling and looping links are skipped and
-counted). Parquet labels may be integers or strings (mapped to class indices in sorted name order); a
-null label is an error. Decoded parquet and image-folder data is cached on disk
+counted); images lying beside class folders are left out with a warning. Parquet labels may be
+integers (or whole-number floats) or strings (mapped to class indices in the sorted names of every split);
+a null, -1 or out-of-range label is an error naming its row, and decoded data and the encoded store read
+labels through the same code. Decoded parquet and image-folder data is cached on disk
 (:mod:`gsimclr.data.cache`), so only the first load decodes. scikit-learn, pyarrow and torchvision
 are imported only by the sources that need them.
 
@@ -49,7 +51,7 @@ from gsimclr.data import cache as decoded_cache
 from gsimclr.data.dataset import ImageData
 from gsimclr.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_IMAGE_SIZE = 256
 DEFAULT_TORCHVISION_ROOT = "~/.cache/gsimclr/datasets"
 ON_CORRUPT = ("skip", "error")
@@ -234,13 +236,14 @@ def _plan_path(spec: str, split: str, image_size: int | None, on_corrupt: str, r
     found = _locate_path(spec, split)
     if found is None:
         return None
-    kind, where, name = found
-    return _plan_parquet(where, name, options) if kind == "parquet" else _plan_folder(where, options)
+    kind, where, name, siblings = found
+    return _plan_parquet(where, name, options, siblings) if kind == "parquet" else _plan_folder(where, options)
 
 
-def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str] | None:
-    """What a path spec holds for ``split``: ("parquet", files, name), ("folder", root, name), or None
-    when a parquet set has no such split; a missing path or a file that is not parquet is a UserError."""
+def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str, list[Path] | None] | None:
+    """What a path spec holds for ``split``: ("parquet", files, name, every parquet file of the data set),
+    ("folder", root, name, None), or None when a parquet set has no such split; a missing path or a file
+    that is not parquet is a UserError."""
     path = Path(spec).expanduser()
     if not path.exists():
         if "/" in spec or os.sep in spec or path.suffix:
@@ -250,12 +253,12 @@ def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str] | 
     if path.is_file():
         if path.suffix.lower() != ".parquet":
             raise UserError(f"not a parquet file or an image folder: {spec}")
-        return ("parquet", [path], path.stem) if split == "train" else None
+        return ("parquet", [path], path.stem, [path]) if split == "train" else None
     parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
     if parquet_files:
         files = _parquet_split_files(parquet_files, split)
-        return ("parquet", files, path.name) if files else None
-    return "folder", path, path.name
+        return ("parquet", files, path.name, parquet_files) if files else None
+    return "folder", path, path.name, None
 
 
 # ---------------------------------------------------------------------------------------- parquet
@@ -277,45 +280,129 @@ def _parquet_split_files(files: list[Path], split: str) -> list[Path]:
     return []
 
 
-def _plan_parquet(files: list[Path], name: str, options: dict) -> _Plan:
-    key = decoded_cache.fingerprint(kind="parquet", files=decoded_cache.file_stats(files), **options)
-    return _Plan(key, lambda: _decode_parquet(files, name, key, options))
+def _plan_parquet(files: list[Path], name: str, options: dict, siblings: list[Path]) -> _Plan:
+    key = decoded_cache.fingerprint(kind="parquet", files=decoded_cache.file_stats(files), **options,
+                                    **_parquet_names_key(files, siblings))
+    return _Plan(key, lambda: _decode_parquet(files, name, key, options, siblings))
 
 
-def _decode_parquet(files: list[Path], name: str, key: str, options: dict) -> ImageData:
-    """Read the image bytes and labels of ``files`` and decode the images.
+def _parquet_names_key(files: list[Path], siblings: list[Path]) -> dict:
+    """Extra fingerprint parts for string labels, whose class names come from every split's files."""
+    _, label_column, kind = _parquet_columns(files)
+    if kind != "str":
+        return {}
+    return {"class_names_from": decoded_cache.file_stats(siblings), "string_labels": 2}
 
-    Every shard must hold the first shard's image column and label column (a one-line error names
-    the shard that differs, or one that is not parquet or is damaged). Integer labels are used as
-    they are; string labels become class indices in sorted name order. A label column with some
-    null labels is an error naming the first (fill or drop those rows); an all-null column means an
-    unlabelled set, with a warning."""
+
+def _decode_parquet(files: list[Path], name: str, key: str, options: dict, siblings: list[Path]) -> ImageData:
+    """Read the image bytes and labels of ``files`` and decode the images (columns and labels: see
+    :func:`_parquet_columns` and :func:`_parquet_split_labels`)."""
     import pyarrow.compute as pc
 
-    schemas = [_read_parquet_schema(f) for f in files]
-    image_column = _parquet_image_column(schemas[0], files[0])
-    label_column = _parquet_label_column(schemas[0])
-    for f, schema in zip(files[1:], schemas[1:]):
-        if _parquet_image_column(schema, f, required=False) != image_column:
-            raise UserError(f"parquet shards differ: {files[0].name} has image column {image_column!r}, {f} does not")
-        other = _parquet_label_column(schema)
-        if other != label_column or (label_column and _label_kind(schema, other) != _label_kind(schemas[0], label_column)):
-            raise UserError(f"parquet shards differ: {files[0].name} has label column {label_column!r} "
-                            f"({_label_kind(schemas[0], label_column)}), {f} has {other!r} ({_label_kind(schema, other)})")
-    columns = [image_column] + ([label_column] if label_column else [])
-    tables = [_read_parquet_table(f, columns) for f in files]
+    image_column, label_column, _ = _parquet_columns(files)
+    tables = [_read_parquet_table(f, [image_column]) for f in files]
     if sum(t.num_rows for t in tables) == 0:
         raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
+    labels, classes = _parquet_split_labels(files, siblings)
     encoded = [b for t in tables for b in pc.struct_field(t.column(image_column), "bytes").to_pylist()]
     row_names = [f"{f} row {row}" for f, t in zip(files, tables) for row in range(t.num_rows)]
     images, kept = _decode_images(encoded, row_names, options)
-    labels, classes = None, None
-    if label_column:
-        values = [v for t in tables for v in t.column(label_column).to_pylist()]
-        labels, classes = _parquet_labels(values, row_names, label_column, _label_kind(schemas[0], label_column),
-                                          _parquet_class_names(schemas[0], label_column))
-        labels = None if labels is None else labels[kept]
-    return ImageData(images, labels, classes, name, key, len(encoded) - len(kept))
+    return ImageData(images, None if labels is None else labels[kept], classes, name, key, len(encoded) - len(kept))
+
+
+def _parquet_columns(files: list[Path]) -> tuple[str, str | None, str | None]:
+    """(image column, label column or None, label kind) shared by every shard of ``files``; a one-line
+    error names a shard that differs, one that is not parquet or is damaged, or a label column of a
+    type that cannot be labels (see :func:`_label_kind`)."""
+    schemas = [_read_parquet_schema(f) for f in files]
+    image_column = _parquet_image_column(schemas[0], files[0])
+    label_column = _parquet_label_column(schemas[0], files[0])
+    for f, schema in zip(files[1:], schemas[1:]):
+        if _parquet_image_column(schema, f, required=False) != image_column:
+            raise UserError(f"parquet shards differ: {files[0].name} has image column {image_column!r}, {f} does not")
+        other = _parquet_label_column(schema, f)
+        if other != label_column or (label_column and _label_kind(schema, other) != _label_kind(schemas[0], label_column)):
+            raise UserError(f"parquet shards differ: {files[0].name} has label column {label_column!r} "
+                            f"({_label_kind(schemas[0], label_column)}), {f} has {other!r} ({_label_kind(schema, other)})")
+    return image_column, label_column, _label_kind(schemas[0], label_column)
+
+
+def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.ndarray | None, list[str] | None]:
+    """(labels as int64 or None, class names or None) of the rows of ``files``, read from the label column
+    alone; the one reading of labels for decoded data and for the encoded store.
+
+    Integer (or whole-number float) labels are used as they are, with the class names of the
+    ``huggingface`` schema metadata; string labels become indices into the sorted names found in every
+    file of the data set (``siblings``: all splits), so that train and test agree. A label column
+    with some null (or -1, Hugging Face's "no label") labels is an error naming the first (fill or drop
+    those rows); an all-null (or all -1) column means an unlabelled set, with a warning. A negative
+    label, a fraction, or a label past the schema's class names is an error naming its row."""
+    _, column, kind = _parquet_columns(files)
+    if column is None:
+        return None, None
+    counts, chunks = [], []
+    for f in files:
+        values = _read_parquet_table(f, [column]).column(column)
+        counts.append(len(values))
+        chunks.append(_label_values(values, kind))
+    values = np.concatenate(chunks) if chunks else np.zeros(0)
+    starts = np.cumsum([0] + counts)
+
+    def row(i: int) -> str:
+        shard = int(np.searchsorted(starts, i, side="right")) - 1
+        return f"{files[shard]} row {i - starts[shard]}"
+
+    if kind == "str":
+        return _string_labels(values, row, column, files, siblings)
+    classes = _parquet_class_names(_read_parquet_schema(files[0]), column)
+    missing = np.isnan(values) | (values == -1)
+    if missing.all():
+        warnings.warn(f"label column {column!r} holds only nulls (or -1): the data is unlabelled", stacklevel=5)
+        return None, None
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise UserError(f"{row(first)}: null label in column {column!r} ({int(missing.sum())} of {len(values)} rows "
+                        "null or -1); fill or remove those rows")
+    bad = (values < 0) | (values != np.round(values)) | (values >= (len(classes) if classes else np.inf))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        allowed = f"0 to {len(classes) - 1} (the schema's {len(classes)} class names)" if classes else "0 or more"
+        raise UserError(f"{row(first)}: label {values[first]:g} in column {column!r} is not a class index: labels "
+                        f"must be whole numbers {allowed}")
+    return values.astype(np.int64), classes
+
+
+def _label_values(values, kind: str) -> np.ndarray:
+    """A label column as numbers (float64, NaN for null) or, for string labels, as an object array (None for null)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if kind == "str":
+        return np.array(values.to_pylist(), dtype=object)
+    return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _string_labels(values: np.ndarray, row, column: str, files: list[Path], siblings: list[Path]):
+    nulls = np.array([v is None for v in values], bool)
+    if nulls.all():
+        warnings.warn(f"label column {column!r} holds only nulls: the data is unlabelled", stacklevel=6)
+        return None, None
+    if nulls.any():
+        first = int(np.flatnonzero(nulls)[0])
+        raise UserError(f"{row(first)}: null label in column {column!r} ({int(nulls.sum())} of {len(values)} rows); "
+                        "fill or remove those rows")
+    names = set(values.tolist())
+    for f in siblings:  # the other splits' names, so that every split maps a name to the same index
+        if f in files:
+            continue
+        schema = _read_parquet_schema(f)
+        if column in schema.names and _label_kind(schema, column) == "str":
+            other = _label_values(_read_parquet_table(f, [column]).column(column), "str")
+            names.update(v for v in other.tolist() if v is not None)
+    names = sorted(names)
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[v] for v in values], dtype=np.int64), names
 
 
 def _read_parquet_schema(path: Path):
@@ -344,7 +431,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _label_kind(schema, column: str | None) -> str | None:
-    """"int", "str" or None: how a label column's values are read."""
+    """"int", "float", "str" or None: how a label column's values are read."""
     import pyarrow as pa
 
     if column is None:
@@ -354,30 +441,21 @@ def _label_kind(schema, column: str | None) -> str | None:
         kind = kind.value_type
     if pa.types.is_integer(kind):
         return "int"
+    if pa.types.is_floating(kind):
+        return "float"
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return "str"
     return None
 
 
-def _parquet_label_column(schema) -> str | None:
-    """The first of ``label``/``labels`` holding integers or strings, else None (unlabelled)."""
-    return next((c for c in ("label", "labels") if c in schema.names and _label_kind(schema, c)), None)
-
-
-def _parquet_labels(values: list, row_names: list[str], column: str, kind: str, classes: list[str] | None):
-    """(labels as int64, class names) from a label column's values; see :func:`_decode_parquet`."""
-    nulls = [i for i, v in enumerate(values) if v is None]
-    if len(nulls) == len(values):
-        warnings.warn(f"label column {column!r} holds only nulls: the data is unlabelled", stacklevel=4)
-        return None, None
-    if nulls:
-        raise UserError(f"{row_names[nulls[0]]}: null label in column {column!r} ({len(nulls)} of {len(values)} rows); "
-                        "fill or remove those rows")
-    if kind == "str":
-        names = sorted(set(values))
-        index = {n: i for i, n in enumerate(names)}
-        return np.array([index[v] for v in values], dtype=np.int64), names
-    return np.asarray(values, dtype=np.int64), classes
+def _parquet_label_column(schema, path: Path | None = None) -> str | None:
+    """The first of ``label``/``labels``, else None (unlabelled); one holding neither numbers nor strings
+    is an error (rather than a set silently read as unlabelled)."""
+    column = next((c for c in ("label", "labels") if c in schema.names), None)
+    if column is not None and _label_kind(schema, column) is None:
+        raise UserError(f"parquet file {path}: label column {column!r} has type {schema.field(column).type}; "
+                        "labels must be integers or strings")
+    return column
 
 
 def _parquet_image_column(schema, path: Path, required: bool = True) -> str | None:
@@ -408,24 +486,45 @@ def _parquet_class_names(schema, label_column: str) -> list[str] | None:
 
 def _plan_folder(root: Path, options: dict) -> _Plan | None:
     """An image folder: split sub-folders if there is a ``train/``, class sub-folders give labels."""
+    found = _folder_split(root, options["split"])
+    if found is None:
+        return None
+    files, bad_links, labels, classes = found
+    stats = decoded_cache.file_stats(files)
+    key = decoded_cache.fingerprint(kind="folder", files=stats, classes=classes, **options)
+    return _Plan(key, lambda: _decode_folder(files, labels, classes, root.name, key, options, bad_links))
+
+
+def _folder_split(root: Path, split: str) -> tuple[list[str], int, np.ndarray | None, list[str] | None] | None:
+    """(image files, dangling or looping links skipped, labels or None, class names or None) of ``split``
+    of an image folder, or None when it has no such split. With a ``train/`` sub-folder the splits are
+    its sub-folders, and the class names the union of theirs (so every split maps a name to the same
+    index). Images lying beside class folders have no class: they are left out, with a warning; a
+    folder whose images all lie outside sub-folders is flat (unlabelled)."""
     split_dirs = _split_dirs(root)
     if split_dirs is None:
-        folder = root if options["split"] == "train" else None
+        folder = root if split == "train" else None
         classes = _class_dirs(root)
     else:
-        folder = next((split_dirs[a] for a in _split_aliases(options["split"]) if a in split_dirs), None)
+        folder = next((split_dirs[a] for a in _split_aliases(split) if a in split_dirs), None)
         classes = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
     if folder is None:
         return None
     files, bad_links = _scan_images(folder)
     if bad_links:
-        warnings.warn(f"skipped {bad_links} dangling or looping symlink(s) in {folder}", stacklevel=4)
+        warnings.warn(f"skipped {bad_links} dangling or looping symlink(s) in {folder}", stacklevel=5)
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
     labels = _folder_labels(folder, files, classes) if classes else None
-    stats = decoded_cache.file_stats(files)
-    key = decoded_cache.fingerprint(kind="folder", files=stats, classes=classes, **options)
-    return _Plan(key, lambda: _decode_folder(files, labels, classes or None, root.name, key, options, bad_links))
+    if labels is not None and (labels < 0).all():
+        labels, classes = None, None  # no image in any sub-folder: a flat folder
+    elif labels is not None and (labels < 0).any():
+        loose = np.flatnonzero(labels < 0)
+        warnings.warn(f"left out {len(loose)} image(s) lying in {folder} beside its class folders (they have no "
+                      f"class), e.g. {Path(files[loose[0]]).name}", stacklevel=5)
+        keep = np.flatnonzero(labels >= 0)
+        files, labels = [files[i] for i in keep], labels[keep]
+    return files, bad_links, labels, classes or None
 
 
 def _split_dirs(root: Path) -> dict[str, Path] | None:
@@ -458,11 +557,6 @@ def _subdirs(folder: Path) -> list[Path]:
 def _is_within(path: str, folder: str) -> bool:
     """Whether real path ``path`` is ``folder`` or inside it."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden names skipped), in sorted order (see :func:`_scan_images`)."""
-    return _scan_images(folder)[0]
 
 
 def _scan_images(folder: Path) -> tuple[list[str], int]:
@@ -711,8 +805,8 @@ def list_encoded(spec: str, split: str = "train") -> EncodedListing | None:
     found = _locate_path(spec, split)
     if found is None:
         return None
-    kind, where, name = found
-    return _listing_parquet(where, name, split) if kind == "parquet" else _listing_folder(where, split)
+    kind, where, name, siblings = found
+    return _listing_parquet(where, name, split, siblings) if kind == "parquet" else _listing_folder(where, split)
 
 
 def _listing_from_arrays(data: ImageData) -> EncodedListing:
@@ -724,19 +818,10 @@ def _listing_from_arrays(data: ImageData) -> EncodedListing:
 
 
 def _listing_folder(root: Path, split: str) -> EncodedListing | None:
-    split_dirs = _split_dirs(root)
-    if split_dirs is None:
-        folder = root if split == "train" else None
-        classes = _class_dirs(root)
-    else:
-        folder = next((split_dirs[a] for a in _split_aliases(split) if a in split_dirs), None)
-        classes = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
-    if folder is None:
+    found = _folder_split(root, split)
+    if found is None:
         return None
-    files = _image_files(folder)
-    if not files:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
-    labels = _folder_labels(folder, files, classes) if classes else None
+    files, _, labels, classes = found
     key = decoded_cache.fingerprint(kind="folder-files", files=decoded_cache.file_stats(files), classes=classes,
                                     split=split)
 
@@ -744,28 +829,20 @@ def _listing_folder(root: Path, split: str) -> EncodedListing | None:
         for start in range(0, len(files), n):
             yield [(f, f) for f in files[start:start + n]]
 
-    return EncodedListing(root.name, key, len(files), labels, classes or None, chunks)
+    return EncodedListing(root.name, key, len(files), labels, classes, chunks)
 
 
-def _listing_parquet(files: list[Path], name: str, split: str) -> EncodedListing:
-    import pyarrow as pa
+def _listing_parquet(files: list[Path], name: str, split: str, siblings: list[Path]) -> EncodedListing:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(files[0])
-    image_column = _parquet_image_column(schema, files[0])
-    label_column = next(
-        (c for c in ("label", "labels") if c in schema.names and pa.types.is_integer(schema.field(c).type)), None
-    )
+    image_column, _, _ = _parquet_columns(files)
     counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
     if sum(counts) == 0:
         raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
-    labels, classes = None, None
-    if label_column:
-        labels = np.concatenate([pq.read_table(f, columns=[label_column]).column(label_column).fill_null(-1)
-                                 .to_numpy() for f in files]).astype(np.int64)
-        classes = _parquet_class_names(schema, label_column)
-    key = decoded_cache.fingerprint(kind="parquet-files", files=decoded_cache.file_stats(files), split=split)
+    labels, classes = _parquet_split_labels(files, siblings)
+    key = decoded_cache.fingerprint(kind="parquet-files", files=decoded_cache.file_stats(files), split=split,
+                                    **_parquet_names_key(files, siblings))
 
     def chunks(n: int):
         for f in files:

@@ -133,6 +133,13 @@ class EncodedStore(Labelled):
         """The JPEG bytes of the images at ``index`` (in that order)."""
         return [self.payload(i) for i in np.asarray(index).reshape(-1)]
 
+    def with_classes(self, labels: np.ndarray, classes: list[str]) -> "EncodedStore":
+        """The same images with new ``labels`` indexing ``classes`` (see :func:`gsimclr.data.dataset.align_classes`)."""
+        digest = decoded_cache.fingerprint(labels=np.asarray(labels, np.int64).tobytes().hex(), classes=classes)[:12]
+        return EncodedStore(self._data, self._starts, self._ends, self.sizes, self.original_sizes,
+                            np.asarray(labels, np.int64), {**self.meta, "classes": list(classes)},
+                            f"{self.fingerprint}:classes-{digest}", self.path)
+
     def subset(self, index) -> "EncodedStore":
         """An index view: the images at ``index`` in that order, sharing the mapped file (no image copy)."""
         index = np.asarray(index, dtype=np.int64).reshape(-1)
@@ -169,16 +176,23 @@ def build_store(listing: EncodedListing, stored_size: int, cache_dir: str | os.P
             return EncodedStore.open(entry)
         except (OSError, ValueError, KeyError):
             pass
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    # one writer per entry: the other processes of a node (torchrun) wait here, then open its result
-    with open(entry.parent / f".{entry.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not rebuild:
-            try:
-                return EncodedStore.open(entry)
-            except (OSError, ValueError, KeyError):
-                pass
-        return _build_entry(entry, listing, key, stored_size, quality, on_corrupt, workers, rebuild)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # one writer per entry: the other processes of a node (torchrun) wait here, then open its result
+        with open(entry.parent / f".{entry.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not rebuild:
+                try:
+                    return EncodedStore.open(entry)
+                except (OSError, ValueError, KeyError):
+                    pass
+            for stale in entry.parent.glob(f".{entry.name}-*.tmp"):  # left by a writer that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            return _build_entry(entry, listing, key, stored_size, quality, on_corrupt, workers, rebuild)
+    except OSError as exc:  # unreadable images are handled one by one: this is the cache folder, mostly
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UserError(f"cannot build the JPEG store {entry}: {where}{exc.strerror or exc} (the cache folder must "
+                        "be writable, with room for the store: set GSIMCLR_CACHE)") from None
 
 
 def _build_entry(entry: Path, listing: EncodedListing, key: str, stored_size: int, quality: int, on_corrupt: str,
