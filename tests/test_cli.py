@@ -221,3 +221,103 @@ def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_p
         capsys, ["pseudo-label", "--preset", "digits-quick", "--pseudo-labels", "encoder", "--out", str(tmp_path / "x")])
     assert "--pseudo-labels must be autoencoder, encoder or file:PATH" in _error_of(
         capsys, ["run", "--preset", "digits-quick", "--pseudo-labels", "somewhere.npy", "--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    # a negative number in scientific notation, or -inf, is a value (its range is checked), not an option
+    (["run", "--weight-decay", "-1e-6"], "--weight-decay must be >= 0, got -1e-06"),
+    (["run", "--lr", "-inf"], "--lr: invalid value '-inf'"),
+    (["run", "--stop-after", "0"], "--stop-after must be >= 1"),
+    (["run", "--stop-after", "-1"], "--stop-after must be >= 1"),
+    (["pretrain", "--max-minutes", "-1"], "--max-minutes must be a finite number > 0"),
+    (["run", "--max-minutes", "nan"], "--max-minutes must be a finite number > 0"),
+    (["run", "--max-minutes", "inf"], "--max-minutes must be a finite number > 0"),
+    (["run", "--data", ""], "--data needs a value"),
+    (["run", "--model", " "], "--model needs a value"),
+    (["run", "--preset", ""], "--preset needs a value"),
+    (["presets", "--show", ""], "--show needs a preset"),
+    (["run", "--methods", "simclr", "--sampler", "greedy"], "--sampler only affects G-SimCLR"),
+    (["pretrain", "--method", "simclr", "--guidance", "attract"], "--guidance only affects G-SimCLR"),
+    (["run", "--label-sampling", "uniform_replace"], "--label-sampling uniform_replace"),
+    (["embed", "--output", "features.txt"], "--output must be a file ending in .npy or .parquet"),
+    (["embed", "--output", ""], "--output must be a file ending in .npy or .parquet"),
+])
+def test_more_user_errors_are_one_line(capsys, tmp_path, argv, needle):
+    out = tmp_path / "out"
+    assert needle in _error_of(capsys, [*argv, "--out", str(out)] if argv[0] != "presets" else argv)
+    assert not out.exists()
+
+
+def test_preset_file_errors_name_the_file(capsys, tmp_path):
+    bad_type = tmp_path / "bad.yaml"
+    bad_type.write_text("epochs: many\n")
+    bad_range = tmp_path / "range.yaml"
+    bad_range.write_text("lr: -1\n")
+    no_suffix = tmp_path / "recipe"
+    no_suffix.write_text("epochs: 2\n")
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    assert f"preset {bad_type}: --epochs: invalid value 'many'" in _error_of(capsys, ["run", "--preset", str(bad_type)])
+    assert f"preset {bad_range}: --lr must be > 0" in _error_of(capsys, ["run", "--preset", str(bad_range)])
+    assert "is a folder, not a YAML file" in _error_of(capsys, ["run", "--preset", str(folder)])
+    assert "preset file not found" in _error_of(capsys, ["run", "--preset", str(tmp_path / "missing")])
+    assert main(["presets", "--show", str(no_suffix)]) == 0  # a YAML file without the suffix is still a file
+    assert "epochs: 2" in capsys.readouterr().out
+
+
+def test_embed_output_checked_before_loading_anything(capsys, tmp_path):
+    (tmp_path / "feats.npy").mkdir()
+    # no checkpoint exists: the --output problem is reported first, before any checkpoint or data is read
+    assert "is a folder" in _error_of(capsys, ["embed", "--checkpoint", str(tmp_path / "none"),
+                                               "--output", str(tmp_path / "feats.npy")])
+
+
+def test_knn_k_larger_than_the_training_set_is_refused(capsys, tmp_path):
+    out = tmp_path / "run"
+    tiny = only("pretrain", TINY)
+    assert main(["pretrain", *tiny, "--out", str(out), "--method", "simclr"]) == 0
+    capsys.readouterr()
+    err = _error_of(capsys, ["knn", "--out", str(out), "--knn-k", "100000", "--device", "cpu"])
+    assert "--knn-k 100000 is larger than the training set" in err
+    assert not (out / "simclr" / "knn.json").exists()
+    # run checks it before pretraining anything
+    err = _error_of(capsys, ["run", *TINY, "--knn-k", "100000", "--out", str(tmp_path / "r2")])
+    assert "--knn-k 100000 is larger" in err and not (tmp_path / "r2").exists()
+
+
+def test_label_fraction_leaving_a_class_empty_is_refused():
+    from gsimclr.errors import UserError
+    from gsimclr.evaluation.notebook import sample_labelled
+    from gsimclr.evaluation.standard_linear import label_fraction_indices
+
+    labels = np.repeat(np.arange(10), 100)
+    with pytest.raises(UserError, match="leaves 9 of 10 classes without one"):
+        label_fraction_indices(labels, 0.001, "uniform")
+    with pytest.raises(UserError, match="classes without one"):
+        sample_labelled(labels, 0.001, "uniform_replace", 0)
+    assert len(np.unique(labels[label_fraction_indices(labels, 0.001, "stratified")])) == 10
+    assert len(label_fraction_indices(labels, 0.5, "uniform")) == 500
+
+
+def test_sigterm_during_pretraining_exits_with_one_line_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "gsimclr", "pretrain", "--data", "digits", "--device", "cpu", "--batch-size", "32",
+            "--n-blocks", "0", "--image-size", "16", "--head-dims", "32,16,8", "--epochs", "50", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "simclr" / "provenance.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("gsimclr: terminated"), err
+    assert not list(out.rglob(".*.tmp"))  # nothing half-written
+    # the folder is resumable: --resume continues it (to 1 epoch here, --epochs may change on --resume)
+    done = subprocess.run([*argv[:-4], "--epochs", "1", "--out", str(out), "--resume"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "simclr" / "checkpoint.safetensors").exists() and not list(out.rglob(".*.tmp"))

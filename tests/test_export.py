@@ -93,8 +93,11 @@ def test_export_refuses_a_used_folder_and_bad_formats(resnet_run, tmp_path):
     run, _ = resnet_run
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "mine.txt").write_text("keep")
-    with pytest.raises(UserError, match="not empty"):
+    with pytest.raises(UserError, match="not empty; choose another --output or pass --overwrite"):
         export_run(run, tmp_path / "used", formats=("state_dict",))
+    assert (tmp_path / "used" / "mine.txt").read_text() == "keep"
+    with pytest.raises(UserError, match="is a file; choose another --output"):  # not a NotADirectoryError
+        export_run(run, tmp_path / "used" / "mine.txt", formats=("state_dict",))
     assert (tmp_path / "used" / "mine.txt").read_text() == "keep"
     with pytest.raises(UserError, match="--format"):
         export_run(run, tmp_path / "x", formats=("tflite",))

@@ -39,3 +39,50 @@ def test_table_shows_false_negative_diagnostics():
     assert "| Same-class pairs left as negatives / batch | 201.5 | 150.0 |" in table
     assert "| Same-pseudo-label pairs / batch |  | 12.3 |" in table
     assert "pairs" not in markdown_table(_result(10.0, 70.0))
+
+
+def _summarize_error(capsys, runs):
+    assert main(["summarize", *map(str, runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gsimclr: error:") and "Traceback" not in err, err
+    return err
+
+
+def test_summarize_refuses_what_it_cannot_average(capsys, tmp_path):
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "results.json").write_text(json.dumps(_result(10.0, 70.0)))
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "results.json").write_text("{not json")
+    not_mapping = tmp_path / "list"
+    not_mapping.mkdir()
+    (not_mapping / "results.json").write_text("[1]")
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "run.json").write_text("{}")
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("x")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({**_result(10.0, 70.0), "knn_k": 20}))
+    assert "cannot read" in _summarize_error(capsys, [damaged])
+    assert "not a gsimclr results file" in _summarize_error(capsys, [not_mapping])
+    # a folder without results is named, not silently left out of "n runs"
+    assert "incomplete has no results.json (the run is incomplete" in _summarize_error(capsys, [good, incomplete])
+    assert "not a gsimclr run folder" in _summarize_error(capsys, [good, unrelated])
+    assert "is not a folder" in _summarize_error(capsys, [good, tmp_path / "missing"])
+    assert "different experiments (knn_k: 200 vs 20)" in _summarize_error(capsys, [good, other])
+
+
+def test_summarize_refuses_runs_of_different_configs(capsys, tmp_path):
+    runs = []
+    for name, lr, seed in (("a", 0.1, 0), ("b", 0.1, 1), ("c", 0.5, 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_result(10.0, 70.0)))
+        (tmp_path / name / "config.yaml").write_text(f"lr: {lr}\nseed: {seed}\n")
+        runs.append(tmp_path / name)
+    assert main(["summarize", str(runs[0]), str(runs[1])]) == 0  # seeds may differ
+    capsys.readouterr()
+    assert "(--lr: 0.1 vs 0.5)" in _summarize_error(capsys, [runs[0], runs[2]])

@@ -234,3 +234,29 @@ def test_resume_after_pseudo_labels_with_other_data_is_refused(tmp_path, other_d
                                   *only("pretrain", TINY)])
     assert "pseudo_labels" in err
     assert (out / "config.yaml").read_bytes() == config and not (out / "gsimclr").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "pseudo-label", "supervised"])
+def test_stage_commands_refuse_an_unrelated_non_empty_folder(capsys, tmp_path, command):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.txt").write_text("mine")
+    assert main([command, "--data", "digits", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a gsimclr run folder (it holds thesis.txt" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "thesis.txt"]  # nothing of a run was written
+
+
+def test_stage_target_accepts_new_empty_and_run_folders(tmp_path):
+    RunFolder(tmp_path / "new").check_stage_target()
+    (tmp_path / "empty").mkdir()
+    RunFolder(tmp_path / "empty").check_stage_target()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    (run / "simclr").mkdir()
+    RunFolder(run).check_stage_target()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.txt").write_text("")
+    with pytest.raises(UserError, match="not a gsimclr run folder"):
+        RunFolder(tmp_path / "other").check_stage_target()

@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -57,7 +60,16 @@ def command_options(name: str) -> list[str]:
     return [f for f in FIELDS if f in wanted]
 
 
+# A value that starts with "-" but is a number (``--weight-decay -1e-6``, ``--lr -inf``) is a value, not an option
+# (argparse itself only knows ``-1`` and ``-.5``), so that the range check names the problem.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
     def error(self, message: str):  # one line, no usage block
         raise UserError(message if self.prog == "gsimclr" else f"{self.prog}: {message}")
 
@@ -194,7 +206,32 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
     """Defaults, then ``base``, then --preset, then the flags given; validated as a whole."""
+    if args.preset is not None and not args.preset.strip():
+        raise UserError("--preset needs a value (a shipped preset or a YAML file)")
     return load_config(args.preset, {k: parse_value(k, v) for k, v in _overrides(args).items()}, base=base)
+
+
+def _check_stage_flags(args: argparse.Namespace) -> None:
+    """The options of ``run``/``pretrain`` that are not config fields, and flags that would be ignored."""
+    if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
+        raise UserError(f"--stop-after must be >= 1 epoch, got {args.stop_after}")
+    minutes = getattr(args, "max_minutes", None)
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise UserError(f"--max-minutes must be a finite number > 0, got {minutes:g}")
+    if args.command == "run":
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    elif args.command == "pretrain":
+        methods = [args.method]
+    else:
+        return
+    if methods and all(m in METHODS and not METHODS[m].guided for m in methods):
+        # guidance options only shape a guided method's batches and loss: given for SimCLR alone they would be ignored
+        unused = [flag(n) for n in section_fields("guidance") if getattr(args, n, None) is not None]
+        if unused:
+            which, fix = (("--methods " + ",".join(methods), "add gsimclr") if args.command == "run"
+                          else (f"--method {args.method}", "use --method gsimclr"))
+            raise UserError(f"{unused[0]} only affects G-SimCLR (its batches and loss), but {which} "
+                            f"trains no guided method; drop it or {fix}")
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -280,6 +317,7 @@ def cmd_pseudo_label(args) -> None:
     cfg = _config(args)
     folder = RunFolder(_run_dir(args))
     with folder.lock():
+        folder.check_stage_target()
         train, test = load_data(cfg)
         if not (args.resume and reusable_pseudo_labels(cfg, train, folder)):
             trained = guided_checkpoints(folder)
@@ -304,6 +342,7 @@ def cmd_pretrain(args) -> None:
     world = _start_world(cfg)
     folder = RunFolder(_run_dir(args))
     with folder.lock():
+        folder.check_stage_target()
         train, test = load_data(cfg)
         # autoencoder or file:PATH pseudo labels are made (or reused) in --out/pseudo_labels before
         # pretraining; encoder pseudo labels are made during it
@@ -363,13 +402,16 @@ def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
 
 def cmd_supervised(args) -> None:
     from gsimclr.io import write_json
-    from gsimclr.pipeline import load_data, stage_supervised, supervised_provenance
+    from gsimclr.pipeline import load_data, stage_supervised, supervised_provenance, write_run_info
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
     folder = RunFolder(_run_dir(args))
     with folder.lock():
+        folder.check_stage_target()
         train, test = load_data(cfg)
+        if not folder.run_info.exists():  # a run folder says what made it
+            write_run_info(folder, cfg)
         result = stage_supervised(cfg, train, test)
         folder.record("supervised", supervised_provenance(cfg, train, test))
         write_json(folder.supervised, result)
@@ -395,7 +437,7 @@ def cmd_embed(args) -> None:
     mean, std = NORMALIZATIONS[cfg.normalize]
     feats = extract_features(model.to(device), data, cfg.image_size, device, precision=cfg.precision, mean=mean,
                              std=std)[args.point].numpy()
-    output = Path(args.output)
+    output = _check_embed_output(args.output)
     if output.suffix == ".npy":
         save_npy(output, feats)
     elif output.suffix == ".parquet":
@@ -407,9 +449,17 @@ def cmd_embed(args) -> None:
             columns["label"] = pa.array(data.labels)
         with atomic_path(output) as tmp:
             pq.write_table(pa.table(columns), tmp)
-    else:
-        raise UserError(f"--output must end in .npy or .parquet, got {output.name}")
     print(f"{len(feats)} x {feats.shape[1]} features at {args.point} -> {output}")
+
+
+def _check_embed_output(output: str) -> Path:
+    """``embed --output``: a .npy or .parquet file path (checked before any features are computed)."""
+    path = Path(output)
+    if not output.strip() or path.suffix not in (".npy", ".parquet"):
+        raise UserError(f"--output must be a file ending in .npy or .parquet, got {output!r}")
+    if path.is_dir():
+        raise UserError(f"--output {output} is a folder; give a .npy or .parquet file")
+    return path
 
 
 def cmd_export(args) -> None:
@@ -431,7 +481,9 @@ def cmd_export(args) -> None:
 
 
 def cmd_presets(args) -> None:
-    if args.show:
+    if args.show is not None:
+        if not args.show.strip():
+            raise UserError("--show needs a preset (a shipped name or a YAML file)")
         print(show_preset(args.show), end="")
         return
     for name in preset_names():
@@ -442,10 +494,7 @@ def cmd_summarize(args) -> None:
     from gsimclr.io import write_text
     from gsimclr.report import summarize
 
-    try:
-        table = summarize(args.runs, args.paper)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from None
+    table = summarize(args.runs, args.paper)
     print(table)
     if args.output:
         write_text(args.output, table + "\n")
@@ -454,6 +503,7 @@ def cmd_summarize(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     global _SHOW_CHOICES
     argv = sys.argv[1:] if argv is None else argv
+    previous = _on_sigterm()
     try:
         _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
         parser = build_parser()
@@ -464,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
                     "supervised": cmd_supervised, "embed": cmd_embed}
         if args.command in COMMANDS:
             _config(args)  # the whole configuration is checked before anything heavy is imported or done
+            _check_stage_flags(args)
+        if args.command == "embed":
+            _check_embed_output(args.output)
         if args.command in EVAL_COMMANDS:
             name = EVAL_COMMANDS[args.command]
             _cmd_eval(args, (name,), name)
@@ -474,9 +527,33 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)  # (a `!r` here would quote every message)
         print(f"gsimclr: error: {message}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("gsimclr: terminated (SIGTERM); files being written were discarded (a run continues with --resume)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("gsimclr: interrupted", file=sys.stderr)
+        print("gsimclr: interrupted; files being written were discarded (a run continues with --resume)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: atomic writes remove their
+    temporary files, the run folder's lock is released, and the exit is one line."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous one to restore, or None."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

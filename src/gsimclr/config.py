@@ -309,6 +309,10 @@ class Config:
             resolve_precision(resolve_device(self.device), self.precision)
         if self.init is not None and not Path(self.init).expanduser().exists():
             raise UserError(f"--init: no such weights file or folder: {self.init}")
+        if self.label_sampling == "uniform_replace" and (self.eval_protocol != "notebook"
+                                                         or self.linear_protocol != "features"):
+            raise UserError("--label-sampling uniform_replace is the notebooks' fine-tuning draw: it needs "
+                            "--eval-protocol notebook and --linear-protocol features")
         if self.finetune_head_epochs == 0 and self.finetune_epochs == 0:
             raise UserError("--finetune-head-epochs and --finetune-epochs are both 0: fine-tuning would train nothing")
         return self
@@ -365,6 +369,8 @@ def parse_value(name: str, raw: Any) -> Any:
         if optional:
             return None
         raise UserError(f"{flag(name)} needs a value")
+    if kind is str and isinstance(raw, str) and not raw.strip():  # "" is not a data set, model or project
+        raise UserError(f"{flag(name)} needs a value, got an empty string")
     try:
         if typing.get_origin(kind) is list:
             item = typing.get_args(kind)[0]
@@ -453,7 +459,14 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}")
-    return {k: parse_value(k, v) for k, v in values.items()}
+    parsed = {}
+    for k, v in values.items():
+        try:
+            parsed[k] = parse_value(k, v)
+            check_value(k, parsed[k])
+        except UserError as exc:  # name the file: the user gave no such flag
+            raise UserError(f"preset {name_or_path}: {exc}") from None
+    return parsed
 
 
 def preset_requirements(name_or_path: str) -> dict[str, str]:
@@ -468,7 +481,9 @@ def preset_requirements(name_or_path: str) -> dict[str, str]:
 def _preset_mapping(name_or_path: str) -> dict[str, Any]:
     """The YAML mapping of a shipped preset or a preset file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix in (".yaml", ".yml") or path.is_file() or "/" in name_or_path or path.is_dir():
+        if path.is_dir():
+            raise UserError(f"preset {name_or_path} is a folder, not a YAML file")
         if not path.is_file():
             raise UserError(f"preset file not found: {name_or_path}")
         try:

@@ -231,8 +231,10 @@ def export_backbone(backbone: nn.Module, target: dict, config: dict, out: str | 
     if unknown or not formats:
         raise UserError(f"--format must be among {', '.join(FORMATS)}, got {', '.join(unknown) or 'nothing'}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"export folder {out} is a file; choose another --output")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"export folder {out} exists and is not empty; choose another --out or pass --overwrite")
+        raise UserError(f"export folder {out} exists and is not empty; choose another --output or pass --overwrite")
     if "onnx" in formats:
         _import_onnxruntime()  # fail before writing anything
     config = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **config}

@@ -30,6 +30,7 @@ from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
 from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
+from gsimclr.evaluation.knn import check_knn_k
 from gsimclr.data.splits import holdout_split
 from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
@@ -280,9 +281,11 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
     when ``out`` is given."""
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
+    names = enabled_evaluations(cfg) if which is None else list(which)
+    if "knn" in names:
+        check_knn_k(cfg.knn_k, len(train))  # before any features are computed
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
-    names = enabled_evaluations(cfg) if which is None else list(which)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
     if out is not None and cfg.tsne_points:
         plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / TSNE_ENCODER,
@@ -424,6 +427,9 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     for name in methods:
         METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
+    evaluable = train.has_labels and test is not None and test.has_labels
+    if evaluable and "knn" in enabled_evaluations(cfg):
+        check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
     if resume:
         check_resume(cfg, folder, train, test, methods)
     if world.is_main:

@@ -101,14 +101,64 @@ def _mean_std(values: list[float]) -> str:
 
 def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
     """Mean ± standard deviation over runs (e.g. seeds) of their results.json, beside the paper's numbers."""
-    results = []
+    from gsimclr.errors import UserError
+
+    if not run_dirs:
+        raise UserError("summarize: give one or more run folders")
+    results, configs = [], []
     for d in run_dirs:
-        path = RunFolder(d).results_json
-        if path.exists():
-            results.append(json.loads(path.read_text()))
-    if not results:
-        raise FileNotFoundError("no results.json in the given run folders")
+        folder = RunFolder(d)
+        if not folder.root.is_dir():
+            raise UserError(f"summarize: {d} is not a folder")
+        if not folder.results_json.is_file():
+            what = ("the run is incomplete: finish it with gsimclr run --resume --out " + str(d)
+                    if folder.run_info.is_file() else "not a gsimclr run folder")
+            raise UserError(f"summarize: {d} has no results.json ({what})")
+        try:
+            result = json.loads(folder.results_json.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"summarize: cannot read {folder.results_json}: {exc}") from None
+        if not isinstance(result, dict) or not isinstance(result.get("methods", {}), dict):
+            raise UserError(f"summarize: {folder.results_json} is not a gsimclr results file")
+        results.append(result)
+        configs.append(_run_config(folder))
+    _check_comparable(run_dirs, results, configs)
     return summarize_results(results, paper)
+
+
+# Options that may differ between runs that are summarized together (repetitions of one experiment).
+REPEAT_FIELDS = ("seed", "device", "precision", "compile", "wandb", "wandb_project", "wandb_name", "tsne_points",
+                 "checkpoint_every", "monitor_every", "memory_budget_gb", "store")
+
+
+def _run_config(folder: RunFolder) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        config = yaml.safe_load(folder.config.read_text()) if folder.config.is_file() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _check_comparable(run_dirs: list, results: list[dict[str, Any]], configs: list[dict[str, Any] | None]) -> None:
+    """Mean and standard deviation only make sense over repetitions of one experiment: a UserError naming
+    the first difference between the first run and another (in what the table shows or in config.yaml,
+    seeds and where it ran aside)."""
+    from gsimclr.errors import UserError
+
+    for i in range(1, len(results)):
+        for key in ("data", "knn_k", "label_fraction", "linear_protocol"):
+            if results[i].get(key) != results[0].get(key):
+                raise UserError(f"summarize: {run_dirs[0]} and {run_dirs[i]} are different experiments ({key}: "
+                                f"{results[0].get(key)} vs {results[i].get(key)}); summarize repetitions of one")
+        if configs[0] is None or configs[i] is None:
+            continue
+        for key in sorted(set(configs[0]) | set(configs[i])):
+            if key not in REPEAT_FIELDS and configs[0].get(key) != configs[i].get(key):
+                raise UserError(f"summarize: {run_dirs[0]} and {run_dirs[i]} are different experiments (--"
+                                f"{key.replace('_', '-')}: {configs[0].get(key)} vs {configs[i].get(key)}); "
+                                "summarize repetitions of one (only the seed may differ)")
 
 
 def summarize_results(results: list[dict[str, Any]], paper: str | None = None) -> str:

@@ -185,6 +185,15 @@ class RunFolder:
             return True
         return all(p.name == LOCK or p.match(TEMP_GLOB) for p in self.root.iterdir())
 
+    def check_stage_target(self) -> None:
+        """A stage command (pseudo-label, pretrain, supervised) writes into a new or empty folder, or into a
+        gsimclr run folder (one holding run.json); never among another program's files."""
+        if self.is_empty() or self.run_info.is_file():
+            return
+        others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK and not p.match(TEMP_GLOB))
+        raise UserError(f"--out {self.root} is not empty and is not a gsimclr run folder (it holds {others[0]}"
+                        f"{' and more' if len(others) > 1 else ''}, but no run.json); choose another --out")
+
     # -------------------------------------------------------------------------------------- lock
     @contextmanager
     def lock(self) -> Iterator["RunFolder"]:

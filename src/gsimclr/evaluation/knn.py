@@ -37,6 +37,16 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 
+def check_knn_k(k: int, n_train: int) -> None:
+    """A UserError when ``--knn-k`` exceeds the labelled training images (the vote would silently use fewer)."""
+    if k > n_train:
+        from gsimclr.errors import UserError
+
+        raise UserError(f"--knn-k {k} is larger than the training set ({n_train} images); give --knn-k {n_train} "
+                        "or less")
+
+
 def run_knn(ctx) -> float:
     """The registered ``knn`` evaluation: weighted kNN on P3 features."""
+    check_knn_k(ctx.cfg.knn_k, len(ctx.train))
     return knn_accuracy(*ctx.features_pair("P3"), ctx.cfg.knn_k, ctx.cfg.knn_temperature, ctx.device)

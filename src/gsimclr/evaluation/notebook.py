@@ -238,9 +238,13 @@ def sample_labelled(labels: np.ndarray, fraction: float, sampling: str, seed: in
         raise ValueError(f"sampling must be one of {', '.join(LABEL_SAMPLINGS)}, got {sampling!r}")
     if sampling == "stratified":
         return label_subset(labels, fraction, seed)
+    from gsimclr.evaluation.standard_linear import check_every_class
+
     n = len(labels)
     count = max(1, int(fraction * n + 1e-9))
-    return np.random.default_rng(seed).choice(n, count, replace=sampling == "uniform_replace")
+    picked = np.random.default_rng(seed).choice(n, count, replace=sampling == "uniform_replace")
+    check_every_class(labels, picked, fraction, sampling)
+    return picked
 
 
 def notebook_finetune(backbone: nn.Module, train: ImageData, test: ImageData, image_size: int,

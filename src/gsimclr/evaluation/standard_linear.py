@@ -50,10 +50,22 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = 
     if fraction == 1:
         return np.arange(len(labels))
     if sampling == "uniform":
-        return np.sort(rng.choice(len(labels), max(1, round(fraction * len(labels))), replace=False))
+        picked = np.sort(rng.choice(len(labels), max(1, round(fraction * len(labels))), replace=False))
+        check_every_class(labels, picked, fraction, sampling)
+        return picked
     from gsimclr.evaluation.classifier import label_subset  # the stratified draw fine-tuning always used
 
     return label_subset(labels, fraction, seed)
+
+
+def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str) -> None:
+    """A UserError when the labelled subset ``picked`` leaves a class of ``labels`` without an image
+    (a classifier cannot learn a class it never sees; the table would silently mean something else)."""
+    missing = np.setdiff1d(np.unique(labels), np.asarray(labels)[picked])
+    if len(missing):
+        raise UserError(f"--label-fraction {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
+                        f"images and leaves {len(missing)} of {len(np.unique(labels))} classes without one; raise "
+                        "--label-fraction or use --label-sampling stratified")
 
 
 @torch.no_grad()
