@@ -285,15 +285,15 @@ def test_knn_k_larger_than_the_training_set_is_refused(capsys, tmp_path):
     assert "--knn-k 100000 is larger" in err and not (tmp_path / "r2").exists()
 
 
-def test_label_fraction_leaving_a_class_empty_is_refused():
-    from gsimclr.errors import UserError
+def test_label_fraction_leaving_a_class_empty_is_said():
+    """A uniform draw may miss classes (that is the protocol), but the user is told how many."""
     from gsimclr.evaluation.notebook import sample_labelled
     from gsimclr.evaluation.standard_linear import label_fraction_indices
 
     labels = np.repeat(np.arange(10), 100)
-    with pytest.raises(UserError, match="leaves 9 of 10 classes without one"):
-        label_fraction_indices(labels, 0.001, "uniform")
-    with pytest.raises(UserError, match="classes without one"):
+    with pytest.warns(UserWarning, match="leaves 9 of 10 classes without one"):
+        assert len(label_fraction_indices(labels, 0.001, "uniform")) == 1
+    with pytest.warns(UserWarning, match="classes without one"):
         sample_labelled(labels, 0.001, "uniform_replace", 0)
     assert len(np.unique(labels[label_fraction_indices(labels, 0.001, "stratified")])) == 10
     assert len(label_fraction_indices(labels, 0.5, "uniform")) == 500

@@ -150,7 +150,7 @@ def test_our_presets_keep_gsimclr_protocols():
         assert cfg.eval_protocol == "gsimclr" and cfg.defaults == "torch" and cfg.views_forward == "joint"
 
 
-SHORT = ["--train-limit", "128", "--test-limit", "64", "--epochs", "1", "--ae-epochs", "1", "--linear-epochs", "1",
+SHORT = ["--train-limit", "128", "--test-limit", "64", "--knn-k", "20", "--epochs", "1", "--ae-epochs", "1", "--linear-epochs", "1",
          "--linear-epochs-p2", "1", "--linear-epochs-p3", "1", "--finetune-head-epochs", "1", "--finetune-epochs", "1",
          "--supervised-epochs", "1", "--tsne-points", "0", "--device", "cpu", "--precision", "fp32"]
 

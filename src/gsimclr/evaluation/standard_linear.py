@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,14 +60,16 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = 
     return label_subset(labels, fraction, seed)
 
 
-def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str) -> None:
-    """A UserError when the labelled subset ``picked`` leaves a class of ``labels`` without an image
-    (a classifier cannot learn a class it never sees; the table would silently mean something else)."""
+def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str) -> int:
+    """Warn when the labelled subset ``picked`` leaves a class of ``labels`` without an image: a uniform
+    draw may do that by design (it is the protocol), but a classifier cannot learn a class it never sees,
+    so the number is said. Returns how many classes are missing."""
     missing = np.setdiff1d(np.unique(labels), np.asarray(labels)[picked])
     if len(missing):
-        raise UserError(f"--label-fraction {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
-                        f"images and leaves {len(missing)} of {len(np.unique(labels))} classes without one; raise "
-                        "--label-fraction or use --label-sampling stratified")
+        warnings.warn(f"--label-fraction {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
+                      f"images and leaves {len(missing)} of {len(np.unique(labels))} classes without one (they cannot "
+                      "be predicted); raise --label-fraction or use --label-sampling stratified", stacklevel=2)
+    return len(missing)
 
 
 @torch.no_grad()
