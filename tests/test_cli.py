@@ -126,6 +126,7 @@ def test_monitored_run_plots_knn_against_time(tmp_path):
     records = [json.loads(x) for x in (out / "simclr" / "metrics.jsonl").read_text().splitlines()]
     assert [("knn" in r) for r in records] == [True, True]
     assert all(0 <= r["knn"] <= 100 for r in records) and records[1]["train_s"] > records[0]["train_s"]
+    assert all(r["knn_k"] == 10 for r in records)  # the vote's k is recorded beside the accuracy
     assert (out / "knn_curves.png").exists()
 
 

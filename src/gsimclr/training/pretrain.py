@@ -368,6 +368,7 @@ class Pretrainer:
                                            self.cfg.guidance if self.loss_labels is not None else "none"))
         if self.monitor is not None and cfg.monitor_every and (epoch + 1) % cfg.monitor_every == 0:
             record["knn"] = monitor_knn(cfg, self.model, *self.monitor, device)
+            record["knn_k"] = min(cfg.knn_k, len(self.monitor[0]))  # the vote a smaller monitor set allows
         for hook in self.epoch_hooks:
             hook(self, epoch, record)
         self._check_loss(epoch, mean_loss)
