@@ -109,6 +109,27 @@ def test_file_source_labels_embeddings_and_parquet(tmp_path):
         file_pseudo_labels(tmp_path / "missing.npy", 200)
 
 
+
+def test_file_source_odd_shapes_are_read_or_refused(tmp_path):
+    """A 0-d array is refused (was a TypeError), an (N, 1) integer column is read as labels (was
+    clustered as 1-D embeddings into 2 clusters), 1-D float embeddings are refused (L2 normalisation
+    leaves only their sign), and labels with a single value are refused (with --guidance mask every
+    negative would leave the loss: a zero loss that trains nothing)."""
+    y = np.arange(40) % 5
+    np.save(tmp_path / "scalar.npy", np.int64(3))
+    with pytest.raises(UserError, match="single value"):
+        file_pseudo_labels(tmp_path / "scalar.npy", 40, k=5)
+    np.save(tmp_path / "column.npy", y.reshape(-1, 1))
+    assert np.array_equal(file_pseudo_labels(tmp_path / "column.npy", 40, k=3).labels, y)
+    np.save(tmp_path / "emb1.npy", np.random.default_rng(0).random((40, 1)))
+    with pytest.raises(UserError, match="one-dimensional embeddings"):
+        file_pseudo_labels(tmp_path / "emb1.npy", 40, k=5)
+    np.save(tmp_path / "one.npy", np.full(40, 7))
+    with pytest.raises(UserError, match="same label"):
+        file_pseudo_labels(tmp_path / "one.npy", 40)
+    np.save(tmp_path / "negative.npy", y - 10)                  # any integers are labels
+    assert file_pseudo_labels(tmp_path / "negative.npy", 40).metrics["k"] == 5
+
 def test_parse_source():
     assert parse_source("autoencoder") == ("autoencoder", None)
     assert parse_source("file:a/b.npy") == ("file", "a/b.npy")

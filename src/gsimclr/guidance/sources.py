@@ -166,15 +166,24 @@ def file_pseudo_labels(path: str | Path, n: int, k: int | None = None, seed: int
                        truth: np.ndarray | None = None, device: str | torch.device | None = None) -> PseudoLabels:
     """Labels read from ``path``, or its embeddings clustered into ``k`` clusters."""
     array = read_labels_or_embeddings(path)
+    if array.ndim == 0:
+        raise UserError(f"{path}: expected N labels or an (N, D) array of embeddings, got a single value")
     if len(array) != n:
         raise UserError(f"{path} holds {len(array)} rows for {n} images")
+    if array.ndim == 2 and array.shape[1] == 1 and np.issubdtype(array.dtype, np.integer):
+        array = array[:, 0]                              # a column of integer labels
     if array.ndim == 1:
         if not np.issubdtype(array.dtype, np.integer):
             raise UserError(f"{path}: a one-dimensional array must hold integer labels, got {array.dtype}")
         labels, features = array.astype(np.int64), None
+        if len(np.unique(labels)) < 2:
+            raise UserError(f"{path}: every image has the same label; pseudo labels need at least 2 clusters")
     elif array.ndim == 2 and np.issubdtype(array.dtype, np.number):
         if k is None:
             raise UserError(f"{path} holds embeddings: k is needed to cluster them")
+        if array.shape[1] < 2:
+            raise UserError(f"{path}: one-dimensional embeddings keep only their sign once L2-normalised; "
+                            "give integer labels or embeddings of 2 or more dimensions")
         features = array.astype(np.float32)
         if not np.isfinite(features).all():
             raise UserError(f"{path}: the embeddings hold NaN or infinite values")
