@@ -170,3 +170,36 @@ def test_old_guidance_values_are_read_as_their_present_meaning():
     assert config_from_dict({"guidance": "batches"}).guidance == "none"        # a checkpoint of an older run
     with pytest.raises(UserError, match="--guidance must be one of none, mask, attract"):
         load_config(None, {"guidance": "pull"})
+
+
+def test_resume_uses_the_checkpoints_pseudo_labels_not_a_later_reclustering(tmp_path, tiny_overrides):
+    """Re-clustering after epochs 1 and 3, a checkpoint every 2 epochs: a run killed in epoch 4 has
+    pseudo_labels.npy from the re-clustering after epoch 3 but a checkpoint of epoch 2, which trained
+    with those of epoch 1. Resuming must use those (it used the later ones) and so match the run that
+    was never interrupted."""
+    import json
+    import shutil
+
+    from gsimclr.config import load_config
+    from gsimclr.data.sources import load_split
+    from gsimclr.training.pretrain import pretrain
+
+    digits_small = load_split("digits", image_size=16).subset(np.arange(192))
+
+    cfg = load_config(None, {**tiny_overrides, "epochs": 4, "pseudo_labels": "encoder", "recluster_warmup": 1,
+                             "recluster_every": 2, "checkpoint_every": 2, "k": 20, "guidance": "mask"})
+    full = pretrain(cfg, digits_small, tmp_path / "full", method="gsimclr")
+    assert json.loads((tmp_path / "full" / "pseudo_labels.json").read_text())["epoch"] == 3
+    pretrain(cfg, digits_small, tmp_path / "part", method="gsimclr", stop_after=2)
+    for name in ("pseudo_labels.npy", "pseudo_labels.json"):      # the killed run's later re-clustering
+        shutil.copy(tmp_path / "full" / name, tmp_path / "part" / name)
+    resumed = pretrain(cfg, digits_small, tmp_path / "part", method="gsimclr", resume=True)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # a run folder without the checkpoint's labels (older versions) is refused, not resumed with the wrong ones
+    pretrain(cfg, digits_small, tmp_path / "old", method="gsimclr", stop_after=2)
+    (tmp_path / "old" / "checkpoint_pseudo_labels.npy").unlink()
+    for name in ("pseudo_labels.npy", "pseudo_labels.json"):
+        shutil.copy(tmp_path / "full" / name, tmp_path / "old" / name)
+    with pytest.raises(UserError, match="those of epoch 3"):
+        pretrain(cfg, digits_small, tmp_path / "old", method="gsimclr", resume=True)

@@ -8,7 +8,9 @@ Layout (every path the pipeline, the CLI and the report use comes from :class:`R
     pseudo_labels/                   autoencoder.safetensors, pseudo_labels.npy/.json, metrics.jsonl,
                                      tsne_autoencoder.png, provenance.json
     <method>/  (simclr/, gsimclr/)   checkpoint.safetensors, metrics.jsonl, timing.json, tensorboard/,
-                                     provenance.json; eval.json + eval.provenance.json, tsne_encoder.png
+                                     provenance.json; eval.json + eval.provenance.json, tsne_encoder.png;
+                                     with encoder pseudo labels pseudo_labels.npy/.json (the latest
+                                     re-clustering) and checkpoint_pseudo_labels.npy (the checkpoint's)
     supervised.json                  the supervised baseline, with supervised.provenance.json
     results.json, results.md         the table; loss_curves.png, knn_curves.png
 
@@ -59,6 +61,8 @@ from gsimclr.io import TEMP_GLOB, ensure_folder, remove_stale_temporaries, write
 
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.safetensors"
+#: G-SimCLR with encoder pseudo labels: the labels its checkpoint trained with (what --resume uses)
+CHECKPOINT_PSEUDO_LABELS = "checkpoint_pseudo_labels.npy"
 METRICS = "metrics.jsonl"
 PROVENANCE = "provenance.json"
 TSNE_ENCODER = "tsne_encoder.png"

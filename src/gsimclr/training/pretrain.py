@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import warnings
 from pathlib import Path
@@ -39,7 +40,8 @@ from gsimclr.guidance.diagnostics import epoch_pair_stats
 from gsimclr.guidance.recluster import ReclusterSchedule
 from gsimclr.guidance.samplers import GreedyBatchSampler, RandomBatchSampler, make_batch_sampler
 from gsimclr.guidance.sources import encoder_pseudo_labels, load_pseudo_labels, parse_source, save_pseudo_labels
-from gsimclr.run_folder import CHECKPOINT  # the stage folder's checkpoint name (re-exported here)
+from gsimclr.io import save_npy
+from gsimclr.run_folder import CHECKPOINT, CHECKPOINT_PSEUDO_LABELS  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile, resolve_device, restore_scaler,
                              scaler_state, seed_epoch, seed_everything)
 from gsimclr.tracking import RunLogger, WandbOptions
@@ -315,7 +317,21 @@ class Pretrainer:
         if start < self.cfg.epochs and schedule.due(start):
             self.recluster(start)
         elif schedule.last_refresh(start) is not None:
-            self.set_pseudo_labels(load_pseudo_labels(self.out_dir / "pseudo_labels.npy", len(self.data)))
+            self.set_pseudo_labels(self._checkpoint_pseudo_labels(schedule.last_refresh(start)))
+
+    def _checkpoint_pseudo_labels(self, refresh: int) -> np.ndarray:
+        """The labels the checkpoint trained with, those of the re-clustering after epoch ``refresh``:
+        saved beside the checkpoint, since pseudo_labels.npy may hold a later re-clustering's (a run
+        killed after one that was not checkpointed, with --checkpoint-every > 1)."""
+        path = self.out_dir / CHECKPOINT_PSEUDO_LABELS
+        if path.is_file():
+            return load_pseudo_labels(path, len(self.data))
+        meta = self.out_dir / "pseudo_labels.json"
+        saved = json.loads(meta.read_text()).get("epoch") if meta.is_file() else None
+        if saved != refresh:                      # a run folder from before CHECKPOINT_PSEUDO_LABELS
+            raise UserError(f"--resume: the checkpoint trained with the pseudo labels of epoch {refresh}, but "
+                            f"{self.out_dir / 'pseudo_labels.npy'} holds those of epoch {saved}; start the run anew")
+        return load_pseudo_labels(self.out_dir / "pseudo_labels.npy", len(self.data))
 
     def _resume(self) -> int:
         if not self.ckpt.exists():
@@ -328,6 +344,8 @@ class Pretrainer:
         return int(meta["epoch"])
 
     def save(self, epoch: int) -> None:
+        if self.reclustering is not None and self.pseudo_labels is not None:   # written first: resuming reads both
+            save_npy(self.out_dir / CHECKPOINT_PSEUDO_LABELS, self.pseudo_labels)
         save_checkpoint(self.ckpt, self.model, self.optimizer,
                         {"epoch": epoch, "method": self.method.name, "config": self.cfg.to_dict(),
                          "fingerprint": self.data.fingerprint, "images": len(self.data),
