@@ -203,3 +203,23 @@ def test_resume_uses_the_checkpoints_pseudo_labels_not_a_later_reclustering(tmp_
         shutil.copy(tmp_path / "full" / name, tmp_path / "old" / name)
     with pytest.raises(UserError, match="those of epoch 3"):
         pretrain(cfg, digits_small, tmp_path / "old", method="gsimclr", resume=True)
+
+
+def test_encoder_pseudo_labels_with_k_above_the_images_are_refused_before_training(tmp_path, tiny_overrides,
+                                                                                  monkeypatch):
+    """--pseudo-labels encoder --k 41 on 40 images: refused before the first epoch (it trained the
+    whole warm-up, then failed at the first re-clustering)."""
+    from gsimclr.config import load_config
+    from gsimclr.data.sources import load_split
+    from gsimclr.training import pretrain as pretrain_module
+
+    data = load_split("digits", image_size=16).subset(np.arange(40))
+    cfg = load_config(None, {**tiny_overrides, "epochs": 2, "batch_size": 32, "pseudo_labels": "encoder",
+                             "recluster_warmup": 1, "k": 41})
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an epoch was trained")
+
+    monkeypatch.setattr(pretrain_module.Pretrainer, "train_epoch", no_training)
+    with pytest.raises(UserError, match="--k 41 is larger than the dataset"):
+        pretrain_module.pretrain(cfg, data, tmp_path / "run", method="gsimclr")

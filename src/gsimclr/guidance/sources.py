@@ -76,7 +76,8 @@ def describe(labels: np.ndarray, truth: np.ndarray | None = None, **extra) -> di
     return metrics
 
 
-def _check_k(k: int, n: int) -> None:
+def check_k(k: int, n: int) -> None:
+    """UserError when ``k`` clusters cannot be made of ``n`` images (checked before any training)."""
     if k > n:
         raise UserError(f"--k {k} is larger than the dataset ({n} images)")
 
@@ -87,7 +88,7 @@ def cluster_features(features: np.ndarray, k: int, seed: int = 0, normalize: boo
     from gsimclr.guidance.kmeans import kmeans
 
     features = np.asarray(features, dtype=np.float32)
-    _check_k(k, len(features))
+    check_k(k, len(features))
     if normalize:
         features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     return kmeans(features, k, seed, device=device, n_init=n_init)
@@ -101,7 +102,7 @@ def autoencoder_pseudo_labels(data: ImageData, k: int, opts: AutoencoderOptions,
     from gsimclr.checkpoint import save_checkpoint
     from gsimclr.guidance.autoencoder import encode, train_autoencoder
 
-    _check_k(k, len(data))
+    check_k(k, len(data))
     ae = train_autoencoder(data, opts, out_dir, val_data)
     features = encode(ae, data, opts)
     labels = cluster_features(features, k, opts.seed, device=next(ae.parameters()).device, n_init=opts.kmeans_n_init)

@@ -39,7 +39,8 @@ from gsimclr.models.simclr import SimCLRModel
 from gsimclr.guidance.diagnostics import epoch_pair_stats
 from gsimclr.guidance.recluster import ReclusterSchedule
 from gsimclr.guidance.samplers import GreedyBatchSampler, RandomBatchSampler, make_batch_sampler
-from gsimclr.guidance.sources import encoder_pseudo_labels, load_pseudo_labels, parse_source, save_pseudo_labels
+from gsimclr.guidance.sources import (check_k, encoder_pseudo_labels, load_pseudo_labels, parse_source,
+                                      save_pseudo_labels)
 from gsimclr.io import save_npy
 from gsimclr.run_folder import CHECKPOINT, CHECKPOINT_PSEUDO_LABELS  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile, resolve_device, restore_scaler,
@@ -229,6 +230,7 @@ class Pretrainer:
         self.reclustering = None
         if self.method.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":
             self.reclustering = ReclusterSchedule(cfg.recluster_every, cfg.recluster_warmup)
+            check_k(cfg.n_clusters, len(data))       # now, not after the warm-up's epochs of training
             self.pseudo_labels = None
             self.epoch_hooks.append(_recluster_after_epoch)
         seed_everything(cfg.seed)
