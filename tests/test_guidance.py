@@ -127,6 +127,9 @@ def test_file_source_odd_shapes_are_read_or_refused(tmp_path):
     np.save(tmp_path / "one.npy", np.full(40, 7))
     with pytest.raises(UserError, match="same label"):
         file_pseudo_labels(tmp_path / "one.npy", 40)
+    (tmp_path / "text.npy").write_text("0 1 2\n")
+    with pytest.raises(UserError, match="not a .npy file"):          # not numpy's advice to unpickle it
+        file_pseudo_labels(tmp_path / "text.npy", 40)
     np.save(tmp_path / "negative.npy", y - 10)                  # any integers are labels
     assert file_pseudo_labels(tmp_path / "negative.npy", 40).metrics["k"] == 5
 

@@ -157,6 +157,9 @@ def read_labels_or_embeddings(path: str | Path) -> np.ndarray:
         if path.suffix == ".parquet":
             return _read_parquet_embeddings(path)
         if path.suffix == ".npy":
+            with open(path, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":       # else numpy suggests unpickling it
+                    raise UserError(f"cannot read {path}: not a .npy file (numpy.save writes them)")
             return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
