@@ -80,6 +80,7 @@ SMOKE_OPTIONS: dict[str, Any] = {
     "epochs": 1, "batch_size": 16, "train_limit": 96, "test_limit": 48, "ae_epochs": 1, "ae_batch_size": 32,
     "k": 16, "linear_epochs": 1, "knn_k": 5, "finetune_head_epochs": 1, "finetune_epochs": 1,
     "supervised_epochs": 1, "tsne_points": 0, "warmup_epochs": 0, "checkpoint_every": 0,
+    "recluster_warmup": 0,  # one epoch: encoder pseudo labels must come before it (a warm-up >= --epochs is refused)
 }
 
 

@@ -226,3 +226,19 @@ def test_encoder_pseudo_labels_with_k_above_the_images_are_refused_before_traini
     monkeypatch.setattr(pretrain_module.Pretrainer, "train_epoch", no_training)
     with pytest.raises(UserError, match="--k 41 is larger than the dataset"):
         pretrain_module.pretrain(cfg, data, tmp_path / "run", method="gsimclr")
+
+
+@pytest.mark.parametrize("warmup", [2, 5])
+def test_encoder_pseudo_labels_with_a_warmup_as_long_as_the_run_are_refused(tmp_path, tiny_overrides, warmup):
+    """--recluster-warmup >= --epochs: no clustering would ever happen (none follows the last epoch),
+    so 'G-SimCLR' would silently be SimCLR; refused before training."""
+    from gsimclr.config import load_config
+    from gsimclr.data.sources import load_split
+    from gsimclr.training.pretrain import pretrain
+
+    data = load_split("digits", image_size=16).subset(np.arange(64))
+    cfg = load_config(None, {**tiny_overrides, "epochs": 2, "batch_size": 32, "pseudo_labels": "encoder",
+                             "recluster_warmup": warmup, "k": 8})
+    with pytest.raises(UserError, match="would train as SimCLR"):
+        pretrain(cfg, data, tmp_path / "run", method="gsimclr")
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()

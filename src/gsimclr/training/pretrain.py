@@ -231,6 +231,9 @@ class Pretrainer:
         if self.method.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":
             self.reclustering = ReclusterSchedule(cfg.recluster_every, cfg.recluster_warmup)
             check_k(cfg.n_clusters, len(data))       # now, not after the warm-up's epochs of training
+            if cfg.recluster_warmup >= cfg.epochs:   # the last epoch is never followed by a clustering
+                raise UserError(f"--recluster-warmup {cfg.recluster_warmup} is not shorter than --epochs {cfg.epochs}: "
+                                "the encoder would never be clustered and G-SimCLR would train as SimCLR")
             self.pseudo_labels = None
             self.epoch_hooks.append(_recluster_after_epoch)
         seed_everything(cfg.seed)
