@@ -156,6 +156,18 @@ def test_encoder_source_clusters_the_encoders_features():
     assert result.labels.shape == (90,) and result.metrics["nmi"] > 0.9
 
 
+
+def test_encoder_source_refuses_collapsed_features():
+    """Identical features (a collapsed encoder) cluster into one label; with --guidance mask that
+    removes every negative and the loss is exactly 0 from then on, silently. Refused instead."""
+    from gsimclr.models.simclr import SimCLRModel
+
+    data = ImageData(np.full((40, 16, 16, 3), 100, np.uint8), labels=np.arange(40) % 4)
+    torch.manual_seed(0)
+    model = SimCLRModel.build("paper_resnet", [16, 8], n_blocks=0)
+    with pytest.raises(UserError, match="single cluster"):
+        encoder_pseudo_labels(model, data, 4, 16, torch.device("cpu"), seed=0)
+
 def test_recluster_schedule():
     s = ReclusterSchedule(every=3, warmup=2)
     assert [e for e in range(12) if s.due(e)] == [2, 5, 8, 11]

@@ -124,6 +124,9 @@ def encoder_pseudo_labels(model, data: ImageData, k: int, image_size: int, devic
     features = extract_features(model, data, image_size, device, precision=precision)[point].numpy()
     model.train(was_training)
     labels = cluster_features(features, k, seed, normalize=True, device=device)
+    if len(np.unique(labels)) < 2:   # with --guidance mask every negative would leave the loss: a zero loss
+        raise UserError("the encoder's features fell into a single cluster (they have collapsed); "
+                        "lower --lr or cluster later (--recluster-warmup)")
     return PseudoLabels(labels, features, describe(labels, data.labels if data.has_labels else None,
                                                    source="encoder"))
 
