@@ -168,6 +168,13 @@ def test_encoder_source_refuses_collapsed_features():
     with pytest.raises(UserError, match="single cluster"):
         encoder_pseudo_labels(model, data, 4, 16, torch.device("cpu"), seed=0)
 
+
+def test_file_embeddings_that_are_all_alike_are_refused(tmp_path):
+    """Embeddings pointing one way cluster into one label (the --guidance mask zero loss): refused."""
+    np.save(tmp_path / "same.npy", np.tile(np.arange(1, 5, dtype=np.float32), (40, 1)))
+    with pytest.raises(UserError, match="single cluster"):
+        file_pseudo_labels(tmp_path / "same.npy", 40, k=4)
+
 def test_recluster_schedule():
     s = ReclusterSchedule(every=3, warmup=2)
     assert [e for e in range(12) if s.due(e)] == [2, 5, 8, 11]

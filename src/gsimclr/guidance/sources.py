@@ -83,15 +83,20 @@ def check_k(k: int, n: int) -> None:
 
 
 def cluster_features(features: np.ndarray, k: int, seed: int = 0, normalize: bool = False,
-                     device: str | torch.device | None = None, n_init: int = 3) -> np.ndarray:
-    """k-means labels of ``features`` (optionally L2-normalised first: cosine geometry)."""
+                     device: str | torch.device | None = None, n_init: int = 3, what: str = "the features") -> np.ndarray:
+    """k-means labels of ``features`` (optionally L2-normalised first: cosine geometry); UserError when
+    they fall into a single cluster (identical features: with --guidance mask every negative would
+    leave the loss, a silent zero loss). ``what`` names them in that message."""
     from gsimclr.guidance.kmeans import kmeans
 
     features = np.asarray(features, dtype=np.float32)
     check_k(k, len(features))
     if normalize:
         features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    return kmeans(features, k, seed, device=device, n_init=n_init)
+    labels = kmeans(features, k, seed, device=device, n_init=n_init)
+    if len(np.unique(labels)) < 2:
+        raise UserError(f"{what} fell into a single cluster: pseudo labels need at least 2")
+    return labels
 
 
 def autoencoder_pseudo_labels(data: ImageData, k: int, opts: AutoencoderOptions,
@@ -123,10 +128,8 @@ def encoder_pseudo_labels(model, data: ImageData, k: int, image_size: int, devic
     was_training = model.training
     features = extract_features(model, data, image_size, device, precision=precision)[point].numpy()
     model.train(was_training)
-    labels = cluster_features(features, k, seed, normalize=True, device=device)
-    if len(np.unique(labels)) < 2:   # with --guidance mask every negative would leave the loss: a zero loss
-        raise UserError("the encoder's features fell into a single cluster (they have collapsed); "
-                        "lower --lr or cluster later (--recluster-warmup)")
+    labels = cluster_features(features, k, seed, normalize=True, device=device,
+                              what="the encoder's features (collapsed? lower --lr or raise --recluster-warmup)")
     return PseudoLabels(labels, features, describe(labels, data.labels if data.has_labels else None,
                                                    source="encoder"))
 
