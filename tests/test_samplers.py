@@ -196,3 +196,14 @@ def test_rank_slices_are_disjoint_and_cover_the_global_batches(name, world):
         if name != "random":
             assert len(set(labels[merged].tolist())) == 16                 # the rule holds globally
     assert sorted(np.concatenate([np.concatenate(p) for p in per_rank]).tolist()) == list(range(128))
+
+
+@pytest.mark.parametrize("labels", [None, np.arange(40) % 3])
+@pytest.mark.parametrize("name", ["spread", "greedy", "paper", "random"])
+def test_drop_last_holds_for_every_sampler_make_batch_sampler_builds(name, labels):
+    """40 images in batches of 32 with drop_last: one batch of 32, never the short one of 8; random
+    shuffling (asked for, or standing in without labels) ignored drop_last."""
+    sampler = make_batch_sampler(name, 40, 32, labels, seed=0, drop_last=True)
+    batches = list(sampler)
+    assert [len(b) for b in batches] == [32] and len(sampler) == 1
+    assert len(set(np.concatenate(batches).tolist())) == 32

@@ -34,8 +34,6 @@ the current epoch (computed once per epoch and cached) for the diagnostics.
 
 Example:
     >>> import numpy as np
-
-from gsimclr.registry import Registry
     >>> labels = np.repeat(np.arange(4), 3)          # 4 clusters of 3 images
     >>> sampler = SpreadBatchSampler(labels, batch_size=4, seed=0)
     >>> [sorted(labels[b].tolist()) for b in sampler]
@@ -334,8 +332,8 @@ def make_batch_sampler(name: str, n: int, batch_size: int, labels=None, seed: in
     """The sampler ``name`` over ``n`` images; one that batches by labels falls back to ``random``
     when ``labels`` is None (SimCLR has no pseudo labels). Raises ValueError for impossible sizes."""
     cls = SAMPLERS.get(name)
-    if cls is RandomBatchSampler or labels is None:
-        return RandomBatchSampler(n, batch_size, seed, rank, world_size)
+    if cls is RandomBatchSampler or labels is None:    # drop_last holds for it too; tail is greedy's alone
+        return RandomBatchSampler(n, batch_size, seed, rank, world_size, drop_last=options.get("drop_last", False))
     if len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} images")
     return cls(labels, batch_size, seed, rank=rank, world_size=world_size, **options)
