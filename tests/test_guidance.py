@@ -261,3 +261,19 @@ def test_encoder_pseudo_labels_with_a_warmup_as_long_as_the_run_are_refused(tmp_
     with pytest.raises(UserError, match="would train as SimCLR"):
         pretrain(cfg, data, tmp_path / "run", method="gsimclr")
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_run_refuses_a_reclustering_warmup_before_simclrs_pretraining(tmp_path, tiny_overrides, monkeypatch):
+    """gsimclr run with both methods: the G-SimCLR-only problem is found before SimCLR pretrains."""
+    from gsimclr import pipeline
+    from gsimclr.config import load_config
+
+    cfg = load_config(None, {**tiny_overrides, "epochs": 1, "train_limit": 64, "batch_size": 32,
+                             "pseudo_labels": "encoder", "k": 8})           # warm-up 1, epochs 1
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("pretraining started")
+
+    monkeypatch.setattr(pipeline, "pretrain", no_pretraining)
+    with pytest.raises(UserError, match="--recluster-warmup 1 is not shorter than --epochs 1"):
+        pipeline.run_all(cfg, tmp_path / "run", methods=("simclr", "gsimclr"), log=lambda *a: None)

@@ -46,7 +46,7 @@ from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
-from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, pretrain
+from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, check_reclustering, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
 
 def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
@@ -430,6 +430,8 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     evaluable = train.has_labels and test is not None and test.has_labels
     if evaluable and "knn" in enabled_evaluations(cfg):
         check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
+    if any(METHODS[m].guided for m in methods) and not pseudo_labels_before_pretraining(cfg):
+        check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
     if resume:
         check_resume(cfg, folder, train, test, methods)
     if world.is_main:

@@ -140,6 +140,16 @@ def host_batch(images: torch.Tensor, index: torch.Tensor, device: torch.device) 
     return batch.to(device, non_blocking=True)
 
 
+def check_reclustering(cfg: Config, n: int) -> None:
+    """UserError, before any training, when ``--pseudo-labels encoder`` cannot work on ``n`` images:
+    more clusters than images, or a warm-up that no clustering follows (none follows the last epoch),
+    which would silently train G-SimCLR as SimCLR."""
+    check_k(cfg.n_clusters, n)
+    if cfg.recluster_warmup >= cfg.epochs:
+        raise UserError(f"--recluster-warmup {cfg.recluster_warmup} is not shorter than --epochs {cfg.epochs}: "
+                        "the encoder would never be clustered and G-SimCLR would train as SimCLR")
+
+
 def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: World):
     """The configured sampler (``--sampler``) over the pseudo labels; plain shuffling without them
     (SimCLR, or G-SimCLR with encoder pseudo labels before the first clustering), as tf.data's buffer
@@ -230,10 +240,7 @@ class Pretrainer:
         self.reclustering = None
         if self.method.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":
             self.reclustering = ReclusterSchedule(cfg.recluster_every, cfg.recluster_warmup)
-            check_k(cfg.n_clusters, len(data))       # now, not after the warm-up's epochs of training
-            if cfg.recluster_warmup >= cfg.epochs:   # the last epoch is never followed by a clustering
-                raise UserError(f"--recluster-warmup {cfg.recluster_warmup} is not shorter than --epochs {cfg.epochs}: "
-                                "the encoder would never be clustered and G-SimCLR would train as SimCLR")
+            check_reclustering(cfg, len(data))
             self.pseudo_labels = None
             self.epoch_hooks.append(_recluster_after_epoch)
         seed_everything(cfg.seed)
