@@ -277,3 +277,26 @@ def test_run_refuses_a_reclustering_warmup_before_simclrs_pretraining(tmp_path, 
     monkeypatch.setattr(pipeline, "pretrain", no_pretraining)
     with pytest.raises(UserError, match="--recluster-warmup 1 is not shorter than --epochs 1"):
         pipeline.run_all(cfg, tmp_path / "run", methods=("simclr", "gsimclr"), log=lambda *a: None)
+
+
+def test_run_resumes_a_gsimclr_run_with_encoder_pseudo_labels(tmp_path, tiny_overrides):
+    """gsimclr run --resume of a G-SimCLR run whose pseudo labels come from re-clustering the encoder:
+    the run folder has no pseudo_labels/ (none are made before pretraining), which --resume took for
+    lost labels and refused; it resumes, and a changed re-clustering option is still refused."""
+    import dataclasses
+
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import run_all
+
+    cfg = load_config(None, {**tiny_overrides, "epochs": 3, "train_limit": 128, "test_limit": 64, "batch_size": 32,
+                             "pseudo_labels": "encoder", "k": 8, "guidance": "mask", "tsne_points": 0,
+                             "linear_epochs": 1})
+    quiet = lambda *a: None                                                        # noqa: E731
+    assert run_all(cfg, tmp_path / "run", methods=("gsimclr",), stop_after=1, log=quiet).get("incomplete")
+    results = run_all(cfg, tmp_path / "run", resume=True, methods=("gsimclr",), log=quiet)
+    assert not results.get("incomplete") and "gsimclr" in results["methods"]
+    records = (tmp_path / "run" / "gsimclr" / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 3
+    with pytest.raises(UserError, match="recluster"):
+        run_all(dataclasses.replace(cfg, recluster_every=2), tmp_path / "run", resume=True, methods=("gsimclr",),
+                log=quiet)

@@ -392,12 +392,14 @@ def check_resume(cfg: Config, folder: RunFolder, train: ImageData, test: ImageDa
     """Before a resumed run writes anything: every stage already in the folder must have been made
     from the same inputs as this run's (a UserError naming the first stage and what differs)."""
     pseudo = None
-    if any(METHODS[m].guided for m in methods) and reusable_pseudo_labels(cfg, train, folder):
+    # encoder pseudo labels are made during pretraining: the folder holds none before it
+    before = any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg)
+    if before and reusable_pseudo_labels(cfg, train, folder):
         pseudo = load_pseudo_labels(folder.pseudo_labels, len(train))
     for method in methods:
         ckpt = folder.checkpoint(method)
         if ckpt.exists():
-            if METHODS[method].guided and pseudo is None:
+            if METHODS[method].guided and before and pseudo is None:
                 raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer "
                                 "holds; choose another --out")
             folder.check(method, pretrain_provenance(cfg, train, method, pseudo))
