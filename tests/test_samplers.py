@@ -207,3 +207,40 @@ def test_drop_last_holds_for_every_sampler_make_batch_sampler_builds(name, label
     batches = list(sampler)
     assert [len(b) for b in batches] == [32] and len(sampler) == 1
     assert len(set(np.concatenate(batches).tolist())) == 32
+
+
+def test_greedy_tail_drop_that_keeps_no_batch_is_an_error_not_an_empty_epoch(tmp_path, tiny_overrides):
+    """95 images of one label and 5 of another, batches of 32 with at most 16 a label: tail 'drop' kept
+    no batch, and pretraining 'trained' epochs of no steps (loss 0.0). The sampler says so, and
+    pretraining stops with a one-line error."""
+    from gsimclr.config import load_config
+    from gsimclr.data.sources import load_split
+    from gsimclr.training.pretrain import pretrain
+
+    labels = np.array([0] * 95 + [1] * 5)
+    with pytest.raises(ValueError, match="leaves no batch"):
+        len(GreedyBatchSampler(labels, 32, tail="drop"))
+    assert len(GreedyBatchSampler(labels, 32, tail="relax")) == 4
+    data = load_split("digits", image_size=16).subset(np.arange(100))
+    cfg = load_config(None, {**tiny_overrides, "epochs": 1, "batch_size": 32, "sampler": "greedy",
+                             "sampler_tail": "drop"})
+    with pytest.raises(UserError, match="--sampler greedy --sampler-tail drop leaves no batch"):
+        pretrain(cfg, data, tmp_path / "run", pseudo_labels=labels, method="gsimclr")
+
+
+def test_greedy_tail_drop_without_a_batch_after_reclustering_is_a_one_line_error(tmp_path, tiny_overrides,
+                                                                                 monkeypatch):
+    """The same when a re-clustering during training brings the labels that leave no batch."""
+    from gsimclr.config import load_config
+    from gsimclr.data.sources import load_split
+    from gsimclr.guidance.sources import PseudoLabels
+    from gsimclr.training import pretrain as pretrain_module
+
+    skewed = np.array([0] * 95 + [1] * 5)
+    monkeypatch.setattr(pretrain_module, "encoder_pseudo_labels",
+                        lambda *args, **kwargs: PseudoLabels(skewed, None, {"k": 2}))
+    data = load_split("digits", image_size=16).subset(np.arange(100))
+    cfg = load_config(None, {**tiny_overrides, "epochs": 2, "batch_size": 32, "sampler": "greedy",
+                             "sampler_tail": "drop", "pseudo_labels": "encoder", "recluster_warmup": 1, "k": 2})
+    with pytest.raises(UserError, match="leaves no batch"):
+        pretrain_module.pretrain(cfg, data, tmp_path / "run", method="gsimclr")

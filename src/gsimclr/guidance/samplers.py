@@ -304,6 +304,9 @@ class GreedyBatchSampler(LabelledBatches):
             for c, m in batch:
                 taken[c] += m
                 counts[c] -= m
+        if not batches:   # tail "drop" with one label holding most images: not a single batch keeps the cap
+            raise ValueError(f"--sampler greedy --sampler-tail drop leaves no batch: no {self.batch_size} images "
+                             f"hold at most {self.cap} of a pseudo label; use --sampler-tail relax or another --sampler")
         order = rng.permutation(len(batches))
         return [rng.permutation(batches[i]) for i in order]
 

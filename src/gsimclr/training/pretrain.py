@@ -160,10 +160,12 @@ def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: W
         if pseudo_labels is None or cfg.sampler == "random":
             return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size, cfg.drop_last,
                                       cfg.reshuffle, cfg.shuffle_buffer)
-        return make_batch_sampler(cfg.sampler, n, cfg.batch_size, pseudo_labels, cfg.seed, world.rank, world.size,
-                                  drop_last=cfg.drop_last, **options)
+        sampler = make_batch_sampler(cfg.sampler, n, cfg.batch_size, pseudo_labels, cfg.seed, world.rank, world.size,
+                                     drop_last=cfg.drop_last, **options)
+        len(sampler)                          # the first epoch's batches: the labels may allow none
+        return sampler
     except ValueError as exc:
-        raise UserError(f"--batch-size: {exc}") from None
+        raise UserError(str(exc) if str(exc).startswith("--") else f"--batch-size: {exc}") from None
 
 
 def make_loss_fn(criterion, views_forward: str = "joint"):
@@ -303,6 +305,10 @@ class Pretrainer:
         labels = np.asarray(labels, dtype=np.int64)
         if hasattr(self.sampler, "set_labels"):
             self.sampler.set_labels(labels)
+            try:
+                len(self.sampler)             # this epoch's batches: new labels may leave none (greedy, tail drop)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
         else:
             self.sampler = make_sampler(self.cfg, len(self.data), labels, self.world)
         self.pseudo_labels = labels
