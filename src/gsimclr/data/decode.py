@@ -177,8 +177,9 @@ def batched_crops(images: list[torch.Tensor], boxes: np.ndarray, size: int) -> t
     to it, as ``interpolate`` does); ``roi_align(aligned=True)`` samples each output pixel where
     ``interpolate(align_corners=False)`` does, averaging ``ceil(box / size)`` bilinear samples per axis
     when it shrinks a crop (a box filter in place of interpolate's antialiasing triangle). Returns
-    uint8 ``(views, N, size, size, 3)`` on the images' device. Launches N copies and one kernel instead
-    of about six small kernels per crop (the per-crop loop this replaces: ``tests/test_store.py``).
+    uint8 ``(views, N, size, size, 3)`` on the images' device. Launches three copies per image (the image,
+    its last row, its last column) and one ``roi_align`` instead of about six small kernels per crop (the
+    per-crop loop this replaces: ``tests/test_store.py``).
     """
     from torchvision.ops import roi_align
 

@@ -162,10 +162,19 @@ def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: W
                                       cfg.reshuffle, cfg.shuffle_buffer)
         sampler = make_batch_sampler(cfg.sampler, n, cfg.batch_size, pseudo_labels, cfg.seed, world.rank, world.size,
                                      drop_last=cfg.drop_last, **options)
-        len(sampler)                          # the first epoch's batches: the labels may allow none
-        return sampler
     except ValueError as exc:
-        raise UserError(str(exc) if str(exc).startswith("--") else f"--batch-size: {exc}") from None
+        raise UserError(f"--batch-size: {exc}") from None
+    return check_batches(sampler)
+
+
+def check_batches(sampler):
+    """``sampler`` once its epoch's batches are known to exist: some labels allow none (greedy with
+    ``--sampler-tail drop``), which is a UserError rather than an epoch of zero steps."""
+    try:
+        len(sampler)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return sampler
 
 
 def make_loss_fn(criterion, views_forward: str = "joint"):
@@ -305,10 +314,7 @@ class Pretrainer:
         labels = np.asarray(labels, dtype=np.int64)
         if hasattr(self.sampler, "set_labels"):
             self.sampler.set_labels(labels)
-            try:
-                len(self.sampler)             # this epoch's batches: new labels may leave none (greedy, tail drop)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
+            check_batches(self.sampler)
         else:
             self.sampler = make_sampler(self.cfg, len(self.data), labels, self.world)
         self.pseudo_labels = labels
