@@ -1,7 +1,11 @@
 """Checkpoints: weights and optimizer state in one safetensors file, the config, data fingerprint,
 epoch and code version in its metadata. Written atomically. The metadata also holds a SHA-256 of
-every tensor's name, type, shape and bytes (``checksum``), verified on load: a damaged file is a
-one-line error naming it, never silently wrong weights.
+every tensor's name, type, shape and bytes (``checksum``), verified on load, and a SHA-256 of every
+other metadata field (``header_checksum``, which covers ``checksum`` too), verified whenever the
+metadata is read: a damaged or hand-edited file (``"epoch": 1`` made ``2``, another ``image_size``)
+is a one-line error naming it, never silently wrong weights, a skipped epoch or a wrong-size export.
+Checkpoints of earlier versions, written before ``header_checksum`` existed, are still read (their
+tensors verified, their metadata taken as it is).
 
 Example:
     >>> import torch, tempfile, os
@@ -27,6 +31,7 @@ from gsimclr import __version__
 from gsimclr.errors import UserError
 from gsimclr.io import atomic_path
 
+HEADER_CHECKSUM = "header_checksum"
 _MODEL = "model."
 _OPTIM = "optimizer."
 
@@ -47,6 +52,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
         header["optimizer"] = {"param_groups": state["param_groups"], "scalars": scalars}
     tensors = {k: v.cpu() for k, v in tensors.items()}
     header["checksum"] = tensor_checksum(tensors)
+    header = json.loads(json.dumps(header))  # as it will be read back (tuples as lists), then sealed
+    header[HEADER_CHECKSUM] = header_checksum(header)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"gsimclr": json.dumps(header)})
 
@@ -62,26 +69,45 @@ def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def header_checksum(header: dict[str, Any]) -> str:
+    """SHA-256 over every metadata field but :data:`HEADER_CHECKSUM` itself (canonical JSON, sorted keys)."""
+    fields = {k: v for k, v in header.items() if k != HEADER_CHECKSUM}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's metadata, its :data:`HEADER_CHECKSUM` verified (and removed); a UserError naming
+    the file when it is missing, not a file, unreadable or edited."""
     from safetensors import safe_open
 
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path} is a folder, not a checkpoint file; restore the file or retrain that stage")
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), "pt") as f:
-            return json.loads((f.metadata() or {}).get("gsimclr", "{}"))
+            header = json.loads((f.metadata() or {}).get("gsimclr", "{}"))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+        reason = " ".join((getattr(exc, "strerror", None) or str(exc)).split())[:160]
+        raise UserError(f"cannot read checkpoint {path} ({reason}); restore the file or retrain that stage") from None
+    if not isinstance(header, dict):
+        raise UserError(f"checkpoint {path} has no gsimclr metadata; restore the file or retrain that stage")
+    expected = header.pop(HEADER_CHECKSUM, None)
+    if expected is not None and header_checksum(header) != expected:
+        raise UserError(f"checkpoint {path} is damaged or was edited (its metadata does not match its checksum); "
+                        "restore the file or retrain that stage")
+    return header
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Load weights (and optimizer state) in place; returns the metadata."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
     meta = read_meta(path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+        reason = " ".join((getattr(exc, "strerror", None) or str(exc)).split())[:160]
+        raise UserError(f"cannot read checkpoint {path} ({reason}); restore the file or retrain that stage") from None
     expected = meta.pop("checksum", None)
     if expected is not None and tensor_checksum(tensors) != expected:
         raise UserError(f"checkpoint {path} is damaged (its checksum does not match its bytes); "

@@ -171,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="a run folder (instead of CHECKPOINT)")
     p.add_argument("--method", choices=methods, help="which stage of a run folder (default: simclr, else gsimclr)")
     p.add_argument("--output", help="the export folder, new or empty (default: <stage folder>/export)")
-    p.add_argument("--format", default="state_dict,hf,onnx",
-                   help="comma-separated: state_dict (backbone.pth), hf (config.json, model.safetensors, README.md), "
-                   "onnx (checked against PyTorch with onnxruntime) (default: all)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    from gsimclr.export import EXPORT_FORMATS
+
+    p.add_argument("--format", default=",".join(EXPORT_FORMATS.names()), metavar="FORMAT,...",
+                   help="comma-separated: " + "; ".join(f"{name} ({f.help})" for name, f in EXPORT_FORMATS.items())
+                   + " (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous export in --output")
     p = sub.add_parser("summarize", help="mean and standard deviation of several runs' results (e.g. seeds), "
                        "beside the paper's", description="mean and standard deviation of several runs' results")
     p.add_argument("runs", nargs="+", help="run folders")

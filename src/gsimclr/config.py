@@ -299,10 +299,10 @@ class Config:
             check_value(f.name, getattr(self, f.name), ranges=False)
         if self.warmup_epochs > self.epochs:
             raise UserError(f"--warmup-epochs {self.warmup_epochs:g} is longer than --epochs {self.epochs}")
-        if self.model.startswith("timm:"):  # the name itself, before any data is loaded
-            from gsimclr.models.timm_backbone import check_timm_name
+        if ":" in self.model:  # a family's name itself (timm:NAME), before any data is loaded
+            from gsimclr.models.registry import check_backbone
 
-            check_timm_name(self.model[len("timm:"):])
+            check_backbone(self.model)
         if self.precision == "fp16":  # needs a CUDA device: refuse it before any work
             from gsimclr.runtime import resolve_device, resolve_precision
 

@@ -10,7 +10,6 @@ run whose evaluation takes longer than its collective timeout.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gsimclr.errors import UserError
+from gsimclr.launch import launch_environment
 
 WAIT_TIMEOUT = timedelta(days=7)
 """How long the other processes wait for rank 0 working alone (pseudo labels, evaluation)."""
@@ -43,15 +43,17 @@ class World:
 
 
 def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    """Whether a launcher set a world of several processes (the variables checked: nonsense is a UserError)."""
+    env = launch_environment()
+    return env is not None and env.world_size > 1
 
 
 def init_world(device_name: str = "auto") -> World:
     """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs)."""
     if not launched_by_torchrun():
         return World()
-    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    env = launch_environment()
+    rank, size, local_rank = env.rank, env.world_size, env.local_rank
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_name != "cpu"
         if use_cuda:
@@ -76,7 +78,8 @@ def world_device(device_name: str, world: World) -> str:
 
 def current_world() -> World:
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        env = launch_environment()
+        return World(dist.get_rank(), dist.get_world_size(), env.local_rank if env is not None else 0)
     return World()
 
 

@@ -58,6 +58,77 @@ def write_error(path: str | os.PathLike, exc: OSError, doing: str = "cannot writ
     return UserError(f"{doing} {path}: {reason}")
 
 
+def check_output(path: str | os.PathLike, what: str = "--output", folder: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written: an existing ``path`` is a folder when
+    ``folder`` (else not a folder), and the nearest existing folder above it is a folder this
+    process may write into (not a file, not read-only). A one-line UserError naming ``what`` otherwise.
+
+    Example:
+        >>> import tempfile, os
+        >>> base = tempfile.mkdtemp()
+        >>> open(os.path.join(base, "f"), "w").close()
+        >>> check_output(os.path.join(base, "f", "out"), "--out", folder=True)
+        Traceback (most recent call last):
+        ...
+        gsimclr.errors.UserError: --out .../f/out: .../f is a file, not a folder
+    """
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise UserError(f"{what} {path} is a file, not a folder")
+        if not folder and path.is_dir():
+            raise UserError(f"{what} {path} is a folder; give a file")
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent
+    if parent.is_symlink() and not parent.exists():
+        raise UserError(f"{what} {path}: {parent} is a broken symbolic link")
+    if not parent.is_dir():
+        raise UserError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_fs(parent) else "permission denied"
+        raise UserError(f"{what} {path}: cannot write into {parent} ({reason})")
+    return path
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def same_or_inside(path: str | os.PathLike, other: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``other`` or lies inside it, symbolic links resolved (neither need exist).
+
+    Example:
+        >>> same_or_inside("/a/b/c", "/a/b"), same_or_inside("/a/b", "/a/b/c"), same_or_inside("/a/bc", "/a/b")
+        (True, False, False)
+    """
+    a, b = Path(path).resolve(), Path(other).resolve()
+    return a == b or b in a.parents
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` (not atomically: for files inside a temporary folder that is renamed
+    into place); an operating-system error (no space left, read-only) is a UserError naming ``path``."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def normal_permissions(root: str | os.PathLike) -> None:
+    """Give ``root`` and everything under it the ordinary permissions of new files and folders (``0666``
+    and ``0777`` less the umask), e.g. after ``tempfile.mkdtemp`` (``0700``) or safetensors (``0600``)."""
+    mask = current_umask()
+    root = Path(root)
+    for p in [root, *root.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.

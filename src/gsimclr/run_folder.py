@@ -15,10 +15,13 @@ Layout (every path the pipeline, the CLI and the report use comes from :class:`R
     results.json, results.md         the table; loss_curves.png, knn_curves.png
 
 **Lock.** :meth:`RunFolder.lock` takes an exclusive, non-blocking ``flock`` on ``.lock`` for the
-duration of a command; a second writer gets a one-line error. Under torchrun only rank 0 locks
-(the other processes never write). On acquisition, temporary files (``.*.tmp``) a killed writer
-left behind are removed. A command refused while it holds the lock of a folder it created leaves
-no folder behind.
+duration of a command that writes into the folder (every stage command, ``run``, the evaluation
+commands, ``export`` into the run); a second writer gets a one-line error. Commands that only read
+a run (``export`` elsewhere, ``embed``, ``summarize``) take a shared lock: several readers at once,
+refused while a writer holds the folder. In a torchrun process group only rank 0 locks (the other
+processes never write); the rank is the initialised group's, not the ``RANK`` variable's. On
+acquisition, temporary files (``.*.tmp``) a killed writer left behind are removed. A command refused
+while it holds the lock leaves nothing behind: no folder it created, no lock file it created.
 
 **Provenance.** Each stage records beside its outputs what it was made from (:func:`provenance`):
 the fingerprints of its data, the config fields it depends on (:func:`stage_fields`), the identity
@@ -47,6 +50,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,8 +99,15 @@ def stage_fields(kind: str) -> list[str]:
 
 
 def _main_process() -> bool:
-    """Rank 0 of a torchrun world, or a plain process (read from the environment: no PyTorch import)."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
+    """Rank 0 of an initialised process group, or a process in no group (a world of one).
+
+    The rank comes from ``torch.distributed`` once a group is initialised, never from ``RANK`` alone:
+    ``RANK=1 gsimclr pretrain`` without torchrun is one process and takes the lock like any other.
+    Only read when PyTorch's distributed module is already imported (no import here)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not getattr(dist, "is_available", lambda: False)() or not dist.is_initialized():
+        return True
+    return dist.get_rank() == 0
 
 
 @dataclass(frozen=True, init=False)
@@ -200,8 +211,18 @@ class RunFolder:
 
     # -------------------------------------------------------------------------------------- lock
     @contextmanager
-    def lock(self) -> Iterator["RunFolder"]:
-        """Hold the folder's exclusive lock for the duration of the ``with`` block (rank 0 only)."""
+    def lock(self, shared: bool = False) -> Iterator["RunFolder"]:
+        """Hold the folder's lock for the duration of the ``with`` block.
+
+        Exclusive (the default) for a command that writes here: rank 0 of a process group (or a process
+        in none) takes it, creating the folder; the other ranks of the group never write. ``shared``
+        for a command that only reads the folder (export elsewhere, embed, summarize): any number of
+        readers at once, refused while a writer holds it; it creates nothing (a folder without a lock
+        file was never written by a running command)."""
+        if shared:
+            with self._shared_lock():
+                yield self
+            return
         if not _main_process():
             yield self
             return
@@ -209,9 +230,12 @@ class RunFolder:
             raise UserError(f"--out {self.root} is a file, not a folder")
         created = not self.root.exists()
         ensure_folder(self.root, "run folder")
+        new_lock = not self.lock_file.exists()
         try:
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
+            if created:
+                shutil.rmtree(self.root, ignore_errors=True)
             raise write_error(self.lock_file, exc, "cannot create the lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -228,14 +252,39 @@ class RunFolder:
             remove_stale_temporaries(self.root)
             yield self
         except BaseException:
-            if created and self.is_empty():  # a refused command leaves nothing behind
-                shutil.rmtree(self.root, ignore_errors=True)
+            if self.is_empty():  # a refused command leaves nothing behind: not even its lock file
+                if created:
+                    shutil.rmtree(self.root, ignore_errors=True)
+                elif new_lock:
+                    self.lock_file.unlink(missing_ok=True)
             raise
         finally:
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
+
+    @contextmanager
+    def _shared_lock(self) -> Iterator[None]:
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except FileNotFoundError:
+            yield  # never locked by a writer (e.g. a copied run): nothing to respect
+            return
+        except OSError as exc:
+            raise UserError(f"cannot read the lock file {self.lock_file}: {exc.strerror or exc}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UserError(f"cannot lock {self.lock_file}: {exc.strerror or exc}") from None
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise UserError(f"run folder {self.root} is being written by another gsimclr command (pid {holder}); "
+                                "wait for it to finish") from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # -------------------------------------------------------------------------------- provenance
     def recorded(self, stage: str) -> dict[str, Any] | None:
