@@ -245,9 +245,9 @@ def _run_dir(args: argparse.Namespace) -> Path:
         from gsimclr.distributed import from_main
 
         out = Path(from_main(str(out)))  # under torchrun every process uses rank 0's folder name
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    return out
+    from gsimclr.io import check_output
+
+    return check_output(out, "--out", folder=True)  # a writable place, before any work
 
 
 def _require_new(args: argparse.Namespace, folder) -> None:
@@ -313,7 +313,8 @@ def cmd_run(args) -> None:
 
 
 def cmd_pseudo_label(args) -> None:
-    from gsimclr.pipeline import guided_checkpoints, load_data, reusable_pseudo_labels, stage_pseudo_labels, write_run_info
+    from gsimclr.pipeline import (check_inputs, guided_checkpoints, load_data, reusable_pseudo_labels,
+                                  stage_pseudo_labels, write_run_info)
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
@@ -321,11 +322,13 @@ def cmd_pseudo_label(args) -> None:
     with folder.lock():
         folder.check_stage_target()
         train, test = load_data(cfg)
-        if not (args.resume and reusable_pseudo_labels(cfg, train, folder)):
+        reuse = args.resume and reusable_pseudo_labels(cfg, train, folder)
+        if not reuse:
             trained = guided_checkpoints(folder)
             if trained:
                 raise UserError(f"{trained[0]} was trained with the pseudo labels in {folder.root}; pseudo-label would "
                                 "replace them: choose another --out (or --resume to keep them)")
+            check_inputs(cfg, train, test, pseudo_labels=True)
         write_run_info(folder, cfg)
         result = stage_pseudo_labels(cfg, train, folder, args.resume, test)
     result.pop("labels")
@@ -335,9 +338,9 @@ def cmd_pseudo_label(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from gsimclr.distributed import close_world
-    from gsimclr.guidance.sources import load_pseudo_labels
-    from gsimclr.pipeline import (check_pretrain, load_data, pseudo_labels_before_pretraining, reusable_pseudo_labels,
-                                  shared_pseudo_labels, stage_pretrain, stage_results, write_run_info)
+    from gsimclr.pipeline import (check_inputs, check_pretrain, held_pseudo_labels, load_data,
+                                  pseudo_labels_before_pretraining, shared_pseudo_labels, stage_pretrain,
+                                  stage_results, write_run_info)
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
@@ -349,14 +352,10 @@ def cmd_pretrain(args) -> None:
         # autoencoder or file:PATH pseudo labels are made (or reused) in --out/pseudo_labels before
         # pretraining; encoder pseudo labels are made during it
         before = METHODS[args.method].guided and pseudo_labels_before_pretraining(cfg)
-        pseudo = None
-        if before and reusable_pseudo_labels(cfg, train, folder):
-            pseudo = load_pseudo_labels(folder.pseudo_labels, len(train))
-        ckpt = folder.checkpoint(args.method)
-        if before and pseudo is None and args.resume and ckpt.exists():
-            raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer holds; "
-                            "choose another --out")
+        pseudo = held_pseudo_labels(cfg, train, folder, (args.method,), args.resume)
         check_pretrain(cfg, train, folder, args.method, pseudo, args.resume)
+        check_inputs(cfg, train, test, (args.method,))
+        ckpt = folder.checkpoint(args.method)
         if world.is_main:
             write_run_info(folder, cfg)
         if before and pseudo is None:
@@ -374,28 +373,26 @@ def _eval_setup(args):
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
-    train, test = load_data(cfg)
+    train, test = load_data(cfg, pretraining=False)
     return model, cfg, train, test
 
 
-def _eval_folders(args):
-    """(the run folder to lock, the folder the result file goes to) of an evaluation command."""
-    from gsimclr.run_folder import RunFolder
+def _reading(args):
+    """(the folder of the checkpoint a command reads: its run folder, else its stage folder; the stage folder)."""
+    from gsimclr.export import locate_checkpoint
 
-    target = _checkpoint_path(args)
-    stage = target if target.is_dir() else target.parent
-    if args.out:
-        return RunFolder(args.out), stage
-    in_run = RunFolder(stage.parent).run_info.exists()
-    return RunFolder(stage.parent if in_run else stage), stage
+    ckpt, run_dir, _ = locate_checkpoint(_checkpoint_path(args), args.method if not args.checkpoint else None,
+                                         args.command)
+    return (run_dir or ckpt.parent), ckpt.parent
 
 
 def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
     from gsimclr.io import write_json
     from gsimclr.pipeline import evaluate_encoder
+    from gsimclr.run_folder import RunFolder
 
-    lock_folder, stage = _eval_folders(args)
-    with lock_folder.lock():
+    root, stage = _reading(args)
+    with RunFolder(root).lock():  # the result is written beside the checkpoint
         model, cfg, train, test = _eval_setup(args)
         result = evaluate_encoder(cfg, model, train, test, which)
         _print_json(result)
@@ -421,25 +418,39 @@ def cmd_supervised(args) -> None:
 
 
 def cmd_embed(args) -> None:
+    from gsimclr.run_folder import RunFolder
+
+    root, _ = _reading(args)
+    output = _check_embed_output(args.output, root)
+    with RunFolder(root).lock(shared=True):
+        _embed(args, output)
+
+
+def _embed(args, output: Path) -> None:
     from gsimclr.data.store_batches import open_split
     from gsimclr.evaluation.features import extract_features
     from gsimclr.io import atomic_path, save_npy
-    from gsimclr.pipeline import load_encoder
+    from gsimclr.pipeline import load_data, load_encoder
     from gsimclr.runtime import resolve_device
     from gsimclr.transforms.augment import NORMALIZATIONS
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
-    budget = None if cfg.memory_budget_gb is None else int(cfg.memory_budget_gb * 1e9)
-    data = open_split(cfg.data, args.split, cfg.cache_size or cfg.image_size, cfg.store, cfg.on_corrupt, budget,
-                      resize=cfg.resize)
+    if args.split in ("train", "test"):
+        # the images the run trains and evaluates on: --train-limit/--test-limit and the hold-out applied,
+        # so that --split train feeds back as --pseudo-labels file:PATH row for row
+        train, test = load_data(cfg, pretraining=False)
+        data = train if args.split == "train" else test
+    else:
+        budget = None if cfg.memory_budget_gb is None else int(cfg.memory_budget_gb * 1e9)
+        data = open_split(cfg.data, args.split, cfg.cache_size or cfg.image_size, cfg.store, cfg.on_corrupt, budget,
+                          resize=cfg.resize)
     if data is None:
         raise UserError(f"{cfg.data} has no {args.split!r} split")
     device = resolve_device(cfg.device)
     mean, std = NORMALIZATIONS[cfg.normalize]
     feats = extract_features(model.to(device), data, cfg.image_size, device, precision=cfg.precision, mean=mean,
                              std=std)[args.point].numpy()
-    output = _check_embed_output(args.output)
     if output.suffix == ".npy":
         save_npy(output, feats)
     elif output.suffix == ".parquet":
@@ -450,18 +461,27 @@ def cmd_embed(args) -> None:
         if data.labels is not None:
             columns["label"] = pa.array(data.labels)
         with atomic_path(output) as tmp:
-            pq.write_table(pa.table(columns), tmp)
+            try:
+                pq.write_table(pa.table(columns), tmp)
+            except OSError as exc:  # pyarrow's own errors (no space left) name the temporary file
+                raise OSError(exc.errno, getattr(exc, "strerror", None) or str(exc)) from None
     print(f"{len(feats)} x {feats.shape[1]} features at {args.point} -> {output}")
 
 
-def _check_embed_output(output: str) -> Path:
-    """``embed --output``: a .npy or .parquet file path (checked before any features are computed)."""
+def _check_embed_output(output: str, reading: Path | None = None) -> Path:
+    """``embed --output``: a .npy or .parquet file path in a writable place, outside the run folder the
+    command reads (checked before any features are computed)."""
+    from gsimclr.io import check_output, same_or_inside
+
     path = Path(output)
     if not output.strip() or path.suffix not in (".npy", ".parquet"):
         raise UserError(f"--output must be a file ending in .npy or .parquet, got {output!r}")
     if path.is_dir():
         raise UserError(f"--output {output} is a folder; give a .npy or .parquet file")
-    return path
+    if reading is not None and same_or_inside(path, reading):
+        raise UserError(f"--output {output} lies inside {reading}, the run the features come from; "
+                        "write it outside the run folder")
+    return check_output(path, "--output")
 
 
 def cmd_export(args) -> None:
@@ -493,10 +513,23 @@ def cmd_presets(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from gsimclr.io import write_text
-    from gsimclr.report import summarize
+    from contextlib import ExitStack
 
-    table = summarize(args.runs, args.paper)
+    from gsimclr.io import check_output, same_or_inside, write_text
+    from gsimclr.report import summarize
+    from gsimclr.run_folder import RunFolder
+
+    if args.output is not None:
+        for run in args.runs:
+            if Path(run).is_dir() and same_or_inside(args.output, run):
+                raise UserError(f"--output {args.output} lies inside the run folder {run} that summarize reads; "
+                                "write it outside the run folders")
+        check_output(args.output, "--output")
+    with ExitStack() as stack:  # no run is summarized while a command writes it
+        for run in dict.fromkeys(args.runs):
+            if Path(run).is_dir():
+                stack.enter_context(RunFolder(run).lock(shared=True))
+        table = summarize(args.runs, args.paper)
     print(table)
     if args.output:
         write_text(args.output, table + "\n")
@@ -517,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in COMMANDS:
             _config(args)  # the whole configuration is checked before anything heavy is imported or done
             _check_stage_flags(args)
+            from gsimclr.launch import launch_environment
+
+            launch_environment()  # RANK, WORLD_SIZE, LOCAL_RANK: nonsense is one line, before any work
         if args.command == "embed":
             _check_embed_output(args.output)
         if args.command in EVAL_COMMANDS:
@@ -527,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UserError as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)  # (a `!r` here would quote every message)
-        print(f"gsimclr: error: {message}", file=sys.stderr)
+        print(f"gsimclr: error: {_in_own_words(message, argv)}", file=sys.stderr)
         return 2
     except Terminated:
         print("gsimclr: terminated (SIGTERM); files being written were discarded (a run continues with --resume)", file=sys.stderr)
@@ -538,6 +574,31 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+_FLAG = re.compile(r"--[a-z0-9]+(?:-[a-z0-9]+)*")
+_READS_A_RUN = ("embed",)  # besides the evaluation commands: their settings come from the checkpoint
+
+
+def _in_own_words(message: str, argv: list[str]) -> str:
+    """``message`` naming only options the subcommand takes: an option of the configuration that this
+    subcommand lacks (and the user did not type) is named as the setting it is, e.g. ``knn``'s
+    "--batch-size 128 is larger ..." becomes "the run's batch size 128 is larger ..."."""
+    command = next((a for a in argv if a in COMMANDS), None)
+    if command is None:
+        return message
+    taken = {flag(n) for n in command_options(command)}
+    typed = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    whose = "the run's" if command in EVAL_COMMANDS or command in _READS_A_RUN else "the"
+
+    def setting(match: re.Match) -> str:
+        option = match.group(0)
+        name = option[2:].replace("-", "_")
+        if name not in FIELDS or option in taken or option in typed:
+            return option
+        return f"{whose} {name.replace('_', ' ')} setting"
+
+    return _FLAG.sub(setting, message)
 
 
 class Terminated(KeyboardInterrupt):

@@ -460,24 +460,27 @@ def _replace_folder(new: Path, out: Path) -> None:
 # ------------------------------------------------------------------------------------------ exports
 
 
-def locate_checkpoint(path: str | Path, method: str | None = None) -> tuple[Path, Path | None, str]:
+def locate_checkpoint(path: str | Path, method: str | None = None,
+                      command: str = "export") -> tuple[Path, Path | None, str]:
     """(checkpoint, run folder or None, method) for a checkpoint file, a stage folder or a run folder."""
     from gsimclr.run_folder import CHECKPOINT
 
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"{command}: checkpoint not found: {path}")
     if path.is_file():
         return path, _run_dir_of(path.parent), method or path.parent.name
     if (path / CHECKPOINT).is_file():
         return path / CHECKPOINT, _run_dir_of(path), method or path.name
     if (path / CHECKPOINT).exists():
-        raise UserError(f"export: {path / CHECKPOINT} is not a file (a folder?); give a checkpoint file")
+        raise UserError(f"{command}: {path / CHECKPOINT} is not a file (a folder?); restore the checkpoint")
     candidates = [method] if method else ["simclr", "gsimclr"]
     for name in candidates:
         if (path / name / CHECKPOINT).is_file():
             return path / name / CHECKPOINT, path, name
         if (path / name / CHECKPOINT).exists():
-            raise UserError(f"export: {path / name / CHECKPOINT} is not a file (a folder?); restore the checkpoint")
-    raise UserError(f"export: no checkpoint in {path} (expected {CHECKPOINT}, or a run folder with "
+            raise UserError(f"{command}: {path / name / CHECKPOINT} is not a file (a folder?); restore the checkpoint")
+    raise UserError(f"{command}: no checkpoint in {path} (expected {CHECKPOINT}, or a run folder with "
                     f"{'/'.join(candidates)}/{CHECKPOINT})")
 
 

@@ -49,10 +49,12 @@ from gsimclr.tracking import read_metrics
 from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, check_reclustering, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
 
-def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
+def load_data(cfg: Config, pretraining: bool = True) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
     """The training split and a labelled evaluation split, each in memory or as a memory-mapped JPEG
     store as ``--store`` picks (:func:`gsimclr.data.store_batches.open_split`). Without a test split, a
-    stratified 20% of a labelled training set is held out for evaluation (and not used for pretraining)."""
+    stratified 20% of a labelled training set is held out for evaluation (and not used for pretraining).
+    ``pretraining``: the command trains with ``--batch-size`` batches, which must fit the training set
+    (commands that only read a pretrained model, whose batch size is the run's, skip that check)."""
     train, test = _open_splits(cfg)
     if test is None and train.has_labels:
         keep, held = holdout_split(train.labels, 0.2, cfg.seed)
@@ -62,7 +64,7 @@ def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | Encode
         train, test = train.subset(keep), train.subset(held)
     train = _limit(train, cfg.train_limit, cfg.seed)
     test = _limit(test, cfg.test_limit, cfg.seed + 1) if test is not None else None
-    if cfg.batch_size > len(train):
+    if pretraining and cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
     return train, test
 
@@ -221,6 +223,49 @@ def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolde
         raise UserError(f"rank {world.rank} cannot see rank 0's pseudo labels in {run_dir}; "
                         "the run folder must be on a file system shared by every node")
     return stage_pseudo_labels(cfg, train, run_dir, resume=True)
+
+
+def held_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder, methods: tuple[str, ...],
+                       resume: bool) -> np.ndarray | None:
+    """The pseudo labels made before pretraining (autoencoder, file:PATH) that the run folder holds for
+    ``methods`` from this data and these options, or None. With ``resume``, a guided method's checkpoint
+    trained with pseudo labels the folder no longer holds is a UserError (the one check of both
+    ``gsimclr run --resume`` and ``gsimclr pretrain --resume``)."""
+    folder = _folder(run_dir)
+    before = any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg)
+    if not before:
+        return None
+    if reusable_pseudo_labels(cfg, train, folder):
+        return load_pseudo_labels(folder.pseudo_labels, len(train))
+    for method in methods if resume else ():
+        ckpt = folder.checkpoint(method)
+        if METHODS[method].guided and ckpt.exists():
+            raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer "
+                            "holds; choose another --out")
+    return None
+
+
+def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods: tuple[str, ...] = (),
+                 pseudo_labels: bool = False, evaluate: bool = False) -> None:
+    """Every check of the inputs that needs the data or a file's contents, before anything is written
+    and before any stage trains: the pseudo labels' k against the images (``pseudo_labels``, or guided
+    ``methods`` with labels made before pretraining), encoder re-clustering, ``--knn-k`` (``evaluate``),
+    and ``--init``'s weights against the backbone (``methods``)."""
+    guided = any(METHODS[m].guided for m in methods)
+    if (pseudo_labels or guided) and pseudo_labels_before_pretraining(cfg):
+        if cfg.n_clusters > len(train):
+            what = f"--k {cfg.k}" if cfg.k else f"--k (default: --batch-size {cfg.batch_size})"
+            raise UserError(f"{what} is larger than the dataset ({len(train)} images): give --k {len(train)} or less")
+        if parse_source(cfg.pseudo_labels)[0] == "autoencoder" and cfg.ae_select == "test" and test is None:
+            raise UserError("--ae-select test needs a test split; this data has none")
+    if guided and not pseudo_labels_before_pretraining(cfg):
+        check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
+    if evaluate and train.has_labels and test is not None and test.has_labels and "knn" in enabled_evaluations(cfg):
+        check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
+    if methods and cfg.init is not None:
+        from gsimclr.models.weights import match_state_dict, read_state_dict
+
+        match_state_dict(build_backbone(cfg), read_state_dict(cfg.init))  # before any stage trains
 
 
 def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,
@@ -391,17 +436,10 @@ def check_resume(cfg: Config, folder: RunFolder, train: ImageData, test: ImageDa
                  methods: tuple[str, ...]) -> None:
     """Before a resumed run writes anything: every stage already in the folder must have been made
     from the same inputs as this run's (a UserError naming the first stage and what differs)."""
-    pseudo = None
-    # encoder pseudo labels are made during pretraining: the folder holds none before it
-    before = any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg)
-    if before and reusable_pseudo_labels(cfg, train, folder):
-        pseudo = load_pseudo_labels(folder.pseudo_labels, len(train))
+    pseudo = held_pseudo_labels(cfg, train, folder, methods, resume=True)
     for method in methods:
         ckpt = folder.checkpoint(method)
         if ckpt.exists():
-            if METHODS[method].guided and before and pseudo is None:
-                raise UserError(f"--resume: {ckpt} was trained with pseudo labels that {folder.root} no longer "
-                                "holds; choose another --out")
             folder.check(method, pretrain_provenance(cfg, train, method, pseudo))
         folder.reusable(f"{method}/eval", eval_provenance(cfg, train, test, ckpt), [folder.eval(method)])
     folder.reusable("supervised", supervised_provenance(cfg, train, test), [folder.supervised])
@@ -429,11 +467,7 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     for name in methods:
         METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
-    evaluable = train.has_labels and test is not None and test.has_labels
-    if evaluable and "knn" in enabled_evaluations(cfg):
-        check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
-    if any(METHODS[m].guided for m in methods) and not pseudo_labels_before_pretraining(cfg):
-        check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
+    check_inputs(cfg, train, test, methods, evaluate=True)
     if resume:
         check_resume(cfg, folder, train, test, methods)
     if world.is_main:
