@@ -596,7 +596,8 @@ def _in_own_words(message: str, argv: list[str]) -> str:
         name = option[2:].replace("-", "_")
         if name not in FIELDS or option in taken or option in typed:
             return option
-        return f"{whose} {name.replace('_', ' ')} setting"
+        words = name.replace("_", " ")
+        return f"the run's {words}" if whose == "the run's" else f"the {words} setting"
 
     return _FLAG.sub(setting, message)
 
