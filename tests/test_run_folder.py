@@ -103,10 +103,22 @@ def test_lock_removes_stale_temporaries_and_only_rank_0_locks(tmp_path, monkeypa
     keep.write_text("mine")
     with folder.lock():
         assert not stale.exists() and keep.exists()
+    # RANK alone (no process group) is a world of one: it locks, and a second writer is refused
     monkeypatch.setenv("RANK", "1")
     other = RunFolder(tmp_path / "rank1")
     with other.lock():
-        assert not other.root.exists()
+        assert other.lock_file.exists()
+        with pytest.raises(UserError, match="in use by another gsimclr command"):
+            with other.lock():
+                pass
+    # rank 1 of an initialised process group never writes, so it does not lock
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    third = RunFolder(tmp_path / "rank1-of-a-group")
+    with third.lock():
+        assert not third.root.exists()
 
 
 def test_refused_command_on_a_new_folder_leaves_nothing(tmp_path, capsys):
@@ -123,7 +135,7 @@ def test_out_below_a_regular_file_names_the_path(tmp_path, capsys):
     blocker.write_text("I am a file")
     out = blocker / "run"
     err = one_line_error(capsys, ["pseudo-label", "--data", "digits", "--out", str(out), *only("pseudo-label", TINY)])
-    assert str(out) in err and "Not a directory" in err
+    assert str(out) in err and "is a file, not a folder" in err
 
 
 def test_out_of_space_names_the_path(tmp_path, monkeypatch):
