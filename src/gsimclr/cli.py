@@ -547,14 +547,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(_unknown_arguments(parser, args.command, extra))
         commands = {"run": cmd_run, "summarize": cmd_summarize, "presets": cmd_presets, "export": cmd_export, "pseudo-label": cmd_pseudo_label, "pretrain": cmd_pretrain,
                     "supervised": cmd_supervised, "embed": cmd_embed}
+        if args.command == "embed":
+            _check_embed_output(args.output)
         if args.command in COMMANDS:
             _config(args)  # the whole configuration is checked before anything heavy is imported or done
             _check_stage_flags(args)
             from gsimclr.launch import launch_environment
 
             launch_environment()  # RANK, WORLD_SIZE, LOCAL_RANK: nonsense is one line, before any work
-        if args.command == "embed":
-            _check_embed_output(args.output)
         if args.command in EVAL_COMMANDS:
             name = EVAL_COMMANDS[args.command]
             _cmd_eval(args, (name,), name)

@@ -35,8 +35,14 @@ PAPER = {
 }
 
 
+NOT_AVAILABLE = "n/a"
+"""What a table shows for a value that is not a number (a diverged run's NaN)."""
+
+
 def _fmt(value: Any) -> str:
-    return "" if value is None else f"{value:.2f}"
+    if value is None:
+        return ""
+    return f"{value:.2f}" if np.isfinite(value) else NOT_AVAILABLE
 
 
 def _columns(methods: dict[str, Any]) -> list[str]:
@@ -86,17 +92,31 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         out.append(f"Pseudo labels{source}: k={pl['k']}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f} against the true labels.")
     for m, r in results.get("methods", {}).items():
         if "pretrain_s" in r:
+            loss = r.get("final_loss")
+            loss = f"{loss:.3f}" if loss is not None and np.isfinite(loss) else NOT_AVAILABLE
             out.append(f"{title(m)} pretraining: {r['epochs']} epochs in {r['pretrain_s']:.1f} s "
-                       f"({r.get('images_per_s', 0):.0f} images/s, final loss {r.get('final_loss', float('nan')):.3f}).")
+                       f"({r.get('images_per_s', 0):.0f} images/s, final loss {loss}).")
     return out
 
 
 def _mean_std(values: list[float]) -> str:
+    """Mean ± sample standard deviation of the finite values; runs without a number (NaN: a diverged
+    run) are counted aside, and a cell with none is "n/a", never "nan ± nan".
+
+    Example:
+        >>> _mean_std([1.0, 3.0]), _mean_std([float("nan")]), _mean_std([2.0, float("nan")])
+        ('2.00 ± 1.41', 'n/a', '2.00 (1 run n/a)')
+    """
     if not values:
         return ""
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+    finite = [v for v in values if np.isfinite(v)]
+    aside = len(values) - len(finite)
+    note = f" ({aside} run{'s' if aside > 1 else ''} {NOT_AVAILABLE})" if aside else ""
+    if not finite:
+        return NOT_AVAILABLE
+    if len(finite) == 1:
+        return f"{finite[0]:.2f}{note}"
+    return f"{np.mean(finite):.2f} ± {np.std(finite, ddof=1):.2f}{note}"
 
 
 def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:

@@ -125,7 +125,16 @@ class RunLogger:
             self.wandb.log({**scalars, "epoch": record.get("epoch", x)})
 
     def truncate(self, epoch: int) -> None:
-        """Forget records after ``epoch`` (used when resuming from an earlier checkpoint)."""
+        """Forget records after ``epoch`` (used when resuming from a checkpoint at ``epoch``). The log must
+        hold every epoch up to it (each epoch is logged before its checkpoint is written): a deleted or
+        cut metrics.jsonl is a one-line error, not a log silently restarted in the middle."""
+        have = {r.get("epoch") for r in self.records}
+        missing = [e for e in range(1, epoch + 1) if e not in have]
+        if missing:
+            what = "is missing" if not self.path.exists() else f"lacks epoch {missing[0]}" + (
+                f" to {missing[-1]}" if len(missing) > 1 else "")
+            raise UserError(f"--resume: {self.path} {what}, but the checkpoint is at epoch {epoch}; restore the "
+                            "file, or start a new run with another --out")
         self.records = [r for r in self.records if r.get("epoch", 0) <= epoch]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 

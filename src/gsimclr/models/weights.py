@@ -49,8 +49,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # many formats, many failures: all of them mean "not weights we can read"
-        raise UserError(f"--init: cannot read weights from {path}: {' '.join(str(exc).split())[:200]}") from None
+    except Exception:  # many formats, many failures: all of them mean "not weights we can read"
+        raise UserError(f"--init: cannot read weights from {path}: not a state dict of tensors saved with torch.save "
+                        "or safetensors (a gsimclr checkpoint or export folder also works)") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -1,0 +1,369 @@
+"""Issue 18: no run is lost or silently wrong. Exports that would replace what they read, the run lock
+for readers and writers, the rank from the process group, checkpoint metadata under its checksum,
+write errors (disk full, paths under files, read-only folders) as one line, refused commands that leave
+nothing, option messages that name the command's own options, torch-free option checks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gsimclr.checkpoint import read_meta, save_checkpoint
+from gsimclr.cli import _in_own_words, main
+from gsimclr.config import load_config
+from gsimclr.errors import UserError
+from gsimclr.export import export_run
+from gsimclr.launch import launch_environment
+from gsimclr.pipeline import write_run_info
+from gsimclr.run_folder import RunFolder
+
+SMALL = {"data": "digits", "image_size": 16, "n_blocks": 0, "head_dims": [16, 8], "device": "cpu",
+         "batch_size": 64, "tsne_points": 0}
+
+
+def fake_run(root: Path, **overrides) -> RunFolder:
+    """A run folder with an (untrained) SimCLR checkpoint, as `gsimclr pretrain` leaves it, in a second."""
+    from gsimclr.training.pretrain import build_model
+
+    from gsimclr.pipeline import load_data, pretrain_provenance
+
+    cfg = load_config(None, {**SMALL, **overrides})
+    folder = RunFolder(root)
+    with folder.lock():
+        write_run_info(folder, cfg, ["pretrain"])
+        folder.record("simclr", pretrain_provenance(cfg, load_data(cfg, pretraining=False)[0], "simclr", None))
+        save_checkpoint(folder.checkpoint("simclr"), build_model(cfg),
+                        meta={"config": cfg.to_dict(), "epoch": 1, "method": "simclr"})
+    return folder
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_line(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("gsimclr: error:"), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> RunFolder:
+    return fake_run(tmp_path_factory.mktemp("faults") / "run")
+
+
+# ------------------------------------------------------------------------ export never replaces its input
+
+
+def test_export_refuses_outputs_that_hold_or_lie_in_what_it_reads(run, tmp_path, capsys):
+    root = run.root
+    (tmp_path / "link").symlink_to(root)
+    before = contents(root)
+    for output in [root, root / "simclr", run.checkpoint("simclr"), root / "pseudo_labels", root / "simclr" / "other",
+                   tmp_path / "link", tmp_path / "link" / "simclr", run.checkpoint("simclr") / "x", root.parent]:
+        for source in (root, root / "simclr", run.checkpoint("simclr")):
+            err = one_line(capsys, ["export", str(source), "--output", str(output), "--overwrite",
+                                    "--format", "state_dict"])
+            assert "would replace" in err or "lies inside" in err, err
+    assert contents(root) == before
+
+
+def test_export_into_its_own_export_folder_and_overwrite_only_an_export(run, tmp_path, capsys):
+    assert main(["export", str(run.root), "--format", "state_dict"]) == 0
+    assert (run.stage_dir("simclr") / "export" / "backbone.pth").is_file()
+    assert main(["export", str(run.root), "--format", "state_dict", "--overwrite"]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep")
+    err = one_line(capsys, ["export", str(run.root), "--output", str(mine), "--overwrite", "--format", "state_dict"])
+    assert "replaces only a previous export" in err and (mine / "thesis.txt").read_text() == "keep"
+
+
+def test_export_respects_the_run_lock(run, tmp_path, capsys):
+    with run.lock():  # a command writes the run: export neither reads nor writes it
+        err = one_line(capsys, ["export", str(run.root), "--output", str(tmp_path / "e"), "--format", "state_dict"])
+        assert "is being written by another gsimclr command" in err
+        err = one_line(capsys, ["export", str(run.root), "--overwrite", "--format", "state_dict"])
+        assert "in use by another gsimclr command" in err
+    with run.lock(shared=True):  # another reader: exporting elsewhere is fine, writing into the run is not
+        assert main(["export", str(run.root), "--output", str(tmp_path / "e"), "--format", "state_dict"]) == 0
+        with pytest.raises(UserError, match="in use"):
+            with run.lock():
+                pass
+    assert not (tmp_path / "e" / ".lock").exists()
+
+
+def test_readers_of_a_run_being_written_are_refused(run, tmp_path, capsys):
+    (run.root / "results.json").write_text(json.dumps({"data": "digits", "methods": {"simclr": {"knn": 50.0}}}))
+    try:
+        with run.lock():
+            for argv in (["summarize", str(run.root)],
+                         ["embed", "--out", str(run.root), "--output", str(tmp_path / "f.npy")],
+                         ["knn", "--out", str(run.root), "--knn-k", "5"]):
+                err = one_line(capsys, argv)
+                assert "another gsimclr command" in err, (argv, err)
+    finally:
+        (run.root / "results.json").unlink()
+
+
+def test_export_files_have_ordinary_permissions_and_stale_temporaries_go(run, tmp_path):
+    out = tmp_path / "e"
+    stale = tmp_path / ".e.export-999999999-abc"  # left by an export killed with kill -9 (no such pid)
+    (stale / "hf").mkdir(parents=True)
+    old = os.umask(0o022)
+    try:
+        export_run(run.root, out, formats=("state_dict", "hf"))
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["e"]
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes["."] == 0o755 and modes["hf"] == 0o755, modes
+    assert modes["hf/model.safetensors"] == 0o644 and modes["backbone.pth"] == 0o644, modes
+
+
+# ------------------------------------------------------------------------------ write errors, one line
+
+
+def test_export_disk_full_is_one_line_and_leaves_nothing(run, tmp_path, monkeypatch, capsys):
+    import gsimclr.export as export
+
+    def full(path, data):
+        Path(path).write_bytes(data[: len(data) // 2])
+        raise UserError(f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
+
+    monkeypatch.setattr(export, "write_bytes", full)
+    for fmt in ("state_dict", "hf", "onnx"):
+        err = one_line(capsys, ["export", str(run.root), "--output", str(tmp_path / "e"), "--format", fmt])
+        assert "No space left on device" in err and str(tmp_path / "e") in err and ".export-" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_disk_full_on_a_real_small_file_system(run, tmp_path, capsys):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        for fmt in ("state_dict", "hf", "onnx"):
+            err = one_line(capsys, ["export", str(run.root), "--output", str(mnt / "e"), "--format", fmt])
+            assert "No space left on device" in err, err
+            assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+def test_outputs_under_a_file_or_in_a_read_only_folder_are_checked_before_work(run, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argvs = {"export": ["export", str(run.root), "--format", "state_dict", "--output"],
+             "embed": ["embed", "--out", str(run.root), "--output"],
+             "summarize": ["summarize", str(run.root), "--output"],
+             "pretrain": ["pretrain", "--data", "digits", "--out"]}
+    for name, argv in argvs.items():
+        target = blocker / ("x.npy" if name == "embed" else "x")
+        err = one_line(capsys, argv + [str(target)])
+        assert "is a file, not a folder" in err, (name, err)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real_access(p, mode, **kw))
+    for name, argv in argvs.items():
+        target = ro / ("x.npy" if name == "embed" else "x")
+        err = one_line(capsys, argv + [str(target)])
+        assert f"cannot write into {ro}" in err, (name, err)
+    assert list(ro.iterdir()) == [] and blocker.read_text() == "x"
+
+
+# ---------------------------------------------------------------------------- checkpoint metadata
+
+
+def _edit_header(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert len(old) == len(new) and old in data
+    path.write_bytes(data.replace(old, new, 1))
+
+
+def test_edited_checkpoint_metadata_is_refused(tmp_path, capsys):
+    folder = fake_run(tmp_path / "run")
+    ckpt = folder.checkpoint("simclr")
+    assert read_meta(ckpt)["epoch"] == 1 and "header_checksum" not in read_meta(ckpt)
+    original = ckpt.read_bytes()
+    for old, new in ((b'\\"epoch\\": 1', b'\\"epoch\\": 2'), (b'\\"image_size\\": 16', b'\\"image_size\\": 32')):
+        ckpt.write_bytes(original)
+        _edit_header(ckpt, old, new)
+        with pytest.raises(UserError, match="damaged or was edited"):
+            read_meta(ckpt)
+        err = one_line(capsys, ["export", str(folder.root), "--output", str(tmp_path / "e"), "--format", "state_dict"])
+        assert "damaged or was edited" in err
+        err = one_line(capsys, ["pretrain", "--out", str(folder.root), "--resume", "--data", "digits",
+                                "--image-size", "16", "--n-blocks", "0", "--head-dims", "16,8", "--device", "cpu",
+                                "--epochs", "2", "--tsne-points", "0"])
+        assert "damaged or was edited" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_checkpoints_without_a_header_checksum_are_still_read(tmp_path):
+    """Checkpoints written before the header checksum existed stay readable (tensors still verified)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from gsimclr.checkpoint import load_checkpoint, tensor_checksum
+
+    net = torch.nn.Linear(2, 2)
+    tensors = {"model." + k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    path = tmp_path / "old.safetensors"
+    save_file(tensors, str(path), metadata={"gsimclr": json.dumps({"epoch": 4, "checksum": tensor_checksum(tensors)})})
+    assert load_checkpoint(path, torch.nn.Linear(2, 2))["epoch"] == 4
+    assert set(load_file(str(path))) == set(tensors)
+
+
+def test_a_checkpoint_replaced_by_a_folder_is_named(tmp_path, capsys):
+    folder = fake_run(tmp_path / "run")
+    ckpt = folder.checkpoint("simclr")
+    ckpt.unlink()
+    ckpt.mkdir()
+    with pytest.raises(UserError, match="is a folder, not a checkpoint file"):
+        read_meta(ckpt)
+    err = one_line(capsys, ["export", str(folder.root), "--output", str(tmp_path / "e")])
+    assert "not a file" in err and "No such device" not in err
+    err = one_line(capsys, ["knn", "--out", str(folder.root), "--knn-k", "5"])
+    assert "not a file" in err and "No such device" not in err
+
+
+# ------------------------------------------------------------------------------------ rank and lock
+
+
+@pytest.mark.parametrize("env,message", [({"RANK": "abc"}, "RANK must be a whole number"),
+                                         ({"RANK": "1", "WORLD_SIZE": "x"}, "WORLD_SIZE must be"),
+                                         ({"RANK": "2", "WORLD_SIZE": "2"}, "not below WORLD_SIZE"),
+                                         ({"LOCAL_RANK": "-1"}, "LOCAL_RANK must be"),
+                                         ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE must be a whole number >= 1")])
+def test_nonsense_launcher_variables_are_one_line(env, message, tmp_path, monkeypatch, capsys):
+    with pytest.raises(UserError, match=message):
+        launch_environment(env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    err = one_line(capsys, ["pretrain", "--data", "digits", "--out", str(tmp_path / "r")])
+    assert message in err and not (tmp_path / "r").exists()
+
+
+def test_rank_without_a_process_group_still_takes_the_lock(tmp_path, monkeypatch, capsys):
+    """RANK=1 without torchrun is one process: it writes, so it locks, and a second writer is refused."""
+    monkeypatch.setenv("RANK", "1")
+    assert launch_environment() is None
+    folder = RunFolder(tmp_path / "run")
+    with folder.lock():
+        err = one_line(capsys, ["pretrain", "--data", "digits", "--out", str(folder.root), "--device", "cpu"])
+        assert "in use by another gsimclr command" in err
+
+
+# -------------------------------------------------------------------- refused commands leave nothing
+
+
+def test_refused_commands_leave_no_metadata_or_lock(tmp_path, capsys):
+    junk = tmp_path / "random.pth"
+    junk.write_bytes(os.urandom(4096))
+    tiny = ["--data", "digits", "--image-size", "16", "--n-blocks", "0", "--head-dims", "16,8", "--device", "cpu",
+            "--epochs", "1", "--tsne-points", "0", "--train-limit", "128"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [(["pretrain", *tiny, "--init", str(junk)], "--init: cannot read weights"),
+             (["run", *tiny, "--knn-k", "5", "--init", str(junk), "--ae-epochs", "1"], "--init: cannot read weights"),
+             (["run", *tiny, "--knn-k", "5", "--k", "500"], "--k 500 is larger than the dataset"),
+             (["pretrain", *tiny, "--method", "gsimclr", "--k", "500"], "--k 500 is larger than the dataset"),
+             (["pseudo-label", "--data", "digits", "--train-limit", "128", "--k", "500"], "--k 500 is larger")]
+    for argv, message in cases:
+        for out in (tmp_path / "new", empty):
+            err = one_line(capsys, [*argv, "--out", str(out)])
+            assert message in err, err
+            assert "weights_only" not in err and "\n" not in err
+            assert not (tmp_path / "new").exists() and list(empty.iterdir()) == [], argv
+    # an --init file that is not weights is refused under `run` before the autoencoder trains
+    assert not (tmp_path / "new" / "pseudo_labels").exists()
+
+
+# ------------------------------------------------------------------ messages name the command's options
+
+
+def test_evaluation_of_a_run_does_not_name_options_it_does_not_take(tmp_path, capsys):
+    folder = fake_run(tmp_path / "run", batch_size=128)
+    assert main(["knn", "--out", str(folder.root), "--train-limit", "64", "--knn-k", "5"]) == 0, capsys.readouterr().err
+    assert (folder.stage_dir("simclr") / "knn.json").is_file()
+
+
+def test_messages_name_settings_not_foreign_options():
+    message = "--batch-size 128 is larger than the dataset (64 training images)"
+    assert _in_own_words(message, ["knn", "--out", "r"]) == "the run's batch size 128 is larger than the dataset (64 training images)"
+    assert _in_own_words(message, ["linear-eval", "--out", "r"]).startswith("the run's batch size 128")
+    assert _in_own_words(message, ["pretrain", "--out", "r"]) == message  # pretrain takes --batch-size
+    assert _in_own_words(message, ["knn", "--batch-size", "3"]) == message  # the user typed it
+    assert _in_own_words("--lr must be > 0", ["pseudo-label"]) == "the lr setting must be > 0"
+
+
+def test_bad_options_exit_2_before_pytorch_is_imported(tmp_path):
+    cases = [["knn", "--knn-k", "-3"], ["linear-eval", "--linear-epochs", "0"], ["embed", "--output", "x.txt"],
+             ["export", str(tmp_path), "--format", "tflite"], ["pretrain", "--lr", "-1"], ["run", "--epochs", "0"],
+             ["presets", "--show", ""]]
+    code = ("import sys, json; from gsimclr.cli import main; "
+            f"print(json.dumps([(main(a), 'torch' in sys.modules) for a in {cases!r}]))")
+    env = {**os.environ, "RANK": "abc"}  # checked too, before torch
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results == [[2, False]] * len(cases), list(zip(cases, results))
+
+
+# ------------------------------------------------------------------------------- embed, logs, summary
+
+
+def test_embed_honours_the_limit_and_hold_out_so_its_output_feeds_back(tmp_path, capsys):
+    folder = fake_run(tmp_path / "run")
+    out = tmp_path / "train.npy"
+    assert main(["embed", "--out", str(folder.root), "--output", str(out), "--train-limit", "128"]) == 0
+    assert np.load(out).shape[0] == 128
+    assert main(["embed", "--out", str(folder.root), "--output", str(out)]) == 0
+    full = np.load(out).shape[0]
+    assert full == 1437 and main(["embed", "--out", str(folder.root), "--output", str(tmp_path / "t.npy"),
+                                  "--split", "test"]) == 0
+    assert np.load(tmp_path / "t.npy").shape[0] == 360
+    # fed back as pseudo labels (embeddings to cluster): the rows match the training images
+    capsys.readouterr()
+    assert main(["embed", "--out", str(folder.root), "--output", str(tmp_path / "x.npy"), "--train-limit", "128"]) == 0
+    assert main(["pseudo-label", "--data", "digits", "--image-size", "16", "--train-limit", "128", "--k", "8",
+                 "--pseudo-labels", f"file:{tmp_path / 'x.npy'}", "--out", str(tmp_path / "pl"),
+                 "--device", "cpu", "--tsne-points", "0"]) == 0, capsys.readouterr().err
+
+
+def test_a_deleted_metrics_log_is_refused_on_resume(tmp_path):
+    from gsimclr.tracking import RunLogger
+
+    log = RunLogger(tmp_path, tensorboard=False)
+    for epoch in (1, 2, 3):
+        log.log({"epoch": epoch, "loss": 1.0})
+    log.close()
+    resumed = RunLogger(tmp_path, tensorboard=False, resume=True)
+    resumed.truncate(2)
+    assert [r["epoch"] for r in resumed.records] == [1, 2]
+    (tmp_path / "metrics.jsonl").unlink()
+    with pytest.raises(UserError, match="metrics.jsonl is missing, but the checkpoint is at epoch 2"):
+        RunLogger(tmp_path, tensorboard=False, resume=True).truncate(2)
+
+
+def test_summarize_prints_no_nan(tmp_path):
+    from gsimclr.report import summarize_results
+
+    results = [{"data": "d", "methods": {"simclr": {"knn": float("nan"), "linear": {"P3": 40.0}}}},
+               {"data": "d", "methods": {"simclr": {"knn": float("nan"), "linear": {"P3": float("nan")}}}}]
+    table = summarize_results(results)
+    assert "nan" not in table and "n/a" in table and "40.00 (1 run n/a)" in table
