@@ -367,3 +367,29 @@ def test_summarize_prints_no_nan(tmp_path):
                {"data": "d", "methods": {"simclr": {"knn": float("nan"), "linear": {"P3": float("nan")}}}}]
     table = summarize_results(results)
     assert "nan" not in table and "n/a" in table and "40.00 (1 run n/a)" in table
+
+
+def test_library_and_unconverted_os_errors_of_writes_are_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+
+    import gsimclr.cli as cli
+    from gsimclr.io import os_errno
+
+    assert os_errno(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")) == 28
+    assert os_errno(ValueError("shape mismatch")) is None
+
+    def full(tensors, filename, metadata=None):  # safetensors' own error for ENOSPC
+        Path(filename).write_bytes(b"x")
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("gsimclr.checkpoint.save_file", full)
+    with pytest.raises(UserError, match="cannot write .*c.safetensors: No space left on device"):
+        save_checkpoint(tmp_path / "c.safetensors", torch.nn.Linear(2, 2))
+    assert list(tmp_path.iterdir()) == []
+
+    def denied(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "/somewhere/file")
+
+    monkeypatch.setattr(cli, "cmd_presets", denied)
+    err = one_line(capsys, ["presets"])
+    assert "cannot write /somewhere/file: Permission denied" in err

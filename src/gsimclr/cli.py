@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import math
 import re
@@ -565,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)  # (a `!r` here would quote every message)
         print(f"gsimclr: error: {_in_own_words(message, argv)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"gsimclr: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except Terminated:
         print("gsimclr: terminated (SIGTERM); files being written were discarded (a run continues with --resume)", file=sys.stderr)
         return 143
@@ -575,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                errno.EISDIR, errno.EFBIG}
+"""Operating-system errors of a write that no writer turned into a one-line message: still one line."""
 
 _FLAG = re.compile(r"--[a-z0-9]+(?:-[a-z0-9]+)*")
 _READS_A_RUN = ("embed",)  # besides the evaluation commands: their settings come from the checkpoint

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -56,6 +57,26 @@ def write_error(path: str | os.PathLike, exc: OSError, doing: str = "cannot writ
     """A one-line :class:`UserError` for an operating-system error while writing ``path``."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return UserError(f"{doing} {path}: {reason}")
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The operating-system error number behind ``exc``: its ``errno``, or the ``(os error N)`` that Rust
+    libraries (safetensors) put in their messages; None for anything else.
+
+    Example:
+        >>> os_errno(RuntimeError("I/O error: No space left on device (os error 28)"))
+        28
+    """
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    if isinstance(exc, Exception) and not isinstance(exc, UserError):
+        match = _OS_ERROR.search(str(exc))
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def check_output(path: str | os.PathLike, what: str = "--output", folder: bool = False) -> Path:
@@ -147,8 +168,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise write_error(path, exc) from None
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        code = os_errno(exc)
+        if code is not None:  # a library's own error for an OS one (safetensors: "... (os error 28)")
+            raise write_error(path, OSError(code, os.strerror(code))) from None
         raise
 
 
