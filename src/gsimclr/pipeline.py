@@ -309,9 +309,7 @@ def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRMod
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
-    meta = read_meta(path) if path.is_file() else None
-    if meta is None:
-        raise UserError(f"checkpoint not found: {path}")
+    meta = read_meta(path)  # a one-line error when missing, a folder, unreadable or edited
     saved = config_from_dict(meta.get("config", {}))
     model = build_model(saved)
     load_checkpoint(path, model)
