@@ -393,3 +393,94 @@ def test_library_and_unconverted_os_errors_of_writes_are_one_line(tmp_path, monk
     monkeypatch.setattr(cli, "cmd_presets", denied)
     err = one_line(capsys, ["presets"])
     assert "cannot write /somewhere/file: Permission denied" in err
+
+
+# ------------------------------------------------------------------- issue 19: backbone and export registries
+
+
+def test_backbones_carry_their_export_target_and_a_new_one_is_one_registration(tmp_path):
+    import torch
+
+    from gsimclr.export import build_target, target_of, target_state_dict
+    from gsimclr.models.registry import BACKBONES, create_backbone, register_backbone
+    from gsimclr.models.resnet import TorchvisionResNet
+
+    assert all(entry.export is not None for entry in BACKBONES.values())
+    assert target_of("paper_resnet", 16, 0, shortcut_bn=False)["kwargs"] == {"n_blocks": 0, "shortcut_bn": False}
+
+    @register_backbone("test_r18_cifar", export=lambda name, options: {"library": "torchvision", "name": "resnet18",
+                                                                       "kwargs": {}, "cifar_stem": True})
+    def _r18(**_):
+        return TorchvisionResNet("resnet18", cifar_stem=True)
+
+    register_backbone("test_no_target")(lambda **_: torch.nn.Identity())
+    try:
+        backbone = create_backbone("test_r18_cifar").eval()
+        target = target_of("test_r18_cifar", 16)
+        net = build_target(target).eval()
+        net.load_state_dict(target_state_dict(backbone, target), strict=True)
+        x = torch.randn(1, 3, 16, 16)
+        with torch.no_grad():
+            assert torch.allclose(net(x), backbone(x), atol=1e-6)
+        with pytest.raises(UserError, match="has no export target"):
+            target_of("test_no_target", 16)
+    finally:
+        del BACKBONES["test_r18_cifar"], BACKBONES["test_no_target"]
+
+
+def test_resnet50_v1_stride_is_in_its_export_recipe():
+    import torch
+
+    from gsimclr.export import build_target, target_of, target_state_dict
+    from gsimclr.models.registry import create_backbone
+
+    backbone = create_backbone("resnet50", downsample_in_1x1=True).eval()
+    target = target_of("resnet50", 64, downsample_in_1x1=True)
+    net = build_target(target).eval()
+    net.load_state_dict(target_state_dict(backbone, target), strict=True)
+    namespace = {"state": target_state_dict(backbone, target)}
+    exec(target["recipe"], namespace)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x), backbone(x), atol=1e-5)
+        assert torch.allclose(namespace["net"].eval()(x), backbone(x), atol=1e-5)
+
+
+def test_export_formats_are_a_registry_the_cli_reads(run, tmp_path, capsys):
+    from gsimclr.cli import _subparsers, build_parser
+    from gsimclr.export import EXPORT_FORMATS, ExportFormat
+    from gsimclr.io import write_bytes
+
+    help_text = _subparsers(build_parser())["export"].format_help()
+    for name, entry in EXPORT_FORMATS.items():
+        assert name in help_text and entry.help.split(",")[0][:20] in " ".join(help_text.split())
+
+    def write_npz(job, folder):
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: v.numpy() for k, v in job.backbone.state_dict().items()})
+        write_bytes(folder / "backbone.npz", buffer.getvalue())
+        return {"npz": {"arrays": len(job.backbone.state_dict())}}
+
+    EXPORT_FORMATS.register("npz", ExportFormat("backbone.npz, numpy arrays", ("backbone.npz",), write_npz))
+    try:
+        assert main(["export", str(run.root), "--output", str(tmp_path / "e"), "--format", "npz"]) == 0
+        summary = json.loads((tmp_path / "e" / "export.json").read_text())
+        assert summary["files"] == ["backbone.npz"] and summary["npz"]["arrays"] > 0
+    finally:
+        del EXPORT_FORMATS["npz"]
+    err = one_line(capsys, ["export", str(run.root), "--output", str(tmp_path / "f"), "--format", "npz"])
+    assert "--format must be among state_dict, hf, onnx" in err
+
+
+def test_pretrain_uses_the_pipelines_resume_check(tmp_path, monkeypatch, capsys):
+    import gsimclr.pipeline as pipeline
+
+    def check(*args, **kwargs):
+        raise UserError("the pipeline's check ran")
+
+    monkeypatch.setattr(pipeline, "held_pseudo_labels", check)
+    err = one_line(capsys, ["pretrain", "--data", "digits", "--method", "gsimclr", "--device", "cpu",
+                            "--out", str(tmp_path / "r")])
+    assert "the pipeline's check ran" in err
