@@ -121,6 +121,15 @@ class BatchDecoder:
         if self.size < 1 or self.views < 1:
             raise ValueError("size and views must be positive")
 
+    @classmethod
+    def for_recipe(cls, recipe, views: int, backend: str = "pil", workers: int | None = None) -> "BatchDecoder":
+        """The decoder that runs the crop stage of ``recipe`` (any
+        :class:`gsimclr.transforms.recipe.ViewRecipe`: its ``size``, ``crop``, ``scale``, ``ratio``):
+        ``views`` random resized crops per image, or one centred square for a recipe without a crop.
+        Its output goes to ``recipe.views_from_crops``."""
+        return cls(recipe.size, views=views if recipe.crop else 1, crop=bool(recipe.crop), scale=tuple(recipe.scale),
+                   ratio=tuple(recipe.ratio), backend=backend, workers=workers)
+
     def boxes(self, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         sizes = np.asarray(sizes).reshape(-1, 2)
         if not self.crop:
