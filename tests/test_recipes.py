@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gsimclr.cli import main
+from image_folders import jpeg_folder
 from gsimclr.config import load_config
 from gsimclr.data.decode import BatchDecoder
 from gsimclr.data.sources import list_encoded, load_split
@@ -23,17 +23,9 @@ NAMES = AUGMENTATIONS.names()
 CPU_BACKENDS = ("pil", "torchvision")
 
 
-def folder(root, count=24, seed=0):
-    """``root/train/<class>/*.JPEG`` of varied sizes and aspect ratios, two colours."""
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        path = root / "train" / f"c{i % 2}"
-        path.mkdir(parents=True, exist_ok=True)
-        h, w = rng.integers(18, 40, 2)
-        colour = np.array([200, 40, 40]) if i % 2 else np.array([40, 40, 200])
-        pixels = np.clip(colour + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(path / f"{i:03d}.JPEG", quality=90)
-    return root
+def folder(root, count=24):
+    """Two colours (red, blue), varied sizes and aspect ratios."""
+    return jpeg_folder(root, count, sizes=(18, 40), colours=[(40, 40, 200), (200, 40, 40)])
 
 
 @pytest.fixture(scope="module")
