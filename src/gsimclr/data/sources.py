@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -878,19 +879,94 @@ def _split_hf_spec(rest: str) -> tuple[str, str | None]:
     return name, config or None
 
 
+HUB_PROBE_SECONDS = 3.0
+"""How long :func:`hub_reachable` waits for the Hugging Face Hub before calling it unreachable."""
+
+
 def _open_hf(name: str, config: str | None):
     """The DatasetDict (or Dataset) for ``name``: ``load_from_disk`` for a folder written by
-    ``save_to_disk``, else ``load_dataset`` (a hub id, or a local data folder or script)."""
+    ``save_to_disk``, else ``load_dataset`` (a hub id, or a local data folder or script). A hub id
+    without network (offline mode set, or the Hub unreachable within :data:`HUB_PROBE_SECONDS`) is
+    loaded from the local Hugging Face cache alone, failing at once when it is not there."""
     datasets = _import_datasets()
     path = Path(name).expanduser()
+    spec = f"hf:{name}{':' + config if config else ''}"
     try:
         if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
             return datasets.load_from_disk(str(path))
-        return datasets.load_dataset(str(path) if path.exists() else name, config)
+        if path.exists() or _hub_offline(datasets):
+            return datasets.load_dataset(str(path) if path.exists() else name, config)
+        endpoint = _hub_endpoint()
+        if hub_reachable(endpoint):
+            return datasets.load_dataset(name, config)
+        with _offline_mode(datasets):
+            try:
+                return datasets.load_dataset(name, config)
+            except Exception:
+                raise UserError(f"--data {spec}: no network ({endpoint} is unreachable) and the data set is not in "
+                                "the local Hugging Face cache: connect, or download it first (HF_HUB_OFFLINE=1 "
+                                "then reads the cache alone)") from None
+    except UserError:
+        raise
     except Exception as exc:  # not found, offline, bad config, corrupt files: all "cannot load this data set"
         detail = " ".join(str(exc).split())[:300]
-        raise UserError(f"--data hf:{name}{':' + config if config else ''}: cannot load it with datasets: "
-                        f"{type(exc).__name__}: {detail}") from None
+        raise UserError(f"--data {spec}: cannot load it with datasets: {type(exc).__name__}: {detail}") from None
+
+
+def _hub_offline(datasets) -> bool:
+    """Whether offline mode is on (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``, as datasets read them)."""
+    return bool(getattr(datasets.config, "HF_HUB_OFFLINE", False) or getattr(datasets.config, "HF_DATASETS_OFFLINE",
+                                                                               False))
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    except (ImportError, AttributeError):
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_reachable(endpoint: str, timeout: float | None = None) -> bool:
+    """Whether ``endpoint`` answers an HTTP request (any status: the server is there) within ``timeout``
+    seconds (default :data:`HUB_PROBE_SECONDS`), name resolution and proxies (``HTTPS_PROXY``) included."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    wait = timeout or HUB_PROBE_SECONDS
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=wait).close()
+            result.append(True)
+        except urllib.error.HTTPError:  # an answer, if not a welcome one
+            result.append(True)
+        except (OSError, ValueError):  # no route, no name, refused, timed out, not a URL
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution has no timeout of its own
+    thread.start()
+    thread.join(wait)
+    return bool(result and result[0])
+
+
+@contextlib.contextmanager
+def _offline_mode(datasets):
+    """datasets and huggingface_hub in offline mode (the local cache only) for the duration."""
+    import huggingface_hub.constants as hub
+
+    targets = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"), (hub, "HF_HUB_OFFLINE")]
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr in targets if hasattr(obj, attr)]
+    for obj, attr, _ in saved:
+        setattr(obj, attr, True)
+    try:
+        yield
+    finally:
+        for obj, attr, value in saved:
+            setattr(obj, attr, value)
 
 
 def _hf_split(dataset, split: str):
