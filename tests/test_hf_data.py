@@ -63,11 +63,11 @@ def test_local_saved_dataset_loads_like_any_source(saved_dict):
 
 
 def test_decoded_once_then_cached(saved_dict, monkeypatch):
-    from gsimclr.data import sources
+    from gsimclr.data.sources import hf
 
     path, _ = saved_dict
     first = load_split(f"hf:{path}")
-    monkeypatch.setattr(sources, "_decode_hf", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(hf, "_decode_hf", lambda *a, **k: pytest.fail("decoded again"))
     again = load_split(f"hf:{path}")
     assert np.array_equal(first.images, again.images) and first.fingerprint == again.fingerprint
 
@@ -144,10 +144,10 @@ def silent_server():
 def test_a_hub_id_without_network_fails_fast_in_one_line(monkeypatch, kind, request):
     import time
 
-    from gsimclr.data import sources
+    from gsimclr.data.sources import hf
 
     _online(monkeypatch, "http://127.0.0.1:9" if kind == "refused" else request.getfixturevalue("silent_server"))
-    monkeypatch.setattr(sources, "HUB_PROBE_SECONDS", 0.5)
+    monkeypatch.setattr(hf, "HUB_PROBE_SECONDS", 0.5)
     started = time.perf_counter()
     with pytest.raises(UserError, match=r"hf:nobody/no-such-set: no network \(.* is unreachable\) and the data set "
                                         "is not in the local Hugging Face cache"):

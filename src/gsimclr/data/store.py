@@ -58,7 +58,8 @@ from gsimclr.data.checksums import Damaged, entry_lock, remove_stale, set_aside,
 from gsimclr.data.dataset import Labelled, index_chunks
 from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.prefetch import Prefetcher
-from gsimclr.data.sources import EncodedListing, _to_rgb
+from gsimclr.data.sources.base import EncodedListing
+from gsimclr.data.sources.decoding import to_rgb
 from gsimclr.errors import UserError
 
 STORE_VERSION = 1
@@ -405,7 +406,7 @@ def encode_capped(payload: str | bytes | np.ndarray, stored_size: int, quality: 
             img.load()  # a cheap 1/8-scale decode that still reads every byte: truncated files fail here
             return raw, (height, width), original
         img.draft("RGB", _draft_request(width, height, stored_size))
-        upright = _to_rgb(ImageOps.exif_transpose(img))
+        upright = to_rgb(ImageOps.exif_transpose(img))
     data, size, _ = _encode_image(upright, stored_size, quality)
     return data, size, original
 

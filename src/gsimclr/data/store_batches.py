@@ -24,14 +24,13 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.decode import BatchDecoder
 from gsimclr.data.prefetch import Prefetcher
-from gsimclr.data.sources import list_encoded, load_split
+from gsimclr.data.sources import in_memory_source, list_encoded, load_split
 from gsimclr.data.store import EncodedStore, build_store
 from gsimclr.errors import UserError
 
@@ -79,9 +78,6 @@ def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
 
 
-_ARRAY_SOURCES = re.compile(r"^((digits|cifar10|cifar100|stl10|stl10-unlabeled)(:.*)?|hf:.*)$", re.IGNORECASE)
-
-
 def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_corrupt: str = "skip",
                budget_bytes: int | None = None, cache_dir: str | None = None,
                resize: str = "crop") -> ImageData | EncodedStore | None:
@@ -91,7 +87,7 @@ def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_
     (digits, CIFAR, STL-10) and Hugging Face data sets are arrays in memory already, so ``auto`` keeps
     them there. ``resize`` (crop or stretch) applies to decoded images; a store keeps each image's aspect
     ratio and crops from it."""
-    if store == "memory" or (store == "auto" and _ARRAY_SOURCES.match(spec)):
+    if store == "memory" or (store == "auto" and in_memory_source(spec)):
         return load_split(spec, split, image_size=stored_size, on_corrupt=on_corrupt, cache_dir=cache_dir,
                           resize=resize)
     listing = list_encoded(spec, split)
