@@ -101,23 +101,41 @@ def test_damage_found_while_decoding_is_one_line_and_the_next_run_rebuilds(tmp_p
     assert len(build_store(listing, 24, cache_dir=tmp_path).read(np.arange(4), 16)) == 4
 
 
-def test_a_full_check_finds_what_a_sampled_one_may_not(tmp_path, source, monkeypatch):
+@pytest.fixture
+def large(monkeypatch):
+    """Checksum blocks of 64 bytes and a cheap check that reads only the first and last block of a
+    file (as for a store of many GiB)."""
     from gsimclr.data import checksums
 
-    store = build_store(list_encoded(source, "train"), 24, cache_dir=tmp_path)
-    monkeypatch.setattr(checksums, "FULL_CHECK_BYTES", 0)  # a "large" store: sampled blocks only
-    monkeypatch.setattr(checksums, "BLOCK", 1024)
+    monkeypatch.setattr(checksums, "BLOCK", 64)
+    monkeypatch.setattr(checksums, "FULL_CHECK_BYTES", 0)
     monkeypatch.setattr(checksums, "SAMPLED_BLOCKS", 0)
-    folder_ = store.path
-    manifest = json.loads((folder_ / "meta.json").read_text())["manifest"]
-    np.save(folder_ / "blocks.npy", checksums.block_crcs(folder_ / "images.bin"))
-    manifest["sha256"]["blocks.npy"] = checksums.sha256(folder_ / "blocks.npy")
-    manifest["sizes"]["blocks.npy"] = (folder_ / "blocks.npy").stat().st_size
-    manifest["blocks"]["images.bin"] = [0, len(np.load(folder_ / "blocks.npy"))]
-    assert manifest["blocks"]["images.bin"][1] > 2
-    flip_byte(folder_ / "images.bin", 1024 + 5)  # block 1: neither the first nor the last
-    assert checksums.verify(folder_, manifest) is None
-    assert "block 1" in checksums.verify(folder_, manifest, full=True)
+
+
+def test_a_full_check_on_demand_finds_what_the_sampled_one_does_not(tmp_path, source, large, monkeypatch):
+    listing = list_encoded(source, "train")
+    store = build_store(listing, 24, cache_dir=tmp_path)
+    flip_byte(store.path / "images.bin", 64 * 3 + 5)  # block 3: neither the first nor the last
+    assert EncodedStore.open(store.path).path == store.path  # the cheap check misses it
+    with pytest.raises(Damaged, match="images.bin differs from its checksum .block 3"):
+        EncodedStore.open(store.path, full=True)
+    assert decoded_cache.verify_all(tmp_path) == {store.path.name: "images.bin differs from its checksum (block 3)"}
+    monkeypatch.setenv("GSIMCLR_VERIFY", "full")
+    with pytest.warns(UserWarning, match="damaged .*block 3.*rebuilding"):
+        build_store(listing, 24, cache_dir=tmp_path)
+    assert decoded_cache.verify_all(tmp_path) == {store.path.name: None}
+    monkeypatch.setenv("GSIMCLR_VERIFY", "everything")
+    with pytest.raises(UserError, match="GSIMCLR_VERIFY must be sampled or full"):
+        build_store(listing, 24, cache_dir=tmp_path)
+
+
+def test_the_decoded_cache_checks_fully_on_demand(tmp_path, source, large, monkeypatch):
+    data = load_split(source, "train", image_size=16, cache_dir=tmp_path)
+    flip_byte(tmp_path / data.fingerprint / "images.npy", 64 * 5 + 1)
+    assert decoded_cache.load(data.fingerprint, tmp_path) is not None
+    monkeypatch.setenv("GSIMCLR_VERIFY", "full")
+    with pytest.warns(UserWarning, match="damaged .*images.npy"):
+        assert decoded_cache.load(data.fingerprint, tmp_path) is None
 
 
 def test_a_store_that_skipped_files_is_not_reused_by_on_corrupt_error(tmp_path):

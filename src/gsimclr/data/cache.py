@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gsimclr.data.checksums import entry_lock, remove_stale, set_aside, verify, write_manifest
+from gsimclr.data.checksums import entry_lock, full_check_requested, remove_stale, set_aside, verify, write_manifest
 from gsimclr.data.dataset import ImageData
 from gsimclr.io import atomic_path, ensure_folder
 
@@ -68,15 +68,17 @@ def fingerprint(**parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def load(key: str, cache_dir: str | os.PathLike | None = None, full: bool = False) -> ImageData | None:
+def load(key: str, cache_dir: str | os.PathLike | None = None, full: bool | None = None) -> ImageData | None:
     """The entry stored under fingerprint ``key``, or None when there is none, or it was damaged (then it
-    is removed, with a warning). ``full`` verifies every byte (else sizes, hashes and sampled blocks).
+    is removed, with a warning). ``full`` verifies every byte (else sizes, hashes and sampled blocks;
+    None: as ``$GSIMCLR_VERIFY`` says).
 
     The images are memory-mapped copy-on-write (``mmap_mode="c"``): nothing is read until used, and
     every process on a node that loads the same entry shares one copy of its pages through the page
     cache, while the array stays writable for ``torch.from_numpy`` (a write would stay private).
     """
     entry = cache_root(cache_dir) / key
+    full = full_check_requested(full)
     if not entry.is_dir():
         return None
     if any(entry.glob(".*.tmp")):
@@ -95,6 +97,17 @@ def load(key: str, cache_dir: str | os.PathLike | None = None, full: bool = Fals
                           stacklevel=3)
         set_aside(entry)
     return None
+
+
+def verify_all(cache_dir: str | os.PathLike | None = None, full: bool = True) -> dict[str, str | None]:
+    """Check every entry under the cache root (decoded entries and JPEG stores alike, every byte unless
+    ``full`` is False): entry folder name -> what is wrong, or None when intact. Nothing is removed."""
+    root = cache_root(cache_dir)
+    found = {}
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        if entry.is_dir() and not entry.name.startswith("."):
+            found[entry.name] = _problem(entry, full)
+    return found
 
 
 def _problem(entry: Path, full: bool) -> str | None:

@@ -40,6 +40,21 @@ SAMPLED_BLOCKS = 32
 FULL_CHECK_BYTES = 64 * 2**20
 """A large file up to this size is checked whole even by the cheap check."""
 BLOCKS_FILE = "blocks.npy"
+VERIFY_ENV = "GSIMCLR_VERIFY"
+"""``GSIMCLR_VERIFY=full``: every open of a store or decoded-cache entry reads and checks every byte."""
+
+
+def full_check_requested(full: bool | None = None) -> bool:
+    """``full`` itself when given, else whether ``$GSIMCLR_VERIFY`` asks for full checks (``full``;
+    ``sampled`` or unset: the cheap check); any other value is a one-line error."""
+    if full is not None:
+        return full
+    mode = os.environ.get(VERIFY_ENV, "sampled").strip().lower() or "sampled"
+    if mode not in ("sampled", "full"):
+        from gsimclr.errors import UserError
+
+        raise UserError(f"{VERIFY_ENV} must be sampled or full, got {os.environ[VERIFY_ENV]!r}")
+    return mode == "full"
 
 
 class Damaged(Exception):

@@ -21,8 +21,8 @@ interrupted or concurrent build never leaves an entry that opens; ``images.bin``
 ``np.memmap`` (read-only), so every process on a node shares one copy through the page cache.
 
 Every open verifies the entry (:mod:`gsimclr.data.checksums`: file sizes, the index and label files'
-hashes, a sample of ``images.bin``'s blocks, all of them for a store up to 64 MiB; ``verify="full"``
-reads every block); labels must index the classes. A damaged entry is set aside and rebuilt (with a
+hashes, a sample of ``images.bin``'s blocks, all of them for a store up to 64 MiB; ``full_check=True``
+or ``GSIMCLR_VERIFY=full`` reads every block); labels must index the classes. A damaged entry is set aside and rebuilt (with a
 warning); an image that fails to decode while training is a one-line error that removes the entry,
 so the next run rebuilds it. A store built with ``on_corrupt="skip"`` that skipped files is not
 reused by ``on_corrupt="error"``: that names the first unreadable file, as a fresh build would.
@@ -54,7 +54,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gsimclr.data import cache as decoded_cache
-from gsimclr.data.checksums import Damaged, entry_lock, remove_stale, set_aside, verify, write_manifest
+from gsimclr.data.checksums import (Damaged, entry_lock, full_check_requested, remove_stale, set_aside, verify,
+                                    write_manifest)
 from gsimclr.data.dataset import Labelled, index_chunks
 from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.prefetch import Prefetcher
@@ -66,7 +67,6 @@ STORE_VERSION = 1
 """Bump when the stored bytes change for the same source and options."""
 DEFAULT_QUALITY = 90
 _CHUNK = 512  # images per encoding round (bounded memory while writing)
-VERIFY_MODES = ("sampled", "full")
 RELEASE_BYTES = 256 * 2**20
 """Readers unmap the store pages they have read after this many bytes (see ``release_pages``)."""
 _ORIENTATION_TAG = 0x0112
@@ -250,18 +250,17 @@ def store_path(key: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
 def build_store(listing: EncodedListing, stored_size: int, cache_dir: str | os.PathLike | None = None,
                 quality: int = DEFAULT_QUALITY, on_corrupt: str = "skip", workers: int | None = None,
-                rebuild: bool = False, verify_mode: str = "sampled") -> EncodedStore:
+                rebuild: bool = False, full_check: bool | None = None) -> EncodedStore:
     """The store of ``listing`` (shorter sides capped at ``stored_size``): opened if present and intact
-    (``verify_mode``: ``"sampled"``, the cheap check, or ``"full"``: every byte), else (re)written.
+    (``full_check``: read every byte, else the cheap check; None: as ``$GSIMCLR_VERIFY`` says), else
+    (re)written.
 
     Unreadable images are skipped (counted in ``skipped``, with a warning) or, with
     ``on_corrupt="error"``, raise :class:`UserError` naming the first one.
     """
     if not isinstance(stored_size, int) or stored_size < 1:
         raise UserError(f"stored image size must be a positive integer, got {stored_size!r}")
-    if verify_mode not in VERIFY_MODES:
-        raise UserError(f"store verification must be one of {', '.join(VERIFY_MODES)}, got {verify_mode!r}")
-    full = verify_mode == "full"
+    full = full_check_requested(full_check)
     key = store_fingerprint(listing, stored_size, quality)
     entry = store_path(key, cache_dir)
     if not rebuild:
