@@ -44,6 +44,12 @@ def truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def edit_meta(entry, **changes):
+    """Rewrite fields of meta.json, keeping it valid JSON (an edit, not a broken file)."""
+    meta = json.loads((entry / "meta.json").read_text())
+    (entry / "meta.json").write_text(json.dumps({**meta, **changes}))
+
+
 def labels_out_of_range(entry):
     labels = np.load(entry / "labels.npy")
     np.save(entry / "labels.npy", labels + 7)
@@ -57,6 +63,8 @@ STORE_FAULTS = {
     "broken meta.json": lambda e: (e / "meta.json").write_text('{"name": '),
     "meta.json removed": lambda e: (e / "meta.json").unlink(),
     "meta.json of another version": lambda e: (e / "meta.json").write_text(json.dumps({"version": 99})),
+    "meta.json edited: classes renamed": lambda e: edit_meta(e, classes=["x", "y", "z"]),
+    "meta.json edited: unlabelled": lambda e: edit_meta(e, labelled=False),
     "labels.npy removed": lambda e: (e / "labels.npy").unlink(),
     "labels out of range": labels_out_of_range,
     "flipped byte in offsets.npy": lambda e: flip_byte(e / "offsets.npy", -3),
@@ -166,6 +174,8 @@ CACHE_FAULTS = {
     "labels.npy removed": lambda e: (e / "labels.npy").unlink(),
     "labels out of range": labels_out_of_range,
     "broken meta.json": lambda e: (e / "meta.json").write_text("{"),
+    "meta.json edited: classes renamed": lambda e: edit_meta(e, classes=["x", "y", "z"]),
+    "meta.json edited: fewer skipped": lambda e: edit_meta(e, skipped=0, paths=None),
     "blocks.npy removed": lambda e: (e / "blocks.npy").unlink(),
 }
 

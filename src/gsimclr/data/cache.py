@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gsimclr.data.checksums import entry_lock, full_check_requested, remove_stale, set_aside, verify, write_manifest
+from gsimclr.data.checksums import (Damaged, entry_lock, full_check_requested, read_sealed, remove_stale, seal, set_aside,
+                                    verify, write_manifest)
 from gsimclr.data.dataset import ImageData
 from gsimclr.io import atomic_path, ensure_folder
 
@@ -95,7 +96,10 @@ def load(key: str, cache_dir: str | os.PathLike | None = None, full: bool | None
         if problem != "meta.json is missing":  # else: never completed (an interrupted write), not damage
             warnings.warn(f"the decoded-image cache entry {entry} is damaged ({problem}): decoding again",
                           stacklevel=3)
-        set_aside(entry)
+        try:
+            set_aside(entry)
+        except OSError:  # a read-only cache: decoded again every time, and not written (see save)
+            pass
     return None
 
 
@@ -113,13 +117,11 @@ def verify_all(cache_dir: str | os.PathLike | None = None, full: bool = True) ->
 def _problem(entry: Path, full: bool) -> str | None:
     """What is wrong with the entry in folder ``entry``, or None when it is complete and intact."""
     try:
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = read_sealed(entry / "meta.json")
     except FileNotFoundError:
         return "meta.json is missing"
-    except (OSError, ValueError) as exc:
-        return f"meta.json is unreadable ({type(exc).__name__})"
-    if not isinstance(meta, dict) or "manifest" not in meta:
-        return "it has no checksums (written by an older gsimclr)"
+    except Damaged as damage:
+        return str(damage)
     problem = verify(entry, meta["manifest"], full)
     if problem is None and meta.get("labelled"):
         try:
@@ -160,7 +162,7 @@ def save(data: ImageData, cache_dir: str | os.PathLike | None = None) -> None:
             "manifest": write_manifest(entry, small=["labels.npy"] if data.labels is not None else [],
                                        large=["images.npy"]),
         }
-        _write_atomic(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode()))
+        _write_atomic(entry / "meta.json", lambda f: f.write(json.dumps(seal(meta)).encode()))
 
 
 def _write_atomic(path: Path, write: Callable) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import zlib
 from contextlib import contextmanager
@@ -84,7 +85,32 @@ def remove_stale(folder: Path, pattern: str) -> None:
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:
-            stale.unlink(missing_ok=True)
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:  # a read-only cache: left for a writer that can
+                pass
+
+
+def seal(meta: dict) -> dict:
+    """``meta`` with a ``checksum`` of its own content, so that an edited ``meta.json`` does not verify."""
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return {**body, "checksum": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}
+
+
+def read_sealed(path: Path) -> dict:
+    """The ``meta.json`` at ``path`` (written through :func:`seal`), or :class:`Damaged` saying why not:
+    missing (FileNotFoundError passes through), not JSON, or edited since it was sealed."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise Damaged(f"meta.json is unreadable ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or "manifest" not in meta or "checksum" not in meta:
+        raise Damaged("it has no checksums (written by an older gsimclr)")
+    if seal(meta)["checksum"] != meta["checksum"]:
+        raise Damaged("meta.json differs from its checksum")
+    return meta
 
 
 def sha256(path: Path) -> str:

@@ -4,10 +4,11 @@ The encoded store (:mod:`gsimclr.data.store`) keeps images at their own aspect r
 :class:`BatchDecoder` turns a batch of their JPEG bytes into a fixed-size uint8 batch
 ``(views, N, size, size, 3)``: it draws ``views`` crop boxes per image exactly as torchvision's
 ``RandomResizedCrop.get_params`` does (on the stored height and width, which keep the original
-aspect ratio), decodes each image once and crops and resizes every view from it; the rest of the
-augmentation (flip, colour jitter, grayscale, blur) then runs batched on the result
-(:class:`gsimclr.transforms.augment.Augment` with ``crop=False``). Without ``crop`` each image gives
-one deterministic view: the centred square of its shorter side, resized (the evaluation transform).
+aspect ratio), decodes each image once and crops and resizes every view from it. It is the crop stage
+of a view recipe (:meth:`BatchDecoder.for_recipe`, :class:`gsimclr.transforms.recipe.ViewRecipe`); the
+rest of the recipe (flip, colour jitter, grayscale, blur) then runs batched on the result
+(``recipe.views_from_crops``). Without ``crop`` each image gives one deterministic view: the centred
+square of its shorter side, resized (the evaluation transform, and a recipe without a crop).
 
 Back ends (the choice is made in one place, :func:`default_backend`):
 

@@ -54,8 +54,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gsimclr.data import cache as decoded_cache
-from gsimclr.data.checksums import (Damaged, entry_lock, full_check_requested, remove_stale, set_aside, verify,
-                                    write_manifest)
+from gsimclr.data.checksums import (Damaged, entry_lock, full_check_requested, read_sealed, remove_stale, seal,
+                                    set_aside, verify, write_manifest)
 from gsimclr.data.dataset import Labelled, index_chunks
 from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.prefetch import Prefetcher
@@ -98,13 +98,11 @@ class EncodedStore(Labelled):
         if not entry.is_dir():
             raise FileNotFoundError(entry)
         try:
-            meta = json.loads((entry / "meta.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise Damaged(f"meta.json is unreadable ({type(exc).__name__})") from None
-        if not isinstance(meta, dict) or meta.get("version") != STORE_VERSION:
+            meta = read_sealed(entry / "meta.json")
+        except FileNotFoundError:
+            raise Damaged("meta.json is missing") from None
+        if meta.get("version") != STORE_VERSION:
             raise Damaged("meta.json is not this version's")
-        if "manifest" not in meta:
-            raise Damaged("it has no checksums (written by an older gsimclr)")
         problem = verify(entry, meta["manifest"], full)
         if problem is not None:
             raise Damaged(problem)
@@ -212,15 +210,19 @@ class EncodedStore(Labelled):
         problem = verify(self.path, self.meta["manifest"], full=True)
         if problem is None:
             return
+        outcome = "it was removed: run the command again to rebuild it"
         with entry_lock(self.path):
             try:
-                same = os.stat(self.path / "images.bin").st_ino == self._inode
-            except OSError:
-                same = False
-            if same:  # not already replaced by a rebuild
-                set_aside(self.path)
+                current = os.stat(self.path / "images.bin").st_ino
+            except OSError:  # already set aside by another process
+                current = None
+            if current == self._inode:  # not replaced by a rebuild meanwhile
+                try:
+                    set_aside(self.path)
+                except OSError:
+                    outcome = "remove it (the cache folder is not writable) and run the command again"
         raise UserError(f"the JPEG store {self.path} is damaged ({problem}; decoding failed: "
-                        f"{' '.join(str(exc).split())[:120]}); it was removed: run the command again to rebuild it")
+                        f"{' '.join(str(exc).split())[:120]}); {outcome}")
 
     def with_classes(self, labels: np.ndarray, classes: list[str]) -> "EncodedStore":
         """The same images with new ``labels`` indexing ``classes`` (see :func:`gsimclr.data.dataset.align_classes`)."""
@@ -380,7 +382,7 @@ def _write_entry(folder: Path, listing: EncodedListing, key: str, stored_size: i
             "first_unreadable": first_error, "on_corrupt": on_corrupt, "stored_size": stored_size,
             "quality": quality, "labelled": listing.labels is not None, "fingerprint": key, "version": STORE_VERSION,
             "manifest": write_manifest(folder, small=small, large=["images.bin"])}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "meta.json").write_text(json.dumps(seal(meta)))
 
 
 def _encode_or_error(payload, stored_size: int, quality: int):
