@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
+
 from gsimclr.registry import Registry
 
 
@@ -51,15 +53,11 @@ class ViewRecipe:
 
     def views(self, images, count: int):
         """``count`` independent views ``(count, N, 3, size, size)`` of a uint8 batch ``(N, H, W, 3)``."""
-        import torch
-
         return torch.stack([self(images) for _ in range(count)])
 
     def views_from_crops(self, crops, count: int):
         """``count`` views of the decoder's crops ``(V, N, size, size, 3)`` (V = ``count`` for a recipe
         with a crop, else 1: the centred squares): the device stage on each view's crops."""
-        import torch
-
         rest = self.device_stage()
         return torch.stack([rest(crops[min(v, len(crops) - 1)]) for v in range(count)])
 
