@@ -9,6 +9,7 @@ import torchvision.transforms.v2.functional as TF
 from scipy.stats import ks_2samp
 from torchvision.transforms import RandomResizedCrop
 
+from gsimclr.errors import UserError
 from gsimclr.transforms import augment as A
 
 N = 6
@@ -227,7 +228,7 @@ def test_presets_and_registry():
     assert simclr.crop and (simclr.flip_p, simclr.jitter_p, simclr.gray_p) == (0.5, 0.8, 0.2)
     assert simclr.mean == A.IMAGENET_MEAN and simclr.std == A.IMAGENET_STD
     assert A.build_augment("paper", 64, mean=(0.5,) * 3) == A.paper_augment(64, mean=(0.5,) * 3)
-    with pytest.raises(ValueError, match="unknown augmentation 'nope'"):
+    with pytest.raises(UserError, match="unknown augmentation 'nope'"):
         A.build_augment("nope", 32)
     with pytest.raises(ValueError):
         A.Augment(size=32, gray_p=1.5)

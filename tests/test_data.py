@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from gsimclr.data import ImageData, describe_sources, load_split, sources
+from gsimclr.data import ImageData, describe_sources, load_split
+from gsimclr.data.sources import decoding, parquet
 from gsimclr.data import cache as decoded_cache
 from gsimclr.errors import UserError
 
@@ -36,13 +37,13 @@ def _private_cache(tmp_path, monkeypatch):
 def count_decodes(monkeypatch):
     """Count calls of the single-image decoder."""
     calls = []
-    original = sources._decode_one
+    original = decoding.decode_one
 
     def counting(source, size, *args, **kwargs):
         calls.append(source)
         return original(source, size, *args, **kwargs)
 
-    monkeypatch.setattr(sources, "_decode_one", counting)
+    monkeypatch.setattr(decoding, "decode_one", counting)
     return calls
 
 
@@ -423,7 +424,7 @@ def test_real_imagenet5_test_split():
 def test_real_cifar10_parquet_test_split():
     folder = SHARED_DATA / "cifar10"
     schema = pq.read_schema(next(folder.glob("test-*.parquet")))
-    assert sources._parquet_image_column(schema, folder) == "img"
+    assert parquet._parquet_image_column(schema, folder) == "img"
     data = load_split(str(folder), "test", cache=False)
     assert data.images.shape == (10000, 32, 32, 3) and data.skipped == 0
     assert data.classes[:3] == ["airplane", "automobile", "bird"] and len(data.classes) == 10

@@ -174,9 +174,9 @@ def test_every_mode_decodes_to_sensible_rgb(tmp_path, mode, make, expected):
     fmt = "TIFF" if mode in ("I", "F", "CMYK") else "PNG"
     path = tmp_path / f"x.{fmt.lower()}"
     img.save(path, format=fmt)
-    from gsimclr.data.sources import _decode_one
+    from gsimclr.data.sources.decoding import decode_one
 
-    out = _decode_one(str(path), 4)
+    out = decode_one(str(path), 4)
     assert out.shape == (4, 4, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - np.asarray(expected)).max() <= 1, out[0, 0]
 
@@ -187,9 +187,9 @@ def test_palette_with_transparency_composites_onto_black(tmp_path):
     img.info["transparency"] = 1
     path = tmp_path / "p.png"
     img.save(path, transparency=1)
-    from gsimclr.data.sources import _decode_one
+    from gsimclr.data.sources.decoding import decode_one
 
-    assert np.all(_decode_one(str(path), 4) == 0)
+    assert np.all(decode_one(str(path), 4) == 0)
 
 
 # --------------------------------------------------------------------------------- hold-out

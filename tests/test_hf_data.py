@@ -63,11 +63,11 @@ def test_local_saved_dataset_loads_like_any_source(saved_dict):
 
 
 def test_decoded_once_then_cached(saved_dict, monkeypatch):
-    from gsimclr.data import sources
+    from gsimclr.data.sources import hf
 
     path, _ = saved_dict
     first = load_split(f"hf:{path}")
-    monkeypatch.setattr(sources, "_decode_hf", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(hf, "_decode_hf", lambda *a, **k: pytest.fail("decoded again"))
     again = load_split(f"hf:{path}")
     assert np.array_equal(first.images, again.images) and first.fingerprint == again.fingerprint
 
@@ -113,3 +113,77 @@ def test_missing_datasets_package_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_datasets)
     with pytest.raises(UserError, match=r"pip install 'gsimclr\[hf\]'"):
         load_split("hf:someone/something")
+
+
+def _online(monkeypatch, endpoint):
+    """Offline mode off, the Hub at ``endpoint`` (nothing listens there: no network)."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    for proxy in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+
+
+@pytest.fixture
+def silent_server():
+    """A host that accepts connections and never answers (a network that swallows requests)."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_a_hub_id_without_network_fails_fast_in_one_line(monkeypatch, kind, request):
+    import time
+
+    from gsimclr.data.sources import hf
+
+    _online(monkeypatch, "http://127.0.0.1:9" if kind == "refused" else request.getfixturevalue("silent_server"))
+    monkeypatch.setattr(hf, "HUB_PROBE_SECONDS", 0.5)
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"hf:nobody/no-such-set: no network \(.* is unreachable\) and the data set "
+                                        "is not in the local Hugging Face cache"):
+        load_split("hf:nobody/no-such-set")
+    assert time.perf_counter() - started < 5  # it retried for 23 s
+    assert not datasets.config.HF_HUB_OFFLINE  # offline mode was only borrowed
+
+
+def test_a_hub_id_in_offline_mode_fails_fast_in_one_line():
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(UserError, match="hf:nobody/no-such-set: cannot load it with datasets"):
+        load_split("hf:nobody/no-such-set")
+    assert time.perf_counter() - started < 5
+
+
+def test_the_hub_probe():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from gsimclr.data.sources import hub_reachable
+
+    class Teapot(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(418)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Teapot)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        assert hub_reachable(f"http://127.0.0.1:{server.server_port}", timeout=3)  # any answer counts
+    finally:
+        server.server_close()
+    assert not hub_reachable("http://127.0.0.1:9", timeout=0.5)
+    assert not hub_reachable("not a url", timeout=0.5)

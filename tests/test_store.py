@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from gsimclr.data import store as store_module
+from gsimclr.data.checksums import Damaged
 from gsimclr.data.decode import BatchDecoder, centre_boxes, sample_boxes
 from gsimclr.data.prefetch import Prefetcher
 from gsimclr.data.sources import list_encoded
@@ -160,12 +161,14 @@ def test_incomplete_entry_is_rebuilt_and_concurrent_winner_is_kept(tmp_path):
     entry = store_path(store_fingerprint(listing, 32), tmp_path / "cache")
     entry.mkdir(parents=True)
     (entry / "images.bin").write_bytes(b"partial")  # no meta.json: does not open
-    with pytest.raises(OSError):
+    with pytest.raises(Damaged, match="meta.json"):
         EncodedStore.open(entry)
-    # the entry exists (another process's, say), so the rename loses and the existing entry is used
-    first = build_store(listing, 32, cache_dir=tmp_path / "cache", rebuild=True)
-    assert len(first) == 3
+    with pytest.warns(UserWarning, match="damaged .*meta.json.*rebuilding"):
+        first = build_store(listing, 32, cache_dir=tmp_path / "cache")
+    assert len(first) == 3 and first.path == entry
     assert build_store(listing, 32, cache_dir=tmp_path / "cache").path == first.path
+    assert len(build_store(listing, 32, cache_dir=tmp_path / "cache", rebuild=True)) == 3
+    assert entries(tmp_path / "cache") == [entry.name]  # the replaced entries went
 
 
 def test_sharded_parquet_round_trip(tmp_path):
@@ -414,7 +417,7 @@ def test_released_pages_read_back_the_same(tmp_path, monkeypatch):
     calls = []
     original = EncodedStore.release_pages
     monkeypatch.setattr(EncodedStore, "release_pages", lambda self: calls.append(1) or original(self))
-    monkeypatch.setattr(store_batches, "RELEASE_BYTES", 1)  # release after every batch
+    monkeypatch.setattr(store_module, "RELEASE_BYTES", 1)  # release after every batch
     runs = [[c for _, c in store_views(store, BatchDecoder(8), sequential_batches(10, 4), seed=1, epoch=0)]
             for _ in range(2)]
     assert len(calls) == 6 and all(torch.equal(a, b) for a, b in zip(*runs))

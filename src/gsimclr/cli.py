@@ -26,7 +26,7 @@ from pathlib import Path
 from gsimclr import __version__
 from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_config, parse_value, preset_description,
                             preset_names, read_preset, section_fields, type_name)
-from gsimclr.errors import UserError
+from gsimclr.errors import UserError, one_line_warnings
 from gsimclr.evaluation import EVALUATIONS
 from gsimclr.methods import METHODS
 
@@ -540,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     global _SHOW_CHOICES
     argv = sys.argv[1:] if argv is None else argv
     previous = _on_sigterm()
+    restore_warnings = one_line_warnings()  # one line per distinct warning, no source lines
     try:
         _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
         parser = build_parser()
@@ -579,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gsimclr: interrupted; files being written were discarded (a run continues with --resume)", file=sys.stderr)
         return 130
     finally:
+        restore_warnings()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

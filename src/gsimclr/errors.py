@@ -7,3 +7,30 @@ Anything a user can cause (a bad path, an empty folder, a corrupt image, an inva
 
 class UserError(Exception):
     """An error caused by the user's input; its message is shown as is, on one line."""
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warnings.formatwarning`` for the CLI: ``gsimclr: warning: MESSAGE`` on one line, without the
+    file, line number and source line of the code that warned (they mean nothing to a user)."""
+    text = " ".join(str(message).split())
+    name = "warning" if issubclass(category, UserWarning) else category.__name__
+    return f"gsimclr: {name}: {text}\n"
+
+
+def one_line_warnings():
+    """Print warnings as :func:`one_line_warning`, each distinct user warning once per command however
+    many code paths raise it (a skipped file is met by the loader of each stage); returns the function
+    that restores the previous filters and format."""
+    import warnings
+
+    saved = warnings.catch_warnings()
+    saved.__enter__()
+    previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
+    warnings.onceregistry.clear()  # "once" below: once per message in this command, not per process
+    warnings.filterwarnings("once", category=UserWarning)
+
+    def restore() -> None:
+        warnings.formatwarning = previous_format
+        saved.__exit__(None, None, None)
+
+    return restore

@@ -4,10 +4,11 @@ The encoded store (:mod:`gsimclr.data.store`) keeps images at their own aspect r
 :class:`BatchDecoder` turns a batch of their JPEG bytes into a fixed-size uint8 batch
 ``(views, N, size, size, 3)``: it draws ``views`` crop boxes per image exactly as torchvision's
 ``RandomResizedCrop.get_params`` does (on the stored height and width, which keep the original
-aspect ratio), decodes each image once and crops and resizes every view from it; the rest of the
-augmentation (flip, colour jitter, grayscale, blur) then runs batched on the result
-(:class:`gsimclr.transforms.augment.Augment` with ``crop=False``). Without ``crop`` each image gives
-one deterministic view: the centred square of its shorter side, resized (the evaluation transform).
+aspect ratio), decodes each image once and crops and resizes every view from it. It is the crop stage
+of a view recipe (:meth:`BatchDecoder.for_recipe`, :class:`gsimclr.transforms.recipe.ViewRecipe`); the
+rest of the recipe (flip, colour jitter, grayscale, blur) then runs batched on the result
+(``recipe.views_from_crops``). Without ``crop`` each image gives one deterministic view: the centred
+square of its shorter side, resized (the evaluation transform, and a recipe without a crop).
 
 Back ends (the choice is made in one place, :func:`default_backend`):
 
@@ -120,6 +121,15 @@ class BatchDecoder:
             raise ValueError(f"unknown decoder back end {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.size < 1 or self.views < 1:
             raise ValueError("size and views must be positive")
+
+    @classmethod
+    def for_recipe(cls, recipe, views: int, backend: str = "pil", workers: int | None = None) -> "BatchDecoder":
+        """The decoder that runs the crop stage of ``recipe`` (any
+        :class:`gsimclr.transforms.recipe.ViewRecipe`: its ``size``, ``crop``, ``scale``, ``ratio``):
+        ``views`` random resized crops per image, or one centred square for a recipe without a crop.
+        Its output goes to ``recipe.views_from_crops``."""
+        return cls(recipe.size, views=views if recipe.crop else 1, crop=bool(recipe.crop), scale=tuple(recipe.scale),
+                   ratio=tuple(recipe.ratio), backend=backend, workers=workers)
 
     def boxes(self, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         sizes = np.asarray(sizes).reshape(-1, 2)

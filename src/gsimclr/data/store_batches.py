@@ -24,20 +24,17 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.decode import BatchDecoder
 from gsimclr.data.prefetch import Prefetcher
-from gsimclr.data.sources import list_encoded, load_split
+from gsimclr.data.sources import in_memory_source, list_encoded, load_split
 from gsimclr.data.store import EncodedStore, build_store
 from gsimclr.errors import UserError
 
 STORE_MODES = ("auto", "memory", "jpeg")
-RELEASE_BYTES = 256 * 2**20
-""":func:`store_views` unmaps the store pages it has read after this many bytes (see ``release_pages``)."""
 MEMORY_FRACTION = 0.5
 """``store: auto`` keeps decoded images in memory while they take at most this share of the RAM."""
 
@@ -69,17 +66,8 @@ def store_views(store: EncodedStore, decoder: BatchDecoder, batches, seed: int, 
     ``(views, len(indices), size, size, 3)``, decoded ``depth`` batches ahead in a background thread;
     ``pin`` puts them in pinned memory for an asynchronous copy to the GPU."""
 
-    read = [0]
-
     def load(step: int, indices) -> object:
-        indices = np.asarray(indices)
-        rng = np.random.default_rng([seed, epoch, rank, step])
-        payloads = store.payloads(indices)
-        crops = decoder(payloads, store.sizes[indices], rng)
-        read[0] += sum(len(p) for p in payloads)
-        if read[0] > RELEASE_BYTES:  # keep the mapped pages this process holds bounded
-            store.release_pages()
-            read[0] = 0
+        crops = store.decode(indices, decoder, np.random.default_rng([seed, epoch, rank, step]))
         return crops.pin_memory() if pin and crops.device.type == "cpu" else crops
 
     return Prefetcher(batches, load, depth)
@@ -88,9 +76,6 @@ def store_views(store: EncodedStore, decoder: BatchDecoder, batches, seed: int, 
 def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
     """``range(count)`` in batches of ``batch_size``, in order (for feature extraction)."""
     return [np.arange(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
-
-
-_ARRAY_SOURCES = re.compile(r"^((digits|cifar10|cifar100|stl10|stl10-unlabeled)(:.*)?|hf:.*)$", re.IGNORECASE)
 
 
 def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_corrupt: str = "skip",
@@ -102,7 +87,7 @@ def open_split(spec: str, split: str, stored_size: int, store: str = "auto", on_
     (digits, CIFAR, STL-10) and Hugging Face data sets are arrays in memory already, so ``auto`` keeps
     them there. ``resize`` (crop or stretch) applies to decoded images; a store keeps each image's aspect
     ratio and crops from it."""
-    if store == "memory" or (store == "auto" and _ARRAY_SOURCES.match(spec)):
+    if store == "memory" or (store == "auto" and in_memory_source(spec)):
         return load_split(spec, split, image_size=stored_size, on_corrupt=on_corrupt, cache_dir=cache_dir,
                           resize=resize)
     listing = list_encoded(spec, split)
@@ -128,8 +113,6 @@ def decoded(data: ImageData | EncodedStore, size: int, purpose: str, budget_byte
                         f"than the memory budget ({budget / 1e9:.1f} GB): raise --memory-budget-gb, lower "
                         "--image-size or --train-limit/--test-limit, or use the linear and kNN evaluations alone")
     images = np.empty((len(data), size, size, 3), np.uint8)
-    decoder = BatchDecoder(size, views=1, crop=False)
-    for indices, crops in store_views(data, decoder, sequential_batches(len(data), batch_size), seed=0, epoch=0):
-        images[indices] = crops[0].numpy()
-    decoder.close()
+    for indices, batch in data.batches(None, size, "cpu", batch_size):
+        images[indices] = batch.numpy()
     return ImageData(images, data.labels, data.classes, data.name, f"{data.fingerprint}:decoded-{size}", data.skipped)

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import warnings
@@ -78,15 +77,8 @@ def wandb_options(cfg: Config, out_dir: Path, method: str) -> WandbOptions | Non
 
 
 def build_pretrain_augment(cfg: Config):
-    mean, std = NORMALIZATIONS[cfg.normalize]
-    options = {"mean": mean, "std": std}
-    if cfg.augment == "simclr":
-        options.update(strength=cfg.jitter_strength, scale=(cfg.crop_scale_min, 1.0), jitter_p=cfg.jitter_p,
-                       gray_p=cfg.gray_p)
-    elif cfg.augment == "notebook":
-        options.update(strength=cfg.jitter_strength, jitter_p=cfg.jitter_p, gray_p=cfg.gray_p,
-                       per_batch=cfg.augment_draw == "batch", color_drop=cfg.color_drop)
-    return build_augment(cfg.augment, cfg.image_size, **options)
+    """The run's view recipe, built beside its code (:func:`gsimclr.transforms.recipe.build_augment`)."""
+    return build_augment(cfg)
 
 
 def make_views_fn(cfg: Config, device: torch.device):
@@ -94,27 +86,17 @@ def make_views_fn(cfg: Config, device: torch.device):
     is compiled (about 1,200 small operations per batch fused into a few kernels); its randomness comes
     from the global stream that :func:`gsimclr.runtime.seed_epoch` seeds every epoch."""
     augment = build_pretrain_augment(cfg)
-
-    def views(batch: torch.Tensor) -> torch.Tensor:
-        return torch.stack([augment(batch), augment(batch)])
-
-    return maybe_compile(views, device, cfg.compile)
+    return maybe_compile(lambda batch: augment.views(batch, 2), device, cfg.compile)
 
 
 def make_store_views_fn(cfg: Config, device: torch.device):
-    """``(decoder, views)`` for data in an encoded store: the decoder turns a batch's JPEG bytes into
-    uint8 crops (V, N, S, S, 3), random resized crops drawn on each image's own aspect ratio (one
-    centred square per image for a recipe without crops); ``views(crops)`` runs the rest of the
-    recipe (flip, jitter, grayscale, blur) batched on the device and gives (2, N, 3, S, S)."""
+    """``(decoder, views)`` for data in an encoded store: the decoder runs the recipe's crop stage on a
+    batch's JPEG bytes (uint8 crops (V, N, S, S, 3), random resized crops drawn on each image's own
+    aspect ratio, or one centred square per image for a recipe without crops); ``views(crops)`` runs the
+    rest of the recipe batched on the device and gives (2, N, 3, S, S)."""
     augment = build_pretrain_augment(cfg)
-    decoder = BatchDecoder(cfg.image_size, views=2 if augment.crop else 1, crop=augment.crop, scale=augment.scale,
-                           ratio=augment.ratio, backend=default_backend(device))
-    rest = dataclasses.replace(augment, crop=False)
-
-    def views(crops: torch.Tensor) -> torch.Tensor:
-        return torch.stack([rest(crops[0]), rest(crops[-1])])
-
-    return decoder, maybe_compile(views, device, cfg.compile)
+    decoder = BatchDecoder.for_recipe(augment, views=2, backend=default_backend(device))
+    return decoder, maybe_compile(lambda crops: augment.views_from_crops(crops, 2), device, cfg.compile)
 
 
 def place_images(images: np.ndarray, device: torch.device) -> torch.Tensor:

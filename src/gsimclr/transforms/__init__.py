@@ -1,4 +1,5 @@
-"""Batched image augmentations that run on the images' device; see :mod:`gsimclr.transforms.augment`."""
+"""Batched image augmentations that run on the images' device (:mod:`gsimclr.transforms.augment`), each a
+view recipe registered in :data:`AUGMENTATIONS` (:mod:`gsimclr.transforms.recipe`)."""
 
 from gsimclr.transforms.augment import (
     AUGMENTATIONS,
@@ -33,6 +34,7 @@ from gsimclr.transforms.augment import (
     tf_adjust_saturation,
     tf_color_jitter,
 )
+from gsimclr.transforms.recipe import RecipeEntry, ViewRecipe, register_augment
 
 __all__ = [
     "AUGMENTATIONS",
@@ -66,4 +68,7 @@ __all__ = [
     "tf_adjust_hue",
     "tf_adjust_saturation",
     "tf_color_jitter",
+    "RecipeEntry",
+    "ViewRecipe",
+    "register_augment",
 ]

@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gsimclr.transforms.recipe import AUGMENTATIONS, ViewRecipe, build_augment, register_augment  # noqa: F401
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # input normalisations by name: (mean, std); "none" feeds raw [0, 1] pixels, as the notebooks
@@ -437,8 +439,8 @@ def default_blur_kernel(size: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Augment:
-    """A batch augmentation pipeline with per-sample random parameters.
+class Augment(ViewRecipe):
+    """A batch augmentation pipeline with per-sample random parameters (a :class:`ViewRecipe`).
 
     Order: random resized crop (or a resize to ``size`` if needed) with horizontal flip, colour
     jitter, grayscale, Gaussian blur, normalisation. An operation with probability 0 is skipped.
@@ -488,6 +490,10 @@ class Augment:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
 
+    def device_stage(self) -> "Augment":
+        """Everything but the random resized crop (a decoder made the crops at ``size``)."""
+        return dataclasses.replace(self, crop=False) if self.crop else self
+
     @property
     def kernel_size(self) -> int:
         """The blur kernel size in use."""
@@ -518,6 +524,12 @@ class Augment:
         return normalize(x, self.mean, self.std)
 
 
+def _simclr_options(cfg) -> dict:
+    return {"strength": cfg.jitter_strength, "scale": (cfg.crop_scale_min, 1.0), "jitter_p": cfg.jitter_p,
+            "gray_p": cfg.gray_p}
+
+
+@register_augment("simclr", _simclr_options)
 def simclr_augment(
     size: int,
     strength: float = 0.5,
@@ -547,6 +559,7 @@ def simclr_augment(
     )
 
 
+@register_augment("paper")
 def paper_augment(
     size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> Augment:
@@ -671,7 +684,7 @@ def sample_tf_jitter(n: int, strength: float, p: float, per_batch: bool = False,
 
 
 @dataclasses.dataclass(frozen=True)
-class NotebookAugment:
+class NotebookAugment(ViewRecipe):
     """The G-SimCLR notebooks' ``CustomAugment``: horizontal flip (p 0.5), TF colour jitter of
     strength ``jitter_strength`` with probability ``jitter_p``, colour drop with probability ``gray_p``;
     no crop (images are resized to ``size`` only if needed).
@@ -724,6 +737,12 @@ class NotebookAugment:
 COLOR_DROPS = ("grayscale", "identity")
 
 
+def _notebook_options(cfg) -> dict:
+    return {"strength": cfg.jitter_strength, "jitter_p": cfg.jitter_p, "gray_p": cfg.gray_p,
+            "per_batch": cfg.augment_draw == "batch", "color_drop": cfg.color_drop}
+
+
+@register_augment("notebook", _notebook_options)
 def notebook_augment(size: int, strength: float = 0.2, jitter_p: float = 0.5, gray_p: float = 0.5,
                      per_batch: bool = True, color_drop: str = "identity", mean: Sequence[float] = (0.0, 0.0, 0.0),
                      std: Sequence[float] = (1.0, 1.0, 1.0)) -> NotebookAugment:
@@ -736,13 +755,3 @@ def eval_transform(
 ) -> Tensor:
     """Evaluation transform: ``uint8`` NHWC to normalised ``(N, 3, size, size)``, resizing only if needed."""
     return normalize(resize(to_float(images), size), mean, std)
-
-
-AUGMENTATIONS = {"simclr": simclr_augment, "paper": paper_augment, "notebook": notebook_augment}
-
-
-def build_augment(name: str, size: int, **kwargs) -> Augment:
-    """Build the augmentation registered as ``name`` in :data:`AUGMENTATIONS` for images of ``size``."""
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; choose one of: {', '.join(sorted(AUGMENTATIONS))}")
-    return AUGMENTATIONS[name](size, **kwargs)

@@ -1,0 +1,255 @@
+"""Hugging Face-style parquet data sets: ``PATH.parquet`` or a folder of ``*.parquet`` files (sharded,
+``train-*``/``test-*`` name prefixes give the splits); the image column is a struct with ``bytes``, the
+labels ``label``/``labels`` (integers, whole-number floats, or strings mapped to class indices in the
+sorted names of every split); a null, -1 or out-of-range label is an error naming its row. Decoded
+data and the encoded store read labels through the same code."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from gsimclr.data import cache as decoded_cache
+from gsimclr.data.dataset import ImageData
+from gsimclr.data.sources.base import SPLIT_ALIASES, EncodedListing, Plan, split_aliases
+from gsimclr.data.sources.decoding import decode_images
+from gsimclr.errors import UserError
+
+
+def parquet_split_files(files: list[Path], split: str) -> list[Path]:
+    """The files of ``split``, chosen by name prefix; files without any split prefix are all "train"."""
+    known = tuple(alias for aliases in SPLIT_ALIASES.values() for alias in aliases)
+    if not any(f.name.lower().startswith(known) for f in files):
+        return files if split == "train" else []
+    for prefix in split_aliases(split):
+        chosen = [f for f in files if f.name.lower().startswith(prefix)]
+        if chosen:
+            return chosen
+    return []
+
+
+def plan_parquet(files: list[Path], name: str, options: dict, siblings: list[Path]) -> Plan:
+    key = decoded_cache.fingerprint(kind="parquet", files=decoded_cache.file_stats(files), **options,
+                                    **_parquet_names_key(files, siblings))
+    return Plan(key, lambda: _decode_parquet(files, name, key, options, siblings))
+
+
+def _parquet_names_key(files: list[Path], siblings: list[Path]) -> dict:
+    """Extra fingerprint parts for string labels, whose class names come from every split's files."""
+    _, label_column, kind = _parquet_columns(files)
+    if kind != "str":
+        return {}
+    return {"class_names_from": decoded_cache.file_stats(siblings), "string_labels": 2}
+
+
+def _decode_parquet(files: list[Path], name: str, key: str, options: dict, siblings: list[Path]) -> ImageData:
+    """Read the image bytes and labels of ``files`` and decode the images (columns and labels: see
+    :func:`_parquet_columns` and :func:`_parquet_split_labels`)."""
+    import pyarrow.compute as pc
+
+    image_column, label_column, _ = _parquet_columns(files)
+    tables = [_read_parquet_table(f, [image_column]) for f in files]
+    if sum(t.num_rows for t in tables) == 0:
+        raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
+    labels, classes = _parquet_split_labels(files, siblings)
+    encoded = [b for t in tables for b in pc.struct_field(t.column(image_column), "bytes").to_pylist()]
+    row_names = [f"{f} row {row}" for f, t in zip(files, tables) for row in range(t.num_rows)]
+    images, kept = decode_images(encoded, row_names, options)
+    return ImageData(images, None if labels is None else labels[kept], classes, name, key, len(encoded) - len(kept))
+
+
+def _parquet_columns(files: list[Path]) -> tuple[str, str | None, str | None]:
+    """(image column, label column or None, label kind) shared by every shard of ``files``; a one-line
+    error names a shard that differs, one that is not parquet or is damaged, or a label column of a
+    type that cannot be labels (see :func:`_label_kind`)."""
+    schemas = [_read_parquet_schema(f) for f in files]
+    image_column = _parquet_image_column(schemas[0], files[0])
+    label_column = _parquet_label_column(schemas[0], files[0])
+    for f, schema in zip(files[1:], schemas[1:]):
+        if _parquet_image_column(schema, f, required=False) != image_column:
+            raise UserError(f"parquet shards differ: {files[0].name} has image column {image_column!r}, {f} does not")
+        other = _parquet_label_column(schema, f)
+        if other != label_column or (label_column and _label_kind(schema, other) != _label_kind(schemas[0], label_column)):
+            raise UserError(f"parquet shards differ: {files[0].name} has label column {label_column!r} "
+                            f"({_label_kind(schemas[0], label_column)}), {f} has {other!r} ({_label_kind(schema, other)})")
+    return image_column, label_column, _label_kind(schemas[0], label_column)
+
+
+def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.ndarray | None, list[str] | None]:
+    """(labels as int64 or None, class names or None) of the rows of ``files``, read from the label column
+    alone; the one reading of labels for decoded data and for the encoded store.
+
+    Integer (or whole-number float) labels are used as they are, with the class names of the
+    ``huggingface`` schema metadata; string labels become indices into the sorted names found in every
+    file of the data set (``siblings``: all splits), so that train and test agree. A label column
+    with some null (or -1, Hugging Face's "no label") labels is an error naming the first (fill or drop
+    those rows); an all-null (or all -1) column means an unlabelled set, with a warning. A negative
+    label, a fraction, or a label past the schema's class names is an error naming its row."""
+    _, column, kind = _parquet_columns(files)
+    if column is None:
+        return None, None
+    counts, chunks = [], []
+    for f in files:
+        values = _read_parquet_table(f, [column]).column(column)
+        counts.append(len(values))
+        chunks.append(_label_values(values, kind))
+    values = np.concatenate(chunks) if chunks else np.zeros(0)
+    starts = np.cumsum([0] + counts)
+
+    def row(i: int) -> str:
+        shard = int(np.searchsorted(starts, i, side="right")) - 1
+        return f"{files[shard]} row {i - starts[shard]}"
+
+    if kind == "str":
+        return _string_labels(values, row, column, files, siblings)
+    classes = _parquet_class_names(_read_parquet_schema(files[0]), column)
+    missing = np.isnan(values) | (values == -1)
+    if missing.all():
+        warnings.warn(f"label column {column!r} holds only nulls (or -1): the data is unlabelled", stacklevel=5)
+        return None, None
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise UserError(f"{row(first)}: null label in column {column!r} ({int(missing.sum())} of {len(values)} rows "
+                        "null or -1); fill or remove those rows")
+    bad = (values < 0) | (values != np.round(values)) | (values >= (len(classes) if classes else np.inf))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        allowed = f"0 to {len(classes) - 1} (the schema's {len(classes)} class names)" if classes else "0 or more"
+        raise UserError(f"{row(first)}: label {values[first]:g} in column {column!r} is not a class index: labels "
+                        f"must be whole numbers {allowed}")
+    return values.astype(np.int64), classes
+
+
+def _label_values(values, kind: str) -> np.ndarray:
+    """A label column as numbers (float64, NaN for null) or, for string labels, as an object array (None for null)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if kind == "str":
+        return np.array(values.to_pylist(), dtype=object)
+    return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _string_labels(values: np.ndarray, row, column: str, files: list[Path], siblings: list[Path]):
+    nulls = np.array([v is None for v in values], bool)
+    if nulls.all():
+        warnings.warn(f"label column {column!r} holds only nulls: the data is unlabelled", stacklevel=6)
+        return None, None
+    if nulls.any():
+        first = int(np.flatnonzero(nulls)[0])
+        raise UserError(f"{row(first)}: null label in column {column!r} ({int(nulls.sum())} of {len(values)} rows); "
+                        "fill or remove those rows")
+    names = set(values.tolist())
+    for f in siblings:  # the other splits' names, so that every split maps a name to the same index
+        if f in files:
+            continue
+        schema = _read_parquet_schema(f)
+        if column in schema.names and _label_kind(schema, column) == "str":
+            other = _label_values(_read_parquet_table(f, [column]).column(column), "str")
+            names.update(v for v in other.tolist() if v is not None)
+    names = sorted(names)
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def _read_parquet_schema(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable parquet file ({_first_line(exc)})") from None
+
+
+def _read_parquet_table(path: Path, columns: list[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UserError(f"parquet file {path} is damaged ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
+def _label_kind(schema, column: str | None) -> str | None:
+    """"int", "float", "str" or None: how a label column's values are read."""
+    import pyarrow as pa
+
+    if column is None:
+        return None
+    kind = schema.field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_integer(kind):
+        return "int"
+    if pa.types.is_floating(kind):
+        return "float"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "str"
+    return None
+
+
+def _parquet_label_column(schema, path: Path | None = None) -> str | None:
+    """The first of ``label``/``labels``, else None (unlabelled); one holding neither numbers nor strings
+    is an error (rather than a set silently read as unlabelled)."""
+    column = next((c for c in ("label", "labels") if c in schema.names), None)
+    if column is not None and _label_kind(schema, column) is None:
+        raise UserError(f"parquet file {path}: label column {column!r} has type {schema.field(column).type}; "
+                        "labels must be integers or strings")
+    return column
+
+
+def _parquet_image_column(schema, path: Path, required: bool = True) -> str | None:
+    """The first column whose type is a struct with a ``bytes`` field (Hugging Face's Image feature)."""
+    import pyarrow as pa
+
+    for field in schema:
+        if pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0:
+            return field.name
+    if not required:
+        return None
+    raise UserError(f"no image column (a struct with a 'bytes' field) in parquet file {path}")
+
+
+def _parquet_class_names(schema, label_column: str) -> list[str] | None:
+    """Class names from the ``huggingface`` schema metadata (a ClassLabel feature), if present."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if raw is None:
+        return None
+    feature = json.loads(raw).get("info", {}).get("features", {}).get(label_column, {})
+    if feature.get("_type") != "ClassLabel" or "names" not in feature:
+        return None
+    return [str(n) for n in feature["names"]]
+
+
+def list_parquet(files: list[Path], name: str, split: str, siblings: list[Path]) -> EncodedListing:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    image_column, _, _ = _parquet_columns(files)
+    counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    if sum(counts) == 0:
+        raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
+    labels, classes = _parquet_split_labels(files, siblings)
+    key = decoded_cache.fingerprint(kind="parquet-files", files=decoded_cache.file_stats(files), split=split,
+                                    **_parquet_names_key(files, siblings))
+
+    def chunks(n: int):
+        for f in files:
+            row = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=n, columns=[image_column]):
+                encoded = pc.struct_field(batch.column(0), "bytes").to_pylist()
+                yield [(f"{f} row {row + i}", b if b is not None else b"") for i, b in enumerate(encoded)]
+                row += len(encoded)
+
+    return EncodedListing(name, key, sum(counts), labels, classes, chunks)
