@@ -414,7 +414,7 @@ def test_released_pages_read_back_the_same(tmp_path, monkeypatch):
     calls = []
     original = EncodedStore.release_pages
     monkeypatch.setattr(EncodedStore, "release_pages", lambda self: calls.append(1) or original(self))
-    monkeypatch.setattr(store_batches, "RELEASE_BYTES", 1)  # release after every batch
+    monkeypatch.setattr(store_module, "RELEASE_BYTES", 1)  # release after every batch
     runs = [[c for _, c in store_views(store, BatchDecoder(8), sequential_batches(10, 4), seed=1, epoch=0)]
             for _ in range(2)]
     assert len(calls) == 6 and all(torch.equal(a, b) for a, b in zip(*runs))

@@ -19,8 +19,40 @@ import numpy as np
 
 
 class Labelled:
-    """What every image set says of its labels (``labels``: int64 with -1 for unlabelled, or None;
-    ``classes``: names or None): :class:`ImageData` and the encoded store share it."""
+    """What every image set provides, :class:`ImageData` (decoded, in memory) and the encoded store
+    (:class:`gsimclr.data.store.EncodedStore`) alike: ``len()``, ``labels`` (int64 with -1 for
+    unlabelled, or None), ``classes`` (names or None), ``name``, ``fingerprint``, ``subset(index)``,
+    and the pixels through one interface, so no consumer asks which kind it holds:
+
+    - :meth:`read` ``(index, size)``: uint8 ``(B, size, size, 3)`` CPU tensor of the images at
+      ``index`` (in that order);
+    - :meth:`batches` ``(index, size, device, batch_size)``: ``(idx, images)`` pairs over ``index``
+      (None: every image in order) in chunks of ``batch_size``, ``images`` as :meth:`read` gives them
+      but on ``device`` (a store decodes the next chunks in a background thread meanwhile).
+
+    The pixels are the evaluation view of each image: an :class:`ImageData` gives its decoded images
+    (already the centred square, or stretched, at load time), resized with the evaluation transform's
+    antialiased bilinear filter only when ``size`` differs from its ``image_size`` (then rounded to
+    uint8); a store gives the centred square of each image's shorter side decoded and resized to
+    ``size``. Pass them through :func:`gsimclr.transforms.augment.eval_transform` (or any augmentation)
+    on the device. Images at ``size`` in both give the same pixels (bit for bit when the store keeps
+    the source JPEG bytes, else within JPEG's tolerance).
+    """
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read(self, index, size: int):
+        """uint8 ``(len(index), size, size, 3)`` CPU tensor of the images at ``index`` (see the class)."""
+        raise NotImplementedError
+
+    def batches(self, index=None, size: int | None = None, device="cpu", batch_size: int = 256):
+        """Iterate ``(idx, images)``: ``idx`` int64 (B,) positions in this set, taken from ``index`` (None:
+        ``range(len(self))``) ``batch_size`` at a time in that order; ``images`` uint8 ``(B, size, size, 3)``
+        on ``device`` (see the class). ``size`` None is the set's ``image_size``."""
+        size = self.image_size if size is None else int(size)
+        for idx in index_chunks(len(self), index, batch_size):
+            yield idx, self.read(idx, size).to(device, non_blocking=True)
 
     @property
     def has_labels(self) -> bool:
@@ -35,6 +67,21 @@ class Labelled:
     def with_classes(self, labels: np.ndarray, classes: list[str]) -> "Labelled":
         """The same images with new ``labels`` indexing ``classes`` (see :func:`align_classes`)."""
         raise NotImplementedError
+
+
+def index_chunks(count: int, index, batch_size: int) -> list[np.ndarray]:
+    """``index`` (None: ``range(count)``) as int64 chunks of ``batch_size``, in order; an index outside
+    ``[0, count)`` is an IndexError.
+
+    >>> [c.tolist() for c in index_chunks(5, None, 2)]
+    [[0, 1], [2, 3], [4]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = np.arange(count, dtype=np.int64) if index is None else np.asarray(index, np.int64).reshape(-1)
+    if len(order) and (order.min() < 0 or order.max() >= count):
+        raise IndexError(f"image index out of range [0, {count})")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def align_classes(train: Labelled, test: Labelled | None) -> Labelled | None:
@@ -95,6 +142,23 @@ class ImageData(Labelled):
     def image_size(self) -> int:
         return int(self.images.shape[1])
 
+    def read(self, index, size: int):
+        import torch
+
+        index = np.asarray(index, np.int64).reshape(-1)
+        start = int(index[0]) if len(index) else 0
+        if len(index) and np.array_equal(index, np.arange(start, start + len(index))):
+            images = torch.from_numpy(np.ascontiguousarray(self.images[start:start + len(index)]))
+        else:
+            images = torch.from_numpy(self.images[index])
+        return resize_uint8(images, size)
+
+    def batches(self, index=None, size: int | None = None, device="cpu", batch_size: int = 256):
+        size = self.image_size if size is None else int(size)
+        for idx in index_chunks(len(self), index, batch_size):
+            images = self.read(idx, self.image_size).to(device, non_blocking=True)
+            yield idx, resize_uint8(images, size)  # resized on the device
+
     def with_classes(self, labels: np.ndarray, classes: list[str]) -> "ImageData":
         digest = hashlib.sha1(repr((np.asarray(labels).tobytes(), classes)).encode()).hexdigest()[:12]
         return dataclasses.replace(self, labels=labels, classes=list(classes),
@@ -117,3 +181,15 @@ class ImageData(Labelled):
             f"{self.fingerprint}:subset-{hashlib.sha1(np.ascontiguousarray(index).tobytes()).hexdigest()[:12]}",
             self.skipped,
         )
+
+
+def resize_uint8(images, size: int):
+    """uint8 ``(N, H, W, 3)`` images resized to ``size`` x ``size`` on their device with the evaluation
+    transform's antialiased bilinear filter (:func:`gsimclr.transforms.augment.resize`), rounded back to
+    uint8; the images themselves when they have that size already."""
+    if tuple(images.shape[1:3]) == (size, size):
+        return images
+    from gsimclr.transforms.augment import resize, to_float
+
+    out = resize(to_float(images), size).mul_(255).round_().clamp_(0, 255).to(images.dtype)
+    return out.permute(0, 2, 3, 1).contiguous()

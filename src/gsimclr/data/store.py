@@ -45,7 +45,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gsimclr.data import cache as decoded_cache
-from gsimclr.data.dataset import Labelled
+from gsimclr.data.dataset import Labelled, index_chunks
+from gsimclr.data.decode import BatchDecoder, default_backend
+from gsimclr.data.prefetch import Prefetcher
 from gsimclr.data.sources import EncodedListing, _to_rgb
 from gsimclr.errors import UserError
 
@@ -53,6 +55,8 @@ STORE_VERSION = 1
 """Bump when the stored bytes change for the same source and options."""
 DEFAULT_QUALITY = 90
 _CHUNK = 512  # images per encoding round (bounded memory while writing)
+RELEASE_BYTES = 256 * 2**20
+"""Readers unmap the store pages they have read after this many bytes (see ``release_pages``)."""
 _ORIENTATION_TAG = 0x0112
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 
@@ -132,6 +136,40 @@ class EncodedStore(Labelled):
     def payloads(self, index) -> list[memoryview]:
         """The JPEG bytes of the images at ``index`` (in that order)."""
         return [self.payload(i) for i in np.asarray(index).reshape(-1)]
+
+    def read(self, index, size: int):
+        """The centred square of each image at ``index`` decoded and resized to ``size``: uint8
+        ``(len(index), size, size, 3)`` CPU tensor (see :class:`gsimclr.data.dataset.Labelled`)."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        decoder = BatchDecoder(int(size), views=1, crop=False, workers=1 if len(index) < 64 else None)
+        try:
+            return decoder(self.payloads(index), self.sizes[index], np.random.default_rng(0))[0]
+        finally:
+            decoder.close()
+
+    def batches(self, index=None, size: int | None = None, device="cpu", batch_size: int = 256):
+        """As :meth:`gsimclr.data.dataset.Labelled.batches`; the next chunks are decoded in a background
+        thread while the caller works on the current one (nvJPEG on a CUDA ``device``)."""
+        size = self.image_size if size is None else int(size)
+        chunks = index_chunks(len(self), index, batch_size)
+        decoder = BatchDecoder(size, views=1, crop=False, backend=default_backend(device))
+        try:
+            for idx, images in Prefetcher(chunks, lambda step, idx: self.decode(idx, decoder)[0]):
+                yield idx, images.to(device, non_blocking=True)
+        finally:
+            decoder.close()
+
+    def decode(self, index, decoder: BatchDecoder, rng: np.random.Generator | None = None):
+        """``decoder``'s crops ``(views, len(index), size, size, 3)`` of the images at ``index``; after
+        every :data:`RELEASE_BYTES` read, the pages this process mapped are released (bounded memory)."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        payloads = self.payloads(index)
+        crops = decoder(payloads, self.sizes[index], np.random.default_rng(0) if rng is None else rng)
+        self._read_bytes = getattr(self, "_read_bytes", 0) + sum(len(p) for p in payloads)
+        if self._read_bytes > RELEASE_BYTES:
+            self.release_pages()
+            self._read_bytes = 0
+        return crops
 
     def with_classes(self, labels: np.ndarray, classes: list[str]) -> "EncodedStore":
         """The same images with new ``labels`` indexing ``classes`` (see :func:`gsimclr.data.dataset.align_classes`)."""

@@ -36,8 +36,6 @@ from gsimclr.data.store import EncodedStore, build_store
 from gsimclr.errors import UserError
 
 STORE_MODES = ("auto", "memory", "jpeg")
-RELEASE_BYTES = 256 * 2**20
-""":func:`store_views` unmaps the store pages it has read after this many bytes (see ``release_pages``)."""
 MEMORY_FRACTION = 0.5
 """``store: auto`` keeps decoded images in memory while they take at most this share of the RAM."""
 
@@ -69,17 +67,8 @@ def store_views(store: EncodedStore, decoder: BatchDecoder, batches, seed: int, 
     ``(views, len(indices), size, size, 3)``, decoded ``depth`` batches ahead in a background thread;
     ``pin`` puts them in pinned memory for an asynchronous copy to the GPU."""
 
-    read = [0]
-
     def load(step: int, indices) -> object:
-        indices = np.asarray(indices)
-        rng = np.random.default_rng([seed, epoch, rank, step])
-        payloads = store.payloads(indices)
-        crops = decoder(payloads, store.sizes[indices], rng)
-        read[0] += sum(len(p) for p in payloads)
-        if read[0] > RELEASE_BYTES:  # keep the mapped pages this process holds bounded
-            store.release_pages()
-            read[0] = 0
+        crops = store.decode(indices, decoder, np.random.default_rng([seed, epoch, rank, step]))
         return crops.pin_memory() if pin and crops.device.type == "cpu" else crops
 
     return Prefetcher(batches, load, depth)
@@ -128,8 +117,6 @@ def decoded(data: ImageData | EncodedStore, size: int, purpose: str, budget_byte
                         f"than the memory budget ({budget / 1e9:.1f} GB): raise --memory-budget-gb, lower "
                         "--image-size or --train-limit/--test-limit, or use the linear and kNN evaluations alone")
     images = np.empty((len(data), size, size, 3), np.uint8)
-    decoder = BatchDecoder(size, views=1, crop=False)
-    for indices, crops in store_views(data, decoder, sequential_batches(len(data), batch_size), seed=0, epoch=0):
-        images[indices] = crops[0].numpy()
-    decoder.close()
+    for indices, batch in data.batches(None, size, "cpu", batch_size):
+        images[indices] = batch.numpy()
     return ImageData(images, data.labels, data.classes, data.name, f"{data.fingerprint}:decoded-{size}", data.skipped)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from gsimclr.data.dataset import ImageData
+from gsimclr.data.dataset import Labelled
 from gsimclr.models.autoencoder import DenoisingAutoencoder
 from gsimclr.runtime import autocast, backward_step, grad_scaler, resolve_device
 from gsimclr.tracking import RunLogger
@@ -67,8 +67,10 @@ def _batches(n: int, size: int, rng: np.random.Generator | None = None, drop_las
         yield order[i:i + size]
 
 
-def _inputs(images: torch.Tensor, idx, size: int, device: torch.device) -> torch.Tensor:
-    return eval_transform(images[idx].to(device, non_blocking=True), size, **UNIT)
+def _inputs(data: Labelled, idx, size: int, device: torch.device) -> torch.Tensor:
+    """The autoencoder's inputs: images ``idx`` of ``data`` (in memory or a store, read at their own size)
+    resized to ``size`` on the device, raw [0, 1] pixels."""
+    return eval_transform(data.read(idx, data.image_size).to(device, non_blocking=True), size, **UNIT)
 
 
 def input_size(image_size: int, ae: DenoisingAutoencoder) -> int:
@@ -76,8 +78,8 @@ def input_size(image_size: int, ae: DenoisingAutoencoder) -> int:
     return max(ae.downsampling, image_size // ae.downsampling * ae.downsampling)
 
 
-def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path | None = None,
-                      val_data: ImageData | None = None) -> DenoisingAutoencoder:
+def train_autoencoder(data: Labelled, opts: AutoencoderOptions, out_dir: Path | None = None,
+                      val_data: Labelled | None = None) -> DenoisingAutoencoder:
     """Train the denoising autoencoder with early stopping (patience ``opts.patience``, the best epoch's
     weights restored) on a 10% split held out of ``data``, or on ``val_data`` (the notebooks pass the
     test set) when given, training on all of ``data`` then; logs its losses to ``out_dir``/metrics.jsonl."""
@@ -88,14 +90,13 @@ def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path |
     rng = np.random.default_rng(opts.seed)
     ae = apply_defaults(DenoisingAutoencoder(opts.model, opts.decoder), opts.defaults).to(device)
     size = input_size(opts.image_size, ae)
-    images = torch.from_numpy(data.images)
     if val_data is None:
         order = rng.permutation(len(data))
         n_val = max(1, len(data) // 10)
         val_idx, train_idx = order[:n_val], order[n_val:] if opts.shuffle else np.sort(order[n_val:])
-        val_images = images
+        val_set = data
     else:
-        train_idx, val_images = np.arange(len(data)), torch.from_numpy(val_data.images)
+        train_idx, val_set = np.arange(len(data)), val_data
         val_idx = np.arange(len(val_data))
     optimizer = torch.optim.Adam(ae.parameters(), lr=opts.lr, eps=1e-7 if opts.defaults == "keras" else 1e-8)
     log = RunLogger(out_dir, tensorboard=True) if out_dir else None
@@ -105,7 +106,7 @@ def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path |
         ae.train()
         total, seen = torch.zeros((), device=device), 0
         for b in _batches(len(train_idx), opts.batch_size, rng if opts.shuffle else None, opts.drop_last):
-            x = _inputs(images, train_idx[b], size, device)
+            x = _inputs(data, train_idx[b], size, device)
             noisy = x + opts.noise * torch.randn_like(x)
             with autocast(device, opts.precision):
                 loss = F.mse_loss(ae(noisy).float(), x)
@@ -113,7 +114,7 @@ def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path |
             backward_step(loss, optimizer, scaler)
             total += loss.detach() * len(b)
             seen += len(b)
-        val = _reconstruction_loss(ae, val_images, val_idx, size, opts, device)
+        val = _reconstruction_loss(ae, val_set, val_idx, size, opts, device)
         if log:
             log.log({"epoch": epoch, "ae_train_loss": float(total) / max(seen, 1), "ae_val_loss": val})
         if val < best - opts.min_delta:
@@ -131,25 +132,24 @@ def train_autoencoder(data: ImageData, opts: AutoencoderOptions, out_dir: Path |
 
 
 @torch.no_grad()
-def _reconstruction_loss(ae, images, idx, size, opts: AutoencoderOptions, device) -> float:
+def _reconstruction_loss(ae, data: Labelled, idx, size, opts: AutoencoderOptions, device) -> float:
     ae.eval()
     total = 0.0
-    for b in _batches(len(idx), opts.batch_size):
-        x = _inputs(images, idx[b], size, device)
+    for _, batch in data.batches(idx, data.image_size, device, opts.batch_size):
+        x = eval_transform(batch, size, **UNIT)
         with autocast(device, opts.precision):
             total += float(F.mse_loss(ae(x).float(), x, reduction="sum")) / x[0].numel()
     return total / len(idx)
 
 
 @torch.no_grad()
-def encode(ae: DenoisingAutoencoder, data: ImageData, opts: AutoencoderOptions) -> np.ndarray:
+def encode(ae: DenoisingAutoencoder, data: Labelled, opts: AutoencoderOptions) -> np.ndarray:
     """The pooled latent code of every image (N, channels), float32."""
     device = next(ae.parameters()).device
     ae.eval()
-    images = torch.from_numpy(data.images)
     size = input_size(opts.image_size, ae)
     out = []
-    for b in _batches(len(data), opts.batch_size):
+    for _, batch in data.batches(None, data.image_size, device, opts.batch_size):
         with autocast(device, opts.precision):
-            out.append(ae.encode(_inputs(images, b, size, device)).float().cpu())
+            out.append(ae.encode(eval_transform(batch, size, **UNIT)).float().cpu())
     return torch.cat(out).numpy()
