@@ -18,7 +18,7 @@ def extract_features(model: SimCLRModel, data: Images, image_size: int, device: 
     inputs normalised with ``mean``/``std`` (0 and 1: raw ``[0, 1]`` pixels, as the notebooks)."""
     model.eval().to(memory_format=torch.channels_last)
     chunks: dict[str, list[torch.Tensor]] = {}
-    for batch in read_in_order(data, image_size, device, batch_size):
+    for batch in read_in_order(data, device, batch_size):
         x = eval_transform(batch, image_size, mean, std).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             feats = model.features(x)

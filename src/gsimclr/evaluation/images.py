@@ -1,12 +1,12 @@
 """Images as every evaluation reads them, whatever holds them: the in-memory
 :class:`~gsimclr.data.dataset.ImageData` or the memory-mapped JPEG :class:`~gsimclr.data.store.EncodedStore`.
 
-Every pixel an evaluation reads comes through :func:`_read` (one place, so that both kinds of data
-take the same path through every evaluation): uint8 ``(B, H, W, 3)`` batches on the device, at the
-given indices. From an in-memory set these are its stored images (the evaluation transform resizes
-them to ``image_size``); from a store, the centred square of each image decoded at ``image_size``,
-in a background thread while the model runs, so a store larger than memory is read batch by batch
-and never decoded whole.
+Every pixel an evaluation reads comes through :func:`_read`, which reads through the one image
+interface both kinds of data provide (:meth:`gsimclr.data.dataset.Labelled.batches`): uint8
+``(B, H, W, 3)`` batches on the device at the given indices, at the data's own stored size (the
+evaluation transform or the augmentation resizes them to ``image_size``, the same for both kinds).
+A store decodes the centred square of each image in a background thread while the model runs, so a
+store larger than memory is read batch by batch and never decoded whole.
 
 :class:`LabelledImages` is one labelled split as an evaluation sees it: its labels, its size, the
 model inputs of a batch (:meth:`~LabelledImages.inputs`), its frozen features
@@ -29,39 +29,38 @@ import numpy as np
 import torch
 
 from gsimclr.data.dataset import ImageData
-from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.store import EncodedStore
-from gsimclr.data.store_batches import sequential_batches, store_views
 from gsimclr.errors import UserError
 from gsimclr.runtime import autocast, seed_epoch
 from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 Images = ImageData | EncodedStore
-RESIDENT_BYTES = 2 * 2**30
-"""An in-memory set up to this size is copied to the GPU once, not batch by batch."""
 
 
-def _read(data: Images, batches: Iterable[np.ndarray], image_size: int, device: torch.device,
-          resident: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
-    """uint8 ``(B, H, W, 3)`` images of ``data`` at each index array of ``batches``, on ``device``
-    (``resident``: the in-memory images already there)."""
-    if isinstance(data, EncodedStore):
-        decoder = BatchDecoder(image_size, views=1, crop=False, backend=default_backend(device))
-        try:
-            for _, crops in store_views(data, decoder, list(batches), seed=0, epoch=0):
-                yield crops[0].to(device, non_blocking=True)
-        finally:
-            decoder.close()
+def _read(data: Images, batches: list[np.ndarray], device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 ``(B, H, W, 3)`` images of ``data`` at each index array of ``batches`` (any sizes), on ``device``,
+    read in order through ``data.batches`` (see the module docstring)."""
+    if not batches:
         return
-    images = torch.from_numpy(data.images) if resident is None else resident
+    flat = np.concatenate([np.asarray(b, np.int64).reshape(-1) for b in batches])
+    chunks = (images for _, images in data.batches(flat, None, device, max(1, max(len(b) for b in batches))))
+    pending: list[torch.Tensor] = []
     for index in batches:
-        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        yield images[index.to(images.device)].to(device, non_blocking=True)
+        parts, need = [], len(index)
+        while need:
+            part = pending.pop() if pending else next(chunks)
+            if len(part) > need:
+                part, rest = part[:need], part[need:]
+                pending.append(rest)
+            parts.append(part)
+            need -= len(part)
+        yield parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def read_in_order(data: Images, image_size: int, device: torch.device, batch_size: int = 512) -> Iterator[torch.Tensor]:
+def read_in_order(data: Images, device: torch.device, batch_size: int = 512) -> Iterator[torch.Tensor]:
     """Every image of ``data`` in order, in uint8 batches of ``batch_size`` on ``device`` (see :func:`_read`)."""
-    return _read(data, sequential_batches(len(data), batch_size), image_size, device)
+    return _read(data, [np.arange(i, min(i + batch_size, len(data))) for i in range(0, len(data), batch_size)],
+                 device)
 
 
 class LabelledImages:
@@ -78,7 +77,6 @@ class LabelledImages:
         self.data, self.image_size, self.device, self.role = data, image_size, torch.device(device), role
         self.mean, self.std = tuple(mean), tuple(std)
         self.labels = torch.from_numpy(np.asarray(data.labels)).long()
-        self._resident: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -94,10 +92,7 @@ class LabelledImages:
 
     def pixels(self, batches: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
         """uint8 images at each index array of ``batches``, on the device."""
-        if (self._resident is None and self.device.type == "cuda" and isinstance(self.data, ImageData)
-                and self.data.images.nbytes <= RESIDENT_BYTES):  # copied once, on first use
-            self._resident = torch.from_numpy(self.data.images).to(self.device)
-        return _read(self.data, batches, self.image_size, self.device, self._resident)
+        return _read(self.data, list(batches), self.device)
 
     def inputs(self, pixels: torch.Tensor) -> torch.Tensor:
         """Model inputs of uint8 ``pixels``: the evaluation transform, channels last."""
