@@ -372,7 +372,7 @@ def _eval_setup(args):
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
-    train, test = load_data(cfg)
+    train, test = load_data(cfg, training=False)  # an evaluation command takes no --batch-size
     return model, cfg, train, test
 
 

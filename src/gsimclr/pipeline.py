@@ -28,9 +28,8 @@ from gsimclr.data.store import EncodedStore
 from gsimclr.data.store_batches import decoded, open_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
-from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
+from gsimclr.evaluation import EVALUATIONS, check_evaluations, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
-from gsimclr.evaluation.knn import check_knn_k
 from gsimclr.data.splits import holdout_split
 from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
@@ -49,10 +48,12 @@ from gsimclr.tracking import read_metrics
 from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, check_reclustering, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
 
-def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
+def load_data(cfg: Config, training: bool = True) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
     """The training split and a labelled evaluation split, each in memory or as a memory-mapped JPEG
     store as ``--store`` picks (:func:`gsimclr.data.store_batches.open_split`). Without a test split, a
-    stratified 20% of a labelled training set is held out for evaluation (and not used for pretraining)."""
+    stratified 20% of a labelled training set is held out for evaluation (and not used for pretraining).
+    ``training``: the command trains with ``--batch-size``, which must fit the training images (the
+    evaluation commands do not take it; their settings are checked by :func:`check_evaluations`)."""
     train, test = _open_splits(cfg)
     if test is None and train.has_labels:
         keep, held = holdout_split(train.labels, 0.2, cfg.seed)
@@ -62,7 +63,7 @@ def load_data(cfg: Config) -> tuple[ImageData | EncodedStore, ImageData | Encode
         train, test = train.subset(keep), train.subset(held)
     train = _limit(train, cfg.train_limit, cfg.seed)
     test = _limit(test, cfg.test_limit, cfg.seed + 1) if test is not None else None
-    if cfg.batch_size > len(train):
+    if training and cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
     return train, test
 
@@ -282,8 +283,7 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
     names = enabled_evaluations(cfg) if which is None else list(which)
-    if "knn" in names:
-        check_knn_k(cfg.knn_k, len(train))  # before any features are computed
+    check_evaluations(cfg, train, test, names)  # before any features are computed
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
@@ -430,8 +430,8 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
         METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
     evaluable = train.has_labels and test is not None and test.has_labels
-    if evaluable and "knn" in enabled_evaluations(cfg):
-        check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
+    if evaluable:
+        check_evaluations(cfg, train, test, enabled_evaluations(cfg))  # before hours of pretraining, not after
     if any(METHODS[m].guided for m in methods) and not pseudo_labels_before_pretraining(cfg):
         check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
     if resume:

@@ -247,6 +247,21 @@ def _images(cfg, data: Images, device: torch.device, role: str) -> LabelledImage
     return LabelledImages(data, cfg.image_size, device, role, mean, std)
 
 
+def check_linear_notebook(cfg, train: Images, test: Images) -> None:
+    """The registered ``linear_notebook`` evaluation's check: a holdout leaves training images."""
+    Selection.of(cfg).split(train.labels, cfg.seed, "training images")
+
+
+def check_finetune_notebook(cfg, train: Images, test: Images) -> None:
+    """The registered ``finetune_notebook`` evaluation's check: a holdout leaves labelled images to train on."""
+    import warnings
+
+    with warnings.catch_warnings():  # said once, when the evaluation runs
+        warnings.simplefilter("ignore")
+        picked = sample_labelled(train.labels, cfg.label_fraction, cfg.label_sampling, cfg.seed)
+    Selection.of(cfg).split(train.labels[picked], cfg.seed, f"labelled images (--label-fraction {cfg.label_fraction:g})")
+
+
 def run_linear_notebook(ctx) -> dict[str, dict]:
     """The registered ``linear_notebook`` evaluation: a probe at each of P1, P2, P3 (up to
     ``--linear-epochs``, ``--linear-epochs-p2``, ``--linear-epochs-p3``)."""

@@ -42,11 +42,12 @@ SAMPLINGS = ("stratified", "uniform")
 
 
 def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = "stratified",
-                           seed: int = 0) -> np.ndarray:
-    """Sorted indices of a ``fraction`` of the images, by ``sampling`` (see the module docstring)."""
+                           seed: int = 0, option: str = "--label-fraction") -> np.ndarray:
+    """Sorted indices of a ``fraction`` of the images, by ``sampling`` (see the module docstring);
+    ``option`` is the setting that gave ``fraction``, named in errors and warnings."""
     labels = np.asarray(labels)
     if not 0 < fraction <= 1:
-        raise UserError(f"label fraction must be in (0, 1], got {fraction}")
+        raise UserError(f"{option}: the label fraction must be in (0, 1], got {fraction}")
     if sampling not in SAMPLINGS:
         raise UserError(f"label sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     rng = np.random.default_rng(seed)
@@ -54,22 +55,23 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = 
         return np.arange(len(labels))
     if sampling == "uniform":
         picked = np.sort(rng.choice(len(labels), max(1, round(fraction * len(labels))), replace=False))
-        check_every_class(labels, picked, fraction, sampling)
+        check_every_class(labels, picked, fraction, sampling, option)
         return picked
     from gsimclr.data.splits import label_subset  # the stratified draw fine-tuning always used
 
     return label_subset(labels, fraction, seed)
 
 
-def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str) -> int:
+def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str,
+                      option: str = "--label-fraction") -> int:
     """Warn when the labelled subset ``picked`` leaves a class of ``labels`` without an image: a uniform
     draw may do that by design (it is the protocol), but a classifier cannot learn a class it never sees,
     so the number is said. Returns how many classes are missing."""
     missing = np.setdiff1d(np.unique(labels), np.asarray(labels)[picked])
     if len(missing):
-        warnings.warn(f"--label-fraction {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
+        warnings.warn(f"{option} {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
                       f"images and leaves {len(missing)} of {len(np.unique(labels))} classes without one (they cannot "
-                      "be predicted); raise --label-fraction or use --label-sampling stratified", stacklevel=2)
+                      f"be predicted); raise {option} or use --label-sampling stratified", stacklevel=2)
     return len(missing)
 
 
@@ -87,7 +89,8 @@ def standard_linear_eval(backbone: nn.Module, train: Images, test: Images, image
         raise UserError("the standard linear protocol needs labelled train and test data")
     train = LabelledImages(train, image_size, device, "training", mean, std)
     test = LabelledImages(test, image_size, device, "test", mean, std)
-    subset = train.subset(label_fraction_indices(train.data.labels, fraction, sampling, seed)) if fraction < 1 else train
+    picked = label_fraction_indices(train.data.labels, fraction, sampling, seed, "--standard-label-fraction")
+    subset = train.subset(picked) if fraction < 1 else train
     backbone = freeze(backbone.to(device, memory_format=torch.channels_last))
     n_classes = max(train.num_classes, int(test.labels.max()) + 1)
     clf = nn.Linear(backbone.num_features, n_classes).to(device)
