@@ -88,3 +88,16 @@ def test_supervised_baseline_gives_the_same_result_on_memory_and_store(splits, c
         torch.manual_seed(0)
         results[kind] = stage_supervised(cfg, train, test)
     assert results["memory"] == results["store"]
+
+
+def test_every_evaluation_is_independent_of_what_ran_before(splits):
+    """Each evaluation initialises its head from --seed, so it gives the same number from ``gsimclr run`` and
+    from its own subcommand in a fresh process (PyTorch seeds its global stream at random)."""
+    cfg = _cfg(eval_protocol="notebook")
+    train, test = splits["memory"]
+    model = build_model(cfg)
+    results = []
+    for ambient in (1, 2):
+        torch.manual_seed(ambient)
+        results.append(evaluate_encoder(cfg, model, train, test, which=tuple(EVALUATIONS.names())))
+    assert results[0] == results[1]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsimclr.data.splits import label_subset
-from gsimclr.evaluation.fit import FitOptions, epoch_batches, fit, score
+from gsimclr.evaluation.fit import FitOptions, epoch_batches, fit, score, seeded
 from gsimclr.evaluation.images import Images, LabelledImages, TensorBatches
 from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment
 
@@ -101,7 +101,8 @@ def finetune(backbone: nn.Module, train: Images, test: Images, fraction: float, 
 
     train, test = _splits(train, test, image_size, device, mean, std)
     subset = train.subset(label_fraction_indices(train.data.labels, fraction, sampling, seed), "labelled")
-    model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
+    with seeded(seed):
+        model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
     batch = min(64, len(subset))
     train_head_on_features(model, subset, head_epochs, head_lr or lr * 10, batch, seed, precision)
     train_classifier(model, subset, epochs, lr, batch, seed=seed + 1, precision=precision, desc="fine-tune")

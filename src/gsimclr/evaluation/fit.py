@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -222,6 +223,24 @@ def score(module: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
 def chunks(x: torch.Tensor, y: torch.Tensor, size: int = 4096) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) in consecutive chunks of ``size`` (scoring tensors already on the device)."""
     return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Random draws inside (a new head's initial weights) from ``seed`` alone, whatever ran before in this
+    process (PyTorch seeds its global stream at random at start-up), so an evaluation gives the same
+    number from ``gsimclr run`` and from its own subcommand; the global stream continues as it was.
+
+    >>> with seeded(0): a = torch.nn.Linear(3, 2).weight
+    >>> _ = torch.randn(5)
+    >>> with seeded(0): b = torch.nn.Linear(3, 2).weight
+    >>> torch.equal(a, b)
+    True
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gsimclr.evaluation.fit import FitOptions, chunks, fit, score
+from gsimclr.evaluation.fit import FitOptions, chunks, fit, score, seeded
 from gsimclr.evaluation.images import TensorBatches
 
 
@@ -30,7 +30,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     xt = ((test_x - mean) / std).to(device)
     ys, yt = train_y.long().to(device), test_y.long().to(device)
     n_classes = int(max(ys.max(), yt.max())) + 1
-    clf = torch.nn.Linear(xs.shape[1], n_classes).to(device)
+    with seeded(seed):
+        clf = torch.nn.Linear(xs.shape[1], n_classes).to(device)
     options = FitOptions(epochs, lr, batch_size, weight_decay=weight_decay, seed=seed, precision=precision)
     fit(clf, TensorBatches(xs, ys), lambda batch: F.cross_entropy(clf(batch[0]), batch[1]), options)
     return score(clf.eval(), chunks(xt, yt), precision)[1]

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsimclr.data.splits import label_subset
-from gsimclr.evaluation.fit import KERAS_ADAM_EPS, SELECT_ON, FitOptions, Selection, chunks, fit, score
+from gsimclr.evaluation.fit import KERAS_ADAM_EPS, SELECT_ON, FitOptions, Selection, chunks, fit, score, seeded
 from gsimclr.evaluation.images import Images, LabelledImages, TensorBatches
 
 __all__ = ["SELECT_ON", "LABEL_SAMPLINGS", "FINETUNE_BN", "BN_EVAL", "KERAS_ADAM_EPS", "Selection", "keras",
@@ -105,8 +105,8 @@ def notebook_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
     xt, yt = test_x.float().to(device), test_y.long().to(device)
     xv, yv = (xt, yt) if held is None else (train_x[held].float().to(device), train_y[held].long().to(device))
     n_classes = int(max(train_y.max(), test_y.max())) + 1
-    torch.manual_seed(options.seed)
-    clf = keras_dense(xs.shape[1], n_classes, defaults).to(device)
+    with seeded(options.seed):
+        clf = keras_dense(xs.shape[1], n_classes, defaults).to(device)
     summary = _fit_dense(clf, (xs, ys), (xv, yv), options, selection)
     return {"top1": score(clf.eval(), chunks(xt, yt), options.precision)[1], "selected_on": selection.select_on,
             **summary}
@@ -196,8 +196,9 @@ def notebook_finetune(backbone: nn.Module, train: LabelledImages, test: Labelled
     fit_idx, held = selection.split(subset.data.labels, seed)
     fit_data = subset.subset(fit_idx)
     val_data = test if held is None else subset.subset(held, "held-out")
-    torch.manual_seed(seed)
-    model = DenseClassifier(backbone, train.num_classes, defaults).to(train.device, memory_format=torch.channels_last)
+    with seeded(seed):
+        model = DenseClassifier(backbone, train.num_classes, defaults).to(train.device,
+                                                                          memory_format=torch.channels_last)
 
     # 1. the Dense head on the frozen encoder in inference mode: its features are fixed (no
     # augmentation), so they are computed once, which is the same training as Keras' and cheaper

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsimclr.errors import UserError
-from gsimclr.evaluation.fit import FitOptions, fit, freeze, score
+from gsimclr.evaluation.fit import FitOptions, fit, freeze, score, seeded
 from gsimclr.evaluation.images import Images, LabelledImages
 from gsimclr.runtime import autocast
 from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment
@@ -93,7 +93,8 @@ def standard_linear_eval(backbone: nn.Module, train: Images, test: Images, image
     subset = train.subset(picked) if fraction < 1 else train
     backbone = freeze(backbone.to(device, memory_format=torch.channels_last))
     n_classes = max(train.num_classes, int(test.labels.max()) + 1)
-    clf = nn.Linear(backbone.num_features, n_classes).to(device)
+    with seeded(seed):
+        clf = nn.Linear(backbone.num_features, n_classes).to(device)
     batch = min(batch_size, len(subset))
     options = FitOptions(epochs, lr * batch / 256, batch, optimizer="sgd", momentum=momentum,
                          weight_decay=weight_decay, shuffle="numpy", seed=seed, precision=precision)
