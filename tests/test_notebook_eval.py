@@ -6,13 +6,15 @@ import torch
 
 from gsimclr.data.dataset import ImageData
 from gsimclr.evaluation.early_stopping import EarlyStopping
+from gsimclr.evaluation.fit import Selection
+from gsimclr.evaluation.images import LabelledImages
 from gsimclr.evaluation.notebook import (
     DenseClassifier,
+    keras,
     notebook_finetune,
     notebook_linear_probe,
     notebook_supervised,
     sample_labelled,
-    split_for_selection,
 )
 from gsimclr.models.registry import create_backbone
 
@@ -65,16 +67,16 @@ def test_sampling_of_the_labelled_fraction():
 
 def test_holdout_split_never_touches_test_and_is_disjoint():
     labels = np.repeat(np.arange(4), 20)
-    fit, held = split_for_selection(labels, "holdout", 0.25, 0)
+    fit, held = Selection(select_on="holdout", holdout_fraction=0.25).split(labels, 0)
     assert len(held) == 20 and not set(fit) & set(held) and len(fit) + len(held) == 80
-    assert split_for_selection(labels, "test", 0.25, 0)[1] is None
+    assert Selection(select_on="test", holdout_fraction=0.25).split(labels, 0)[1] is None
 
 
 def test_linear_probe_uses_raw_features_and_reports_selection():
     torch.manual_seed(0)
     x = torch.randn(400, 4) * 50 + 100  # raw (unstandardised) features still train with Adam
     y = (x[:, 0] > 100).long()
-    r = notebook_linear_probe(x[:300], y[:300], x[300:], y[300:], epochs=40, lr=0.05, patience=3)
+    r = notebook_linear_probe(x[:300], y[:300], x[300:], y[300:], keras(40, 0.05), Selection(patience=3))
     assert r["selected_on"] == "test" and 1 <= r["best_epoch"] <= r["epochs_run"] <= 40
     assert r["top1"] > 80
 
@@ -84,7 +86,7 @@ def _images(n, seed):
     labels = np.arange(n) % 2
     images = rng.integers(0, 60, (n, 8, 8, 3)).astype(np.uint8)
     images[labels == 1] += 150  # class 1 is bright
-    return ImageData(images, labels, ["dark", "bright"], name="toy")
+    return LabelledImages(ImageData(images, labels, ["dark", "bright"], name="toy"), 8, torch.device("cpu"), "toy")
 
 
 def test_finetune_keeps_batch_norm_statistics_frozen():
@@ -92,13 +94,14 @@ def test_finetune_keeps_batch_norm_statistics_frozen():
     torch.manual_seed(0)
     backbone = create_backbone("paper_resnet", n_blocks=0)
     before = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k}
-    r = notebook_finetune(backbone, train, test, 8, fraction=0.5, head_epochs=3, epochs=2, lr=1e-3, patience=5)
+    r = notebook_finetune(backbone, train, test, keras(3, 1e-3), keras(2, 1e-3, seed=1), Selection(patience=5),
+                          fraction=0.5)
     after = {k: v for k, v in backbone.state_dict().items() if "running" in k}
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert r["labelled"] == 100 and r["head"]["epochs_run"] == 3 and r["all_layers"]["epochs_run"] == 2
     assert r["top1"] > 90
     backbone = create_backbone("paper_resnet", n_blocks=0)
-    notebook_finetune(backbone, train, test, 8, fraction=0.5, head_epochs=1, epochs=1, bn="train")
+    notebook_finetune(backbone, train, test, keras(1, 1e-3), keras(1, 1e-5, seed=1), fraction=0.5, bn="train")
     assert not all(torch.equal(before[k], v) for k, v in backbone.state_dict().items() if "running" in k)
 
 
@@ -107,8 +110,8 @@ def test_supervised_resnet20_head_and_batch_statistics_quirk():
     torch.manual_seed(0)
     net = DenseClassifier(create_backbone("paper_resnet", n_blocks=1, pre_pool_bn=True, shortcut_bn=False), 2)
     assert isinstance(net.backbone.net[-4], torch.nn.BatchNorm2d)
-    r = notebook_supervised(net, train, test, 8, epochs=3, select_on="holdout", holdout_fraction=0.25)
+    r = notebook_supervised(net, train, test, keras(3, 1e-3), Selection(select_on="holdout", holdout_fraction=0.25))
     assert r["selected_on"] == "holdout" and r["epochs_run"] <= 3
-    r = notebook_supervised(DenseClassifier(create_backbone("paper_resnet", n_blocks=0), 2), train, test, 8,
-                            epochs=2, bn_eval="batch")
+    r = notebook_supervised(DenseClassifier(create_backbone("paper_resnet", n_blocks=0), 2), train, test,
+                            keras(2, 1e-3), bn_eval="batch")
     assert 0 <= r["top1"] <= 100

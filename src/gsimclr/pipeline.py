@@ -28,9 +28,8 @@ from gsimclr.data.store import EncodedStore
 from gsimclr.data.store_batches import decoded, open_split
 from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
-from gsimclr.evaluation import EVALUATIONS, enabled_evaluations
+from gsimclr.evaluation import EVALUATIONS, check_evaluations, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
-from gsimclr.evaluation.knn import check_knn_k
 from gsimclr.data.splits import holdout_split
 from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
@@ -260,8 +259,8 @@ def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods:
             raise UserError("--ae-select test needs a test split; this data has none")
     if guided and not pseudo_labels_before_pretraining(cfg):
         check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
-    if evaluate and train.has_labels and test is not None and test.has_labels and "knn" in enabled_evaluations(cfg):
-        check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
+    if evaluate and train.has_labels and test is not None and test.has_labels:
+        check_evaluations(cfg, train, test, enabled_evaluations(cfg))  # before hours of pretraining, not after
     if methods and cfg.init is not None:
         from gsimclr.models.weights import match_state_dict, read_state_dict
 
@@ -325,8 +324,7 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
     names = enabled_evaluations(cfg) if which is None else list(which)
-    if "knn" in names:
-        check_knn_k(cfg.knn_k, len(train))  # before any features are computed
+    check_evaluations(cfg, train, test, names)  # before any features are computed
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}

@@ -14,7 +14,7 @@ table names the protocol in each row title: "(ours)" for Adam on standardised, u
     ['linear', 'linear_standard', 'knn', 'finetune', 'linear_notebook', 'finetune_notebook']
 """
 
-from gsimclr.evaluation.registry import EVALUATIONS, Evaluation, enabled_evaluations, table_rows
+from gsimclr.evaluation.registry import EVALUATIONS, Evaluation, check_evaluations, enabled_evaluations, table_rows
 
 
 def _eval_protocol(cfg) -> str:
@@ -42,7 +42,7 @@ EVALUATIONS.register("linear_standard", Evaluation(
     enabled=lambda cfg: _protocols(cfg) != "features"))
 EVALUATIONS.register("knn", Evaluation(
     name="knn", command="knn", help="weighted kNN accuracy on frozen backbone features (P3)", sections=("knn",),
-    run="gsimclr.evaluation.knn:run_knn",
+    run="gsimclr.evaluation.knn:run_knn", check="gsimclr.evaluation.knn:check_knn",
     rows=lambda value, results: [("knn", f"kNN (k={results.get('knn_k', 200)})", value)]))
 EVALUATIONS.register("finetune", Evaluation(
     name="finetune", command="finetune", help="fine-tune the pretrained backbone on a fraction of the labels",
@@ -55,6 +55,7 @@ EVALUATIONS.register("linear_notebook", Evaluation(
     name="linear_notebook", command="linear-eval-notebook",
     help="the notebooks' linear evaluation: a Dense softmax on raw frozen features at P1, P2 and P3, Adam, early "
          "stopping", sections=("linear", "protocol"), run="gsimclr.evaluation.notebook:run_linear_notebook",
+    check="gsimclr.evaluation.notebook:check_linear_notebook",
     enabled=lambda cfg: _eval_protocol(cfg) == "notebook",
     rows=lambda value, results: [(p, f"Linear {p} (notebook protocol)", ((value or {}).get(p) or {}).get("top1"))
                                  for p in ("P1", "P2", "P3")]))
@@ -62,8 +63,9 @@ EVALUATIONS.register("finetune_notebook", Evaluation(
     name="finetune_notebook", command="finetune-notebook",
     help="the notebooks' fine-tuning: a Dense head on the frozen encoder, then every layer at a low rate, early "
          "stopping", sections=("finetune", "protocol"), run="gsimclr.evaluation.notebook:run_finetune_notebook",
+    check="gsimclr.evaluation.notebook:check_finetune_notebook",
     enabled=lambda cfg: _eval_protocol(cfg) == "notebook",
     rows=lambda value, results: [("finetune", f"Fine-tune ({results.get('label_fraction', 0.1) * 100:g}% labels, "
                                   "notebook protocol)", (value or {}).get("top1"))]))
 
-__all__ = ["EVALUATIONS", "Evaluation", "enabled_evaluations", "table_rows"]
+__all__ = ["EVALUATIONS", "Evaluation", "check_evaluations", "enabled_evaluations", "table_rows"]

@@ -14,16 +14,17 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from gsimclr.data.dataset import ImageData
 from gsimclr.data.splits import label_subset
-from gsimclr.runtime import autocast, backward_step, grad_scaler, seed_epoch
-from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment, eval_transform
+from gsimclr.evaluation.fit import FitOptions, epoch_batches, fit, score, seeded
+from gsimclr.evaluation.images import Images, LabelledImages, TensorBatches
+from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment
+
+__all__ = ["Classifier", "batch_bounds", "finetune", "label_subset", "supervised", "train_classifier",
+           "train_head_on_features"]
 
 
 class Classifier(nn.Module):
@@ -48,90 +49,46 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     >>> batch_bounds(5, 2), batch_bounds(4, 2), batch_bounds(1, 2)
     ([(0, 2), (2, 5)], [(0, 2), (2, 4)], [])
     """
-    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    if bounds and bounds[-1][1] - bounds[-1][0] == 1:
-        last = bounds.pop()
-        if bounds:
-            bounds[-1] = (bounds[-1][0], last[1])
-    return bounds
+    return [(int(b[0]), int(b[-1]) + 1) for b in epoch_batches(torch.arange(n), batch_size, "merge")]
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, data: ImageData, image_size: int, device: torch.device, precision: str = "auto",
-             batch_size: int = 512, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
-    model.eval()
-    images, correct = torch.from_numpy(data.images), 0
-    labels = torch.from_numpy(data.labels)
-    for i in range(0, len(data), batch_size):
-        x = eval_transform(images[i:i + batch_size].to(device), image_size, mean, std)
-        with autocast(device, precision):
-            pred = model(x).argmax(1).cpu()
-        correct += int((pred == labels[i:i + batch_size]).sum())
-    return 100.0 * correct / len(data)
+def _cross_entropy(model: nn.Module):
+    return lambda batch: F.cross_entropy(model(batch[0]).float(), batch[1])
 
 
-def train_classifier(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float, device: torch.device,
-                     batch_size: int = 128, optimizer: str = "adam", seed: int = 0,
-                     precision: str = "auto", desc: str = "classifier", mean=IMAGENET_MEAN,
-                     std=IMAGENET_STD) -> Classifier:
-    """Cross-entropy training of the whole network with augmentation and a cosine schedule."""
-    params = list(model.parameters())
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    else:
-        opt = torch.optim.Adam(params, lr=lr)
-    bounds = batch_bounds(len(data), batch_size)
-    steps_per_epoch = len(bounds)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    augment = Augment(image_size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, mean=tuple(mean), std=tuple(std))
-    images = torch.from_numpy(data.images)
-    labels = torch.from_numpy(data.labels)
-    if device.type == "cuda":
-        images, labels = images.to(device), labels.to(device)
-    rng = np.random.default_rng(seed)
-    scaler = grad_scaler(device, precision)  # enabled for fp16 only
-    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=None):
-        model.train()
-        seed_epoch(seed, 10_000 + epoch)
-        order = torch.from_numpy(rng.permutation(len(data)))
-        for start, stop in bounds:
-            idx = order[start:stop].to(images.device)
-            x = augment(images[idx].to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            y = labels[idx].to(device, non_blocking=True)
-            with autocast(device, precision):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            backward_step(loss, opt, scaler)
-            sched.step()
+def train_classifier(model: Classifier, train: LabelledImages, epochs: int, lr: float, batch_size: int = 128,
+                     optimizer: str = "adam", seed: int = 0, precision: str = "auto",
+                     desc: str = "classifier") -> Classifier:
+    """Cross-entropy training of the whole network with augmentation (a random resized crop with scale
+    0.5-1 and a flip) and a cosine schedule; SGD with Nesterov momentum and weight decay 5e-4, or Adam."""
+    augment = Augment(train.image_size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, mean=train.mean, std=train.std)
+    options = FitOptions(epochs, lr, batch_size, optimizer=optimizer, nesterov=True,
+                         weight_decay=5e-4 if optimizer == "sgd" else 0.0, shuffle="numpy", lone="merge", seed=seed,
+                         precision=precision, progress=desc)
+    fit(model, train.training(augment, seed, stream=10_000), _cross_entropy(model), options)
     return model
 
 
-def train_head_on_features(model: Classifier, data: ImageData, image_size: int, epochs: int, lr: float,
-                           device: torch.device, batch_size: int = 64, seed: int = 0, precision: str = "auto",
-                           mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+def train_head_on_features(model: Classifier, train: LabelledImages, epochs: int, lr: float, batch_size: int = 64,
+                           seed: int = 0, precision: str = "auto") -> dict:
     """Train the classifier on frozen backbone features, extracted once (no augmentation)."""
     model.eval()
-    with torch.no_grad(), autocast(device, precision):
-        images = torch.from_numpy(data.images)
-        feats = torch.cat([model.backbone(eval_transform(images[i:i + 512].to(device), image_size, mean, std)).float()
-                           for i in range(0, len(data), 512)])
-    labels = torch.from_numpy(data.labels).to(device)
-    opt = torch.optim.Adam(model.fc.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    model.fc.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(feats), generator=gen).to(device)
-        for i in range(0, len(feats), batch_size):
-            idx = order[i:i + batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            loss = F.cross_entropy(model.fc(feats[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    feats, labels = train.embed(model.backbone, precision=precision)
+    options = FitOptions(epochs, lr, batch_size, schedule="constant", lone="merge", seed=seed, precision=precision)
+    return fit(model.fc, TensorBatches(feats, labels), _cross_entropy(model.fc), options)
 
 
-def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: float, image_size: int,
+def accuracy(model: nn.Module, test: LabelledImages, precision: str = "auto", batch_size: int = 512) -> float:
+    """Test top-1 (%) of ``model`` in inference mode."""
+    return score(model.eval(), test.in_order(batch_size), precision)[1]
+
+
+def _splits(train: Images, test: Images, image_size: int, device: torch.device, mean, std):
+    return (LabelledImages(train, image_size, device, "training", mean, std),
+            LabelledImages(test, image_size, device, "test", mean, std))
+
+
+def finetune(backbone: nn.Module, train: Images, test: Images, fraction: float, image_size: int,
              head_epochs: int, epochs: int, lr: float, device: torch.device, seed: int = 0,
              precision: str = "auto", sampling: str = "stratified", head_lr: float | None = None,
              mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
@@ -140,29 +97,27 @@ def finetune(backbone: nn.Module, train: ImageData, test: ImageData, fraction: f
 
     First the classifier alone on frozen features (``head_epochs``, learning rate ``head_lr``, default
     10 x ``lr``), then the whole network with augmentation at ``lr`` (``epochs``)."""
-    from gsimclr.data.store_batches import decoded  # a memory-mapped JPEG store: decode what is used
     from gsimclr.evaluation.standard_linear import label_fraction_indices
 
-    subset = decoded(train.subset(label_fraction_indices(train.labels, fraction, sampling, seed)), image_size,
-                     "fine-tuning")
-    test = decoded(test, image_size, "fine-tuning's test accuracy")
-    model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
+    train, test = _splits(train, test, image_size, device, mean, std)
+    subset = train.subset(label_fraction_indices(train.data.labels, fraction, sampling, seed), "labelled")
+    with seeded(seed):
+        model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
     batch = min(64, len(subset))
-    train_head_on_features(model, subset, image_size, head_epochs, head_lr or lr * 10, device, batch, seed, precision,
-                           mean, std)
-    train_classifier(model, subset, image_size, epochs, lr, device, batch, seed=seed + 1,
-                     precision=precision, desc="fine-tune", mean=mean, std=std)
-    return accuracy(model, test, image_size, device, precision, mean=mean, std=std)
+    train_head_on_features(model, subset, head_epochs, head_lr or lr * 10, batch, seed, precision)
+    train_classifier(model, subset, epochs, lr, batch, seed=seed + 1, precision=precision, desc="fine-tune")
+    return accuracy(model, test, precision)
 
 
-def supervised(backbone: nn.Module, train: ImageData, test: ImageData, image_size: int, epochs: int, lr: float,
+def supervised(backbone: nn.Module, train: Images, test: Images, image_size: int, epochs: int, lr: float,
                device: torch.device, batch_size: int = 128, seed: int = 0, precision: str = "auto",
                mean=IMAGENET_MEAN, std=IMAGENET_STD) -> float:
     """The fully supervised baseline: the same backbone trained from scratch on all labels (SGD)."""
+    train, test = _splits(train, test, image_size, device, mean, std)
     model = Classifier(backbone, train.num_classes).to(device, memory_format=torch.channels_last)
-    train_classifier(model, train, image_size, epochs, lr, device, min(batch_size, len(train)), optimizer="sgd",
-                     seed=seed, precision=precision, desc="supervised", mean=mean, std=std)
-    return accuracy(model, test, image_size, device, precision, mean=mean, std=std)
+    train_classifier(model, train, epochs, lr, min(batch_size, len(train)), optimizer="sgd", seed=seed,
+                     precision=precision, desc="supervised")
+    return accuracy(model, test, precision)
 
 
 def run_finetune(ctx) -> float:
@@ -178,4 +133,3 @@ def run_finetune(ctx) -> float:
                     cfg.finetune_epochs, cfg.finetune_lr, ctx.device, cfg.seed, cfg.precision,
                     sampling=getattr(cfg, "label_sampling", "stratified"), head_lr=cfg.finetune_head_lr,
                     mean=mean, std=std)
-

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from gsimclr.data.dataset import ImageData
-from gsimclr.data.decode import BatchDecoder, default_backend
-from gsimclr.data.store import EncodedStore
-from gsimclr.data.store_batches import sequential_batches, store_views
+from gsimclr.evaluation.images import Images, read_in_order
 from gsimclr.models.simclr import SimCLRModel
 from gsimclr.runtime import autocast
 from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 
 @torch.no_grad()
-def extract_features(model: SimCLRModel, data: ImageData | EncodedStore, image_size: int, device: torch.device,
+def extract_features(model: SimCLRModel, data: Images, image_size: int, device: torch.device,
                      batch_size: int = 512, precision: str = "auto", mean=IMAGENET_MEAN,
                      std=IMAGENET_STD) -> dict[str, torch.Tensor]:
     """{"P1": (N, d1), "P2": (N, d2), "P3": (N, d3)} float32 tensors on the CPU, in the data's order;
     inputs normalised with ``mean``/``std`` (0 and 1: raw ``[0, 1]`` pixels, as the notebooks)."""
     model.eval().to(memory_format=torch.channels_last)
     chunks: dict[str, list[torch.Tensor]] = {}
-    for batch in _batches(data, image_size, device, batch_size):
+    for batch in read_in_order(data, device, batch_size):
         x = eval_transform(batch, image_size, mean, std).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             feats = model.features(x)
@@ -29,17 +26,3 @@ def extract_features(model: SimCLRModel, data: ImageData | EncodedStore, image_s
             chunks.setdefault(point, []).append(value.float().cpu())
     return {p: torch.cat(v) for p, v in chunks.items()}
 
-
-
-def _batches(data: ImageData | EncodedStore, image_size: int, device: torch.device, batch_size: int):
-    """uint8 (N, H, W, 3) batches of ``data`` in order, on ``device``. From an encoded store: the centred
-    square of each image resized to ``image_size``, decoded in a background thread while the model runs."""
-    if isinstance(data, EncodedStore):
-        decoder = BatchDecoder(image_size, views=1, crop=False, backend=default_backend(device))
-        for _, crops in store_views(data, decoder, sequential_batches(len(data), batch_size), seed=0, epoch=0):
-            yield crops[0].to(device, non_blocking=True)
-        decoder.close()
-        return
-    images = torch.from_numpy(data.images)
-    for i in range(0, len(data), batch_size):
-        yield images[i:i + batch_size].to(device, non_blocking=True)

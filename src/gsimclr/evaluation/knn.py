@@ -46,6 +46,11 @@ def check_knn_k(k: int, n_train: int) -> None:
                         "or less")
 
 
+def check_knn(cfg, train, test) -> None:
+    """The registered ``knn`` evaluation's check, before any feature is computed."""
+    check_knn_k(cfg.knn_k, len(train))
+
+
 def run_knn(ctx) -> float:
     """The registered ``knn`` evaluation: weighted kNN on P3 features."""
     check_knn_k(ctx.cfg.knn_k, len(ctx.train))

@@ -16,11 +16,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gsimclr.evaluation.fit import FitOptions, chunks, fit, score, seeded
+from gsimclr.evaluation.images import TensorBatches
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  epochs: int = 100, lr: float = 1e-3, batch_size: int = 256, weight_decay: float = 1e-6,
-                 device: str | torch.device = "cpu", seed: int = 0) -> float:
+                 device: str | torch.device = "cpu", seed: int = 0, precision: str = "auto") -> float:
     """Top-1 accuracy (%) on the test features of a linear classifier trained on the train features."""
     device = torch.device(device)
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
@@ -28,27 +30,16 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     xt = ((test_x - mean) / std).to(device)
     ys, yt = train_y.long().to(device), test_y.long().to(device)
     n_classes = int(max(ys.max(), yt.max())) + 1
-    gen = torch.Generator().manual_seed(seed)
-    clf = torch.nn.Linear(xs.shape[1], n_classes).to(device)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * -(-len(xs) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
-    for _ in range(epochs):
-        order = torch.randperm(len(xs), generator=gen).to(device)
-        for i in range(0, len(xs), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(clf(xs[idx]), ys[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    with torch.no_grad():
-        return float((clf(xt).argmax(1) == yt).float().mean()) * 100
+    with seeded(seed):
+        clf = torch.nn.Linear(xs.shape[1], n_classes).to(device)
+    options = FitOptions(epochs, lr, batch_size, weight_decay=weight_decay, seed=seed, precision=precision)
+    fit(clf, TensorBatches(xs, ys), lambda batch: F.cross_entropy(clf(batch[0]), batch[1]), options)
+    return score(clf.eval(), chunks(xt, yt), precision)[1]
 
 
 def run_linear(ctx) -> dict[str, float]:
     """The registered ``linear`` evaluation: a probe at each of P1, P2, P3."""
     cfg = ctx.cfg
-    return {p: linear_probe(*ctx.features_pair(p), cfg.linear_epochs, cfg.linear_lr, device=ctx.device, seed=cfg.seed)
+    return {p: linear_probe(*ctx.features_pair(p), cfg.linear_epochs, cfg.linear_lr, device=ctx.device, seed=cfg.seed,
+                            precision=cfg.precision)
             for p in ("P1", "P2", "P3")}
-

@@ -17,7 +17,10 @@ notebooks' (Keras fit with early stopping, :mod:`gsimclr.evaluation.notebook`); 
 ``run`` is the function or its ``"module:function"`` name, imported when the evaluation runs, so
 that the registry (and the CLI that reads it) loads without PyTorch and a bad option fails at once.
 It gets an :class:`gsimclr.evaluation.context.EvalContext` and returns a JSON-serialisable result.
-``enabled(cfg)``, when given, decides whether the pipeline runs it (an opt-in evaluation, e.g. the
+``check(cfg, train, test)``, when given (a function or its ``"module:function"`` name), refuses settings
+the evaluation cannot run with on these splits with a :class:`gsimclr.errors.UserError` naming them in
+the evaluation's own options (never one its subcommand does not take); :func:`check_evaluations` runs
+every check before any evaluation starts. ``enabled(cfg)``, when given, decides whether the pipeline runs it (an opt-in evaluation, e.g. the
 standard linear protocol under ``--linear-protocol``); its subcommand runs it whatever ``enabled`` says.
 """
 
@@ -42,13 +45,17 @@ class Evaluation:
     run: str | Callable[[Any], Any]             # run(ctx) -> result, or its "module:function" name
     rows: Rows                                  # (key, row title, value) for the results table
     enabled: Callable[[Any], bool] | None = None  # enabled(cfg): does the pipeline run it (default: always)
+    check: str | Callable[[Any, Any, Any], None] | None = None  # check(cfg, train, test): refuse before any work
 
     def __call__(self, ctx: Any) -> Any:
-        fn = self.run
-        if isinstance(fn, str):
-            module, _, attr = fn.partition(":")
-            fn = getattr(importlib.import_module(module), attr)
-        return fn(ctx)
+        return _resolve(self.run)(ctx)
+
+
+def _resolve(fn: str | Callable) -> Callable:
+    if isinstance(fn, str):
+        module, _, attr = fn.partition(":")
+        fn = getattr(importlib.import_module(module), attr)
+    return fn
 
 
 EVALUATIONS: Registry = Registry("evaluation")
@@ -57,6 +64,15 @@ EVALUATIONS: Registry = Registry("evaluation")
 def enabled_evaluations(cfg: Any) -> list[str]:
     """The evaluations the pipeline runs for ``cfg``, in registration order."""
     return [name for name, ev in EVALUATIONS.items() if ev.enabled is None or ev.enabled(cfg)]
+
+
+def check_evaluations(cfg: Any, train: Any, test: Any, names: list[str]) -> None:
+    """Every named evaluation's ``check`` on these splits, before any of them runs: the first setting
+    one cannot run with is a UserError."""
+    for name in names:
+        ev = EVALUATIONS.get(name)
+        if ev.check is not None:
+            _resolve(ev.check)(cfg, train, test)
 
 
 def table_rows(results: dict[str, Any], method_results: dict[str, Any]) -> list[tuple[str, str, float | None]]:

@@ -31,21 +31,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsimclr.data.dataset import ImageData
 from gsimclr.errors import UserError
-from gsimclr.runtime import autocast, backward_step, grad_scaler, seed_epoch
-from gsimclr.transforms.augment import Augment, eval_transform
+from gsimclr.evaluation.fit import FitOptions, fit, freeze, score, seeded
+from gsimclr.evaluation.images import Images, LabelledImages
+from gsimclr.runtime import autocast
+from gsimclr.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augment
 
 PROTOCOL = "standard"  # the name the result table shows; ours is "features"
 SAMPLINGS = ("stratified", "uniform")
 
 
 def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = "stratified",
-                           seed: int = 0) -> np.ndarray:
-    """Sorted indices of a ``fraction`` of the images, by ``sampling`` (see the module docstring)."""
+                           seed: int = 0, option: str = "--label-fraction") -> np.ndarray:
+    """Sorted indices of a ``fraction`` of the images, by ``sampling`` (see the module docstring);
+    ``option`` is the setting that gave ``fraction``, named in errors and warnings."""
     labels = np.asarray(labels)
     if not 0 < fraction <= 1:
-        raise UserError(f"label fraction must be in (0, 1], got {fraction}")
+        raise UserError(f"{option}: the label fraction must be in (0, 1], got {fraction}")
     if sampling not in SAMPLINGS:
         raise UserError(f"label sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     rng = np.random.default_rng(seed)
@@ -53,76 +55,59 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = 
         return np.arange(len(labels))
     if sampling == "uniform":
         picked = np.sort(rng.choice(len(labels), max(1, round(fraction * len(labels))), replace=False))
-        check_every_class(labels, picked, fraction, sampling)
+        check_every_class(labels, picked, fraction, sampling, option)
         return picked
-    from gsimclr.evaluation.classifier import label_subset  # the stratified draw fine-tuning always used
+    from gsimclr.data.splits import label_subset  # the stratified draw fine-tuning always used
 
     return label_subset(labels, fraction, seed)
 
 
-def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str) -> int:
+def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str,
+                      option: str = "--label-fraction") -> int:
     """Warn when the labelled subset ``picked`` leaves a class of ``labels`` without an image: a uniform
     draw may do that by design (it is the protocol), but a classifier cannot learn a class it never sees,
     so the number is said. Returns how many classes are missing."""
     missing = np.setdiff1d(np.unique(labels), np.asarray(labels)[picked])
     if len(missing):
-        warnings.warn(f"--label-fraction {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
+        warnings.warn(f"{option} {fraction:g} with --label-sampling {sampling} draws {len(picked)} labelled "
                       f"images and leaves {len(missing)} of {len(np.unique(labels))} classes without one (they cannot "
-                      "be predicted); raise --label-fraction or use --label-sampling stratified", stacklevel=2)
+                      f"be predicted); raise {option} or use --label-sampling stratified", stacklevel=2)
     return len(missing)
 
 
-@torch.no_grad()
-def _features(backbone: nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    with autocast(device, precision):
-        return backbone(x.contiguous(memory_format=torch.channels_last)).float()
-
-
-def standard_linear_eval(backbone: nn.Module, train: ImageData, test: ImageData, image_size: int,
+def standard_linear_eval(backbone: nn.Module, train: Images, test: Images, image_size: int,
                          device: torch.device, epochs: int = 100, batch_size: int = 256, lr: float = 0.1,
                          momentum: float = 0.9, weight_decay: float = 0.0, fraction: float = 1.0,
-                         sampling: str = "stratified", seed: int = 0, precision: str = "auto") -> dict:
+                         sampling: str = "stratified", seed: int = 0, precision: str = "auto",
+                         mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
     """Top-1 accuracy (%) of the standard linear protocol; returns ``{"top1", "protocol", ...settings}``.
 
     ``lr`` is per 256 images (scaled linearly with ``batch_size``, as lightly does). The backbone stays
-    frozen in eval mode (BatchNorm statistics unchanged); only the linear layer learns."""
+    frozen in eval mode (BatchNorm statistics unchanged); only the linear layer learns. Inputs are
+    normalised with ``mean``/``std`` (the run's ``--normalize``)."""
     if not (train.has_labels and test.has_labels):
         raise UserError("the standard linear protocol needs labelled train and test data")
-    subset = train.subset(label_fraction_indices(train.labels, fraction, sampling, seed)) if fraction < 1 else train
-    backbone = backbone.to(device, memory_format=torch.channels_last).eval()
-    for p in backbone.parameters():
-        p.requires_grad_(False)
+    train = LabelledImages(train, image_size, device, "training", mean, std)
+    test = LabelledImages(test, image_size, device, "test", mean, std)
+    picked = label_fraction_indices(train.data.labels, fraction, sampling, seed, "--standard-label-fraction")
+    subset = train.subset(picked) if fraction < 1 else train
+    backbone = freeze(backbone.to(device, memory_format=torch.channels_last))
     n_classes = max(train.num_classes, int(test.labels.max()) + 1)
-    clf = nn.Linear(backbone.num_features, n_classes).to(device)
+    with seeded(seed):
+        clf = nn.Linear(backbone.num_features, n_classes).to(device)
     batch = min(batch_size, len(subset))
-    opt = torch.optim.SGD(clf.parameters(), lr=lr * batch / 256, momentum=momentum, weight_decay=weight_decay)
-    steps = max(1, epochs * -(-len(subset) // batch))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    scaler = grad_scaler(device, precision)
-    augment = Augment(image_size, scale=(0.08, 1.0), jitter_p=0.0, gray_p=0.0)  # crop + flip only
-    images, labels = torch.from_numpy(subset.images), torch.from_numpy(subset.labels)
-    rng = np.random.default_rng(seed)
-    for epoch in range(epochs):
-        seed_epoch(seed, 20_000 + epoch)
-        order = torch.from_numpy(rng.permutation(len(subset)))
-        clf.train()
-        for i in range(0, len(subset), batch):
-            idx = order[i:i + batch]
-            x = augment(images[idx].to(device, non_blocking=True))
-            feats = _features(backbone, x, device, precision)
-            with autocast(device, precision):
-                loss = F.cross_entropy(clf(feats).float(), labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            backward_step(loss, opt, scaler)
-            sched.step()
-    clf.eval()
-    correct = 0
-    test_images, test_labels = torch.from_numpy(test.images), torch.from_numpy(test.labels)
-    with torch.no_grad():
-        for i in range(0, len(test), 512):
-            feats = _features(backbone, eval_transform(test_images[i:i + 512].to(device), image_size), device, precision)
-            correct += int((clf(feats).argmax(1).cpu() == test_labels[i:i + 512]).sum())
-    return {"top1": 100.0 * correct / len(test), "protocol": PROTOCOL, "epochs": epochs, "batch_size": batch,
+    options = FitOptions(epochs, lr * batch / 256, batch, optimizer="sgd", momentum=momentum,
+                         weight_decay=weight_decay, shuffle="numpy", seed=seed, precision=precision)
+    augment = Augment(image_size, scale=(0.08, 1.0), jitter_p=0.0, gray_p=0.0, mean=tuple(mean), std=tuple(std))
+
+    def loss(batch_: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad(), autocast(train.device, precision):
+            feats = backbone(batch_[0]).float()
+        return F.cross_entropy(clf(feats).float(), batch_[1])
+
+    fit(clf, subset.training(augment, seed, stream=20_000), loss, options, train_mode=clf.train)
+    top1 = score(nn.Sequential(backbone, clf).eval(), test.in_order(512), precision)[1]
+    return {"top1": top1, "protocol": PROTOCOL, "epochs": epochs, "batch_size": batch,
             "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "fraction": fraction,
             "sampling": sampling, "train_images": len(subset)}
 
@@ -131,8 +116,11 @@ def run_standard_linear(ctx) -> dict:
     """The registered ``linear_standard`` evaluation: the standard protocol on the backbone (P3)."""
     import copy
 
+    from gsimclr.transforms.augment import NORMALIZATIONS
+
     cfg = ctx.cfg
+    mean, std = NORMALIZATIONS[cfg.normalize]
     return standard_linear_eval(copy.deepcopy(ctx.model.backbone), ctx.train, ctx.test, cfg.image_size, ctx.device,
                                 epochs=cfg.standard_epochs, batch_size=cfg.standard_batch_size, lr=cfg.standard_lr,
                                 fraction=cfg.standard_label_fraction, sampling=cfg.label_sampling, seed=cfg.seed,
-                                precision=cfg.precision)
+                                precision=cfg.precision, mean=mean, std=std)

@@ -1,0 +1,76 @@
+"""The evaluation subcommands on a run: they take no --batch-size, so the run's pretraining batch never
+refuses them, and a setting an evaluation cannot run with is refused before any work in the
+evaluation's own options (never one the subcommand does not take)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from gsimclr.cli import command_options, main
+from gsimclr.evaluation import EVALUATIONS
+
+TINY = ["--image-size", "16", "--n-blocks", "0", "--head-dims", "32,16,8", "--epochs", "1", "--batch-size", "64",
+        "--train-limit", "256",
+        "--device", "cpu"]
+FAST = {"linear-eval": ["--linear-epochs", "2"], "linear-standard": ["--standard-epochs", "1"],
+        "knn": ["--knn-k", "10"], "finetune": ["--finetune-head-epochs", "1", "--finetune-epochs", "1"],
+        "linear-eval-notebook": ["--linear-epochs", "2"],
+        "finetune-notebook": ["--finetune-head-epochs", "1", "--finetune-epochs", "1", "--label-fraction", "0.5"]}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_commands") / "run"
+    assert main(["pretrain", *TINY, "--out", str(out), "--method", "simclr"]) == 0
+    return out
+
+
+def _error_of(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("gsimclr: error:") and "Traceback" not in err, err
+    return err
+
+
+def _options_named(message: str) -> set[str]:
+    return {m.replace("-", "_") for m in re.findall(r"--([a-z][a-z0-9-]*)", message)}
+
+
+@pytest.mark.parametrize("command", [ev.command for ev in EVALUATIONS.values()])
+def test_fewer_training_images_than_the_pretraining_batch(capsys, run, command):
+    """--train-limit 40 under the run's --batch-size 64: every evaluation still runs (it was refused with
+    "--batch-size 64 is larger than the dataset", an option these commands do not take)."""
+    assert "batch_size" not in command_options(command)
+    argv = [command, "--out", str(run), "--train-limit", "40", "--test-limit", "30", "--device", "cpu",
+            *FAST[command]]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+
+
+@pytest.mark.parametrize("command,argv,needle", [
+    ("knn", ["--knn-k", "41"], "--knn-k 41 is larger than the training set (40 images)"),
+    ("linear-eval-notebook", ["--select-on", "holdout", "--holdout-fraction", "0.99"], "--holdout-fraction 0.99"),
+    ("finetune-notebook", ["--select-on", "holdout", "--holdout-fraction", "0.5", "--label-fraction", "0.1"],
+     "--holdout-fraction 0.5 leaves none of the 10 labelled images (--label-fraction 0.1)"),
+])
+def test_settings_an_evaluation_cannot_run_with_are_refused_first(capsys, run, command, argv, needle):
+    name = next(ev.name for ev in EVALUATIONS.values() if ev.command == command)
+    result = run / "simclr" / f"{name}.json"
+    before = result.stat().st_mtime_ns if result.exists() else None
+    err = _error_of(capsys, [command, "--out", str(run), "--train-limit", "40", "--device", "cpu", *argv])
+    assert needle in err
+    assert _options_named(err) <= set(command_options(command)), err  # only options this command takes
+    assert (result.stat().st_mtime_ns if result.exists() else None) == before  # nothing written
