@@ -123,9 +123,10 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path, tiny_overrides, digits_sm
 
 
 def test_collapse_is_reported(tmp_path, tiny_overrides, digits_small):
-    from gsimclr.training.pretrain import chance_loss
+    from gsimclr.methods import METHODS
 
-    assert chance_loss(128, 1437) == pytest.approx(5.511, abs=1e-3)      # the demo's collapsed loss
+    sizes = [128] * 11 + [29]                                              # the demo's 1437 images
+    assert METHODS["simclr"].parts().chance_loss(load_config(None, {}), sizes) == pytest.approx(5.511, abs=1e-3)
     cfg = load_config(None, {**tiny_overrides, "epochs": 4, "lr": 50.0, "optimizer": "sgd"})
     with pytest.warns(UserWarning, match="collapsed"):
         try:

@@ -121,14 +121,20 @@ def autoencoder_pseudo_labels(data: ImageData, k: int, opts: AutoencoderOptions,
 
 
 def encoder_pseudo_labels(model, data: ImageData, k: int, image_size: int, device: torch.device,
-                          precision: str = "auto", seed: int = 0, point: str = "P3") -> PseudoLabels:
-    """k-means on the encoder's L2-normalised features at ``point`` (P3: the backbone's pooled output)."""
+                          precision: str = "auto", seed: int = 0, point: str = "P3", normalize: str = "imagenet",
+                          n_init: int = 3) -> PseudoLabels:
+    """k-means (``n_init`` starts) on the encoder's L2-normalised features at ``point`` (P3: the
+    backbone's pooled output), its inputs normalised as in training (``normalize``, a
+    :data:`gsimclr.transforms.augment.NORMALIZATIONS` name: the features clustered are those of the
+    inputs the encoder is trained on)."""
     from gsimclr.evaluation.features import extract_features
+    from gsimclr.transforms.augment import NORMALIZATIONS
 
+    mean, std = NORMALIZATIONS[normalize]
     was_training = model.training
-    features = extract_features(model, data, image_size, device, precision=precision)[point].numpy()
+    features = extract_features(model, data, image_size, device, precision=precision, mean=mean, std=std)[point].numpy()
     model.train(was_training)
-    labels = cluster_features(features, k, seed, normalize=True, device=device,
+    labels = cluster_features(features, k, seed, normalize=True, device=device, n_init=n_init,
                               what="the encoder's features (collapsed? lower --lr or raise --recluster-warmup)")
     return PseudoLabels(labels, features, describe(labels, data.labels if data.has_labels else None,
                                                    source="encoder"))
