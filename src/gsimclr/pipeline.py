@@ -224,10 +224,18 @@ def shared_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolde
     return stage_pseudo_labels(cfg, train, run_dir, resume=True)
 
 
+def check_method(cfg: Config, method: str, n_images: int) -> None:
+    """The method's own option checks (its recipe's) on ``n_images`` training images: a UserError
+    before any work."""
+    recipe = METHODS.get(method).parts()
+    recipe.check(recipe.resolve(cfg, n_images), n_images)
+
+
 def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,
                    pseudo: np.ndarray | None, resume: bool) -> dict[str, Any]:
     """The stage's provenance, once it is known that the stage may run: without ``resume`` its
     checkpoint must not exist; with it, an existing checkpoint must have been made from the same inputs."""
+    check_method(cfg, method, len(train))
     folder = _folder(run_dir)
     ckpt = folder.checkpoint(method)
     if ckpt.exists() and not resume:
@@ -437,6 +445,8 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
         check_knn_k(cfg.knn_k, len(train))  # before hours of pretraining, not after
     if any(METHODS[m].guided for m in methods) and not pseudo_labels_before_pretraining(cfg):
         check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
+    for method in methods:
+        check_method(cfg, method, len(train))  # before the first method's pretraining, not after it
     if resume:
         check_resume(cfg, folder, train, test, methods)
     if world.is_main:

@@ -164,7 +164,8 @@ class MoCoLoss(nn.Module):
 
     def _loss(self, q: torch.Tensor, k: torch.Tensor, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
         queue = self.queue
-        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.keys.T], dim=1) / self.temperature
+        negatives = queue.keys.clone()               # a snapshot: the queue changes in place after the loss
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ negatives.T], dim=1) / self.temperature
         excluded = (~queue.valid).expand(len(q), -1)
         positives = torch.zeros_like(logits, dtype=torch.bool)
         positives[:, 0] = True
