@@ -391,7 +391,7 @@ class Pretrainer:
         state = self.recipe.epoch_state(self.model) if world.is_main else None
         total = torch.zeros((), device=device)
         seen, t0 = 0, time.perf_counter()
-        bar = tqdm(self._batches(epoch), desc=f"{self.method.name} epoch {epoch + 1}/{settings.epochs}", unit="batch",
+        bar = tqdm(self.batches(epoch), desc=f"{self.method.name} epoch {epoch + 1}/{settings.epochs}", unit="batch",
                    leave=False, disable=None if world.is_main else True)
         for i, (idx, batch) in enumerate(bar):
             lr = settings.lr * self.schedule(self.schedule_position(epoch, i, steps))
@@ -422,7 +422,7 @@ class Pretrainer:
         self._check_loss(epoch, mean_loss, [len(b) for b in batches])
         return record
 
-    def _batches(self, epoch: int):
+    def batches(self, epoch: int):
         """``(indices, batch)`` for each of the sampler's batches: a uint8 batch (N, H, W, 3) indexed from the
         in-memory images, or from a store, crops (V, N, S, S, 3) decoded in a background thread while the
         previous step runs; either way on the device."""
