@@ -375,3 +375,18 @@ def test_run_resumes_a_gsimclr_run_with_encoder_pseudo_labels(tmp_path, tiny_ove
     with pytest.raises(UserError, match="recluster"):
         run_all(dataclasses.replace(cfg, recluster_every=2), tmp_path / "run", resume=True, methods=("gsimclr",),
                 log=quiet)
+
+
+def test_every_kmeans_of_a_run_uses_the_configured_starts(tmp_path, monkeypatch):
+    """--kmeans-n-init reaches the clustering of file:PATH embeddings too (it ran 3 starts whatever it said)."""
+    import gsimclr.guidance.kmeans as km
+    from gsimclr.pipeline import stage_pseudo_labels
+
+    seen, real = [], km.kmeans
+    monkeypatch.setattr(km, "kmeans", lambda *a, **kw: seen.append(kw.get("n_init")) or real(*a, **kw))
+    x, _ = make_blobs(n_samples=200, centers=4, n_features=6, random_state=2)
+    np.save(tmp_path / "e.npy", x)
+    cfg = load_config(None, {"data": "digits", "pseudo_labels": f"file:{tmp_path / 'e.npy'}", "k": 4,
+                             "kmeans_n_init": 7, "device": "cpu", "tsne_points": 0})
+    stage_pseudo_labels(cfg, ImageData(np.zeros((200, 8, 8, 3), np.uint8)), tmp_path / "run")
+    assert seen == [7]

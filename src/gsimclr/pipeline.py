@@ -188,7 +188,7 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder
     folder.record("pseudo_labels", pseudo_provenance(cfg, train))
     if source == "file":
         result = file_pseudo_labels(path, len(train), cfg.n_clusters, cfg.seed, train.labels if train.has_labels else None,
-                                    resolve_device(cfg.device))
+                                    resolve_device(cfg.device), n_init=cfg.kmeans_n_init)
         save_pseudo_labels(out, result)
     else:
         train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))

@@ -179,8 +179,9 @@ def read_labels_or_embeddings(path: str | Path) -> np.ndarray:
 
 
 def file_pseudo_labels(path: str | Path, n: int, k: int | None = None, seed: int = 0,
-                       truth: np.ndarray | None = None, device: str | torch.device | None = None) -> PseudoLabels:
-    """Labels read from ``path``, or its embeddings clustered into ``k`` clusters."""
+                       truth: np.ndarray | None = None, device: str | torch.device | None = None,
+                       n_init: int = 3) -> PseudoLabels:
+    """Labels read from ``path``, or its embeddings clustered into ``k`` clusters (``n_init`` k-means starts)."""
     array = read_labels_or_embeddings(path)
     if array.ndim == 0:
         raise UserError(f"{path}: expected N labels or an (N, D) array of embeddings, got a single value")
@@ -203,7 +204,7 @@ def file_pseudo_labels(path: str | Path, n: int, k: int | None = None, seed: int
         features = array.astype(np.float32)
         if not np.isfinite(features).all():
             raise UserError(f"{path}: the embeddings hold NaN or infinite values")
-        labels = cluster_features(features, k, seed, normalize=True, device=device)
+        labels = cluster_features(features, k, seed, normalize=True, device=device, n_init=n_init)
     else:
         raise UserError(f"{path}: expected N labels or an (N, D) array of embeddings, got shape {array.shape}")
     return PseudoLabels(labels, features, describe(labels, truth, source=f"file:{path}"))

@@ -47,4 +47,4 @@ class SimCLR(Recipe):
         """NT-Xent of collapsed embeddings: every anchor's V - 1 positives among V b - 1 equal candidates."""
         views = self.n_views(cfg)
         n = sum(batch_sizes)
-        return sum(b * np.log(max(views * b - 1, 1)) for b in batch_sizes) / max(n, 1)
+        return float(sum(b * np.log(max(views * b - 1, 1)) for b in batch_sizes) / max(n, 1))
