@@ -99,6 +99,7 @@ def _worker(rank: int, out: str, run_dir: str) -> None:
     assert world == World(rank, WORLD, rank) and current_world() == world
     result = _loss_part(rank)
     result["samplers"] = _sampler_batches(world)
+    result["moco"] = _moco_part(rank)
     result.update(_pretrain_part(rank, run_dir))
     close_world()
     torch.save(result, Path(out) / f"rank{rank}.pt")
@@ -251,6 +252,93 @@ def test_batch_size_not_divisible_by_processes_is_a_user_error():
     with pytest.raises(UserError, match="not divisible by the 2 processes") as info:
         make_sampler(cfg, 256, None, World(0, 2))
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------- MoCo's queue over ranks
+
+QUEUE = 10
+
+
+def _moco_inputs():
+    g = torch.Generator().manual_seed(5)
+    return (torch.randn(N, DIM, generator=g), torch.randn(N, DIM, generator=g), torch.randint(0, 3, (N,), generator=g),
+            torch.nn.functional.normalize(torch.randn(QUEUE, DIM, generator=g), dim=1))
+
+
+def _moco_queue(keys_before: torch.Tensor):
+    from gsimclr.methods.moco import KeyQueue
+
+    queue = KeyQueue(QUEUE, DIM)
+    queue.push(keys_before, torch.arange(QUEUE) % 3, torch.arange(100, 100 + QUEUE))
+    return queue
+
+
+def _moco_part(rank: int) -> dict:
+    """Each rank's queries against the queue, then its keys enqueued (gathered from both ranks first)."""
+    from gsimclr.methods.moco import MoCoLoss
+
+    q, k, labels, before = _moco_inputs()
+    n = N // WORLD
+    mine = slice(rank * n, (rank + 1) * n)
+    queue = _moco_queue(before)
+    loss = MoCoLoss(queue, TEMPERATURE, "mask")(q[mine], k[mine], labels[mine], torch.arange(N)[mine])
+    return {"loss": loss.detach(), "queue": {name: b.clone() for name, b in queue.named_buffers()}}
+
+
+def test_moco_keys_are_gathered_before_enqueueing(two_processes):
+    """Every rank ends with the queue one process holding the global batch would have, and the mean
+    of the ranks' losses is that process's loss."""
+    from gsimclr.methods.moco import MoCoLoss
+
+    results, _ = two_processes
+    q, k, labels, before = _moco_inputs()
+    queue = _moco_queue(before)
+    expected = MoCoLoss(queue, TEMPERATURE, "mask")(q, k, labels, torch.arange(N))
+    for r in results:
+        for name, buffer in queue.named_buffers():
+            assert torch.allclose(r["moco"]["queue"][name].float(), buffer.float(), atol=1e-6), name
+    assert float(sum(r["moco"]["loss"] for r in results) / WORLD) == pytest.approx(float(expected), rel=1e-5)
+
+
+# ------------------------------------------------- re-clustering waits on the long-timeout barrier
+
+SHORT_TIMEOUT_S = 3
+
+
+def _slow_recluster_worker(rank: int, out: str) -> None:
+    """The default group's collectives time out after SHORT_TIMEOUT_S; rank 0's clustering takes
+    longer: the other rank must wait on the long-timeout barrier, not in the default group."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    import gsimclr.training.reclustering as reclustering
+    from gsimclr.config import load_config
+    from gsimclr.distributed import close_world, init_world
+    from gsimclr.guidance.sources import PseudoLabels
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=SHORT_TIMEOUT_S))
+    init_world("cpu")
+
+    def slow_clustering(*args, **kwargs):
+        time.sleep(3 * SHORT_TIMEOUT_S)
+        return PseudoLabels(np.arange(6) % 2, None, {"k": 2})
+
+    reclustering.encoder_pseudo_labels = slow_clustering
+    cfg = load_config(None, {"epochs": 3, "recluster_warmup": 1, "k": 2, "batch_size": 2})
+    received = []
+    trainer = SimpleNamespace(model=None, data=np.zeros(6), device=torch.device("cpu"), out_dir=Path(out) / f"r{rank}",
+                              set_pseudo_labels=received.append)
+    metrics = reclustering.EncoderReclustering.from_config(cfg, 6).cluster(trainer, 1)
+    close_world()
+    torch.save({"labels": received[0], "metrics": metrics}, Path(out) / f"rank{rank}.pt")
+
+
+def test_ranks_wait_for_rank0s_reclustering_on_the_long_barrier(tmp_path):
+    _launch(_slow_recluster_worker, str(tmp_path))
+    for r in _results(tmp_path):
+        assert r["labels"].tolist() == [0, 1, 0, 1, 0, 1] and r["metrics"] == {"k": 2, "epoch": 1}
 
 
 # --------------------------------------------------------------------------- (c) a pretraining run

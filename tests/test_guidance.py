@@ -6,6 +6,7 @@ import torch
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
+from gsimclr.config import load_config
 from gsimclr.data.dataset import ImageData
 from gsimclr.errors import UserError
 from gsimclr.guidance.diagnostics import epoch_pair_stats, random_pairs, same_label_pairs, spread_floor_pairs
@@ -73,6 +74,41 @@ def test_torch_kmeans_agrees_with_sklearn_in_chunks(monkeypatch):
     theirs = kmeans(x, 40, seed=0, backend="sklearn")
     assert adjusted_rand_score(theirs, ours) > 0.95
     assert len(np.unique(ours)) == 40                             # no empty cluster
+
+
+def _inertia(x, labels):
+    return float(sum(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum() for c in np.unique(labels)))
+
+
+def _overlapping_clusters():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 2.0, (10, 4))
+    return np.concatenate([rng.normal(c, 1.0, (60, 4)) for c in centres]).astype(np.float32)
+
+
+def test_torch_kmeans_honours_n_init():
+    """The best of n_init starts (least inertia), as scikit-learn: never worse than one start, better
+    on some seeds of overlapping clusters, and as good as scikit-learn's best of as many."""
+    x = _overlapping_clusters()
+    one = [_inertia(x, kmeans(x, 10, seed=s, backend="torch", n_init=1)) for s in range(3)]
+    ten = [_inertia(x, kmeans(x, 10, seed=s, backend="torch", n_init=10)) for s in range(3)]
+    assert all(b <= a + 1e-3 for a, b in zip(one, ten)) and any(b < a * 0.99 for a, b in zip(one, ten))
+    sklearn = _inertia(x, kmeans(x, 10, seed=0, backend="sklearn", n_init=10))
+    assert max(ten) < sklearn * 1.01
+    assert np.array_equal(kmeans(x, 10, seed=1, backend="torch", n_init=10),
+                          kmeans(x, 10, seed=1, backend="torch", n_init=10))      # deterministic
+
+
+def test_auto_kmeans_above_the_sklearn_size_runs_every_start(monkeypatch):
+    """`auto` picks torch for large N x k (paper-cifar10: 50,000 x 64): it still runs n_init starts."""
+    import gsimclr.guidance.kmeans as km
+
+    x = _overlapping_clusters()
+    monkeypatch.setattr(km, "SKLEARN_MAX_WORK", 0)
+    assert np.array_equal(kmeans(x, 10, seed=0, n_init=10), kmeans(x, 10, seed=0, backend="torch", n_init=10))
+    assert _inertia(x, kmeans(x, 10, seed=0, n_init=10)) < _inertia(x, kmeans(x, 10, seed=0, n_init=1))
+    with pytest.raises(ValueError, match="n_init"):
+        kmeans(x, 10, n_init=0)
 
 
 def test_kmeans_errors_and_duplicates():
@@ -155,6 +191,45 @@ def test_encoder_source_clusters_the_encoders_features():
     assert model.training                                          # left in the mode it was in
     assert result.labels.shape == (90,) and result.metrics["nmi"] > 0.9
 
+
+
+@pytest.mark.parametrize("normalize", ["none", "imagenet"])
+def test_encoder_source_uses_the_training_normalisation(normalize):
+    """The features clustered are those of the inputs the encoder trains on (--normalize), not
+    always ImageNet-normalised ones."""
+    from gsimclr.evaluation.features import extract_features
+    from gsimclr.models.simclr import SimCLRModel
+    from gsimclr.transforms.augment import NORMALIZATIONS
+
+    rng = np.random.default_rng(0)
+    data = ImageData(rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    model = SimCLRModel.build("paper_resnet", [16, 8], n_blocks=0)
+    result = encoder_pseudo_labels(model, data, 4, 16, torch.device("cpu"), seed=0, normalize=normalize)
+    mean, std = NORMALIZATIONS[normalize]
+    expected = extract_features(model, data, 16, torch.device("cpu"), mean=mean, std=std)["P3"].numpy()
+    other = extract_features(model, data, 16, torch.device("cpu"), mean=(0.2, 0.3, 0.4), std=(0.5, 0.5, 0.5))["P3"]
+    assert np.allclose(result.features, expected) and not np.allclose(result.features, other.numpy())
+
+
+def test_reclustering_during_training_uses_the_training_normalisation(tmp_path, tiny_overrides, monkeypatch):
+    import gsimclr.evaluation.features as features
+    from gsimclr.data.sources import load_split
+    from gsimclr.training.pretrain import pretrain
+
+    seen = []
+    extract = features.extract_features
+
+    def recording(*args, **kwargs):
+        seen.append((tuple(kwargs.get("mean", ())), tuple(kwargs.get("std", ()))))
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_features", recording)
+    data = load_split("digits", image_size=16).subset(np.arange(128))
+    cfg = load_config(None, {**tiny_overrides, "epochs": 2, "pseudo_labels": "encoder", "recluster_warmup": 1,
+                             "k": 8, "normalize": "none"})
+    pretrain(cfg, data, tmp_path / "g", method="gsimclr")
+    assert seen == [((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))]
 
 
 def test_encoder_source_refuses_collapsed_features():
@@ -300,3 +375,18 @@ def test_run_resumes_a_gsimclr_run_with_encoder_pseudo_labels(tmp_path, tiny_ove
     with pytest.raises(UserError, match="recluster"):
         run_all(dataclasses.replace(cfg, recluster_every=2), tmp_path / "run", resume=True, methods=("gsimclr",),
                 log=quiet)
+
+
+def test_every_kmeans_of_a_run_uses_the_configured_starts(tmp_path, monkeypatch):
+    """--kmeans-n-init reaches the clustering of file:PATH embeddings too (it ran 3 starts whatever it said)."""
+    import gsimclr.guidance.kmeans as km
+    from gsimclr.pipeline import stage_pseudo_labels
+
+    seen, real = [], km.kmeans
+    monkeypatch.setattr(km, "kmeans", lambda *a, **kw: seen.append(kw.get("n_init")) or real(*a, **kw))
+    x, _ = make_blobs(n_samples=200, centers=4, n_features=6, random_state=2)
+    np.save(tmp_path / "e.npy", x)
+    cfg = load_config(None, {"data": "digits", "pseudo_labels": f"file:{tmp_path / 'e.npy'}", "k": 4,
+                             "kmeans_n_init": 7, "device": "cpu", "tsne_points": 0})
+    stage_pseudo_labels(cfg, ImageData(np.zeros((200, 8, 8, 3), np.uint8)), tmp_path / "run")
+    assert seen == [7]

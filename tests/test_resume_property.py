@@ -49,7 +49,7 @@ def _reference(method: str):
     return _REFERENCE[method]
 
 
-@pytest.mark.parametrize("method", ["simclr", "gsimclr"])
+@pytest.mark.parametrize("method", ["simclr", "gsimclr", "gmoco"])
 @settings(max_examples=2, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(cuts=st.lists(st.integers(1, EPOCHS - 1), min_size=1, max_size=EPOCHS - 1))
 def test_any_interruption_resumes_to_the_uninterrupted_result(method, cuts):

@@ -123,9 +123,10 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path, tiny_overrides, digits_sm
 
 
 def test_collapse_is_reported(tmp_path, tiny_overrides, digits_small):
-    from gsimclr.training.pretrain import chance_loss
+    from gsimclr.methods import METHODS
 
-    assert chance_loss(128, 1437) == pytest.approx(5.511, abs=1e-3)      # the demo's collapsed loss
+    sizes = [128] * 11 + [29]                                              # the demo's 1437 images
+    assert METHODS["simclr"].parts().chance_loss(load_config(None, {}), sizes) == pytest.approx(5.511, abs=1e-3)
     cfg = load_config(None, {**tiny_overrides, "epochs": 4, "lr": 50.0, "optimizer": "sgd"})
     with pytest.warns(UserWarning, match="collapsed"):
         try:
@@ -168,3 +169,37 @@ def test_encoder_pseudo_labels_recluster_and_resume(tmp_path, tiny_overrides, di
     resumed = pretrain(cfg, digits_small, tmp_path / "part", method="gsimclr", resume=True)
     assert _states_equal(full, resumed)
     assert [r["loss"] for r in _records(tmp_path / "part")] == pytest.approx([r["loss"] for r in records])
+
+
+def test_schedule_counts_the_steps_each_epoch_really_has(tmp_path, tiny_overrides, digits_small, monkeypatch):
+    """--pseudo-labels encoder: the warm-up's random batches (6 a epoch), then greedy --sampler-tail
+    drop (fewer). Every step's learning rate is the schedule at its place in its own epoch, so the
+    cosine still ends with the last epoch (it was sized by the warm-up's epochs and stopped short)."""
+    from gsimclr.training import pretrain as pretrain_module
+
+    lrs, sizes = [], []
+    step = pretrain_module.Pretrainer.step
+    train_epoch = pretrain_module.Pretrainer.train_epoch
+
+    def recording_step(self, *args, **kwargs):
+        lrs[-1].append(self.optimizer.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    def recording_epoch(self, epoch):
+        lrs.append([])
+        record = train_epoch(self, epoch)
+        sizes.append(len(lrs[-1]))
+        return record
+
+    monkeypatch.setattr(pretrain_module.Pretrainer, "step", recording_step)
+    monkeypatch.setattr(pretrain_module.Pretrainer, "train_epoch", recording_epoch)
+    cfg = load_config(None, {**tiny_overrides, "epochs": 3, "batch_size": 32, "pseudo_labels": "encoder",
+                             "recluster_warmup": 1, "k": 40, "sampler": "greedy", "sampler_tail": "drop",
+                             "warmup_epochs": 1})
+    pretrain(cfg, digits_small, tmp_path / "g", method="gsimclr")
+    per_epoch = len(digits_small) // 32
+    assert sizes[0] == per_epoch and min(sizes[1:]) < per_epoch             # the greedy epochs are shorter
+    f = lr_multiplier("cosine", 3 * per_epoch, per_epoch)
+    expected = [[cfg.lr * f(e * per_epoch + i * per_epoch / n) for i in range(n)] for e, n in enumerate(sizes)]
+    assert lrs == [pytest.approx(x) for x in expected]
+    assert lrs[-1][-1] < cfg.lr * f(3 * per_epoch - 2)                     # within a step of the end

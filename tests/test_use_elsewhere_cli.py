@@ -14,7 +14,7 @@ from gsimclr.cli import main
 from gsimclr.config import load_config
 from gsimclr.data.sources import load_split
 from gsimclr.errors import UserError
-from gsimclr.training.pretrain import Pretrainer
+from gsimclr.training.pretrain import build_pretrainer
 
 SMALL = ["--data", "digits", "--image-size", "16", "--train-limit", "128", "--test-limit", "64", "--epochs", "1",
          "--batch-size", "32", "--device", "cpu", "--optimizer", "adam", "--lr", "1e-3", "--tsne-points", "0"]
@@ -65,7 +65,7 @@ def test_init_starts_from_torchvision_weights(tmp_path, capsys):
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
     cfg = load_config(None, {"data": "digits", "image_size": 16, "model": "resnet18", "head_dims": [32, 8],
                              "init": str(tmp_path / "tv.pth"), "device": "cpu", "batch_size": 32, "epochs": 1})
-    trainer = Pretrainer(cfg, load_split("digits", image_size=16), tmp_path / "p", torch.device("cpu"))
+    trainer = build_pretrainer(cfg, load_split("digits", image_size=16), tmp_path / "p", torch.device("cpu"))
     assert torch.equal(trainer.model.backbone.net.layer3[0].conv1.weight, tv.layer3[0].conv1.weight)
     assert trainer.init_report["dropped"] == ["fc.bias", "fc.weight"]
     code, _, err = _run(["pretrain", *SMALL, "--model", "resnet50", "--init", str(tmp_path / "tv.pth"),
@@ -144,5 +144,5 @@ def test_gradient_scaler_is_checkpointed_and_resumed(tmp_path, monkeypatch):
     pretrain_module.pretrain(cfg, data, tmp_path / "s", stop_after=1)
     saved = read_meta(tmp_path / "s" / "checkpoint.safetensors")["grad_scaler"]
     assert saved["scale"] == made[0].get_scale() == 2.0 ** 14  # grew once per step (2 steps), then was saved
-    trainer = Pretrainer(cfg, data, tmp_path / "s", torch.device("cpu"), resume=True)
+    trainer = build_pretrainer(cfg, data, tmp_path / "s", torch.device("cpu"), resume=True)
     assert trainer.start_epoch == 1 and trainer.scaler.get_scale() == 2.0 ** 14

@@ -28,7 +28,7 @@ from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_con
                             preset_names, read_preset, section_fields, type_name)
 from gsimclr.errors import UserError, one_line_warnings
 from gsimclr.evaluation import EVALUATIONS
-from gsimclr.methods import METHODS
+from gsimclr.methods import METHODS, default_methods
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ COMMANDS: dict[str, Command] = {
     "run": Command("pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation and the table", _EVERY_SECTION),
     "pseudo-label": Command("pseudo labels before pretraining: the denoising autoencoder and k-means, or file:PATH",
                             ("data", "pseudo_labels", "execution", "report"), ("batch_size", "defaults")),
-    "pretrain": Command("contrastive pretraining (SimCLR, or G-SimCLR with pseudo labels)",
-                        ("data", "model", "augment", "pretrain", "guidance", "pseudo_labels", "knn", "execution", "report")),
+    "pretrain": Command("contrastive pretraining (SimCLR, MoCo, or their guided forms with pseudo labels)",
+                        ("data", "model", "augment", "pretrain", "moco", "guidance", "pseudo_labels", "knn", "execution",
+                         "report")),
     **{ev.command: Command(ev.help, ("data", *ev.sections, "execution")) for ev in EVALUATIONS.values()},
     "supervised": Command("the fully supervised baseline with the same backbone",
                           ("data", "model", "supervised", "protocol", "execution"), ("batch_size",)),
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--max-minutes", type=float, metavar="MINUTES",
                                help="stop pretraining (with a checkpoint) before an epoch would end past this time")
         if name == "run":
-            stage.add_argument("--methods", default=",".join(methods),
+            stage.add_argument("--methods", default=",".join(default_methods()),
                                help=f"comma-separated methods to pretrain and evaluate ({', '.join(methods)})")
         if name == "pretrain":
             stage.add_argument("--method", default=methods[0], choices=methods)
@@ -227,6 +228,12 @@ def _check_stage_flags(args: argparse.Namespace) -> None:
         methods = [args.method]
     else:
         return
+    known = [METHODS[m] for m in methods if m in METHODS]
+    for name in sorted({o for m in METHODS.values() for o in m.options}):
+        if getattr(args, name, None) is not None and not any(name in m.options for m in known):
+            readers = ", ".join(m.name for m in METHODS.values() if name in m.options)
+            raise UserError(f"{flag(name)} only affects {readers}, which this command does not train; drop it "
+                            f"or train one of them")
     if methods and all(m in METHODS and not METHODS[m].guided for m in methods):
         # guidance options only shape a guided method's batches and loss: given for SimCLR alone they would be ignored
         unused = [flag(n) for n in section_fields("guidance") if getattr(args, n, None) is not None]

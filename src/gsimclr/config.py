@@ -52,6 +52,7 @@ SECTIONS: dict[str, str] = {
     "augment": "augmentation",
     "pretrain": "contrastive pretraining",
     "guidance": "G-SimCLR guidance",
+    "moco": "MoCo (--method moco or gmoco)",
     "pseudo_labels": "pseudo labels (autoencoder, encoder or file; k-means)",
     "linear": "linear evaluation",
     "knn": "kNN evaluation",
@@ -184,6 +185,8 @@ class Config:
                           "every epoch, as tf.data shuffle().cache())")
     views_forward: str = opt("joint", "pretrain", "forward passes: one over both views (BatchNorm statistics over 2N), "
                              "or one per view (separate: the notebooks)", choices="gsimclr.training.views:VIEW_FORWARDS")
+    views: int = opt(2, "pretrain", "augmented views of every image per step (SimCLR: every anchor has views - 1 "
+                     "positives; MoCo takes 2, a query and a key)", min=2)
     checkpoint_every: int = opt(0, "pretrain", "epochs between checkpoints (0: only at the end)", min=0)
     monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
     sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
@@ -196,6 +199,13 @@ class Config:
                         choices="gsimclr.guidance.loss_guidance:GUIDANCE")
     sampler_tail: str = opt("relax", "guidance", "greedy sampler once the smallest clusters run out: relax the "
                             "one-per-cluster rule step by step, or drop the rest of the epoch", choices=("relax", "drop"))
+    # MoCo
+    queue_size: int | None = opt(None, "moco", "MoCo: keys of earlier batches kept as negatives (default: 4096, or "
+                                 "fewer on a small data set: whole batches up to the images minus one batch; MoCo v2: "
+                                 "65536 on ImageNet); with pseudo labels each keeps its image's label for --guidance",
+                                 min=1)
+    moco_momentum: float = opt(0.99, "moco", "MoCo: momentum m of the key encoder, an exponential moving average "
+                               "of the query encoder (k <- m k + (1 - m) q; MoCo v2: 0.999)", min=0, max=1)
     # pseudo labels
     pseudo_labels: str = opt("autoencoder", "pseudo_labels", "where pseudo labels come from: autoencoder (the "
                              "paper), encoder (k-means on the encoder's features, refreshed during training), "

@@ -39,7 +39,7 @@ from gsimclr.guidance.autoencoder import AutoencoderOptions
 from gsimclr.guidance.diagnostics import PAIR_KEYS
 from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
                                       save_pseudo_labels)
-from gsimclr.methods import METHODS, title
+from gsimclr.methods import METHODS, default_methods, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
 from gsimclr.runtime import resolve_device
@@ -129,6 +129,7 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     # a guided method also depends on the guidance options and, for encoder pseudo labels made during
     # pretraining, on how they are made
     extra = tuple(stage_fields("guidance")) + ("pseudo_labels", "recluster_every", "recluster_warmup", "k") if guided else ()
+    extra += METHODS.get(method).options  # the method's own options (MoCo's queue)
     return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
 
 
@@ -188,7 +189,7 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder
     folder.record("pseudo_labels", pseudo_provenance(cfg, train))
     if source == "file":
         result = file_pseudo_labels(path, len(train), cfg.n_clusters, cfg.seed, train.labels if train.has_labels else None,
-                                    resolve_device(cfg.device))
+                                    resolve_device(cfg.device), n_init=cfg.kmeans_n_init)
         save_pseudo_labels(out, result)
     else:
         train = decoded(train, cfg.image_size, "the autoencoder's pseudo labels", _budget(cfg))
@@ -265,12 +266,18 @@ def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods:
         from gsimclr.models.weights import match_state_dict, read_state_dict
 
         match_state_dict(build_backbone(cfg), read_state_dict(cfg.init))  # before any stage trains
+def check_method(cfg: Config, method: str, n_images: int) -> None:
+    """The method's own option checks (its recipe's) on ``n_images`` training images: a UserError
+    before any work."""
+    recipe = METHODS.get(method).parts()
+    recipe.check(recipe.resolve(cfg, n_images), n_images)
 
 
 def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,
                    pseudo: np.ndarray | None, resume: bool) -> dict[str, Any]:
     """The stage's provenance, once it is known that the stage may run: without ``resume`` its
     checkpoint must not exist; with it, an existing checkpoint must have been made from the same inputs."""
+    check_method(cfg, method, len(train))
     folder = _folder(run_dir)
     ckpt = folder.checkpoint(method)
     if ckpt.exists() and not resume:
@@ -310,7 +317,7 @@ def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRMod
         path = path / CHECKPOINT
     meta = read_meta(path)  # a one-line error when missing, a folder, unreadable or edited
     saved = config_from_dict(meta.get("config", {}))
-    model = build_model(saved)
+    model = build_model(saved, meta.get("method", "simclr"))
     load_checkpoint(path, model)
     return model, saved, meta
 
@@ -382,18 +389,20 @@ def stage_results(run_dir: Path | RunFolder, method: str) -> dict[str, Any]:
 def plot_run_curves(run_dir: Path | RunFolder) -> None:
     """loss_curves.png (loss per epoch) and, when monitored, knn_curves.png (kNN accuracy against training time)."""
     folder = _folder(run_dir)
-    losses, knn = {}, {}
+    losses, knn, loss_titles = {}, {}, set()
     for method in METHODS:
         path = folder.metrics(method)
         if path.exists():
             recs = read_metrics(path)
             name = title(method)
+            loss_titles.add(METHODS[method].loss_title)
             losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:
                 knn[name] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
     if losses:
-        plot_curves(losses, folder.loss_curves, "NT-Xent loss", "pretraining loss")
+        plot_curves(losses, folder.loss_curves, loss_titles.pop() if len(loss_titles) == 1 else "loss",
+                    "pretraining loss")
     plot_false_negatives(folder)
     if knn:
         plot_curves(knn, folder.knn_curves, "kNN top-1 %", "kNN accuracy during pretraining",
@@ -459,11 +468,13 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     world = current_world()
     if not world.is_main:
         log = _quiet
-    methods = tuple(METHODS.names()) if methods is None else tuple(methods)
+    methods = tuple(default_methods()) if methods is None else tuple(methods)
     for name in methods:
         METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
     check_inputs(cfg, train, test, methods, evaluate=True)
+    for method in methods:
+        check_method(cfg, method, len(train))  # before the first method's pretraining, not after it
     if resume:
         check_resume(cfg, folder, train, test, methods)
     if world.is_main:

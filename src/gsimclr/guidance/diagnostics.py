@@ -120,6 +120,7 @@ def cluster_scores(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "ari": float(adjusted_rand_score(truth, pseudo))}
 
 
-#: the keys :func:`epoch_pair_stats` may return, for tables and plots
+#: the keys :func:`epoch_pair_stats` may return, for tables and plots, and those of a method with a queue
+#: of negatives (:meth:`gsimclr.methods.moco.MoCo.pair_stats`: its loss's negatives are the queue's keys)
 PAIR_KEYS = ("pseudo_pairs_per_batch", "class_pairs_per_batch", "class_pairs_in_loss", "class_pairs_random",
-             "class_pairs_floor")
+             "class_pairs_floor", "class_pairs_queue", "pseudo_pairs_queue", "class_pairs_queue_random")

@@ -121,14 +121,20 @@ def autoencoder_pseudo_labels(data: ImageData, k: int, opts: AutoencoderOptions,
 
 
 def encoder_pseudo_labels(model, data: ImageData, k: int, image_size: int, device: torch.device,
-                          precision: str = "auto", seed: int = 0, point: str = "P3") -> PseudoLabels:
-    """k-means on the encoder's L2-normalised features at ``point`` (P3: the backbone's pooled output)."""
+                          precision: str = "auto", seed: int = 0, point: str = "P3", normalize: str = "imagenet",
+                          n_init: int = 3) -> PseudoLabels:
+    """k-means (``n_init`` starts) on the encoder's L2-normalised features at ``point`` (P3: the
+    backbone's pooled output), its inputs normalised as in training (``normalize``, a
+    :data:`gsimclr.transforms.augment.NORMALIZATIONS` name: the features clustered are those of the
+    inputs the encoder is trained on)."""
     from gsimclr.evaluation.features import extract_features
+    from gsimclr.transforms.augment import NORMALIZATIONS
 
+    mean, std = NORMALIZATIONS[normalize]
     was_training = model.training
-    features = extract_features(model, data, image_size, device, precision=precision)[point].numpy()
+    features = extract_features(model, data, image_size, device, precision=precision, mean=mean, std=std)[point].numpy()
     model.train(was_training)
-    labels = cluster_features(features, k, seed, normalize=True, device=device,
+    labels = cluster_features(features, k, seed, normalize=True, device=device, n_init=n_init,
                               what="the encoder's features (collapsed? lower --lr or raise --recluster-warmup)")
     return PseudoLabels(labels, features, describe(labels, data.labels if data.has_labels else None,
                                                    source="encoder"))
@@ -173,8 +179,9 @@ def read_labels_or_embeddings(path: str | Path) -> np.ndarray:
 
 
 def file_pseudo_labels(path: str | Path, n: int, k: int | None = None, seed: int = 0,
-                       truth: np.ndarray | None = None, device: str | torch.device | None = None) -> PseudoLabels:
-    """Labels read from ``path``, or its embeddings clustered into ``k`` clusters."""
+                       truth: np.ndarray | None = None, device: str | torch.device | None = None,
+                       n_init: int = 3) -> PseudoLabels:
+    """Labels read from ``path``, or its embeddings clustered into ``k`` clusters (``n_init`` k-means starts)."""
     array = read_labels_or_embeddings(path)
     if array.ndim == 0:
         raise UserError(f"{path}: expected N labels or an (N, D) array of embeddings, got a single value")
@@ -197,7 +204,7 @@ def file_pseudo_labels(path: str | Path, n: int, k: int | None = None, seed: int
         features = array.astype(np.float32)
         if not np.isfinite(features).all():
             raise UserError(f"{path}: the embeddings hold NaN or infinite values")
-        labels = cluster_features(features, k, seed, normalize=True, device=device)
+        labels = cluster_features(features, k, seed, normalize=True, device=device, n_init=n_init)
     else:
         raise UserError(f"{path}: expected N labels or an (N, D) array of embeddings, got shape {array.shape}")
     return PseudoLabels(labels, features, describe(labels, truth, source=f"file:{path}"))

@@ -18,6 +18,12 @@ from gsimclr.models.heads import ProjectionHead
 from gsimclr.models.registry import apply_defaults, create_backbone
 
 
+def backbone_options(cfg) -> dict:
+    """What :func:`gsimclr.models.create_backbone` needs from a config (each backbone takes what it uses)."""
+    return {"n_blocks": cfg.n_blocks, "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+            "shortcut_bn": cfg.shortcut_bn, "downsample_in_1x1": cfg.downsample_in_1x1, "defaults": cfg.defaults}
+
+
 class SimCLRModel(nn.Module):
     def __init__(self, backbone: nn.Module, head: ProjectionHead):
         super().__init__()

@@ -1,0 +1,83 @@
+"""The pretraining methods, one :class:`Method` each in :data:`METHODS` (solo-learn's ``METHODS``
+table is the model). The CLI's ``--method``/``--methods`` choices, the pipeline's stages and the
+report's column titles all read this table.
+
+A method owns itself: its model (backbone, head, any extra encoder), its number of views, its
+criterion, its training step, its option checks and whether it uses pseudo labels. The entry here is
+light (no PyTorch import, so the CLI's checks stay fast); its ``recipe`` names the
+:class:`gsimclr.methods.base.Recipe` subclass, in a module of its own, that builds those parts::
+
+    METHODS.register("mymethod", Method("mymethod", "My method", guided=False,
+                                        recipe="gsimclr.methods.mymethod:MyRecipe",
+                                        description="...", options=("my_option",)))
+
+A ``guided`` method uses the run's pseudo labels: the pretraining loop builds its batches with the
+configured guided sampler and passes the pseudo labels to the loss (``--guidance``); an unguided
+method sees plain shuffled batches and no labels. ``options`` are the config fields only this
+method reads (given for a run of none of the methods that read them, they are refused as ignored).
+
+Example:
+    >>> [(m.name, m.title, m.guided) for m in METHODS.values()]
+    [('simclr', 'SimCLR', False), ('gsimclr', 'G-SimCLR', True), ('moco', 'MoCo', False), ('gmoco', 'G-MoCo', True)]
+    >>> default_methods()
+    ['simclr', 'gsimclr']
+    >>> METHODS["moco"].loss_title
+    'InfoNCE loss (queue)'
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from gsimclr.registry import Registry
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str          # the run folder's stage name and the results key
+    title: str         # the column title in tables and plots
+    guided: bool       # uses pseudo labels (guided batches and/or loss-side guidance)
+    recipe: str = "gsimclr.methods.simclr:SimCLR"   # "module:Class" of its parts (a Recipe)
+    description: str = ""
+    options: tuple[str, ...] = ()     # config fields only this method reads
+    loss_title: str = "NT-Xent loss"  # the loss curves' axis label
+    default: bool = True              # among the methods `gsimclr run` trains without --methods
+
+    def parts(self) -> Any:
+        """The method's :class:`gsimclr.methods.base.Recipe` (imported on first use: it needs PyTorch)."""
+        return _recipe(self)
+
+
+@lru_cache(maxsize=None)
+def _recipe(method: Method) -> Any:
+    module, _, cls = method.recipe.partition(":")
+    return getattr(importlib.import_module(module), cls)(method)
+
+
+METHODS: Registry = Registry("method")
+METHODS.register("simclr", Method("simclr", "SimCLR", guided=False,
+                                  description="--views augmented views (2), NT-Xent over plain shuffled batches"))
+METHODS.register("gsimclr", Method("gsimclr", "G-SimCLR", guided=True,
+                                   description="SimCLR whose batches (and optionally loss) are guided by pseudo labels"))
+METHODS.register("moco", Method("moco", "MoCo", guided=False, recipe="gsimclr.methods.moco:MoCo",
+                                description="MoCo v2: a momentum key encoder and a queue of negatives",
+                                options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
+                                default=False))
+METHODS.register("gmoco", Method("gmoco", "G-MoCo", guided=True, recipe="gsimclr.methods.moco:MoCo",
+                                 description="MoCo whose batches and queue negatives are guided by pseudo labels "
+                                 "(the queue keeps each key's pseudo label)",
+                                 options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
+                                 default=False))
+
+
+def default_methods() -> list[str]:
+    """The methods ``gsimclr run`` trains when ``--methods`` is not given (SimCLR and G-SimCLR)."""
+    return [name for name, method in METHODS.items() if method.default]
+
+
+def title(name: str) -> str:
+    """A method's display title (its name when it is not registered, e.g. in an older run)."""
+    return METHODS[name].title if name in METHODS else name
