@@ -1,6 +1,9 @@
 """torch.distributed set-up for runs launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK).
 
-A plain ``python``/``gsimclr`` process is a world of one and nothing is initialised.
+A plain ``python``/``gsimclr`` process is a world of one and nothing is initialised. A process that
+torchrun started joins a process group even when it is the only one (``--nproc_per_node=1``): it trains
+through the same DDP, SyncBatchNorm and gathered-negatives path as a larger world, so a one-GPU machine
+checks that path (``scripts/evidence.py``'s ``ddp-equal``).
 
 Every process runs the same command; rank 0 alone writes files (checkpoints, logs, plots, results)
 and does the single-process stages (pseudo labels, evaluation) while the others wait in
@@ -32,6 +35,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    group: bool = False      # a process group was started (torchrun), whatever its size
 
     @property
     def is_main(self) -> bool:
@@ -39,11 +43,14 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Training goes through the distributed path (DDP, SyncBatchNorm, gathered negatives)."""
+        return self.size > 1 or self.group
 
 
 def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    """torchrun (torch.distributed.run) started this process: it sets RANK, WORLD_SIZE and LOCAL_RANK,
+    WORLD_SIZE 1 included."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
 def init_world(device_name: str = "auto") -> World:
@@ -63,7 +70,7 @@ def init_world(device_name: str = "auto") -> World:
     global _wait_group
     if _wait_group is None:  # new_group is collective: every rank creates it here, at the same point
         _wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
-    return World(rank, size, local_rank)
+    return World(rank, size, local_rank, group=True)
 
 
 def world_device(device_name: str, world: World) -> str:
@@ -76,7 +83,7 @@ def world_device(device_name: str, world: World) -> str:
 
 def current_world() -> World:
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), group=True)
     return World()
 
 
