@@ -3,9 +3,10 @@
 Every process joins the process group the way gsimclr's commands do (:func:`gsimclr.distributed.init_world`:
 NCCL on GPUs, gloo on CPUs, even for one process), wraps a small model in DistributedDataParallel (with
 SyncBatchNorm on GPUs), takes its contiguous share of one fixed global batch, and computes NT-Xent with
-the other processes' embeddings gathered as negatives. Rank 0 writes what happened (backend, world size,
+the other processes' embeddings gathered as negatives, in float64. Rank 0 writes what happened (backend, world size,
 DDP, SyncBatchNorm layers, rows gathered, the loss) to ``--out`` and the averaged gradient beside it
-(``.npy``): with any number of processes it must equal the one-process gradient of the whole batch.
+(``.npy``): with any number of processes it must equal the one-process gradient of the whole batch, within
+the difference that reordering the batch alone makes (NT-Xent's logits are float32: ``reorder_floor``).
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 scripts/evidence_runner/ddp_probe.py \
         --device cpu --out /tmp/probe.json
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config("cifar10-resnet18", {"model": "paper_resnet", "n_blocks": 0, "head_dims": [32, 16],
                                            "image_size": 16, "device": args.device})
     torch.manual_seed(0)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg).to(device, torch.float64)  # float64: any difference left is the distributed path's
     model.eval()  # BatchNorm on running statistics: the step does not depend on how the batch is split
     sync_layers = 0
     if dist.is_initialized() and device.type == "cuda":
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.is_initialized() else model
     gen = torch.Generator().manual_seed(1)
-    images = torch.rand(args.batch, 3, 16, 16, generator=gen)
+    images = torch.rand(args.batch, 3, 16, 16, generator=gen, dtype=torch.float64)
     share = args.batch // world.size
     mine = images[world.rank * share:(world.rank + 1) * share].to(device)
     views = torch.stack([mine, mine.flip(-1)])
@@ -79,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         dist.all_reduce(total)
         total /= world.size
     grad = torch.cat([p.grad.detach().flatten().double().cpu() for p in model.parameters() if p.grad is not None])
+    floor = None
+    if world.size == 1:  # the same batch in another order: the loss's float32 rounding alone (the floor)
+        model.zero_grad(set_to_none=True)
+        other = mine.roll(share // 2, dims=0)
+        emb = ddp(torch.stack([other, other.flip(-1)]).flatten(0, 1))
+        ntxent.nt_xent(emb.reshape(2, share, -1), cfg.temperature, gather=True).backward()
+        again = torch.cat([p.grad.detach().flatten().double().cpu() for p in model.parameters() if p.grad is not None])
+        floor = float((again - grad).norm() / grad.norm())
     if world.rank == 0:
         out = Path(args.out)
         np.save(out.with_suffix(".npy"), grad.numpy())
@@ -86,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             "process_group": dist.is_initialized(), "backend": dist.get_backend() if dist.is_initialized() else None,
             "world_size": world.size, "distributed": world.distributed, "device": str(device),
             "ddp": isinstance(ddp, torch.nn.parallel.DistributedDataParallel), "sync_batch_norm_layers": sync_layers,
-            "local_rows": share, "gathered_shape": rows[0] if rows else None, "loss": float(total)}))
+            "local_rows": share, "gathered_shape": rows[0] if rows else None, "loss": float(total),
+            "reorder_floor": floor}))
     close_world()
     return 0
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -35,7 +35,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-    group: bool = False      # a process group was started (torchrun), whatever its size
+    group: bool = field(default=False, compare=False)  # a process group was started (torchrun), whatever its size
 
     @property
     def is_main(self) -> bool:
