@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from evidence_runner import plan, transport  # noqa: E402
 from evidence_runner.cli import main as evidence_main  # noqa: E402
-from evidence_runner.context import Ctx, Part, Skip, Stopped, accepts, run_bounded, write_json, write_text  # noqa: E402
+from evidence_runner.context import Ctx, Part, Stopped, accepts, run_bounded, write_json, write_text  # noqa: E402
 from evidence_runner.runner import run_part  # noqa: E402
 from evidence_runner.stages import SMOKE_SEEDS, build_stages  # noqa: E402
 

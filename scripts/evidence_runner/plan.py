@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from pathlib import Path
 
 from evidence_runner.context import Ctx, Part, Stage, write_json
 

@@ -28,9 +28,9 @@ quotes only what is here.
 
 How a lent GPU produces them: see "GPU evidence" in [benchmarks/README.md](benchmarks/README.md). A lease is
 15 minutes of device time in all (start, every call and idle wait; one command at most 10 minutes), so the
-parts run in a fixed order, the most valuable numbers first, each resumable across calls and leases:
-{order}. `python scripts/evidence.py --list` shows that order with each part's measured (or compile-aware)
-estimate. Tables with seeds give mean ± sample sd over the seeds present; the paper's numbers are single
+parts run in a fixed order, the most valuable numbers first, after a preflight in every call: {order}. An
+unfinished part continues in the next call. `python scripts/evidence.py --list` shows the order with each
+part's measured (or compile-aware) estimate. Tables with seeds give mean ± sample sd over the seeds present; the paper's numbers are single
 runs (Tables 1 and 2 of arXiv 2009.12007).
 """
 

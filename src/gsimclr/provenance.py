@@ -119,7 +119,11 @@ def write_stamp(root: Path, dest: Path | None = None) -> dict:
 def git_commit(root: Path | None = None) -> str | None:
     """The code's name: ``HEAD``, or ``HEAD+dirty.<digest of the code as it is>``; None when neither git
     nor a stamp says which commit this is (an installed package)."""
-    root = Path(root) if root is not None else repo_root()
+    if root is None:
+        root = repo_root()
+        if not (root / "src" / "gsimclr").is_dir():  # an installed package, not a checkout: no commit to name
+            return None
+    root = Path(root)
     state = head_state(root)
     if state is None:
         stamp = read_stamp(root)
