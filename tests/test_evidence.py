@@ -61,6 +61,7 @@ def test_simulated_lease_cut_carried_and_resumed_then_every_stage(tmp_path):
 
     watched = (ROOT / "results", ROOT / "benchmarks" / "results", ROOT / "RESULTS.md")
     before = _snapshot(*watched)
+    commit = git_commit(ROOT)  # the code the copies receive
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evidence.py"), "--simulate-lease", str(tmp_path),
                            "--full"], capture_output=True, text=True, env=env, timeout=1500)
@@ -68,7 +69,7 @@ def test_simulated_lease_cut_carried_and_resumed_then_every_stage(tmp_path):
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found["same_result"] and found["state_carried"] and not found["finished_before_cut"]
     assert found["calls"] == 2  # the resumed part records the two calls (and their warm-ups)
-    assert found["commit"] == git_commit(ROOT)  # the copy has no .git: the stamp, recomputed, names this code
+    assert found["commit"] == commit  # the copy has no .git: the stamp, recomputed, names this code
     root = tmp_path / "root-b"
     states = found["states"]
     stages = build_stages(SMOKE_SEEDS)
@@ -470,3 +471,34 @@ def test_torchrun_with_one_process_starts_a_process_group(monkeypatch):
     assert not dist.is_initialized()
     monkeypatch.delenv("LOCAL_RANK")
     assert init_world("cpu") == World() and not World().distributed  # a plain process: nothing started
+
+
+@pytest.mark.skipif(not _have_lightly(), reason="benchmarks/throughput.py needs lightly (the bench extra)")
+def test_throughput_writes_as_it_measures_and_resumes(tmp_path, monkeypatch):
+    """A failure at batch 1024 keeps batch 512 (written after each window and config); --resume measures
+    only what is missing."""
+    import throughput
+
+    calls = []
+
+    def fake_config(name, spec, device, args, matmul, state, progress=lambda partial: None):
+        calls.append(name)
+        progress({"config": name, "windows_done": 1})
+        partial = json.loads((tmp_path / "t.json").read_text())
+        assert partial["in_progress"]["config"] == name and partial["complete"] is False  # on disk mid-config
+        if name == "r18-cifar-b1024" and len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return {"config": name}
+
+    monkeypatch.setattr(throughput, "run_config", fake_config)
+    monkeypatch.setattr(throughput, "matmul_rate", lambda device, quick=False: {"flops_per_s": 1.0, "dtype": "fp32"})
+    monkeypatch.setattr(throughput, "markdown", lambda report: "table\n")
+    argv = ["--device", "cpu", "--configs", "r18-cifar-b512", "r18-cifar-b1024", "--name", "t", "--out", str(tmp_path)]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        throughput.main(argv)
+    kept = json.loads((tmp_path / "t.json").read_text())
+    assert [r["config"] for r in kept["results"]] == ["r18-cifar-b512"] and not kept["complete"]
+    assert throughput.main([*argv, "--resume"]) == 0
+    assert calls == ["r18-cifar-b512", "r18-cifar-b1024", "r18-cifar-b1024"]
+    final = json.loads((tmp_path / "t.json").read_text())
+    assert [r["config"] for r in final["results"]] == ["r18-cifar-b512", "r18-cifar-b1024"] and final["complete"]
