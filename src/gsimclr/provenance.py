@@ -12,7 +12,7 @@ code changed after packing reads as ``+dirty``, never as the packed commit.
 
 Example:
     >>> blob_id(b"")
-    'e69de29bb2d1d6435b69b6cc63e3fbc2ea3b2f4e'
+    'e69de29bb2d1d6434b8b29ae775ad8c2e48c5391'
 """
 
 from __future__ import annotations
