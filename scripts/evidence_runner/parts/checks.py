@@ -76,7 +76,7 @@ def run_ddp_equal(ctx: Ctx, part: Part) -> dict:
     return {"torchrun_vs_plain": torchrun_vs_plain, "plain_vs_plain": floor, "equal": bool(equal),
             "rule": "equal: bitwise, or relative L2 difference within 2x the plain-vs-plain floor (at least 1e-6)",
             "options": check_options(ctx), "probes": probes,
-            "distributed_ok": bool(equal) and all(p.get("ok", True) for p in probes.values())}
+            "distributed_ok": bool(equal) and all(p.get("ok", False) for p in probes.values() if isinstance(p, dict))}
 
 
 def torchrun(ctx: Ctx, nproc: int, target: list[str]) -> str:
