@@ -22,7 +22,7 @@ def partial_path(ctx: Ctx, part: Part) -> Path:
 
 def write_progress(ctx: Ctx, part: Part) -> dict | None:
     """Write what ``part`` has measured so far (its ``progress``) to ``results/evidence/partial/``."""
-    if part.progress is None:
+    if part.progress is None or part.done(ctx):  # done: its result replaces the partial file
         return None
     try:
         progress = part.progress(ctx, part)
