@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import threading
 
 from evidence_runner.context import Ctx, Part, Stage, write_json
 
@@ -31,6 +32,7 @@ LEASE_WORK_S = 540            # the work of one full call of a 15-minute lease (
 COMPILE_ALLOWANCE_S = {"cpu": 0.0, "gpu": 60.0}   # per compiled graph, before anything was measured
 PIECE_S = 120                 # the smallest useful piece of a part that continues across calls
 TIMINGS = "results/evidence/timings.json"
+TIMINGS_LOCK = threading.RLock()   # the periodic export records the part in flight from its own thread
 
 
 def lease_order(stages: list[Stage]) -> list[Part]:
@@ -80,31 +82,54 @@ def merge_timings(a: dict, b: dict) -> dict:
             continue
         for kind, runs in kinds.items():
             mine = out.setdefault(key, {}).setdefault(kind, [])
-            seen = {(r.get("date"), r.get("wall_s")) for r in mine}
-            mine += [r for r in runs if (r.get("date"), r.get("wall_s")) not in seen]
+            for run in runs:  # one entry per run id: a run exported while in flight, then again, is the later one
+                same = [i for i, r in enumerate(mine) if r.get("run", (r.get("date"), r.get("wall_s")))
+                        == run.get("run", (run.get("date"), run.get("wall_s")))]
+                if not same:
+                    mine.append(run)
+                elif run.get("wall_s", 0) >= mine[same[0]].get("wall_s", 0):
+                    mine[same[0]] = run
             mine.sort(key=lambda r: r.get("date") or "")
     return out
 
 
 def record_run(ctx: Ctx, part: Part, kind: str, wall_s: float, compile_s: float, fraction_before: float,
-               fraction_after: float, state: str) -> None:
-    """Add one run of ``part`` to the timings (written at once: a cut call keeps it)."""
+               fraction_after: float, state: str, run: str | None = None) -> None:
+    """Add one run of ``part`` to the timings (written at once: a cut call keeps it). A run with an id
+    (``run``) replaces its earlier entry: a part in flight is recorded as ``cut`` with its time so far at
+    every periodic export, so a call killed mid-part still leaves its measurement."""
+    with TIMINGS_LOCK:
+        _record_run(ctx, part, kind, wall_s, compile_s, fraction_before, fraction_after, state, run)
+
+
+def _record_run(ctx, part, kind, wall_s, compile_s, fraction_before, fraction_after, state, run) -> None:
     timings = load_timings(ctx)
-    timings.setdefault(part.name, {}).setdefault(kind, []).append({
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "wall_s": round(wall_s, 1),
-        "compile_s": round(compile_s, 1), "fraction_before": round(fraction_before, 4),
-        "fraction_after": round(fraction_after, 4), "state": state, "smoke": ctx.smoke, "commit": ctx.commit})
+    runs = timings.setdefault(part.name, {}).setdefault(kind, [])
+    entry = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "wall_s": round(wall_s, 1),
+             "compile_s": round(compile_s, 1), "fraction_before": round(fraction_before, 4),
+             "fraction_after": round(fraction_after, 4), "state": state, "smoke": ctx.smoke, "commit": ctx.commit}
+    if run is not None:
+        entry["run"] = run
+        earlier = [i for i, r in enumerate(runs) if r.get("run") == run]
+        if earlier:
+            entry["date"] = runs[earlier[0]]["date"]
+            runs[earlier[0]] = entry
+            write_json(ctx, ctx.root / TIMINGS, timings)
+            return
+    runs.append(entry)
     write_json(ctx, ctx.root / TIMINGS, timings)
 
 
 def record_compile(ctx: Ctx, kind: str, model: str, seconds: float) -> None:
-    timings = load_timings(ctx)
-    timings.setdefault("compile", {}).setdefault(kind, {})[model] = round(seconds, 1)
-    write_json(ctx, ctx.root / TIMINGS, timings)
+    with TIMINGS_LOCK:
+        timings = load_timings(ctx)
+        timings.setdefault("compile", {}).setdefault(kind, {})[model] = round(seconds, 1)
+        write_json(ctx, ctx.root / TIMINGS, timings)
 
 
 def _rate(runs: list[dict]) -> tuple[float, float] | None:
     """(seconds for the whole part without warm-up, warm-up per call) from measured runs, or None."""
+    runs = [r for r in runs if r.get("state") != "failed"]  # a failure measures nothing about the part
     work = sum(r["fraction_after"] - r["fraction_before"] for r in runs)
     if work <= 0:
         return None

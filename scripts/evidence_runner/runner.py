@@ -8,12 +8,36 @@ import datetime as dt
 import os
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from evidence_runner.context import Ctx, Part, Skip, Stopped, log, write_json
-from evidence_runner.plan import fits, fraction_done, load_timings, record_run
+from evidence_runner.plan import TIMINGS_LOCK, fits, fraction_done, load_timings, record_run
 
 STABLE_MTIME_NS = 1_700_000_000 * 10**9   # the data files' time on every machine (see stable_data)
+
+
+@dataclass
+class Running:
+    """The part in flight, for the periodic export: its measurements so far and its time as a cut run."""
+    part: Part
+    kind: str
+    t0: float
+    before: float
+    run_id: str
+    closed: bool = False      # the part has ended: its own record stands
+
+    def refresh(self, ctx: Ctx) -> None:
+        progress = write_progress(ctx, self.part) or {}
+        after = max(self.before, float(progress.get("fraction", self.before)))
+        with TIMINGS_LOCK:
+            if not self.closed:
+                record_run(ctx, self.part, self.kind, time.perf_counter() - self.t0, part_compile_s(ctx, self.part),
+                           self.before, after, "cut", self.run_id)
+
+    def close(self) -> None:
+        with TIMINGS_LOCK:
+            self.closed = True
 
 
 def partial_path(ctx: Ctx, part: Part) -> Path:
@@ -82,8 +106,11 @@ def run_part(ctx: Ctx, part: Part, kind: str = "cpu", exporter=None) -> str:
     fresh_state()
     before = fraction_done(ctx, part)
     t0 = time.perf_counter()
+    run_id = f"{ctx.invocation}:{part.name}"
+    record_run(ctx, part, kind, 0.0, 0.0, before, before, "cut", run_id)  # what stays if the call is killed
+    running = Running(part, kind, t0, before, run_id)
     if exporter is not None:
-        exporter.running = part
+        exporter.running = running
     try:
         result = part.run(ctx, part)
     except Skip as exc:
@@ -97,9 +124,10 @@ def run_part(ctx: Ctx, part: Part, kind: str = "cpu", exporter=None) -> str:
         state = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log(f"{part.name}: {state}")
         write_progress(ctx, part)
-        record_run(ctx, part, kind, time.perf_counter() - t0, 0.0, before, before, "failed")
+        record_run(ctx, part, kind, time.perf_counter() - t0, 0.0, before, before, "failed", run_id)
         return state
     finally:
+        running.close()
         if exporter is not None:
             exporter.running = None
     wall = time.perf_counter() - t0
@@ -107,7 +135,7 @@ def run_part(ctx: Ctx, part: Part, kind: str = "cpu", exporter=None) -> str:
     if result is None:
         progress = write_progress(ctx, part) or {}
         after = float(progress.get("fraction", before))
-        record_run(ctx, part, kind, wall, compile_s, before, max(before, after), "incomplete")
+        record_run(ctx, part, kind, wall, compile_s, before, max(before, after), "incomplete", run_id)
         log(f"{part.name}: unfinished after {wall:.0f} s ({100 * after:.0f}% done); the next call continues it")
         return "incomplete"
     seed = int(part.name.rsplit("-seed", 1)[1]) if "-seed" in part.name else None
@@ -118,7 +146,7 @@ def run_part(ctx: Ctx, part: Part, kind: str = "cpu", exporter=None) -> str:
                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "wall_s": round(wall, 1),
                "compile_s": round(compile_s, 1), "smoke": ctx.smoke, "preflight": ctx.preflight, "result": result}
     write_json(ctx, ctx.root / part.path, payload)
-    record_run(ctx, part, kind, wall, compile_s, before, 1.0, "done")
+    record_run(ctx, part, kind, wall, compile_s, before, 1.0, "done", run_id)
     with contextlib.suppress(OSError):
         partial_path(ctx, part).unlink()
     log(f"{part.name}: done in {wall:.0f} s -> {part.path}")

@@ -130,7 +130,7 @@ class PeriodicExport:
 
     def __init__(self, ctx: Ctx, folder: Path, every: float, unfinished):
         self.ctx, self.folder, self.every, self.unfinished = ctx, folder, every, unfinished
-        self.running: Part | None = None
+        self.running = None  # evidence_runner.runner.Running
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="evidence-export", daemon=True)
 
@@ -147,10 +147,9 @@ class PeriodicExport:
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                if self.running is not None:
-                    from evidence_runner.runner import write_progress
-
-                    write_progress(self.ctx, self.running)
+                running = self.running
+                if running is not None:
+                    running.refresh(self.ctx)
                 export(self.ctx, self.folder, self.unfinished())
             except Exception as exc:  # an export that fails must not stop the measurement
                 log(f"periodic export failed: {type(exc).__name__}: {exc}")
