@@ -504,3 +504,29 @@ def test_throughput_writes_as_it_measures_and_resumes(tmp_path, monkeypatch):
     assert calls == ["r18-cifar-b512", "r18-cifar-b1024", "r18-cifar-b1024"]
     final = json.loads((tmp_path / "t.json").read_text())
     assert [r["config"] for r in final["results"]] == ["r18-cifar-b512", "r18-cifar-b1024"] and final["complete"]
+
+
+def test_data_path_keeps_each_child_run_and_resumes_the_rest(tmp_path, monkeypatch):
+    import argparse
+
+    import data_path
+
+    calls = []
+
+    def fake_child(kind, args, src=None):
+        calls.append((kind, args.decoder if kind != "torchvision" else None))
+        if len(calls) == 4:
+            raise data_path.ChildFailed("torchvision failed")
+        return {"pipeline": kind, "images_per_s": float(len(calls)), "peak_rss_gib": 0.1}
+
+    monkeypatch.setattr(data_path, "child", fake_child)
+    written = []
+    args = argparse.Namespace(decoders="pil", rounds=2, progress=written.append)
+    with pytest.raises(data_path.ChildFailed):
+        data_path.cmd_path(args)
+    kept = written[-1]["rounds_done"]
+    assert {k: len(v) for k, v in kept.items()} == {"store-path": 1, "store-decode": 1, "torchvision": 1}
+    args = argparse.Namespace(decoders="pil", rounds=2, progress=written.append, resume_rounds=kept)
+    summary = data_path.cmd_path(args)
+    assert len(calls) == 4 + 3  # only the three missing runs
+    assert all(len(summary[k]["rounds"]) == 2 for k in ("store-path", "store-decode", "torchvision"))
