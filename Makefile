@@ -25,19 +25,22 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
 	$(PY) benchmarks/throughput.py --out benchmarks/results
 
-# GPU evidence (issue 12, scripts/evidence.py): every unfinished stage a-f, each part skipped once its JSON
-# exists; EVIDENCE_ARGS e.g. '--stage b' or '--budget-s 500'. On the GPU machine (no registry, no venv) run
-# python3 scripts/evidence.py directly: see "GPU evidence" in benchmarks/README.md.
+# GPU evidence (issues 12 and 17, scripts/evidence.py): every unfinished part in the lease order, each skipped
+# once its JSON exists; EVIDENCE_ARGS e.g. '--stage tta-gsimclr' or '--budget-s 540'. On the GPU machine (no
+# registry, no venv) run python3 scripts/evidence.py directly: see "GPU evidence" in benchmarks/README.md.
 evidence: $(STAMP)
 	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
 	$(PY) scripts/evidence.py $(EVIDENCE_ARGS)
 
+# The lease order with each part's state and measured (or compile-aware) estimate.
 evidence-list: $(STAMP)
 	$(PY) scripts/evidence.py --list
 
-# Every stage end to end at tiny sizes on the CPU, into a temporary folder (tests/test_evidence.py runs it too).
+# A lease simulated on the CPU, into a temporary folder (tests/test_evidence.py runs it too): a call cut by
+# SIGKILL, its export imported into a fresh copy of the checkout and resumed there to the uncut run's
+# result, that call running every stage at tiny sizes.
 evidence-smoke: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) scripts/evidence.py --smoke
+	OMP_NUM_THREADS=1 $(PY) scripts/evidence.py --simulate-lease "$$(mktemp -d -t gsimclr-lease-XXXXXX)" --full
 
 clean:
 	rm -rf $(VENV) runs

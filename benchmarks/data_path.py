@@ -57,7 +57,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -310,14 +309,20 @@ def run_memory_path(args) -> dict:
 CHILDREN = {"store-path": run_store_path, "torchvision": run_torchvision, "memory-path": run_memory_path}
 
 
+class ChildFailed(RuntimeError):
+    """A measurement's child process failed: an error of that measurement, never an exit of the caller
+    (the evidence runner runs other parts after it)."""
+
+
 def child(kind: str, args, src: str | None = None) -> dict:
-    """Run ``CHILDREN[kind]`` in a fresh interpreter (with ``src`` first on the path) and return its result."""
+    """Run ``CHILDREN[kind]`` in a fresh interpreter (with ``src`` first on the path) and return its result;
+    a failure raises :class:`ChildFailed` with the end of its error output."""
     paths = [str(Path(src or ROOT / "src").resolve())] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # src first, then what the caller had (carried wheels)
     argv = [sys.executable, __file__, "_child", kind, "--json", json.dumps(vars(args), default=str)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
+        raise ChildFailed(f"{kind} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -353,13 +358,21 @@ def _store_kinds(args) -> list[tuple[str, dict]]:
 
 
 def cmd_path(args) -> dict:
+    """Every store-path decoder and torchvision, ``--rounds`` times interleaved. After each child run the
+    rounds so far are written (``args.progress``) so a cut run keeps them; ``--resume`` starts from the
+    rounds of a partial section (``args.resume_rounds``)."""
     kinds = _store_kinds(args) + [("torchvision", {})]
-    rounds = {key: [] for key, _ in kinds}
-    for _ in range(args.rounds):
+    previous = getattr(args, "resume_rounds", None) or {}
+    rounds = {key: list(previous.get(key, [])) for key, _ in kinds}
+    progress = getattr(args, "progress", None) or (lambda partial: None)
+    for r in range(args.rounds):
         for key, overrides in kinds:
+            if len(rounds[key]) > r:
+                continue  # measured before the cut
             kind = "torchvision" if key == "torchvision" else "store-path"
             rounds[key].append(child(kind, argparse.Namespace(**{**vars(args), **overrides})))
             print(key, json.dumps(rounds[key][-1]), flush=True)
+            progress({"partial": True, "rounds_done": rounds})
     summary = {}
     for key, results in rounds.items():
         rates = [r["images_per_s"] for r in results]
@@ -422,7 +435,7 @@ def cmd_train(args) -> dict:
         done = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode:
-            raise SystemExit(f"gsimclr pretrain failed:\n{done.stderr[-3000:]}")
+            raise ChildFailed(f"gsimclr pretrain failed:\n{done.stderr[-3000:]}")
         peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
         record = json.loads((Path(out) / "simclr" / "metrics.jsonl").read_text().splitlines()[0])
     return {"command": "gsimclr " + " ".join(argv[3:]).replace(out, "OUT"), "train_images": round(record["images_per_s"]
@@ -443,13 +456,9 @@ def cmd_memory(args) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({os.cpu_count()} cores)"
+    from gsimclr.provenance import cpu_name
+
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 
 def _gpu_name() -> str:
@@ -534,6 +543,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--data", default="/work/shared/data/cifar10", help="memory: the CIFAR-10 source")
     parser.add_argument("--src", nargs="+", default=[str(ROOT / "src")], help="memory: gsimclr src folders")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--resume", action="store_true", help="path: keep the rounds of a section cut short "
+                        "(written after every child run) and measure the rest")
     args = parser.parse_args(argv)
     args.epoch = False
     args.decoder = args.decoders.split(",")[0]
@@ -542,19 +553,36 @@ def main(argv: list[str] | None = None) -> dict | None:
     sys.path.insert(0, str(ROOT / "src"))
     load_start = [round(x, 2) for x in os.getloadavg()]
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    result = {"store": cmd_store, "path": cmd_path, "epoch": cmd_epoch, "memory": cmd_memory,
-              "decoders": cmd_decoders, "train": cmd_train}[args.command](args)
-    section = {"command": "python benchmarks/data_path.py " + " ".join(argv),
-               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine() + (f", {_gpu_name()}" if kind == "cuda" else ""),
-               "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()], "result": result}
-    print(json.dumps(section, indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"data-path-{kind}.json"
-    results = json.loads(json_path.read_text()) if json_path.exists() else {}
-    results[args.command] = section
-    write_atomic(json_path, json.dumps(results, indent=1) + "\n")
-    write_atomic(args.out / f"data-path-{kind}.md", markdown(results, kind))
-    return section
+
+    def section(result) -> dict:
+        return {"command": "python benchmarks/data_path.py " + " ".join(argv),
+                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": machine() + (f", {_gpu_name()}" if kind == "cuda" else ""),
+                "load_start": load_start, "load_end": [round(x, 2) for x in os.getloadavg()], "result": result,
+                **({"partial": True} if result.get("partial") else {})}
+
+    def write(sec: dict) -> None:
+        results = json.loads(json_path.read_text()) if json_path.exists() else {}
+        results[args.command] = sec
+        write_atomic(json_path, json.dumps(results, indent=1) + "\n")
+        if not sec.get("partial"):
+            write_atomic(args.out / f"data-path-{kind}.md",
+                         markdown({k: v for k, v in results.items() if not v.get("partial")}, kind))
+
+    if args.command == "path":
+        args.progress = lambda partial: write(section(partial))
+        if args.resume and json_path.exists():
+            earlier = json.loads(json_path.read_text()).get("path") or {}
+            if earlier.get("partial"):
+                args.resume_rounds = earlier["result"]["rounds_done"]
+    result = {"store": cmd_store, "path": cmd_path, "epoch": cmd_epoch, "memory": cmd_memory,
+              "decoders": cmd_decoders, "train": cmd_train}[args.command](args)
+    sec = section(result)
+    print(json.dumps(sec, indent=1))
+    write(sec)
+    return sec
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
@@ -175,7 +174,7 @@ class GsimclrPipeline(Pipeline):
         self.sampler = RandomBatchSampler(len(images), cfg.batch_size, cfg.seed, drop_last=True)
         self.eager_loss = make_loss_fn(build_criterion(cfg))  # pretrain's loss: one forward over both views
         self.loss_fn = maybe_compile(self.eager_loss, device, cfg.compile)
-        self.compiled = self.loss_fn is not self.eager_loss
+        self.compiled = self.loss_fn is not self.eager_loss  # updated after the warm-up (a failed compile runs eagerly)
         self._batches = self._iterate()
         self.total = torch.zeros((), device=device)
 
@@ -443,7 +442,9 @@ def load_images(cfg, subset: int | None, seed: int) -> np.ndarray | None:
     return images
 
 
-def run_config(name: str, spec: dict, device: torch.device, args, matmul: dict, state: dict) -> dict | None:
+def run_config(name: str, spec: dict, device: torch.device, args, matmul: dict, state: dict,
+               progress=lambda partial: None) -> dict | None:
+    """One config's measurement; ``progress`` receives what is measured so far after each timed window."""
     from gsimclr.config import load_config
 
     overrides = dict(spec["overrides"], device=str(device))
@@ -482,6 +483,7 @@ def run_config(name: str, spec: dict, device: torch.device, args, matmul: dict, 
 
     t0 = time.perf_counter()
     gs.window(args.warmup)
+    gs.compiled = getattr(gs.loss_fn, "compiled", gs.compiled)  # False when the compile fell back to eager
     log(f"[{name}] gsimclr warm-up {time.perf_counter() - t0:.1f}s (compiled: {gs.compiled})")
     t0 = time.perf_counter()
     lt.window(args.warmup)
@@ -495,6 +497,8 @@ def run_config(name: str, spec: dict, device: torch.device, args, matmul: dict, 
             rates[pipe.name].append(steps_per_window * cfg.batch_size / seconds)
         log(f"[{name}] window {w + 1}/{args.windows}: gsimclr {rates['gsimclr'][-1]:.1f}, "
             f"lightly {rates['lightly'][-1]:.1f} images/s")
+        progress({"config": name, "windows_done": w + 1, "windows": args.windows, "batch_size": cfg.batch_size,
+                  "windows_images_per_s": {k: list(v) for k, v in rates.items()}})
 
     breakdown = None
     if args.breakdown:
@@ -537,22 +541,15 @@ def run_config(name: str, spec: dict, device: torch.device, args, matmul: dict, 
 
 
 def environment(device: torch.device) -> dict:
-    def version(pkg):
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+    from gsimclr.provenance import cpu_name, git_commit, package_version, versions
 
     env = {
-        "device": str(device), "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": version("torchvision"), "lightly": version("lightly"), "gsimclr": version("gsimclr"),
-        "pillow": version("pillow"), "cpu": _cpu_name(), "cpu_cores": cpu_count(),
-        "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-        "load_average_at_start": _loadavg(),
+        "device": str(device), **versions(), "pillow": package_version("pillow"), "commit": git_commit(),
+        "cpu": cpu_name(), "cpu_cores": cpu_count(), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(), "load_average_at_start": _loadavg(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
     return env
 
 
@@ -561,16 +558,6 @@ def _loadavg():
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def fmt_bytes(n) -> str:
@@ -679,6 +666,8 @@ def main(argv=None) -> int:
                         help="override a config option in every config (repeatable), e.g. --set batch_size=256")
     parser.add_argument("--name", default=None, help="output file stem (default: throughput-<cpu|cuda>)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
+    parser.add_argument("--resume", action="store_true", help="keep the configs already measured in the output "
+                        "JSON (one cut short by a time limit) and measure the others")
     args = parser.parse_args(argv)
     args.overrides = {}
     for item in args.set:
@@ -718,27 +707,45 @@ def main(argv=None) -> int:
     matmul = matmul_rate(device)
     log(f"matmul rate ({matmul['dtype']}): {matmul['flops_per_s'] / 1e9:.1f} GFLOP/s")
 
-    state: dict = {}
-    results = []
-    for name in names:
-        result = run_config(name, CONFIGS[name], device, args, matmul, state)
-        if result is not None:
-            results.append(result)
-    report = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python " + " ".join([os.path.relpath(__file__, Path.cwd())] + (argv or sys.argv[1:])),
-        "device_type": kind, "environment": env, "matmul": matmul, "results": results,
-        "lightly_cpu_worker_sweep": state.get("cpu_sweep"),
-        "wall_s": time.perf_counter() - started,
-    }
-    env["load_average_at_end"] = _loadavg()
     out = Path(args.out)
     stem = args.name or f"throughput-{kind}"
-    md = markdown(report)
-    write_atomic(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    json_path = out / f"{stem}.json"
+    state: dict = {}
+    results = []
+    if args.resume and json_path.exists():
+        with contextlib.suppress(ValueError, KeyError):
+            results = [r for r in json.loads(json_path.read_text())["results"] if r["config"] in names]
+        if results:
+            log(f"resumed: {', '.join(r['config'] for r in results)} already measured in {json_path}")
+    command = "python " + " ".join([os.path.relpath(__file__, Path.cwd())] + (argv or sys.argv[1:]))
+
+    def report(in_progress: dict | None = None) -> dict:
+        """The report as it stands (written after every window and config: a cut run keeps its numbers)."""
+        done = {r["config"] for r in results}
+        env["load_average_at_end"] = _loadavg()
+        rep = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
+               "device_type": kind, "environment": env, "matmul": matmul, "results": results,
+               "lightly_cpu_worker_sweep": state.get("cpu_sweep"), "wall_s": time.perf_counter() - started,
+               "complete": all(n in done for n in names), "in_progress": in_progress}
+        write_atomic(json_path, json.dumps(rep, indent=2) + "\n")
+        return rep
+
+    for name in names:
+        if any(r["config"] == name for r in results):
+            continue
+        result = run_config(name, CONFIGS[name], device, args, matmul, state, progress=report)
+        if result is not None:
+            results.append(result)
+            report()
+    missing = [n for n in names if not any(r["config"] == n for r in results)]
+    final = report()
+    final["complete"] = True  # every config ran or was skipped (its data missing) in this call
+    final["skipped"] = missing
+    md = markdown(final)
+    write_atomic(json_path, json.dumps(final, indent=2) + "\n")
     write_atomic(out / f"{stem}.md", md)
     print(md)
-    log(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'} in {report['wall_s']:.0f}s")
+    log(f"wrote {json_path} and {out / f'{stem}.md'} in {final['wall_s']:.0f}s")
     return 0
 
 

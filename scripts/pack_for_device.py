@@ -8,7 +8,11 @@ Writes, all ignored by git (``.gitignore``: ``/.evidence/``, ``.whl/``):
     .evidence/imagenet5/{train,test}-00000-of-00001.parquet  the ImageNet subset packed into the Hugging Face
                                                              parquet layout (the JPEG bytes unchanged, ClassLabel
                                                              names in the schema), read by gsimclr's parquet source
-    .evidence/COMMIT                                         this checkout's commit (the device copy has no .git)
+    .evidence/COMMIT                                         HEAD and the digest of its code files (the device copy
+                                                             has no .git; scripts/evidence.py recomputes the code's
+                                                             name from it at the start of every call)
+    .evidence/state.tar                                      (made by ``scripts/evidence.py --import``, not here) the
+                                                             unfinished parts' state, carried by the next call
     .whl/*.whl                                               the wheels the GPU machine lacks (lightly and what it
                                                              needs beyond that machine's packages), Python 3.12
 
@@ -71,7 +75,7 @@ def copy_cifar(src: Path, dest: Path) -> None:
 def pack_imagenet5(src: Path, dest: Path) -> None:
     """Each split folder (train/, test/) of class folders becomes one parquet file; the label order is
     gsimclr's image-folder order (sorted class names), so both forms give the same labels."""
-    from evidence import write_parquet
+    from evidence_runner.smoke_data import write_parquet
 
     from gsimclr.data.sources import IMAGE_EXTENSIONS
 
@@ -133,13 +137,11 @@ def tree_bytes() -> int:
     return sum((ROOT / f).stat().st_size for f in out if f and (ROOT / f).is_file())
 
 
-def commit_stamp(path: Path) -> None:
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(head + ("+dirty" if dirty else "") + "\n")
-    log(f"commit {path.read_text().strip()} -> {path.relative_to(ROOT)}")
+def commit_stamp() -> None:
+    from gsimclr.provenance import write_stamp
+
+    stamp = write_stamp(ROOT)
+    log(f"commit {stamp['commit']} (HEAD {stamp['head']}, code digest {stamp['head_digest']}) -> .evidence/COMMIT")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,20 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     pack_imagenet5(data / "imagenet5", out / "imagenet5")
     if args.verify:
         verify_imagenet5(data / "imagenet5", out / "imagenet5")
-    commit_stamp(out / "COMMIT")
+    commit_stamp()
     if args.wheels:
         download_wheels(ROOT / ".whl")
     tree = tree_bytes()
-    wheels = size(ROOT / ".whl") if (ROOT / ".whl").exists() else 0
-    calls = {"cifar10": [".evidence/cifar10", ".evidence/COMMIT", ".whl"],
-             "imagenet5": [".evidence/imagenet5", ".evidence/COMMIT", ".whl"]}
+    state = [".evidence/state.tar"] if (ROOT / ".evidence" / "state.tar").exists() else []
+    calls = {"cifar10": [".evidence/cifar10", ".evidence/COMMIT", ".whl", *state],
+             "imagenet5": [".evidence/imagenet5", ".evidence/COMMIT", ".whl", *state]}
     report = {}
     for name, carry in calls.items():
         total = tree + sum(size(ROOT / c) for c in carry if (ROOT / c).exists())
         report[name] = {"carry": carry, "MiB": round(total / 2**20, 1), "fits": total <= LIMIT}
         log(f"call {name}: tree {tree / 2**20:.1f} MiB + carried {(total - tree) / 2**20:.1f} MiB = "
             f"{total / 2**20:.1f} MiB of 64 MiB: {'fits' if total <= LIMIT else 'TOO LARGE'}")
-    del wheels
     print(json.dumps(report))
     return 0 if all(r["fits"] for r in report.values()) else 1
 

@@ -1,6 +1,9 @@
 """torch.distributed set-up for runs launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK).
 
-A plain ``python``/``gsimclr`` process is a world of one and nothing is initialised.
+A plain ``python``/``gsimclr`` process is a world of one and nothing is initialised. A process that
+torchrun started joins a process group even when it is the only one (``--nproc_per_node=1``): it trains
+through the same DDP, SyncBatchNorm and gathered-negatives path as a larger world, so a one-GPU machine
+checks that path (``scripts/evidence.py``'s ``ddp-equal``).
 
 Every process runs the same command; rank 0 alone writes files (checkpoints, logs, plots, results)
 and does the single-process stages (pseudo labels, evaluation) while the others wait in
@@ -10,8 +13,9 @@ run whose evaluation takes longer than its collective timeout.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -32,6 +36,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    group: bool = field(default=False, compare=False)  # a process group was started (torchrun), whatever its size
 
     @property
     def is_main(self) -> bool:
@@ -39,13 +44,16 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Training goes through the distributed path (DDP, SyncBatchNorm, gathered negatives)."""
+        return self.size > 1 or self.group
 
 
 def launched_by_torchrun() -> bool:
-    """Whether a launcher set a world of several processes (the variables checked: nonsense is a UserError)."""
+    """torchrun (torch.distributed.run) started this process: it sets RANK, WORLD_SIZE and LOCAL_RANK,
+    WORLD_SIZE 1 included (a process group is started then too). The variables are checked (nonsense is a
+    UserError); RANK or LOCAL_RANK without WORLD_SIZE is a plain process."""
     env = launch_environment()
-    return env is not None and env.world_size > 1
+    return env is not None and (env.world_size > 1 or all(k in os.environ for k in ("RANK", "LOCAL_RANK")))
 
 
 def init_world(device_name: str = "auto") -> World:
@@ -65,7 +73,7 @@ def init_world(device_name: str = "auto") -> World:
     global _wait_group
     if _wait_group is None:  # new_group is collective: every rank creates it here, at the same point
         _wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
-    return World(rank, size, local_rank)
+    return World(rank, size, local_rank, group=True)
 
 
 def world_device(device_name: str, world: World) -> str:
@@ -79,7 +87,7 @@ def world_device(device_name: str, world: World) -> str:
 def current_world() -> World:
     if dist.is_available() and dist.is_initialized():
         env = launch_environment()
-        return World(dist.get_rank(), dist.get_world_size(), env.local_rank if env is not None else 0)
+        return World(dist.get_rank(), dist.get_world_size(), env.local_rank if env is not None else 0, group=True)
     return World()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,10 +100,12 @@ def _limit(data: ImageData, n: int, seed: int) -> ImageData:
 
 def write_run_info(run_dir: Path | RunFolder, cfg: Config, argv: list[str] | None = None) -> None:
     """run.json and config.yaml: call only once the command has been accepted (its checks passed)."""
+    from gsimclr.provenance import device_name, git_commit
+
     folder = _folder(run_dir)
     info = {"command": " ".join(["gsimclr"] + (argv if argv is not None else sys.argv[1:])),
-            "gsimclr_version": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
-            "python": platform.python_version(), "host": platform.node(), "device": _device_name(cfg),
+            "gsimclr_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "host": platform.node(), "device": device_name(str(resolve_device(cfg.device))),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(folder.run_info, info)
     write_text(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -147,20 +148,6 @@ def guided_checkpoints(run_dir: Path | RunFolder) -> list[Path]:
     """The checkpoints in a run folder that were trained with its pseudo labels."""
     folder = _folder(run_dir)
     return [folder.checkpoint(m) for m in METHODS.names() if METHODS[m].guided and folder.checkpoint(m).exists()]
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _device_name(cfg: Config) -> str:
-    device = resolve_device(cfg.device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})"
 
 
 def reusable_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder) -> bool:

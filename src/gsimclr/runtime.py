@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -121,16 +123,69 @@ def restore_scaler(scaler, state: dict | None) -> None:
 
 def maybe_compile(fn, device: torch.device, mode: str = "auto"):
     """torch.compile on a GPU by default (``on``/``auto``; ``max-autotune`` and ``reduce-overhead``,
-    which uses CUDA graphs, are torch.compile's modes); the eager function where compilation is
-    unavailable."""
+    which uses CUDA graphs, are torch.compile's modes); the eager function where compilation is off.
+
+    torch.compile compiles lazily, at the first call, so a compiler that cannot work here (no C++ or
+    Triton toolchain, an unsupported GPU, a dynamo error) fails then, not when the function is wrapped:
+    the returned :class:`CompiledOrEager` calls the compiled function and, when compiling fails, warns
+    once and runs ``fn`` eagerly from then on. Its ``compiled`` attribute says which ran (None before the
+    first call)."""
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return fn
     try:
         # dynamic=False: a short last batch gets a graph of its own, compiled once and reused every
         # epoch, instead of one dynamic-shape graph for every batch
-        return torch.compile(fn, dynamic=False, mode=mode if mode in ("max-autotune", "reduce-overhead") else None)
-    except Exception:  # e.g. no compiler toolchain on this platform: run eagerly
+        compiled = torch.compile(fn, dynamic=False, mode=mode if mode in ("max-autotune", "reduce-overhead") else None)
+    except Exception as exc:  # torch.compile itself refused (an old torch, an unsupported platform)
+        _compile_warning(exc)
         return fn
+    return CompiledOrEager(fn, compiled)
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of a failed compilation (dynamo's and inductor's), for calls after the first."""
+    kinds: list[type[BaseException]] = []
+    with contextlib.suppress(Exception):
+        from torch._dynamo.exc import TorchDynamoException
+
+        kinds.append(TorchDynamoException)
+    with contextlib.suppress(Exception):
+        from torch._inductor.exc import InductorError
+
+        kinds.append(InductorError)
+    return tuple(kinds)
+
+
+def _compile_warning(exc: BaseException) -> None:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {first}); running eagerly (--compile off "
+                  "skips the attempt)", RuntimeWarning, stacklevel=3)
+
+
+class CompiledOrEager:
+    """A function compiled by torch.compile that falls back to the eager ``fn`` when compiling fails:
+    at its first call (any error: the compile happens there, and a genuine error of ``fn`` is raised
+    again by the eager call) or at a later recompilation (a new input shape; dynamo's and inductor's
+    errors only)."""
+
+    def __init__(self, fn, compiled):
+        self.fn, self.compiled_fn = fn, compiled
+        self.compiled: bool | None = None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is False:
+            return self.fn(*args, **kwargs)
+        try:
+            out = self.compiled_fn(*args, **kwargs)
+        except Exception as exc:
+            if self.compiled is True and not isinstance(exc, _compile_errors()):
+                raise
+            _compile_warning(exc)
+            self.compiled = False
+            return self.fn(*args, **kwargs)
+        self.compiled = True
+        return out
 
 
 def seed_everything(seed: int) -> None:
