@@ -336,20 +336,22 @@ def time_to(checks: list[dict], target: float, key: str) -> float | None:
 
 
 def compare(sides: dict) -> dict | None:
-    """Time to the accuracy both sides reached (the lower final kNN), and each side's kNN at the
-    training CPU time both reached."""
+    """Time to the accuracy both sides reached after training (the lower of their best kNN after
+    epoch 1 on), on each clock, and each side's best kNN within the training CPU time both reached."""
     g, l = sides["gsimclr"], sides["lightly"]
     if not g.get("images_per_cpu_s") or not l.get("images_per_cpu_s"):  # both trained an epoch
         return None
-    target = min(g["best_knn"], l["best_knn"])
+    trained = {name: [c for c in s["checks"] if c["epoch"] > 0 and c["knn"] is not None]
+               for name, s in (("gsimclr", g), ("lightly", l))}
+    target = min(max(c["knn"] for c in trained["gsimclr"]), max(c["knn"] for c in trained["lightly"]))
     out = {"target_knn": target}
-    for key in ("train_cpu_s", "train_wall_s"):
-        tg, tl = time_to(g["checks"], target, key), time_to(l["checks"], target, key)
+    for key in ("train_cpu_s", "train_wall_s", "wall_s"):
+        tg, tl = time_to(trained["gsimclr"], target, key), time_to(trained["lightly"], target, key)
         out[key] = {"gsimclr": tg, "lightly": tl, "speedup": tl / tg if tg and tl else None}
     common = min(g["train_cpu_s"], l["train_cpu_s"])
     out["at_common_cpu_s"] = {"cpu_s": common, **{
-        name: max((c["knn"] for c in s["checks"] if c["train_cpu_s"] <= common + 1e-9 and c["knn"] is not None),
-                  default=None) for name, s in (("gsimclr", g), ("lightly", l))}}
+        name: max((c["knn"] for c in checks if c["train_cpu_s"] <= common + 1e-9), default=None)
+        for name, checks in trained.items()}}
     return out
 
 
@@ -374,7 +376,8 @@ def markdown(report: dict) -> str:
         f"{'-'.join(map(str, cfg['overrides']['head_dims']))}, batch {cfg['overrides']['batch_size']}, SGD lr "
         f"{cfg['overrides']['lr']} {cfg['overrides']['schedule']} over {cfg['overrides']['epochs']} epochs "
         f"(warm-up {cfg['overrides']['warmup_epochs']}), fp32; the same initial weights on both sides. "
-        f"lightly: {report['lightly_workers']} DataLoader worker(s), their CPU counted.",
+        f"lightly: {report['lightly_workers']} DataLoader worker(s), their CPU counted. Configurations of the two "
+        f"sides equal: {fmt((report.get('same_config') or {}).get('equal'), '')}.",
         "",
         f"Budget: {report['budget_cpu_s'] / 60:.0f} CPU minutes of training per side (kNN checks excluded); a side "
         "stops after the last epoch expected to end within it. Both sides ran at the same time. Load average "
@@ -442,10 +445,29 @@ def write_atomic(path: Path, text: str) -> None:
     write_text(path, text)
 
 
+def same_config(work: Path) -> dict | None:
+    """Whether the two sides trained with the same configuration: gsimclr's run folder config.yaml
+    (written by ``gsimclr pretrain``) against the lightly side's config.json, field by field."""
+    import yaml
+
+    g, l = work / "gsimclr" / "config.yaml", work / "lightly" / "config.json"
+    if not (g.exists() and l.exists()):
+        return None
+    a = json.loads(json.dumps(yaml.safe_load(g.read_text()), default=str))
+    b = json.loads(l.read_text())
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return {"equal": not differ, "differing_fields": differ}
+
+
 def write_report(report: dict, out: Path, name: str) -> None:
+    """The JSON, table and plot from the sides' progress files (or, with none left, the checks the
+    report already holds)."""
     for side in SIDES:
-        report["sides"][side].update(side_summary(read_progress(Path(report["sides"][side]["progress"]))))
+        records = read_progress(Path(report["sides"][side]["progress"]))
+        if records:
+            report["sides"][side].update(side_summary(records))
     report["comparison"] = compare(report["sides"])
+    report["same_config"] = same_config(Path(report["work_dir"])) or report.get("same_config")
     write_atomic(out / f"{name}.json", json.dumps(report, indent=1) + "\n")
     write_atomic(out / f"{name}.md", markdown(report))
     if any(report["sides"][s].get("checks") for s in SIDES):
@@ -515,7 +537,7 @@ def parse_overrides(parser, args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--data", required=True, help="the training data with a labelled test split (e.g. "
+    p.add_argument("--data", help="the training data with a labelled test split (e.g. "
                    "../shared/data/cifar10, a folder of train-*/test-* parquet files); no default")
     p.add_argument("--preset", default="cifar10-resnet18", help="the gsimclr preset under the run's options "
                    "(default cifar10-resnet18: SimCLR augmentations with crop scale 0.08 and jitter 0.5, SGD momentum "
@@ -544,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results", help="output folder (default benchmarks/results)")
     p.add_argument("--name", default="tta-cpu", help="output file stem (default tta-cpu)")
     p.add_argument("--poll-s", type=float, default=2.0, help="seconds between looks at the sides' progress")
+    p.add_argument("--render", metavar="JSON", help="only write the table and plot again from a report JSON "
+                   "(and its progress files when they still exist) into --out")
     p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side
     p.add_argument("--spec", help=argparse.SUPPRESS)
     return p
@@ -554,6 +578,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.side:
         return child_main(args)
+    if args.render:
+        report = json.loads(Path(args.render).read_text())
+        write_report(report, Path(args.out), report["name"])
+        print(markdown(report))
+        return 0
+    if not args.data:
+        parser.error("--data is required (e.g. ../shared/data/cifar10)")
     if args.budget_cpu_minutes <= 0 or args.max_wall_minutes <= 0 or args.threads < 1 or args.lightly_workers < 0:
         parser.error("--budget-cpu-minutes and --max-wall-minutes must be positive, --threads at least 1, "
                      "--lightly-workers at least 0")
