@@ -350,8 +350,9 @@ def compare(sides: dict) -> dict | None:
         out[key] = {"gsimclr": tg, "lightly": tl, "speedup": tl / tg if tg and tl else None}
     common = min(g["train_cpu_s"], l["train_cpu_s"])
     out["at_common_cpu_s"] = {"cpu_s": common, **{
-        name: max((c["knn"] for c in checks if c["train_cpu_s"] <= common + 1e-9), default=None)
-        for name, checks in trained.items()}}
+        name: max((c["knn"] for c in s["checks"] if c["train_cpu_s"] <= common + 1e-9 and c["knn"] is not None),
+                  default=None)  # the initial weights' check counts: the accuracy at 0 s
+        for name, s in (("gsimclr", g), ("lightly", l))}}
     return out
 
 
@@ -402,9 +403,23 @@ def markdown(report: dict) -> str:
         cpu, wall, at = c["train_cpu_s"], c["train_wall_s"], c["at_common_cpu_s"]
         lines += ["", f"Time to {c['target_knn']:.2f}% kNN (the accuracy both reached): gsimclr "
                   f"{fmt(cpu['gsimclr'])} CPU s ({fmt(wall['gsimclr'])} wall s), lightly {fmt(cpu['lightly'])} CPU s "
-                  f"({fmt(wall['lightly'])} wall s): {fmt(cpu['speedup'], '.2f')}x in CPU time, "
-                  f"{fmt(wall['speedup'], '.2f')}x in wall time. Best kNN within {at['cpu_s']:.0f} training CPU s "
-                  f"(what both reached): gsimclr {fmt(at['gsimclr'], '.2f')}%, lightly {fmt(at['lightly'], '.2f')}%."]
+                  f"({fmt(wall['lightly'])} wall s): gsimclr {fmt(cpu['speedup'], '.2f')}x as fast in training CPU "
+                  f"time, {fmt(wall['speedup'], '.2f')}x in training wall time. Best kNN within {at['cpu_s']:.0f} "
+                  f"training CPU s (what both reached): gsimclr {fmt(at['gsimclr'], '.2f')}%, lightly "
+                  f"{fmt(at['lightly'], '.2f')}%."]
+    lines += ["", "Every check (epoch 0: the initial weights; CPU and wall s of training, kNN checks excluded; "
+              "1-min load average at the check):", "",
+              "| epoch | gsimclr kNN % | gsimclr CPU s | gsimclr wall s | lightly kNN % | lightly CPU s | lightly wall s "
+              "| load |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    by_side = {name: {c["epoch"]: c for c in report["sides"][name].get("checks") or []} for name in SIDES}
+    for epoch in sorted(set(by_side["gsimclr"]) | set(by_side["lightly"])):
+        cells, loads = [], []
+        for name in SIDES:
+            c = by_side[name].get(epoch)
+            cells += [fmt(c["knn"], ".2f"), fmt(c["train_cpu_s"]), fmt(c["train_wall_s"])] if c else ["-"] * 3
+            if c and c.get("loadavg"):
+                loads.append(c["loadavg"][0])
+        lines.append(f"| {epoch} | " + " | ".join(cells) + f" | {'/'.join(f'{x:.1f}' for x in loads) or '-'} |")
     lines += ["", f"![kNN accuracy against training time]({report['name']}.png)"]
     return "\n".join(lines) + "\n"
 
@@ -424,15 +439,22 @@ def plot(report: dict, path: Path) -> None:
             ax.plot([c[key] / 60 for c in checks], [c["knn"] for c in checks], marker="o", markersize=3,
                     label=LABELS[name])
     axes[0].set_xlabel("training CPU minutes (kNN checks excluded)")
-    axes[1].set_xlabel("wall minutes since start (everything included)")
+    axes[1].set_xlabel("wall minutes since the side started (set-up and kNN checks included)")
     axes[0].set_ylabel("kNN top-1 % (test split)")
     budget = report["budget_cpu_s"] / 60
-    axes[0].axvline(budget, color="grey", linestyle="--", linewidth=1, label="CPU budget")
+    reached = max((report["sides"][n].get("train_cpu_s") or 0) / 60 for n in SIDES)
+    if reached >= budget / 2:  # a budget far beyond the curves would only squeeze them
+        axes[0].axvline(budget, color="grey", linestyle="--", linewidth=1, label="CPU budget")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    fig.suptitle(f"CIFAR-10 on a shared CPU: {report['config']['overrides']['model']}, batch "
-                 f"{report['config']['overrides']['batch_size']}, one thread per side", fontsize=10)
+    o = report["config"]["overrides"]
+    threads = report["threads"]
+    fig.suptitle(f"{Path(report['config']['data']).name} on a shared CPU: {o['model']} (n_blocks {o['n_blocks']}), "
+                 f"batch {o['batch_size']},\n{o['train_limit'] or 'all'} training images, {threads} thread"
+                 f"{'s' if threads > 1 else ''} per side; budget {budget:.0f} training CPU min"
+                 f"{'' if report['status'] != 'stopped at --max-wall-minutes' else ', cut by the wall limit'}",
+                 fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
