@@ -481,6 +481,17 @@ def same_config(work: Path) -> dict | None:
     return {"equal": not differ, "differing_fields": differ}
 
 
+def side_status(report: dict, side: str, records: list[dict]) -> str:
+    """How a side ended: its stop reason, cut by the parent (a signal it sent), or failed."""
+    s = report["sides"][side]
+    stop = next((r for r in records if r.get("event") == "stop"), None) or s.get("stop")
+    if stop and s["returncode"] == 0:
+        return stop["reason"]
+    if report["status"] in ("stopped at --max-wall-minutes", "interrupted") and s["returncode"] in (143, -signal.SIGTERM):
+        return f"cut ({report['status']})"
+    return f"failed (exit {s['returncode']}; see {s['log']})"
+
+
 def write_report(report: dict, out: Path, name: str) -> None:
     """The JSON, table and plot from the sides' progress files (or, with none left, the checks the
     report already holds)."""
@@ -488,6 +499,8 @@ def write_report(report: dict, out: Path, name: str) -> None:
         records = read_progress(Path(report["sides"][side]["progress"]))
         if records:
             report["sides"][side].update(side_summary(records))
+        if "returncode" in report["sides"][side]:
+            report["sides"][side]["status"] = side_status(report, side, records)
     report["comparison"] = compare(report["sides"])
     report["same_config"] = same_config(Path(report["work_dir"])) or report.get("same_config")
     write_atomic(out / f"{name}.json", json.dumps(report, indent=1) + "\n")
@@ -693,11 +706,7 @@ def main(argv=None) -> int:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
     for side, p in procs.items():
-        code = p.wait()
-        stop = next((r for r in read_progress(Path(report["sides"][side]["progress"])) if r.get("event") == "stop"), None)
-        report["sides"][side]["returncode"] = code
-        report["sides"][side]["status"] = (stop["reason"] if stop and code == 0 else
-                                           f"failed (exit {code}; see {report['sides'][side]['log']})")
+        report["sides"][side]["returncode"] = p.wait()
     if report["status"] == "running":
         report["status"] = "finished" if all(p.returncode == 0 for p in procs.values()) else "failed"
     report["wall_s"] = time.perf_counter() - started

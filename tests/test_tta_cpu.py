@@ -105,3 +105,23 @@ def test_side_by_side_run_stops_both_at_the_cpu_budget(tmp_path):
     # a work folder holding a run is not reused
     with pytest.raises(SystemExit):
         tta_cpu.main(argv)
+
+
+def test_wall_limit_cuts_both_sides_and_says_so(tmp_path):
+    """--max-wall-minutes stops both sides (here during their set-up); the report says they were cut."""
+    out = tmp_path / "out"
+    argv = TINY + ["--epochs", "1", "--max-wall-minutes", "0.01", "--out", str(out), "--work-dir", str(tmp_path / "w"),
+                   "--sides", "gsimclr"]
+    assert tta_cpu.main(argv) == 1
+    report = json.loads((out / "tta-cpu.json").read_text())
+    assert report["status"] == "stopped at --max-wall-minutes"
+    assert report["sides"]["gsimclr"]["status"] == "cut (stopped at --max-wall-minutes)"
+    assert report["sides"]["lightly"]["status"] == "not run" and report["comparison"] is None
+    assert "| lightly recipe | 0 |" in (out / "tta-cpu.md").read_text()
+
+
+def test_side_status_tells_a_failure_from_a_cut():
+    report = {"status": "failed", "sides": {"gsimclr": {"returncode": 1, "log": "g.log"}}}
+    assert tta_cpu.side_status(report, "gsimclr", []) == "failed (exit 1; see g.log)"
+    report["sides"]["gsimclr"]["returncode"] = 0
+    assert tta_cpu.side_status(report, "gsimclr", [{"event": "stop", "reason": "schedule done"}]) == "schedule done"
