@@ -615,6 +615,8 @@ def main(argv=None) -> int:
         return child_main(args)
     if args.render:
         report = json.loads(Path(args.render).read_text())
+        report["rendered"] = {"git_commit": git("rev-parse", "HEAD"),  # the table's code, not the run's
+                              "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         write_report(report, Path(args.out), report["name"])
         print(markdown(report))
         return 0
