@@ -475,7 +475,8 @@ def report_tta(ctx: Ctx, stage: Stage) -> str:
     curves = {names[k]: ([c["train_s"] for c in r["curve"]], [c["knn"] for c in r["curve"]]) for k, r in done.items()}
     png = ctx.root / "results" / "evidence" / "tta.png"
     plot_curves(curves, png, "kNN top-1 %", "CIFAR-10, ResNet-18: kNN against training time",
-                xlabel="training time (s, kNN checks excluded)")
+                xlabel="training time (s, kNN checks excluded)",
+                context="run evidence stage b · data cifar10 · SimCLR, gsimclr vs the lightly recipe")
     ctx.written.append(png)
     rows = ["| pipeline | epochs | training time (s) | images/s (median epoch) | final kNN % | kNN % by epoch | JSON |",
             "|---|---:|---:|---:|---:|---|---|"]

@@ -1,0 +1,115 @@
+"""The documentation: the site builds strictly, the command-line reference is current, the tutorial
+notebook runs, and the README stays a front door whose links land on pages."""
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from gsimclr import docs_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "docs" / "tutorials" / "gsimclr-digits.ipynb"
+
+
+def test_cli_reference_is_current():
+    committed = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    assert committed == docs_cli.cli_reference(), (
+        f"docs/reference/cli.md is stale (an option, subcommand or help text changed): regenerate it with "
+        f"`{docs_cli.REGENERATE}` and commit it")
+
+
+def test_cli_reference_follows_an_option_help_change(monkeypatch):
+    from gsimclr.config import FIELDS
+
+    before = docs_cli.cli_reference()
+    field = copy.copy(FIELDS["lr"])
+    field.metadata = types.MappingProxyType({**FIELDS["lr"].metadata, "help": "a changed help text"})
+    monkeypatch.setitem(FIELDS, "lr", field)
+    after = docs_cli.cli_reference()
+    assert after != before and "a changed help text" in after
+
+
+def test_cli_reference_lists_every_subcommand_option_and_choice():
+    from gsimclr.cli import COMMANDS, command_options
+    from gsimclr.config import choices_of, flag
+
+    page = docs_cli.cli_reference()
+    sections = dict(re.findall(r"^## gsimclr (\S+)\n(.*?)(?=^## |\Z)", page, re.MULTILINE | re.DOTALL))
+    assert set(COMMANDS) | {"presets", "export", "summarize"} <= set(sections)
+    for command in COMMANDS:
+        for name in command_options(command):
+            row = next((line for line in sections[command].splitlines() if line.startswith(f"| `{flag(name)}` |")),
+                       None)
+            assert row is not None, f"{flag(name)} missing under gsimclr {command}"
+            for choice in choices_of(name) or []:
+                assert f"`{choice}`" in row
+
+
+def test_check_mode_reports_a_stale_page(tmp_path, capsys):
+    page = tmp_path / "cli.md"
+    page.write_text("old\n")
+    assert docs_cli.main(["--output", str(page), "--check"]) == 1
+    assert docs_cli.REGENERATE in capsys.readouterr().err
+    assert docs_cli.main(["--output", str(page)]) == 0
+    assert docs_cli.main(["--output", str(page), "--check"]) == 0
+
+
+def _mkdocs() -> str:
+    exe = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
+    assert exe, "mkdocs is not installed: pip install -e '.[docs]' (make install does)"
+    return exe
+
+
+def test_site_builds_strictly(tmp_path):
+    """`make docs`: warnings (broken links, missing pages, unresolvable API references) fail the build."""
+    site = tmp_path / "site"
+    proc = subprocess.run([_mkdocs(), "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for page in ("index.html", "quickstart/index.html", "reference/cli/index.html",
+                 "tutorials/gsimclr-digits/index.html", "concepts/diagnostics/index.html"):
+        assert (site / page).exists(), page
+    tutorial = (site / "tutorials/gsimclr-digits/index.html").read_text()
+    assert "data:image/png;base64" in tutorial, "the notebook is rendered without its plots"
+
+
+def test_readme_is_a_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) < 10_000
+    assert "make demo" in readme and "make test" in readme
+    for target in re.findall(r"\]\(([^)#\s]+)", readme):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), f"README links to a missing file: {target}"
+
+
+def test_committed_notebook_has_outputs():
+    """The site renders the committed notebook as it is: it must hold its outputs and plots."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), "run the notebook before committing it"
+    images = sum(1 for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images >= 3
+
+
+@pytest.mark.slow
+def test_tutorial_notebook_runs(tmp_path):
+    """The tutorial notebook end to end (G-SimCLR on digits, about a minute or two on a CPU)."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                 if "image/png" in o.get("data", {}))
+    assert images >= 3
