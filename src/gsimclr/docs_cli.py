@@ -26,8 +26,10 @@ DEFAULT_PAGE = Path("docs/reference/cli.md")
 
 
 def _cell(text: object) -> str:
-    """Text for one Markdown table cell: no newlines, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text for one Markdown table cell: no newlines; pipes and HTML's ``&<>`` escaped (a help text's
+    ``runs/<preset>`` is text, not a tag)."""
+    text = " ".join(str(text).split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
 
 
 def _code(text: object) -> str:
@@ -132,7 +134,7 @@ def cli_reference() -> str:
                 continue
             title = {"positional arguments": "arguments", "options": "options",
                      "optional arguments": "options"}.get(group.title, group.title)
-            lines += ["", f"### {title}", "", "| option | type | choices | default | help |", "|---|---|---|---|---|"]
+            lines += ["", f"#### {title}", "", "| option | type | choices | default | help |", "|---|---|---|---|---|"]
             for action in actions:
                 config = action.dest in FIELDS and action.option_strings == [f"--{action.dest.replace('_', '-')}"]
                 row = _config_row(action.dest, action) if config else _plain_row(action)
