@@ -62,12 +62,10 @@ def _save(fig, path: str | Path) -> None:
     _pyplot().close(fig)
 
 
-def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "loss",
-                title: str = "", xlabel: str = "epoch", references: dict[str, float] | None = None,
-                context: str = "") -> None:
-    """One line per name: (x values, y values); ``references``: dashed horizontal lines, by name;
-    ``context``: the run/data/method line under the title (:func:`context_line`). The legend sits
-    below the axes, never on the curves."""
+def curves_figure(curves: dict[str, tuple[list[float], list[float]]], ylabel: str = "loss", title: str = "",
+                  xlabel: str = "epoch", references: dict[str, float] | None = None, context: str = ""):
+    """The figure :func:`plot_curves` saves (for tests and notebooks): one line per name, dashed reference
+    lines, the legend below the axes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=100)
     for name, (x, y) in curves.items():
@@ -81,7 +79,45 @@ def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | 
     n = len(curves) + len(references or {})
     if n:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if n > 1 else 1, fontsize=8, frameon=False)
-    _save(fig, path)
+    return fig
+
+
+def plot_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "loss",
+                title: str = "", xlabel: str = "epoch", references: dict[str, float] | None = None,
+                context: str = "") -> None:
+    """One line per name: (x values, y values); ``references``: dashed horizontal lines, by name;
+    ``context``: the run/data/method line under the title (:func:`context_line`). The legend sits
+    below the axes, never on the curves."""
+    _save(curves_figure(curves, ylabel, title, xlabel, references, context), path)
+
+
+def tsne_figure(xy: np.ndarray, labels: np.ndarray | None, title: str = "", class_names: Sequence[str] | None = None,
+                context: str = "", label_kind: str = "class"):
+    """The figure :func:`plot_tsne` saves, from 2-d points ``xy``: one colour per label, keyed in a legend
+    beside the map (or a colour bar beyond :data:`MAX_LEGEND_CLASSES` labels)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=4, color="tab:blue")
+    else:
+        labels = np.asarray(labels)
+        present = np.unique(labels)
+        if len(present) <= MAX_LEGEND_CLASSES:
+            cmap = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
+            for i, label in enumerate(present):
+                name = class_names[label] if class_names is not None and 0 <= label < len(class_names) \
+                    else f"{label_kind} {label}"
+                at = labels == label
+                ax.scatter(xy[at, 0], xy[at, 1], s=4, color=cmap(i), label=str(name))
+            ax.legend(title=label_kind, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title_fontsize=8,
+                      markerscale=3, frameon=False)
+        else:
+            points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, s=4, cmap="viridis")
+            fig.colorbar(points, ax=ax, label=f"{label_kind} index ({len(present)} shown)", fraction=0.05)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _titles(ax, title, context)
+    return fig
 
 
 def plot_tsne(features: np.ndarray, labels: np.ndarray | None, path: str | Path, title: str = "",
@@ -101,26 +137,5 @@ def plot_tsne(features: np.ndarray, labels: np.ndarray | None, path: str | Path,
     idx = rng.choice(len(features), min(max_points, len(features)), replace=False)
     xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(idx) // 4))).fit_transform(
         features[idx].astype(np.float32))
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
-    if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=4, color="tab:blue")
-    else:
-        shown = np.asarray(labels)[idx]
-        present = np.unique(shown)
-        if len(present) <= MAX_LEGEND_CLASSES:
-            cmap = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
-            for i, label in enumerate(present):
-                name = class_names[label] if class_names is not None and 0 <= label < len(class_names) \
-                    else f"{label_kind} {label}"
-                at = shown == label
-                ax.scatter(xy[at, 0], xy[at, 1], s=4, color=cmap(i), label=str(name))
-            ax.legend(title=label_kind, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title_fontsize=8,
-                      markerscale=3, frameon=False)
-        else:
-            points = ax.scatter(xy[:, 0], xy[:, 1], c=shown, s=4, cmap="viridis")
-            fig.colorbar(points, ax=ax, label=f"{label_kind} index ({len(present)} shown)", fraction=0.05)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    _titles(ax, title, context)
-    _save(fig, path)
+    _save(tsne_figure(xy, None if labels is None else np.asarray(labels)[idx], title, class_names, context,
+                      label_kind), path)
