@@ -87,3 +87,10 @@ def test_run_pictures_name_the_run_and_its_data(tmp_path):
     folder.root.mkdir()
     folder.config.write_text(yaml.safe_dump({"data": "cifar10", "epochs": 3}))
     assert _run_context(folder, ["SimCLR", "G-SimCLR"]) == "run myrun · data cifar10 · SimCLR vs G-SimCLR"
+
+
+def test_epoch_axes_have_whole_ticks():
+    fig = curves_figure({"SimCLR": ([1, 2, 3], [5.4, 5.0, 4.7])})
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)

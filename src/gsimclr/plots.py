@@ -72,6 +72,11 @@ def curves_figure(curves: dict[str, tuple[list[float], list[float]]], ylabel: st
         ax.plot(x, y, marker="o", markersize=3, label=name)
     for (name, value), style in zip((references or {}).items(), ("--", ":", "-.", (0, (5, 5)))):
         ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=name)
+    xs = [v for x, _ in curves.values() for v in x]
+    if xs and all(float(v).is_integer() for v in xs):  # epochs: whole ticks, never 1.25
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
