@@ -113,3 +113,47 @@ def test_tutorial_notebook_runs(tmp_path):
     images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                  if "image/png" in o.get("data", {}))
     assert images >= 3
+
+
+def _documented_commands():
+    """Every `gsimclr ...` command line in the README and the docs pages' code blocks (continuations joined,
+    comments dropped; `torchrun ... -m gsimclr ...` included), with where it is."""
+    import shlex
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for page in pages:
+        if page.name == "cli.md":
+            continue
+        for block in re.findall(r"```(?:bash|text|console)?\n(.*?)```", page.read_text(), re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"^\$ ", "", line.strip())
+                match = re.search(r"(?:^|-m |^\.venv/bin/)gsimclr (\S.*)$", line)
+                if not match or line.startswith("#"):
+                    continue
+                words = shlex.split(match[1], comments=True)
+                # shell variables: an array expansion is dropped, any other stands for a value
+                words = [w if not w.startswith("$") else "shell-variable" for w in words if not w.endswith("[@]}")]
+                yield page.relative_to(ROOT), words
+
+
+def test_documented_commands_parse_and_validate():
+    """Every documented command names real subcommands and options with valid values (the configuration is
+    checked as `gsimclr` checks it before any work), so the pages cannot drift from the command line."""
+    from gsimclr import cli
+    from gsimclr.errors import UserError
+
+    checked = 0
+    for page, words in _documented_commands():
+        if any(w in ("...", "NAME", "PRESET") or w.endswith((".yaml", "...")) for w in words):
+            continue  # a placeholder, not a command
+        parser = cli.build_parser()
+        try:
+            args, extra = parser.parse_known_args(words)
+            assert not extra, f"{page}: gsimclr {' '.join(words)}: unknown {extra}"
+            if args.command in cli.COMMANDS:
+                cli._config(args)
+                cli._check_stage_flags(args)
+        except (UserError, SystemExit) as exc:
+            raise AssertionError(f"{page}: gsimclr {' '.join(words)}: {exc}") from None
+        checked += 1
+    assert checked >= 30
