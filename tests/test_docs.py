@@ -157,3 +157,15 @@ def test_documented_commands_parse_and_validate():
             raise AssertionError(f"{page}: gsimclr {' '.join(words)}: {exc}") from None
         checked += 1
     assert checked >= 30
+
+
+def test_api_docstrings_become_markdown():
+    """docs/griffe_rst.py: reST roles, `Example:` sections, `::` and simple tables as Markdown."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("griffe_rst", ROOT / "docs" / "griffe_rst.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "See :func:`run` here::\n\nExample:\n    >>> 1\n\n====  =====\na     b\n====  =====\nx     one\n      two\n====  =====\n"
+    assert module.to_markdown(text) == ("See `run` here:\n\nExamples:\n    >>> 1\n\n| a | b |\n|---|---|\n"
+                                        "| x | one two |\n")
