@@ -73,10 +73,10 @@ def test_site_builds_strictly(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for page in ("index.html", "quickstart/index.html", "reference/cli/index.html",
-                 "tutorials/gsimclr-digits/index.html", "concepts/diagnostics/index.html"):
+    for page in ("index.html", "quickstart.html", "reference/cli.html", "tutorials/gsimclr-digits.html",
+                 "concepts/diagnostics.html", "reference/api/guidance.html"):
         assert (site / page).exists(), page
-    tutorial = (site / "tutorials/gsimclr-digits/index.html").read_text()
+    tutorial = (site / "tutorials/gsimclr-digits.html").read_text()
     assert "data:image/png;base64" in tutorial, "the notebook is rendered without its plots"
 
 
