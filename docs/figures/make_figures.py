@@ -59,20 +59,20 @@ def save(fig, name):
 def simclr_views():
     """SimCLR: one image, two augmented views, encoder f, head g, NT-Xent on z."""
     fig, ax = canvas(9, 3.4, (0, 13.5), (0, 5))
-    tile(ax, 0.8, 2.5, "cat", "x", s=0.9)
+    tile(ax, 0.8, 2.5, "cat", "$x$", s=0.9)
     ax.text(0.8, 1.7, "image", ha="center", fontsize=8)
-    for y, name, t in ((4, "x_i", "t ~ T"), (1, "x_j", "t' ~ T")):
+    for y, name, t in ((4, "$x_i$", "$t \\sim T$"), (1, "$x_j$", "$t' \\sim T$")):
         tile(ax, 3.0, y, "cat", name, s=0.8)
         arrow(ax, (1.3, 2.5), (2.55, y), text=t, toff=(-0.2, 0.05 if y > 2.5 else -0.35))
         box(ax, 5.2, y, 1.7, 0.8, "encoder f\n(ResNet)")
         arrow(ax, (3.45, y), (4.35, y))
         box(ax, 7.4, y, 1.4, 0.8, "head g\n(MLP)", color="#F3ECE3", edge="#DD8452")
-        arrow(ax, (6.05, y), (6.7, y), text="h", toff=(0, 0.05))
-        box(ax, 9.2, y, 0.8, 0.7, "z_i" if y > 2.5 else "z_j", color="white")
+        arrow(ax, (6.05, y), (6.7, y), text="$h$", toff=(0, 0.05))
+        box(ax, 9.2, y, 0.8, 0.7, "$z_i$" if y > 2.5 else "$z_j$", color="white")
         arrow(ax, (8.1, y), (8.8, y))
     ax.text(5.2, 2.5, "shared weights", ha="center", va="center", fontsize=8, color=GREY, style="italic")
     arrow(ax, (9.7, 3.8), (9.7, 1.2), color="#55A868", style="<|-|>", lw=2, rad=-0.5)
-    ax.text(11.0, 2.5, "NT-Xent:\npull z_i, z_j\ntogether; push\nthe other 2N - 2\nviews apart", ha="left",
+    ax.text(11.0, 2.5, "NT-Xent:\npull $z_i$, $z_j$\ntogether; push\nthe other 2N - 2\nviews apart", ha="left",
             va="center", fontsize=8)
     ax.set_title("SimCLR: two augmented views of one image are the positive pair", fontsize=10, loc="left")
     save(fig, "simclr_views.png")
@@ -156,7 +156,8 @@ def main():
     ntxent_batch(False, "false_negatives_batch.png",
                  "SimCLR's shuffled batch: images of the anchor's class are pushed away as negatives")
     ntxent_batch(True, "guided_batch.png",
-                 "G-SimCLR's guided batch: one image per pseudo label, so (ideally) no false negatives")
+                 "G-SimCLR's guided batch: one image per pseudo label; a false negative is left only\n"
+                 "where the pseudo labels split a class (here: two cat clusters)")
     gsimclr_pipeline()
     head_taps()
     print("wrote", ", ".join(sorted(p.name for p in OUT.glob("*.png"))))
