@@ -169,3 +169,14 @@ def test_api_docstrings_become_markdown():
     text = "See :func:`run` here::\n\nExample:\n    >>> 1\n\n====  =====\na     b\n====  =====\nx     one\n      two\n====  =====\n"
     assert module.to_markdown(text) == ("See `run` here:\n\nExamples:\n    >>> 1\n\n| a | b |\n|---|---|\n"
                                         "| x | one two |\n")
+
+
+def test_documented_python_compiles():
+    """Every Python block of the README and the pages is valid Python (the ones that need a trained run or
+    optional packages are not run here; the notebook is)."""
+    blocks = 0
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL):
+            compile(block, f"{page.relative_to(ROOT)}", "exec")
+            blocks += 1
+    assert blocks >= 5
