@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench evidence evidence-smoke evidence-list clean
+.PHONY: demo test docs install bench evidence evidence-smoke evidence-list clean
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements-pinned.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-pinned.txt
-	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test,export,timm,hf,wandb]'
+	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test,docs,export,timm,hf,wandb]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The documentation site (mkdocs.yml, docs/): strict, so a warning or a broken link fails. The command-line
+# reference is generated: `$(PY) -m gsimclr.docs_cli` rewrites docs/reference/cli.md after an option changes.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
@@ -43,4 +48,4 @@ evidence-smoke: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) scripts/evidence.py --simulate-lease "$$(mktemp -d -t gsimclr-lease-XXXXXX)" --full
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site .cache

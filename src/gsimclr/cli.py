@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "file) after defaults are filled in, as YAML that --preset reads back")
     p = sub.add_parser("export", help="export a pretrained backbone: a torchvision/timm state dict, a Hugging Face "
                        "folder, ONNX", description="export a pretrained backbone for use elsewhere; the state dict "
-                       "loads with strict=True into the model named in export.json (see README)")
+                       "loads with strict=True into the model named in export.json (see docs/tutorials/use-elsewhere.md)")
     p.add_argument("checkpoint", nargs="?", help="a checkpoint file, a stage folder or a run folder "
                    "(default: --out/<method>)")
     p.add_argument("--out", help="a run folder (instead of CHECKPOINT)")

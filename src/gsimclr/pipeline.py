@@ -33,7 +33,7 @@ from gsimclr.data.splits import holdout_split
 from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
 from gsimclr.models.simclr import SimCLRModel
-from gsimclr.plots import plot_curves, plot_tsne
+from gsimclr.plots import context_line, plot_curves, plot_tsne
 from gsimclr.guidance.autoencoder import AutoencoderOptions
 from gsimclr.guidance.diagnostics import PAIR_KEYS
 from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
@@ -186,7 +186,10 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder
         result = autoencoder_pseudo_labels(train, cfg.n_clusters, AutoencoderOptions.from_config(cfg), out, val)
     if result.features is not None and cfg.tsne_points:  # 0: no maps
         colour = train.labels if train.has_labels else result.labels
-        plot_tsne(result.features, colour, out / f"tsne_{source}.png", f"{source} features", cfg.tsne_points, cfg.seed)
+        plot_tsne(result.features, colour, out / f"tsne_{source}.png", f"{source} features (training images)",
+                  cfg.tsne_points, cfg.seed, class_names=train.classes if train.has_labels else None,
+                  context=context_line(folder.root, cfg.data, f"{source} pseudo labels, k={cfg.n_clusters}"),
+                  label_kind="class" if train.has_labels else "pseudo label")
     return {"labels": result.labels, **result.metrics}
 
 
@@ -324,7 +327,8 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
     result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
     if out is not None and cfg.tsne_points:
         plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / TSNE_ENCODER,
-                  "encoder features (P3, test)", cfg.tsne_points, cfg.seed)
+                  "encoder features (P3, test images)", cfg.tsne_points, cfg.seed, class_names=test.classes,
+                  context=context_line(out.parent, cfg.data, title(out.name)))
     return result
 
 
@@ -387,13 +391,22 @@ def plot_run_curves(run_dir: Path | RunFolder) -> None:
             monitored = [r for r in recs if "knn" in r]
             if monitored:
                 knn[name] = ([r["train_s"] for r in monitored], [r["knn"] for r in monitored])
+    context = _run_context(folder, losses)
     if losses:
         plot_curves(losses, folder.loss_curves, loss_titles.pop() if len(loss_titles) == 1 else "loss",
-                    "pretraining loss")
+                    "pretraining loss", context=context)
     plot_false_negatives(folder)
     if knn:
         plot_curves(knn, folder.knn_curves, "kNN top-1 %", "kNN accuracy during pretraining",
-                    xlabel="training time (s)")
+                    xlabel="training time (s)", context=context)
+
+
+def _run_context(folder: RunFolder, methods: Any = ()) -> str:
+    """The run/data/method line of a run folder's pictures (data from its config.yaml, when written)."""
+    data = None
+    if folder.config.exists():
+        data = (yaml.safe_load(folder.config.read_text()) or {}).get("data")
+    return context_line(folder.root, data, " vs ".join(methods))
 
 
 def plot_false_negatives(run_dir: Path | RunFolder) -> None:
@@ -415,8 +428,9 @@ def plot_false_negatives(run_dir: Path | RunFolder) -> None:
         references.setdefault("random shuffling", recs[0]["class_pairs_random"])
         references.setdefault("floor (spread by class)", recs[0]["class_pairs_floor"])
     if curves:
+        methods = [title(m) for m in METHODS if folder.metrics(m).exists()]
         plot_curves(curves, folder.root / "false_negatives.png", "same-class pairs per batch",
-                    "false negatives in the batches", references=references)
+                    "false negatives in the batches", references=references, context=_run_context(folder, methods))
 
 
 def trained_epochs(run_dir: Path | RunFolder, method: str) -> int:

@@ -258,7 +258,7 @@ def color_jitter(x: Tensor, params: JitterParams, gather: bool | None = None) ->
       only on the samples that have it in that slot (``index_select`` / ``index_copy_``), 4 passes
       over the batch in all and one HSV round trip. It needs the indices on the host, which costs
       nothing on the CPU: 256 images of 64x64 on one thread took 45-73 ms against 338-354 ms masked
-      (2026-11-23, the project's 2-core CPU; the store path's effect is in README "Speed").
+      (2026-11-23, the project's 2-core CPU; the store path's effect is in docs/results/speed.md).
 
     Samples whose factor is exactly the identity (1, or hue 0: not jittered) are skipped by the
     gathered path; for images in ``[0, 1]`` the masked path leaves them unchanged too.
