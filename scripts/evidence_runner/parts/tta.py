@@ -214,7 +214,8 @@ def report_tta(ctx: Ctx, stage: Stage) -> str:
               for k, r in done.items()}
     png = ctx.root / "results" / "evidence" / "tta.png"
     plot_curves(curves, png, "kNN top-1 %", "CIFAR-10, ResNet-18: kNN against training time",
-                xlabel="training time (s; kNN checks and warm-up excluded)")
+                xlabel="training time (s; kNN checks and warm-up excluded)",
+                context="run evidence stage b · data cifar10 · SimCLR, gsimclr vs the lightly recipe")
     ctx.written.append(png)
     rows = ["| pipeline | epochs | training time (s) with warm-up | without warm-up | warm-up (s, calls) | "
             "images/s (median epoch) | final kNN % | kNN % by epoch | JSON |",
