@@ -101,3 +101,10 @@ def test_every_evaluation_is_independent_of_what_ran_before(splits):
         torch.manual_seed(ambient)
         results.append(evaluate_encoder(cfg, model, train, test, which=tuple(EVALUATIONS.names())))
     assert results[0] == results[1]
+
+
+def test_supervised_baseline_streams_a_store_beyond_the_memory_budget(splits):
+    """The store is read batch by batch, never decoded whole: a memory budget it exceeds does not refuse it."""
+    cfg = _cfg(memory_budget_gb=1e-9)
+    torch.manual_seed(0)
+    assert 0 <= stage_supervised(cfg, *splits["store"])["top1"] <= 100

@@ -337,8 +337,7 @@ def stage_supervised(cfg: Config, train: ImageData, test: ImageData) -> dict[str
     protocol adds the epoch early stopping chose)."""
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("the supervised baseline needs labelled training and test splits")
-    train = decoded(train, cfg.image_size, "the supervised baseline", _budget(cfg))
-    test = decoded(test, cfg.image_size, "the supervised baseline", _budget(cfg))
+    # an encoded store is read batch by batch through the one image interface (gsimclr.evaluation.images)
     device = resolve_device(cfg.device)
     if cfg.eval_protocol == "notebook":
         from gsimclr.evaluation.notebook import run_supervised_notebook
