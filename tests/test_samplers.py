@@ -240,9 +240,10 @@ def test_greedy_tail_drop_without_a_batch_after_reclustering_is_a_one_line_error
     from gsimclr.data.sources import load_split
     from gsimclr.guidance.sources import PseudoLabels
     from gsimclr.training import pretrain as pretrain_module
+    from gsimclr.training import reclustering
 
     skewed = np.array([0] * 95 + [1] * 5)
-    monkeypatch.setattr(pretrain_module, "encoder_pseudo_labels",
+    monkeypatch.setattr(reclustering, "encoder_pseudo_labels",
                         lambda *args, **kwargs: PseudoLabels(skewed, None, {"k": 2}))
     data = load_split("digits", image_size=16).subset(np.arange(100))
     cfg = load_config(None, {**tiny_overrides, "epochs": 2, "batch_size": 32, "sampler": "greedy",
