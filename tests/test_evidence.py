@@ -530,3 +530,35 @@ def test_data_path_keeps_each_child_run_and_resumes_the_rest(tmp_path, monkeypat
     summary = data_path.cmd_path(args)
     assert len(calls) == 4 + 3  # only the three missing runs
     assert all(len(summary[k]["rounds"]) == 2 for k in ("store-path", "store-decode", "torchvision"))
+
+
+@pytest.mark.slow
+def test_a_one_process_group_trains_like_a_plain_run_with_a_knn_monitor(tmp_path, monkeypatch):
+    """The distributed path (DDP over a one-process gloo group) with a kNN monitor between epochs gives the
+    plain run's checkpoint: extracting the monitor's features once re-laid out the DDP-wrapped model and
+    the epochs after it diverged."""
+    import socket
+
+    import torch
+    from safetensors.torch import load_file
+
+    from gsimclr.cli import main
+
+    options = ["pretrain", "--preset", "digits-quick", "--train-limit", "128", "--test-limit", "64", "--epochs", "2",
+               "--batch-size", "64", "--head-dims", "32,16", "--monitor-every", "1", "--device", "cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*options, "--out", str(tmp_path / "plain")]) == 0
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                           "MASTER_PORT": str(port)}.items():
+            monkeypatch.setenv(key, value)
+        assert main([*options, "--out", str(tmp_path / "group")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a = load_file(tmp_path / "plain" / "simclr" / "checkpoint.safetensors")
+    b = load_file(tmp_path / "group" / "simclr" / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -20,10 +20,11 @@ from evidence_runner.context import (EXIT_MARGIN_S, ROOT, SMOKE_OPTIONS, Ctx, Pa
 
 
 def check_options(ctx: Ctx) -> dict[str, Any]:
-    opts = {"epochs": 2, "train_limit": 4096, "test_limit": 1000, "monitor_every": 0, "checkpoint_every": 0,
+    # a kNN monitor between the epochs: the distributed path must survive it (it once did not)
+    opts = {"epochs": 2, "train_limit": 4096, "test_limit": 1000, "monitor_every": 1, "checkpoint_every": 0,
             "warmup_epochs": 0}
     if ctx.smoke:
-        opts.update(epochs=1, train_limit=64, test_limit=32)
+        opts.update(epochs=2, train_limit=64, test_limit=32)
     return opts
 
 
