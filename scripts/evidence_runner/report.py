@@ -46,6 +46,36 @@ def paper_table(paper: str) -> str:
     return "\n".join(rows)
 
 
+def cpu_results(ctx: Ctx) -> str:
+    """The CPU results quoted beside the GPU tables: time to kNN accuracy on CIFAR-10 against the lightly
+    recipe (``benchmarks/tta_cpu.py``), from its JSON when present."""
+    import json
+
+    path = ctx.root / "benchmarks" / "results" / "tta-cpu.json"
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    cmp, sides, m = d["comparison"], d["sides"], d["machine"]
+    rows = ["| pipeline | epochs | training CPU s | kNN % at epoch 0 -> final (best) | CPU s to "
+            f"{cmp['target_knn']:.2f}% |", "|---|---:|---:|---|---:|"]
+    for key, title in (("gsimclr", "gsimclr pretrain"), ("lightly", "lightly recipe")):
+        curve = sides[key]["checks"]
+        knn = [c["knn"] for c in curve]
+        rows.append(f"| {title} | {curve[-1]['epoch']} | {curve[-1]['train_cpu_s']:.0f} | {knn[0]:.2f} -> {knn[-1]:.2f} "
+                    f"({max(knn):.2f}) | {cmp['train_cpu_s'][key]:.0f} |")
+    return (f"## CPU: time to kNN accuracy on CIFAR-10, gsimclr against the lightly recipe\n\n"
+            f"A CPU result, not a GPU one: {d['date']}, {m['cpu']} ({m['cpu_cores']} cores, shared: mean 1-min load "
+            f"{m['load_average_mean']:.1f}), commit {d['git_commit'][:10]}, status {d['status']}. Command: "
+            f"`{d['command']}`. Both pipelines ran side by side with one torch thread each, the same model, "
+            f"initial weights, batch, optimizer and schedule; the budget is training CPU time (lightly's "
+            f"DataLoader worker counted), kNN on the 10,000 test images after every epoch. "
+            f"gsimclr reached {cmp['target_knn']:.2f}% in {cmp['train_cpu_s']['speedup']:.2f}x less training CPU time "
+            f"({cmp['train_wall_s']['speedup']:.2f}x less training wall time); at the {cmp['at_common_cpu_s']['cpu_s']:.0f} "
+            f"training CPU s both reached: {cmp['at_common_cpu_s']['gsimclr']:.2f}% against "
+            f"{cmp['at_common_cpu_s']['lightly']:.2f}%. One seed. Table, plot and every check: "
+            f"[benchmarks/results/tta-cpu.md](benchmarks/results/tta-cpu.md).\n\n" + "\n".join(rows) + "\n")
+
+
 def write_reports(ctx: Ctx, stages: list[Stage]) -> None:
     from evidence_runner.plan import lease_order
 
@@ -69,6 +99,9 @@ def write_reports(ctx: Ctx, stages: list[Stage]) -> None:
             sections.append("No GPU number exists yet for this table.\n")
         if stage.key in ("c", "d") and not body:
             sections.append("The paper's numbers for comparison:\n\n" + paper_table("cifar10" if stage.key == "c" else "imagenet5") + "\n")
+    cpu = cpu_results(ctx)
+    if cpu:
+        sections.insert(1, cpu)
     if not any_gpu:
         sections.insert(1, "**No GPU number exists yet**: no session has had a GPU since this was set up. The tables "
                            "below are empty until `scripts/evidence.py` runs on one.\n")
