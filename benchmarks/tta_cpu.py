@@ -217,7 +217,8 @@ def run_gsimclr(spec: dict, clock: Clock) -> int:
 
     def timed_epoch(self, epoch):
         if not hasattr(clock, "setup"):
-            clock.initial_check(lambda: monitor(self.cfg, self.model, *self.monitor, self.device))
+            knn = self.monitor  # the trainer's KnnMonitor: its settings, the original (untimed-wrapper) monitor function
+            clock.initial_check(lambda: monitor(knn.cfg, self.model, knn.train, knn.test, knn.device))
         clock.epoch_start()
         record = train_epoch(self, epoch)
         if clock.epoch_end(epoch + 1, record.get("knn"), record["loss"], len(self.data)):
