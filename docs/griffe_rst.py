@@ -45,6 +45,43 @@ def _simple_tables(text: str) -> str:
     return "\n".join(out)
 
 
+def _bare_doctests(text: str) -> str:
+    """A doctest paragraph outside an ``Example:`` section (``>>>`` at the docstring's own indentation)
+    as a fenced code block, so that its output (``[[0, 1], [2]]``) is not read as Markdown links."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        if not lines[i].startswith(">>>"):
+            out.append(lines[i])
+            i += 1
+            continue
+        out.append("```pycon")
+        while i < len(lines) and lines[i].strip():
+            out.append(lines[i])
+            i += 1
+        out.append("```")
+    return "\n".join(out)
+
+
+_SHARED_ARG = re.compile(r"^(\s+)(\w+(?:, \w+)+): (.*)$")
+
+
+def _shared_args(text: str) -> str:
+    """An ``Args:`` entry naming several parameters (``mean, std: normalisation``) as one entry each, the
+    description repeated (Google style documents one parameter per entry)."""
+    lines, out, section = text.split("\n"), [], None
+    for line in lines:
+        if re.match(r"^\s*(Args|Arguments|Parameters):\s*$", line):
+            section = len(line) - len(line.lstrip())
+        elif section is not None and line.strip() and len(line) - len(line.lstrip()) <= section:
+            section = None
+        match = _SHARED_ARG.match(line) if section is not None else None
+        if match:
+            out += [f"{match[1]}{name}: {match[3]}" for name in match[2].split(", ")]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def to_markdown(text: str) -> str:
     """The docstring ``text`` with reST roles as code, ``Example:`` as a Google ``Examples:`` section and
     ``::`` literal-block introductions as a colon.
@@ -52,7 +89,7 @@ def to_markdown(text: str) -> str:
     >>> to_markdown("See :class:`Config`.\\n\\nExample:\\n    >>> 1\\n    1")
     'See `Config`.\\n\\nExamples:\\n    >>> 1\\n    1'
     """
-    text = _simple_tables(_ROLE.sub(r"`\1`", text))
+    text = _shared_args(_bare_doctests(_simple_tables(_ROLE.sub(r"`\1`", text))))
     text = re.sub(r"^(\s*)Example:\s*$", r"\1Examples:", text, flags=re.MULTILINE)
     return re.sub(r"(\S)::$", r"\1:", text, flags=re.MULTILINE)
 

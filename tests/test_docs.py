@@ -169,6 +169,12 @@ def test_api_docstrings_become_markdown():
     text = "See :func:`run` here::\n\nExample:\n    >>> 1\n\n====  =====\na     b\n====  =====\nx     one\n      two\n====  =====\n"
     assert module.to_markdown(text) == ("See `run` here:\n\nExamples:\n    >>> 1\n\n| a | b |\n|---|---|\n"
                                         "| x | one two |\n")
+    # a doctest outside an Example section is a code block: its output is no Markdown link
+    assert module.to_markdown("Chunks.\n\n>>> f()\n[[0, 1], [2]]\n\nMore.") == (
+        "Chunks.\n\n```pycon\n>>> f()\n[[0, 1], [2]]\n```\n\nMore.")
+    # an Args entry naming several parameters becomes one entry each
+    assert module.to_markdown("Args:\n    size: side.\n    mean, std: normalisation.") == (
+        "Args:\n    size: side.\n    mean: normalisation.\n    std: normalisation.")
 
 
 def test_documented_python_compiles():
