@@ -187,3 +187,26 @@ def test_export_backbone_of_a_timm_vit(tmp_path):
     assert summary["files"] == ["backbone.pth"] and target["kwargs"] == {"num_classes": 0, "img_size": 32, "patch_size": 8}
     net = build_target(target)
     net.load_state_dict(torch.load(tmp_path / "vit" / "backbone.pth", weights_only=True), strict=True)
+
+
+def test_locate_checkpoint_finds_any_registered_method_in_a_run_folder(tmp_path):
+    """A run folder holding only a MoCo (or any registered method's) stage is found without --method;
+    with several, the first registered wins and --method picks another."""
+    import pytest
+
+    from gsimclr.errors import UserError
+    from gsimclr.export import locate_checkpoint
+    from gsimclr.methods import METHODS
+    from gsimclr.run_folder import CHECKPOINT
+
+    run = tmp_path / "run"
+    for name in ("moco", "gmoco"):
+        (run / name).mkdir(parents=True)
+        (run / name / CHECKPOINT).write_bytes(b"x")
+    assert locate_checkpoint(run)[2] == "moco"
+    assert locate_checkpoint(run, "gmoco")[0] == run / "gmoco" / CHECKPOINT
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="--method picks one") as err:
+        locate_checkpoint(empty)
+    assert all(name in str(err.value) for name in METHODS.names())

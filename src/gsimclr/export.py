@@ -474,14 +474,16 @@ def locate_checkpoint(path: str | Path, method: str | None = None,
         return path / CHECKPOINT, _run_dir_of(path), method or path.name
     if (path / CHECKPOINT).exists():
         raise UserError(f"{command}: {path / CHECKPOINT} is not a file (a folder?); restore the checkpoint")
-    candidates = [method] if method else ["simclr", "gsimclr"]
+    from gsimclr.methods import METHODS  # torch-free: the registered methods' stage folders, in registration order
+
+    candidates = [method] if method else METHODS.names()
     for name in candidates:
         if (path / name / CHECKPOINT).is_file():
             return path / name / CHECKPOINT, path, name
         if (path / name / CHECKPOINT).exists():
             raise UserError(f"{command}: {path / name / CHECKPOINT} is not a file (a folder?); restore the checkpoint")
     raise UserError(f"{command}: no checkpoint in {path} (expected {CHECKPOINT}, or a run folder with "
-                    f"{'/'.join(candidates)}/{CHECKPOINT})")
+                    f"{'|'.join(candidates)}/{CHECKPOINT}" + ("" if method else "; --method picks one") + ")")
 
 
 def _run_dir_of(stage: Path) -> Path | None:
