@@ -157,23 +157,25 @@ class GsimclrPipeline(Pipeline):
 
     def __init__(self, cfg, device, images: np.ndarray):
         super().__init__(cfg, device)
-        from gsimclr.runtime import maybe_compile, seed_epoch
-        from gsimclr.guidance.samplers import RandomBatchSampler
-        from gsimclr.training.optim import build_optimizer
-        from gsimclr.loss import build_criterion
-        from gsimclr.training.pretrain import build_model, make_loss_fn, make_views_fn, place_images, train_step
+        import dataclasses
+        import tempfile
 
-        self._seed_epoch, self._train_step = seed_epoch, train_step
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
-        self.model.train()
-        self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
-        self.make_views = make_views_fn(cfg, device)
-        self.images = place_images(images, device)
-        # drop_last: every step has the configured batch (pretrain keeps a short tail batch per epoch)
-        self.sampler = RandomBatchSampler(len(images), cfg.batch_size, cfg.seed, drop_last=True)
-        self.eager_loss = make_loss_fn(build_criterion(cfg))  # pretrain's loss: one forward over both views
-        self.loss_fn = maybe_compile(self.eager_loss, device, cfg.compile)
+        from gsimclr.data.dataset import ImageData
+        from gsimclr.runtime import seed_epoch
+        from gsimclr.training.pretrain import build_pretrainer
+
+        self._seed_epoch = seed_epoch
+        # The trainer users run, built by build_pretrainer from the config, timed through its public step();
+        # drop_last: every step has the configured batch (pretrain keeps a short tail batch per epoch).
+        cfg = self.cfg = dataclasses.replace(cfg, drop_last=True)
+        self._log_dir = tempfile.TemporaryDirectory(prefix="gsimclr-throughput-")
+        self.trainer = build_pretrainer(cfg, ImageData(images, name="throughput"), self._log_dir.name, device,
+                                        method="simclr")
+        self.trainer.train_model.train()
+        self.model, self.optimizer = self.trainer.model, self.trainer.optimizer
+        self.images = self.trainer.views.images
+        self.loss_fn = self.trainer.loss_fn
+        self.eager_loss = getattr(self.loss_fn, "fn", self.loss_fn)  # the uncompiled loss (FLOP counting)
         self.compiled = self.loss_fn is not self.eager_loss  # updated after the warm-up (a failed compile runs eagerly)
         self._batches = self._iterate()
         self.total = torch.zeros((), device=device)
@@ -184,24 +186,25 @@ class GsimclrPipeline(Pipeline):
     def _iterate(self):
         epoch = 0
         while True:
-            self.sampler.set_epoch(epoch)
+            self.trainer.sampler.set_epoch(epoch)
             self._seed_epoch(self.cfg.seed, epoch)
-            yield from self.sampler
+            for _, batch in self.trainer.batches(epoch):
+                yield batch
             epoch += 1
 
-    # The three parts of pretrain()'s step, kept separable for the breakdown.
-    def feed(self, idx):
-        index = torch.from_numpy(idx)
-        return self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
+    # Pretrainer.step() = views + model step; the breakdown times the feed and the two parts apart.
+    def feed(self):
+        return next(self._batches)
 
     def views(self, batch):
-        return self.make_views(batch)
+        return self.trainer.views.make(batch)
 
     def train_step(self, views):
-        self.total += self._train_step(self.model, self.optimizer, self.loss_fn, views, self.cfg, self.device) * views.shape[1]
+        self.total += self.trainer.step_on_views(views) * views.shape[1]
 
     def step(self):
-        self.train_step(self.views(self.feed(next(self._batches))))
+        batch = self.feed()
+        self.total += self.trainer.step(batch) * batch.shape[0]
 
     def window(self, steps: int) -> float:
         with self.track_memory():
@@ -219,10 +222,9 @@ class GsimclrPipeline(Pipeline):
         """Seconds per batch of each part, run separately (synchronised between parts)."""
         parts = {"feed": [], "augment": [], "augment_1thread": [], "model_step": []}
         for _ in range(reps):
-            idx = next(self._batches)
             sync(self.device)
             t0 = time.perf_counter()
-            batch = self.feed(idx)
+            batch = self.feed()
             sync(self.device)
             t1 = time.perf_counter()
             views = self.views(batch)
@@ -404,7 +406,7 @@ def flops_per_image(pipe: GsimclrPipeline, n: int = 8) -> float:
     size = pipe.cfg.image_size
     views = torch.randn(2, n, 3, size, size, device=pipe.device)
     with FlopCounterMode(display=False) as counter:
-        pipe.eager_loss(model, views, None).backward()
+        pipe.eager_loss(model, views, None, None).backward()
     del model
     return counter.get_total_flops() / n
 

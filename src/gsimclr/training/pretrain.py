@@ -350,7 +350,12 @@ class Pretrainer:
         its loss (``labels``: the batch's pseudo labels for loss-side guidance; ``index``: its image
         indices, which a queue keeps), backward and the optimizer's update at the current learning
         rate. Returns the loss as a device tensor (no host synchronisation)."""
-        views = self.views.make(batch)
+        return self.step_on_views(self.views.make(batch), labels, index)
+
+    def step_on_views(self, views: torch.Tensor, labels: torch.Tensor | None = None,
+                      index: torch.Tensor | None = None) -> torch.Tensor:
+        """The model part of :meth:`step` on views already made (V, N, 3, S, S): loss, backward and the
+        optimizer's update (the benchmarks time the two parts apart)."""
         with autocast(self.device, self.settings.precision):
             loss = self.loss_fn(self.train_model, views, labels, index)
         self.optimizer.zero_grad(set_to_none=True)
