@@ -13,12 +13,15 @@ goes into every JSON of the call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
 import subprocess
 import time
 from typing import Any
+
+import numpy as np
 
 from evidence_runner.context import SMOKE_OPTIONS, Ctx, Part, have_lightly, log
 
@@ -72,10 +75,12 @@ def compiled_step(preset: str, ctx: Ctx, data: str | None = None) -> dict[str, A
     trainer compiles it), first and second call timed: the first includes the compile."""
     import torch
 
+    import tempfile
+
     from gsimclr.config import load_config
-    from gsimclr.loss import build_criterion
-    from gsimclr.runtime import autocast, maybe_compile, resolve_device
-    from gsimclr.training.pretrain import build_model, make_loss_fn, make_views_fn
+    from gsimclr.data.dataset import ImageData
+    from gsimclr.runtime import resolve_device
+    from gsimclr.training.pretrain import build_pretrainer
 
     overrides: dict[str, Any] = {"device": ctx.device, **({"data": data} if data else {})}
     if ctx.smoke:
@@ -83,25 +88,25 @@ def compiled_step(preset: str, ctx: Ctx, data: str | None = None) -> dict[str, A
         overrides.update(head_dims=[32, 16], batch_size=16)
     cfg = load_config(preset, overrides)
     device = resolve_device(cfg.device)
-    model = build_model(cfg).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    loss_fn = maybe_compile(make_loss_fn(build_criterion(cfg), cfg.views_forward), device, cfg.compile)
     batch = min(cfg.batch_size, PREFLIGHT_STEP_BATCH) if device.type == "cuda" else min(cfg.batch_size, 16)
-    images = torch.randint(0, 255, (batch, cfg.image_size, cfg.image_size, 3), dtype=torch.uint8, device=device)
-    views = make_views_fn(cfg, device)(images)
+    cfg = dataclasses.replace(cfg, batch_size=batch)
+    images = np.random.default_rng(0).integers(0, 255, (batch, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, cfg.precision):
-            loss = loss_fn(model, views, None)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        if not torch.isfinite(loss):
-            raise PreflightFailed(f"{preset}: the training step's loss is not finite")
+    with tempfile.TemporaryDirectory(prefix="gsimclr-preflight-") as log_dir:
+        # the trainer users run (build_pretrainer), timed through its public step()
+        trainer = build_pretrainer(cfg, ImageData(images, name="preflight"), log_dir, device, method="simclr")
+        _, x = next(iter(trainer.batches(0)))
+        for _ in range(2):
+            t0 = time.perf_counter()
+            loss = trainer.step(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            if not torch.isfinite(loss):
+                raise PreflightFailed(f"{preset}: the training step's loss is not finite")
+        loss_fn = trainer.loss_fn
+        if trainer.log is not None:
+            trainer.log.close()
     compiled = getattr(loss_fn, "compiled", False)  # CompiledOrEager: False when the compile fell back to eager
     return {"model": cfg.model, "batch": batch, "first_step_s": round(times[0], 3), "step_s": round(times[1], 4),
             "compile_s": round(max(0.0, times[0] - times[1]), 2), "compiled": bool(compiled),
