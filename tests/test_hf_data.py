@@ -152,7 +152,7 @@ def test_a_hub_id_without_network_fails_fast_in_one_line(monkeypatch, kind, requ
     with pytest.raises(UserError, match=r"hf:nobody/no-such-set: no network \(.* is unreachable\) and the data set "
                                         "is not in the local Hugging Face cache"):
         load_split("hf:nobody/no-such-set")
-    assert time.perf_counter() - started < 5  # it retried for 23 s
+    assert time.perf_counter() - started < 15  # it retried for 23 s (a generous bound: CI machines can be loaded)
     assert not datasets.config.HF_HUB_OFFLINE  # offline mode was only borrowed
 
 
@@ -162,7 +162,7 @@ def test_a_hub_id_in_offline_mode_fails_fast_in_one_line():
     started = time.perf_counter()
     with pytest.raises(UserError, match="hf:nobody/no-such-set: cannot load it with datasets"):
         load_split("hf:nobody/no-such-set")
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 15
 
 
 def test_the_hub_probe():
