@@ -626,15 +626,15 @@ def main(argv=None) -> int:
     if args.budget_cpu_minutes <= 0 or args.max_wall_minutes <= 0 or args.threads < 1 or args.lightly_workers < 0:
         parser.error("--budget-cpu-minutes and --max-wall-minutes must be positive, --threads at least 1, "
                      "--lightly-workers at least 0")
+    overrides = parse_overrides(parser, args)
+    from gsimclr.config import load_config
+
+    cfg = load_config(args.preset, {"data": args.data, **overrides})
     if "lightly" in args.sides:
         try:
             import lightly  # noqa: F401
         except ImportError:
             parser.error("lightly is not installed: pip install -c requirements-pinned.txt 'lightly>=1.5'")
-    overrides = parse_overrides(parser, args)
-    from gsimclr.config import load_config
-
-    cfg = load_config(args.preset, {"data": args.data, **overrides})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="tta-cpu-"))

@@ -401,6 +401,11 @@ def test_commit_names_the_code_as_it_is_with_and_without_git(tmp_path):
     assert provenance.git_commit(repo) == head
     (repo / "results" / "r.json").write_text('{"changed": 1}')  # results are not code
     assert provenance.git_commit(repo) == head
+    (repo / "src" / "pkg.egg-info").mkdir()  # what `pip install -e` (make install) writes beside the package
+    (repo / "src" / "pkg.egg-info" / "SOURCES.txt").write_text("src/pkg/a.py\n")
+    (repo / "src" / "pkg" / "__pycache__").mkdir()
+    (repo / "src" / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert provenance.git_commit(repo) == head
     copy = tmp_path / "copy"  # what the device receives: no .git, the stamp
     (copy / "src" / "pkg").mkdir(parents=True)
     (copy / "src" / "pkg" / "a.py").write_text("x = 1\n")

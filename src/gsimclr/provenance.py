@@ -28,7 +28,8 @@ from pathlib import Path
 
 CODE_PATHS = ("src", "scripts", "benchmarks", "pyproject.toml", "Makefile", "requirements-pinned.txt")
 """Files and folders whose content is "the code" of a result (results and data excluded)."""
-_SKIP_PARTS = {"__pycache__", "results", ".evidence", ".whl", "runs", ".pytest_cache"}
+_SKIP_PARTS = {"__pycache__", "results", ".evidence", ".whl", "runs", ".pytest_cache", ".hypothesis", "build",
+               "dist", "site", ".venv"}
 _CODE_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".txt", ".sh", ".cfg", ".json", ""}
 STAMP = Path(".evidence") / "COMMIT"
 
@@ -46,6 +47,8 @@ def blob_id(data: bytes) -> str:
 def _is_code(rel: str) -> bool:
     parts = rel.split("/")
     if not (rel in CODE_PATHS or parts[0] in CODE_PATHS) or _SKIP_PARTS & set(parts):
+        return False
+    if any(part.endswith(".egg-info") for part in parts):  # written by `pip install -e` (src/gsimclr.egg-info)
         return False
     return Path(rel).suffix in _CODE_SUFFIXES and not parts[-1].startswith(".")
 
