@@ -290,8 +290,8 @@ def run_finetune_notebook(ctx) -> dict:
 
 def backbone_options(cfg, supervised: bool = False) -> dict:
     """The backbone options of a run's config (the supervised baseline's depth when ``supervised``),
-    ``defaults`` included: :func:`gsimclr.training.pretrain.backbone_options`."""
-    from gsimclr.training.pretrain import backbone_options as options
+    ``defaults`` included: :func:`gsimclr.models.simclr.backbone_options` (no import of the trainer)."""
+    from gsimclr.models.simclr import backbone_options as options
 
     out = options(cfg)
     if supervised and cfg.supervised_n_blocks is not None:
