@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 
 from gsimclr.cli import command_options, main
 from gsimclr.evaluation import EVALUATIONS
@@ -21,12 +20,7 @@ FAST = {"linear-eval": ["--linear-epochs", "2"], "linear-standard": ["--standard
         "finetune-notebook": ["--finetune-head-epochs", "1", "--finetune-epochs", "1", "--label-fraction", "0.5"]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

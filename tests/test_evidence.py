@@ -454,14 +454,9 @@ def test_compile_fallback_runs_eagerly_when_compiling_fails(monkeypatch):
     torch._dynamo.reset()
 
 
-def test_torchrun_with_one_process_starts_a_process_group(monkeypatch):
-    """Launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK set), even alone: a gloo group on the CPU, and the
-    world trains through the distributed path (DDP, SyncBatchNorm, gathered negatives)."""
+def _one_process_torchrun_env(monkeypatch) -> None:
+    """The variables torchrun sets for one process, on a free local port."""
     import socket
-
-    import torch.distributed as dist
-
-    from gsimclr.distributed import World, close_world, current_world, init_world
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -469,6 +464,17 @@ def test_torchrun_with_one_process_starts_a_process_group(monkeypatch):
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
+
+
+def test_torchrun_with_one_process_starts_a_process_group(monkeypatch):
+    """Launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK set), even alone: a gloo group on the CPU, and the
+    world trains through the distributed path (DDP, SyncBatchNorm, gathered negatives)."""
+
+    import torch.distributed as dist
+
+    from gsimclr.distributed import World, close_world, current_world, init_world
+
+    _one_process_torchrun_env(monkeypatch)
     try:
         world = init_world("cpu")
         assert dist.is_initialized() and dist.get_backend() == "gloo"
@@ -542,7 +548,6 @@ def test_a_one_process_group_trains_like_a_plain_run_with_a_knn_monitor(tmp_path
     """The distributed path (DDP over a one-process gloo group) with a kNN monitor between epochs gives the
     plain run's checkpoint: extracting the monitor's features once re-laid out the DDP-wrapped model and
     the epochs after it diverged."""
-    import socket
 
     import torch
     from safetensors.torch import load_file
@@ -555,12 +560,7 @@ def test_a_one_process_group_trains_like_a_plain_run_with_a_knn_monitor(tmp_path
     torch.set_num_threads(1)
     try:
         assert main([*options, "--out", str(tmp_path / "plain")]) == 0
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": str(port)}.items():
-            monkeypatch.setenv(key, value)
+        _one_process_torchrun_env(monkeypatch)
         assert main([*options, "--out", str(tmp_path / "group")]) == 0
     finally:
         torch.set_num_threads(threads)

@@ -24,6 +24,7 @@ from gsimclr.export import export_run
 from gsimclr.launch import launch_environment
 from gsimclr.pipeline import write_run_info
 from gsimclr.run_folder import RunFolder
+from test_run_folder import one_line_error as one_line
 
 SMALL = {"data": "digits", "image_size": 16, "n_blocks": 0, "head_dims": [16, 8], "device": "cpu",
          "batch_size": 64, "tsne_points": 0}
@@ -49,12 +50,6 @@ def contents(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def one_line(capsys, argv) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("gsimclr: error:"), err
-    return err
 
 
 @pytest.fixture(scope="module")
