@@ -33,6 +33,7 @@ class Recipe:
     """The parts of one method (the defaults: SimCLR's, except the model and criterion)."""
 
     compile_loss = True   # whether the step's loss may be compiled (torch.compile, --compile)
+    uses_index = False    # whether the step's loss reads the batch's image indices (else it gets None)
 
     def __init__(self, method):
         self.method = method

@@ -194,6 +194,7 @@ class MoCo(Recipe):
     ``--guidance`` applies to the queue."""
 
     compile_loss = False  # the step updates the queue and the key encoder in place
+    uses_index = True     # the queue keeps each key's image index (relabelled by re-clustering)
 
     def check(self, cfg, n_images: int) -> None:
         if cfg.views != 2:

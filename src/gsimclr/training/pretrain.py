@@ -384,7 +384,9 @@ class Pretrainer:
             lr = settings.lr * self.schedule(self.schedule_position(epoch, i, steps))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            index = torch.from_numpy(np.asarray(idx)).to(device, non_blocking=True)
+            # the indices go to the device only for a step that reads them (no copy per step for plain SimCLR)
+            index = (torch.from_numpy(np.asarray(idx)).to(device, non_blocking=True)
+                     if self.loss_labels is not None or self.recipe.uses_index else None)
             labels = self.loss_labels[index] if self.loss_labels is not None else None
             total += self.step(batch, labels, index) * len(idx)
             seen += len(idx)
