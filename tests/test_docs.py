@@ -151,8 +151,7 @@ def test_documented_commands_parse_and_validate():
             args, extra = parser.parse_known_args(words)
             assert not extra, f"{page}: gsimclr {' '.join(words)}: unknown {extra}"
             if args.command in cli.COMMANDS:
-                cli._config(args)
-                cli._check_stage_flags(args)
+                cli._check_stage_flags(args, cli._config(args))
         except (UserError, SystemExit) as exc:
             raise AssertionError(f"{page}: gsimclr {' '.join(words)}: {exc}") from None
         checked += 1

@@ -153,9 +153,11 @@ def test_resume_restores_queue_and_key_encoder_exactly(tmp_path, method):
 def test_option_checks_and_default_queue():
     data_size = 96
     with pytest.raises(UserError, match="--queue-size 90"):
-        METHODS["moco"].parts().check(_tiny(queue_size=90), data_size)
+        METHODS["moco"].parts().validate(_tiny(queue_size=90), data_size)
     with pytest.raises(UserError, match="--views 3"):
-        METHODS["moco"].parts().check(_tiny(views=3), data_size)
+        METHODS["moco"].parts().validate(_tiny(views=3), data_size)
+    with pytest.raises(UserError, match="--views-forward separate: G-MoCo always passes"):
+        METHODS["gmoco"].parts().validate(_tiny(views_forward="separate"), data_size)
     assert queue_size(_tiny(queue_size=None), data_size) == 80          # whole batches up to 96 - 16
     assert queue_size(_tiny(queue_size=None, batch_size=128), 50_000) == 4096
 

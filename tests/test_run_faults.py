@@ -319,6 +319,112 @@ def test_bad_options_exit_2_before_pytorch_is_imported(tmp_path):
     assert results == [[2, False]] * len(cases), list(zip(cases, results))
 
 
+def _torch_free_run(code: str) -> list:
+    """Run ``code`` (which prints one JSON line) in a fresh interpreter; its result and whether PyTorch
+    got imported."""
+    code += "\nprint(json.dumps({'torch': 'torch' in sys.modules}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    return [json.loads(lines[-2]), json.loads(lines[-1])["torch"]]
+
+
+def test_every_bad_choice_and_option_combination_exits_2_before_pytorch_is_imported(tmp_path):
+    """Every option with choices, on every command that takes it (read from the options themselves, so a
+    new option or registry is covered), and the checks that need no data: each one line, exit 2, and
+    PyTorch never imported."""
+    cases = [["run", "--methods", "simclr,bogus"], ["run", "--methods", "simclr,simclr"],
+             ["pretrain", "--method", "moco", "--views", "3"],
+             ["run", "--methods", "gmoco", "--views-forward", "separate"],
+             ["run", "--data", str(tmp_path / "missing")], ["pretrain", "--test-data", str(tmp_path / "x.parquet")],
+             ["run", "--data", "no-such-source"],
+             ["pretrain", "--method", "gsimclr", "--pseudo-labels", f"file:{tmp_path / 'none.npy'}"],
+             ["pseudo-label", "--pseudo-labels", f"file:{tmp_path}"],
+             ["knn", "--out", str(tmp_path / "no-run")], ["linear-eval", "--checkpoint", str(tmp_path / "x.pth")],
+             ["finetune", "--out", str(tmp_path / "no-run")]]
+    code = f"""
+import contextlib, io, json, sys
+from gsimclr.cli import COMMANDS, command_options, main
+from gsimclr.config import FIELDS, flag
+cases = {cases!r}
+for name, field in FIELDS.items():
+    if field.metadata["choices"] is not None:
+        cases += [[command, flag(name), "bogus"] for command in COMMANDS if name in command_options(command)]
+results = []
+for argv in cases:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    results.append([argv, code, err.getvalue().strip()])
+print(json.dumps(results))"""
+    results, torch_imported = _torch_free_run(code)
+    assert len(results) > 60  # every choice option of every command
+    for argv, code, err in results:
+        assert code == 2 and err.startswith("gsimclr: error: ") and "\n" not in err, (argv, code, err)
+    messages = {" ".join(argv): err for argv, _, err in results}
+    assert "--views 3: MoCo contrasts a query with one key" in messages["pretrain --method moco --views 3"]
+    assert "data path does not exist" in messages[f"run --data {tmp_path / 'missing'}"]
+    assert "no pseudo_labels.npy" in messages[f"pseudo-label --pseudo-labels file:{tmp_path}"]
+    assert "must be one of" in messages["run --augment bogus"] and "notebook" in messages["run --augment bogus"]
+    assert not torch_imported
+
+
+def test_choices_and_preset_validation_import_no_pytorch():
+    """Every registry an option's choices name is read without PyTorch (a registry of heavy entries
+    declares their names), every shipped preset validates without it, and every declared name is
+    registered once its module is imported (no drift between the names and the entries)."""
+    code = """
+import json, sys
+from gsimclr.config import FIELDS, choices_of, load_config, preset_names, preset_requirements
+choices = {name: choices_of(name) for name, f in FIELDS.items() if f.metadata["choices"] is not None}
+for preset in preset_names():
+    load_config(preset, {k: "digits" for k in preset_requirements(preset)})
+print(json.dumps(choices))"""
+    choices, torch_imported = _torch_free_run(code)
+    assert not torch_imported
+    assert choices["augment"] == ["simclr", "paper", "notebook"] and choices["loss"] == ["ntxent"]
+    assert choices["optimizer"] == ["sgd", "lars", "adam"] and choices["views_forward"] == ["joint", "separate"]
+
+    import importlib
+
+    from gsimclr.config import FIELDS as fields
+    from gsimclr.registry import Registry
+
+    for name, field in fields.items():
+        ref = field.metadata["choices"]
+        if isinstance(ref, str):
+            module, _, attr = ref.partition(":")
+            registry = getattr(importlib.import_module(module), attr)
+            if isinstance(registry, Registry):
+                assert [n for n, _ in registry.items()] == registry.names()  # imports the declared modules
+
+
+def test_a_declared_name_is_loaded_on_first_lookup_and_drift_is_named(tmp_path, monkeypatch):
+    from gsimclr.registry import Registry
+
+    (tmp_path / "heavy_entries.py").write_text(
+        "from gsimclr_test_registry import REG\nREG.register('a', 1)\n")
+    (tmp_path / "gsimclr_test_registry.py").write_text(
+        "from gsimclr.registry import Registry\nREG = Registry('thing')\n"
+        "REG.declare('a', 'b', module='heavy_entries')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gsimclr_test_registry as light
+
+    assert light.REG.names() == ["a", "b"] and "b" in light.REG and "heavy_entries" not in sys.modules
+    assert light.REG["a"] == 1 and "heavy_entries" in sys.modules
+    with pytest.raises(LookupError, match="'b' is declared in heavy_entries but importing it registered no such"):
+        light.REG.get("b")
+    with pytest.raises(UserError, match="unknown thing 'c'; choose one of a, b"):
+        light.REG.get("c")
+    with pytest.raises(ValueError, match="registered twice"):
+        light.REG.declare("a", module="x")
+    reg = Registry("other")
+    reg.register("x", 1)
+    reg.declare("y", module="heavy_entries_missing")
+    assert list(reg) == ["y", "x"] and len(reg) == 2
+
+
 # ------------------------------------------------------------------------------- embed, logs, summary
 
 

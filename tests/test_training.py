@@ -10,7 +10,8 @@ from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gsimclr.config import load_config
 from gsimclr.data.sources import load_split
 from gsimclr.errors import UserError
-from gsimclr.training.optim import LARS, lr_multiplier
+from gsimclr.training.lars import LARS
+from gsimclr.training.optim import lr_multiplier
 from gsimclr.training.pretrain import build_model, pretrain
 
 

@@ -28,7 +28,7 @@ from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_con
                             preset_names, read_preset, section_fields, type_name)
 from gsimclr.errors import UserError, one_line_warnings
 from gsimclr.evaluation import EVALUATIONS
-from gsimclr.methods import METHODS, default_methods
+from gsimclr.methods import METHODS, check_method_options, default_methods, parse_methods
 
 
 @dataclass(frozen=True)
@@ -215,20 +215,23 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
     return load_config(args.preset, {k: parse_value(k, v) for k, v in _overrides(args).items()}, base=base)
 
 
-def _check_stage_flags(args: argparse.Namespace) -> None:
-    """The options of ``run``/``pretrain`` that are not config fields, and flags that would be ignored."""
+def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
+    """The options of ``run``/``pretrain`` that are not config fields, flags that would be ignored and
+    options the methods cannot train with (no data, no PyTorch: before any work)."""
     if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be >= 1 epoch, got {args.stop_after}")
     minutes = getattr(args, "max_minutes", None)
     if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
         raise UserError(f"--max-minutes must be a finite number > 0, got {minutes:g}")
     if args.command == "run":
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        methods = list(parse_methods(args.methods))
     elif args.command == "pretrain":
         methods = [args.method]
     else:
         return
-    known = [METHODS[m] for m in methods if m in METHODS]
+    for method in methods:
+        check_method_options(cfg, method)
+    known = [METHODS[m] for m in methods]
     for name in sorted({o for m in METHODS.values() for o in m.options}):
         if getattr(args, name, None) is not None and not any(name in m.options for m in known):
             readers = ", ".join(m.name for m in METHODS.values() if name in m.options)
@@ -242,6 +245,28 @@ def _check_stage_flags(args: argparse.Namespace) -> None:
                           else (f"--method {args.method}", "use --method gsimclr"))
             raise UserError(f"{unused[0]} only affects G-SimCLR (its batches and loss), but {which} "
                             f"trains no guided method; drop it or {fix}")
+
+
+def _check_data(args: argparse.Namespace, cfg: Config) -> None:
+    """``--data`` and ``--test-data`` name something readable (local facts only: a path exists, a file is
+    parquet): the data of the commands that train, and any given to a command that reads a run; and the
+    ``--pseudo-labels file:PATH`` a new guided run reads exists."""
+    from gsimclr.data.sources import check_spec
+
+    trains = args.command in ("run", "pretrain", "pseudo-label", "supervised")
+    for name in ("data", "test_data"):
+        spec = getattr(cfg, name)
+        if spec is not None and (trains or getattr(args, name, None) is not None):
+            check_spec(spec)
+    # a file:PATH of pseudo labels that a new run would read
+    guided = {"run": lambda: any(METHODS[m].guided for m in parse_methods(args.methods)),
+              "pretrain": lambda: METHODS[args.method].guided, "pseudo-label": lambda: True}
+    if args.command in guided and not args.resume and guided[args.command]():
+        from gsimclr.guidance.sources import locate_file, parse_source
+
+        name, path = parse_source(cfg.pseudo_labels)
+        if name == "file":
+            locate_file(path)
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -295,9 +320,7 @@ def cmd_run(args) -> None:
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {args.methods!r}")
+    methods = parse_methods(args.methods)
     world = _start_world(cfg)
     folder = RunFolder(_run_dir(args))
     with folder.lock():
@@ -396,10 +419,11 @@ def _reading(args):
 
 def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
     from gsimclr.io import write_json
-    from gsimclr.pipeline import evaluate_encoder
     from gsimclr.run_folder import RunFolder
 
-    root, stage = _reading(args)
+    root, stage = _reading(args)  # a missing checkpoint is refused before PyTorch is imported
+    from gsimclr.pipeline import evaluate_encoder
+
     with RunFolder(root).lock():  # the result is written beside the checkpoint
         model, cfg, train, test = _eval_setup(args)
         result = evaluate_encoder(cfg, model, train, test, which)
@@ -559,8 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "embed":
             _check_embed_output(args.output)
         if args.command in COMMANDS:
-            _config(args)  # the whole configuration is checked before anything heavy is imported or done
-            _check_stage_flags(args)
+            cfg = _config(args)  # the whole configuration is checked before anything heavy is imported or done
+            _check_stage_flags(args, cfg)
+            _check_data(args, cfg)
             from gsimclr.launch import launch_environment
 
             launch_environment()  # RANK, WORLD_SIZE, LOCAL_RANK: nonsense is one line, before any work

@@ -8,9 +8,12 @@ Every field is declared with :func:`opt`::
 
 - ``section`` groups the option in ``--help`` and decides which subcommands take it
   (:data:`gsimclr.cli.COMMANDS` lists each subcommand's sections);
-- ``choices`` are names, or a ``"module:REGISTRY"`` reference read lazily from a registry
+- ``choices`` are names (a fixed vocabulary: the option owns it, and the code that runs it reads
+  :func:`choices_of`), or a ``"module:REGISTRY"`` reference read lazily from a registry
   (:func:`gsimclr.registry.resolve`), so the choices shown and checked are the registry's; a choice
-  ``PREFIX:NAME`` stands for a family and accepts any ``PREFIX:<name>`` (``timm:NAME`` for backbones);
+  ``PREFIX:NAME`` stands for a family and accepts any ``PREFIX:<name>`` (``timm:NAME`` for backbones).
+  Every referenced module imports no PyTorch (a registry of heavy entries declares their names,
+  :meth:`gsimclr.registry.Registry.declare`), so every option is checked before PyTorch is imported;
 - ``min``/``max`` (inclusive) and ``gt``/``lt`` (exclusive) bound numbers; every float must be finite;
 - ``check`` is a function ``value -> message or None`` for anything else.
 
@@ -109,7 +112,7 @@ class Config:
                                  "side of the JPEG store (default: --image-size)", min=8)
     store: str = opt("auto", "data", "where images live while training: memory (one decoded uint8 array), jpeg (the "
                      "memory-mapped encoded store, decoded batch by batch), or auto (memory while the decoded set "
-                     "fits --memory-budget-gb)", choices="gsimclr.data.store_batches:STORE_MODES")
+                     "fits --memory-budget-gb)", choices=("auto", "memory", "jpeg"))
     memory_budget_gb: float | None = opt(None, "data", "store auto: the most decoded images kept in memory, in GB "
                                          "(default: half of this machine's memory)", gt=0)
     on_corrupt: str = opt("skip", "data", "unreadable images: skip and count them, or stop with an error",
@@ -118,14 +121,14 @@ class Config:
                               "fraction of every class, at least one each, as solo-learn), uniform (random images) or "
                               "uniform_replace (random draws with replacement, duplicates kept: the ImageNet "
                               "notebooks' fine-tuning; notebook protocol only)",
-                              choices="gsimclr.evaluation.notebook:LABEL_SAMPLINGS")
+                              choices="gsimclr.evaluation.registry:LABEL_SAMPLINGS")
     train_limit: int = opt(0, "data", "use a random subset of this many training images (0: all)", min=0)
     test_limit: int = opt(0, "data", "use a random subset of this many evaluation images (0: all)", min=0)
     resize: str = opt("crop", "data", "image files to squares: shorter side resized then centre crop, or both sides "
                       "resized ignoring the aspect ratio (stretch: the ImageNet notebooks' cv2.resize)",
                       choices="gsimclr.data.sources:RESIZES")
     normalize: str = opt("imagenet", "data", "network inputs: ImageNet mean/std, or raw [0, 1] pixels (none: the "
-                         "notebooks)", choices="gsimclr.transforms.augment:NORMALIZATIONS")
+                         "notebooks)", choices="gsimclr.transforms.recipe:NORMALIZATIONS")
     # model
     model: str = opt("paper_resnet", "model", "backbone: a registered one, or timm:NAME for any timm model "
                      "(timm:NAME_cifar: a timm ResNet with a 3x3 stride-1 stem and no max-pool)",
@@ -147,7 +150,7 @@ class Config:
                         "BatchNorm momentum 0.99 and epsilon 1e-3 (ResNet-50: 1.001e-5), Adam epsilon 1e-7",
                         choices="gsimclr.models.registry:DEFAULTS")
     # augmentation
-    augment: str = opt("simclr", "augment", "augmentation recipe", choices="gsimclr.transforms.augment:AUGMENTATIONS")
+    augment: str = opt("simclr", "augment", "augmentation recipe", choices="gsimclr.transforms.recipe:AUGMENTATIONS")
     jitter_strength: float = opt(0.5, "augment", "colour jitter strength s (simclr recipe)", min=0)
     crop_scale_min: float = opt(0.08, "augment", "smallest crop area fraction of random resized crop", gt=0, max=1)
     jitter_p: float = opt(0.8, "augment", "probability of colour jitter (simclr and notebook recipes)", min=0, max=1)
@@ -156,7 +159,7 @@ class Config:
     augment_draw: str = opt("image", "augment", "notebook recipe: random decisions and parameters drawn per image, "
                             "or once per batch (the notebooks)", choices=("image", "batch"))
     color_drop: str = opt("grayscale", "augment", "notebook recipe: colour drop to grayscale, or identity (the CIFAR "
-                          "notebook's _color_drop returns its input)", choices="gsimclr.transforms.augment:COLOR_DROPS")
+                          "notebook's _color_drop returns its input)", choices="gsimclr.transforms.recipe:COLOR_DROPS")
     # contrastive pretraining
     epochs: int = opt(15, "pretrain", "pretraining epochs", min=1)
     batch_size: int = opt(64, "pretrain", "images per batch (the global batch under torchrun)", min=2)
@@ -215,14 +218,14 @@ class Config:
     recluster_warmup: int = opt(1, "pseudo_labels", "encoder pseudo labels: epochs before the first clustering "
                                 "(trained as SimCLR)", min=0)
     ae_model: str = opt("shallow", "pseudo_labels", "denoising autoencoder (shallow for 32 px, deep for 224 px)",
-                        choices="gsimclr.models.autoencoder:ARCHITECTURES")
+                        choices="gsimclr.models.registry:AUTOENCODERS")
     ae_epochs: int = opt(20, "pseudo_labels", "autoencoder epochs (at most; early stopping)", min=0)
     ae_batch_size: int = opt(128, "pseudo_labels", "autoencoder batch size", min=1)
     ae_lr: float = opt(1e-3, "pseudo_labels", "autoencoder Adam learning rate", gt=0)
     ae_noise: float = opt(0.01, "pseudo_labels", "standard deviation of the denoising autoencoder's input noise", min=0)
     ae_patience: int = opt(3, "pseudo_labels", "autoencoder early-stopping patience in epochs", min=1)
     ae_decoder: str = opt("conv_first", "pseudo_labels", "autoencoder decoder stages: conv then upsample, or upsample "
-                          "then conv (the notebooks)", choices="gsimclr.models.autoencoder:DECODERS")
+                          "then conv (the notebooks)", choices="gsimclr.models.registry:AUTOENCODER_DECODERS")
     ae_select: str = opt("holdout", "pseudo_labels", "the split the autoencoder's early stopping watches: 10% held out "
                          "of the training images, or the test set (the notebooks)", choices=("holdout", "test"))
     ae_min_delta: float = opt(1e-6, "pseudo_labels", "autoencoder early stopping: smallest improvement (Keras: 0)",
@@ -260,7 +263,7 @@ class Config:
                                          "(default: 10 x --finetune-lr)", gt=0)
     finetune_bn: str = opt("frozen", "finetune", "notebook protocol: BatchNorm while all layers train: frozen in "
                            "inference mode (the notebooks' training=False) or training",
-                           choices="gsimclr.evaluation.notebook:FINETUNE_BN")
+                           choices="gsimclr.evaluation.registry:FINETUNE_BN")
     supervised_epochs: int = opt(15, "supervised", "supervised baseline epochs", min=1)
     supervised_lr: float = opt(0.1, "supervised", "supervised baseline learning rate", gt=0)
     supervised_model: str | None = opt(None, "supervised", "supervised baseline backbone (default: --model)",
@@ -272,14 +275,14 @@ class Config:
                                choices=("linear", "bn_relu"))
     supervised_bn_eval: str = opt("running", "supervised", "notebook protocol: BatchNorm on test batches, running or "
                                   "batch statistics (the ImageNet notebook's training=True)",
-                                  choices="gsimclr.evaluation.notebook:BN_EVAL")
+                                  choices="gsimclr.evaluation.registry:BN_EVAL")
     # evaluation protocol and model selection
     eval_protocol: str = opt("gsimclr", "protocol", "which linear, fine-tuning and supervised stages a run uses: "
                              "gsimclr's, or the notebooks' (Keras fit with early stopping)",
                              choices="gsimclr.evaluation.registry:PROTOCOLS")
     select_on: str = opt("holdout", "protocol", "notebook protocol: the split early stopping watches, a holdout "
                          "carved from the training data, or the test set (the notebooks)",
-                         choices="gsimclr.evaluation.notebook:SELECT_ON")
+                         choices="gsimclr.evaluation.registry:SELECT_ON")
     holdout_fraction: float = opt(0.1, "protocol", "notebook protocol: the training fraction held out for "
                                   "--select-on holdout", gt=0, lt=1)
     es_patience: int = opt(2, "protocol", "notebook protocol: early-stopping patience in epochs", min=0)
@@ -290,7 +293,7 @@ class Config:
     seed: int = opt(0, "execution", "random seed", min=0)
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
     precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it, fp16 with a "
-                         "gradient scaler on those that do not, fp32 on the CPU)", choices="gsimclr.runtime:PRECISIONS")
+                         "gradient scaler on those that do not, fp32 on the CPU)", choices=("auto", "bf16", "fp16", "fp32"))
     compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs)",
                        choices=("auto", "on", "off", "max-autotune", "reduce-overhead"))
     tsne_points: int = opt(2000, "report", "points in the t-SNE maps (0: no maps)", min=0)

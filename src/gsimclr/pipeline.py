@@ -260,7 +260,7 @@ def check_method(cfg: Config, method: str, n_images: int) -> None:
     """The method's own option checks (its recipe's) on ``n_images`` training images: a UserError
     before any work."""
     recipe = METHODS.get(method).parts()
-    recipe.check(recipe.resolve(cfg, n_images), n_images)
+    recipe.validate(recipe.resolve(cfg, n_images), n_images)
 
 
 def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,

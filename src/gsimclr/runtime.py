@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import torch
 
+from gsimclr.config import choices_of
 from gsimclr.errors import UserError
 
 
@@ -25,7 +26,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISIONS = tuple(choices_of("precision"))  # the --precision option owns the names
 
 
 def bf16_supported(device: torch.device) -> bool:

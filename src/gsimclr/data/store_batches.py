@@ -32,9 +32,10 @@ from gsimclr.data.decode import BatchDecoder
 from gsimclr.data.prefetch import Prefetcher
 from gsimclr.data.sources import in_memory_source, list_encoded, load_split
 from gsimclr.data.store import EncodedStore, build_store
+from gsimclr.config import choices_of
 from gsimclr.errors import UserError
 
-STORE_MODES = ("auto", "memory", "jpeg")
+STORE_MODES = tuple(choices_of("store"))  # the --store option owns the names
 MEMORY_FRACTION = 0.5
 """``store: auto`` keeps decoded images in memory while they take at most this share of the RAM."""
 

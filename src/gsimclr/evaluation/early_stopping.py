@@ -27,8 +27,10 @@ Example:
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # no PyTorch import at module level: --es-restore is checked before PyTorch is imported
+    from torch import nn
 
 RESTORES = ("best", "on_stop", "none")
 

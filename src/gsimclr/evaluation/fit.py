@@ -48,13 +48,13 @@ from tqdm.auto import tqdm
 
 from gsimclr.errors import UserError
 from gsimclr.evaluation.early_stopping import EarlyStopping
+from gsimclr.evaluation.registry import SELECT_ON
 from gsimclr.runtime import autocast, backward_step, grad_scaler
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 SHUFFLES = ("torch", "numpy")
 LONE = ("keep", "merge")
-SELECT_ON = ("test", "holdout")
 KERAS_ADAM_EPS = 1e-7
 
 

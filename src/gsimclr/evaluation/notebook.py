@@ -48,14 +48,12 @@ from torch import nn
 from gsimclr.data.splits import label_subset
 from gsimclr.evaluation.fit import KERAS_ADAM_EPS, SELECT_ON, FitOptions, Selection, chunks, fit, score, seeded
 from gsimclr.evaluation.images import Images, LabelledImages, TensorBatches
+from gsimclr.evaluation.registry import BN_EVAL, FINETUNE_BN, LABEL_SAMPLINGS
 
 __all__ = ["SELECT_ON", "LABEL_SAMPLINGS", "FINETUNE_BN", "BN_EVAL", "KERAS_ADAM_EPS", "Selection", "keras",
            "keras_dense", "DenseClassifier", "sample_labelled", "notebook_linear_probe", "notebook_finetune",
            "notebook_supervised", "run_linear_notebook", "run_finetune_notebook", "run_supervised_notebook"]
 
-LABEL_SAMPLINGS = ("stratified", "uniform", "uniform_replace")
-FINETUNE_BN = ("frozen", "train")
-BN_EVAL = ("running", "batch")
 
 
 def keras(epochs: int, lr: float, batch_size: int = 64, seed: int = 0, precision: str = "auto") -> FitOptions:

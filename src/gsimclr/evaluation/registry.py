@@ -34,6 +34,11 @@ from gsimclr.registry import Registry
 
 Rows = Callable[[Any, dict], list[tuple[str, str, "float | None"]]]
 PROTOCOLS = ("gsimclr", "notebook")
+# The notebook protocol's option values (no PyTorch here, so the command line checks them before importing it):
+SELECT_ON = ("test", "holdout")                               # --select-on, --ae-select
+LABEL_SAMPLINGS = ("stratified", "uniform", "uniform_replace")  # --label-sampling
+FINETUNE_BN = ("frozen", "train")                              # --finetune-bn
+BN_EVAL = ("running", "batch")                                 # --supervised-bn-eval
 
 
 @dataclass(frozen=True)

@@ -153,18 +153,24 @@ def _read_parquet_embeddings(path: Path) -> np.ndarray:
         raise UserError(f"{path}: the 'embedding' column is not a list of numbers per row ({exc})") from None
 
 
-def read_labels_or_embeddings(path: str | Path) -> np.ndarray:
-    """The array a ``file:`` source names (see the module docstring); UserError when unreadable."""
+def locate_file(path: str | Path) -> Path:
+    """The file a ``file:PATH`` source reads (a run folder or pseudo_labels folder gives its
+    ``pseudo_labels.npy``); UserError when there is none. Reads nothing, so the command line checks it
+    before any work."""
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "pseudo_labels.npy", path / "pseudo_labels" / "pseudo_labels.npy"):
             if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise UserError(f"no pseudo_labels.npy in {path}")
+                return candidate
+        raise UserError(f"no pseudo_labels.npy in {path}")
     if not path.is_file():
         raise UserError(f"pseudo labels not found: {path}")
+    return path
+
+
+def read_labels_or_embeddings(path: str | Path) -> np.ndarray:
+    """The array a ``file:`` source names (see the module docstring); UserError when unreadable."""
+    path = locate_file(path)
     try:
         if path.suffix == ".parquet":
             return _read_parquet_embeddings(path)

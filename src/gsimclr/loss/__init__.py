@@ -8,6 +8,9 @@ Adding a loss: a module with the loss and one registration::
     def _build(cfg):
         return MyLoss(cfg.temperature)
 
+A loss shipped in this package is also declared below by name and module, so that the command line
+checks ``--loss`` without importing PyTorch (this package imports none until a loss is used).
+
 Example:
     >>> import torch
     >>> from gsimclr.config import load_config
@@ -16,11 +19,12 @@ Example:
     True
 """
 
-from gsimclr.loss.ntxent import NTXentLoss, nt_xent
+import importlib
+
 from gsimclr.registry import Registry
 
 LOSSES: Registry = Registry("loss")
-LOSSES.register("ntxent", lambda cfg: NTXentLoss(cfg.temperature, guidance=cfg.guidance))
+LOSSES.declare("ntxent", module="gsimclr.loss.ntxent")
 
 
 def build_criterion(cfg):
@@ -29,3 +33,10 @@ def build_criterion(cfg):
 
 
 __all__ = ["LOSSES", "NTXentLoss", "build_criterion", "nt_xent"]
+
+
+def __getattr__(name: str):
+    """The loss classes and functions on first use (their modules import PyTorch)."""
+    if name in ("NTXentLoss", "nt_xent"):
+        return getattr(importlib.import_module("gsimclr.loss.ntxent"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsimclr.guidance.loss_guidance import GUIDANCE
+from gsimclr.loss import LOSSES
 
 
 class _AllGather(torch.autograd.Function):
@@ -146,3 +147,9 @@ class NTXentLoss(nn.Module):
         """``loss(z1, z2, ...)`` with one (N, D) tensor per view, or ``loss(z)`` with z of shape (V, N, D)."""
         stacked = views[0] if len(views) == 1 and views[0].ndim == 3 else torch.stack(views)
         return nt_xent(stacked, self.temperature, pseudo_labels, self.gather, self.guidance)
+
+
+@LOSSES.register("ntxent")
+def build_ntxent(cfg) -> NTXentLoss:
+    """``--loss ntxent``: NT-Xent at ``--temperature`` with the loss-side ``--guidance``."""
+    return NTXentLoss(cfg.temperature, guidance=cfg.guidance)

@@ -45,6 +45,7 @@ class Method:
     options: tuple[str, ...] = ()     # config fields only this method reads
     loss_title: str = "NT-Xent loss"  # the loss curves' axis label
     default: bool = True              # among the methods `gsimclr run` trains without --methods
+    requires: tuple[tuple[str, Any, str], ...] = ()  # (config field, the value it must have, why)
 
     def parts(self) -> Any:
         """The method's :class:`gsimclr.methods.base.Recipe` (imported on first use: it needs PyTorch)."""
@@ -57,6 +58,9 @@ def _recipe(method: Method) -> Any:
     return getattr(importlib.import_module(module), cls)(method)
 
 
+_MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
+                  ("views_forward", "joint", "always passes the query and the key through their own encoders"))
+
 METHODS: Registry = Registry("method")
 METHODS.register("simclr", Method("simclr", "SimCLR", guided=False,
                                   description="--views augmented views (2), NT-Xent over plain shuffled batches"))
@@ -65,12 +69,35 @@ METHODS.register("gsimclr", Method("gsimclr", "G-SimCLR", guided=True,
 METHODS.register("moco", Method("moco", "MoCo", guided=False, recipe="gsimclr.methods.moco:MoCo",
                                 description="MoCo v2: a momentum key encoder and a queue of negatives",
                                 options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                default=False))
+                                default=False, requires=_MOCO_REQUIRES))
 METHODS.register("gmoco", Method("gmoco", "G-MoCo", guided=True, recipe="gsimclr.methods.moco:MoCo",
                                  description="MoCo whose batches and queue negatives are guided by pseudo labels "
                                  "(the queue keeps each key's pseudo label)",
                                  options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                 default=False))
+                                 default=False, requires=_MOCO_REQUIRES))
+
+
+def check_method_options(cfg: Any, name: str) -> None:
+    """The options method ``name`` cannot train with (its ``requires``), as a one-line UserError; no data
+    and no PyTorch needed, so the command line runs it before any work. The data-dependent checks are
+    its recipe's (:meth:`gsimclr.methods.base.Recipe.check`)."""
+    from gsimclr.config import flag
+    from gsimclr.errors import UserError
+
+    method = METHODS.get(name)
+    for field, value, why in method.requires:
+        if getattr(cfg, field) != value:
+            raise UserError(f"{flag(field)} {getattr(cfg, field)}: {method.title} {why}")
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated registered names, each once."""
+    from gsimclr.errors import UserError
+
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {text!r}")
+    return methods
 
 
 def default_methods() -> list[str]:

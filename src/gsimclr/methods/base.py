@@ -40,7 +40,17 @@ class Recipe:
 
     # ------------------------------------------------------------------ building
     def check(self, cfg, n_images: int) -> None:
-        """UserError when the options cannot train this method on ``n_images`` images."""
+        """UserError when the options cannot train this method on ``n_images`` images (the hook; the
+        rules that need no data are the entry's ``requires``)."""
+
+    def validate(self, cfg, n_images: int) -> None:
+        """Every check, as the trainer and the pipeline run it: the entry's ``requires``
+        (:func:`gsimclr.methods.check_method_options`, which the command line runs before any data is
+        read), then :meth:`check`."""
+        from gsimclr.methods import check_method_options
+
+        check_method_options(cfg, self.method.name)
+        self.check(cfg, n_images)
 
     def resolve(self, cfg, n_images: int):
         """The config with the defaults that depend on the data filled in (it is what the checkpoint

@@ -197,11 +197,7 @@ class MoCo(Recipe):
     uses_index = True     # the queue keeps each key's image index (relabelled by re-clustering)
 
     def check(self, cfg, n_images: int) -> None:
-        if cfg.views != 2:
-            raise UserError(f"--views {cfg.views}: {self.method.title} contrasts a query with one key (2 views)")
-        if cfg.views_forward != "joint":
-            raise UserError(f"--views-forward {cfg.views_forward}: {self.method.title} always passes the query and "
-                            "the key through their own encoders")
+        # the option-only rules (2 views, joint forward) are the entry's `requires` (gsimclr.methods)
         size = queue_size(cfg, n_images)
         if size + cfg.batch_size > n_images:
             raise UserError(f"--queue-size {size} with --batch-size {cfg.batch_size} is more than the "

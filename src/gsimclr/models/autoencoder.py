@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHITECTURES = {"shallow": ((32, 64, 128), 3), "deep": ((64, 128, 256, 512, 1024), 5)}
-DECODERS = ("conv_first", "upsample_first")
+from gsimclr.models.registry import AUTOENCODER_DECODERS as DECODERS
+from gsimclr.models.registry import AUTOENCODERS as ARCHITECTURES
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int) -> list[nn.Module]:

@@ -67,6 +67,11 @@ BACKBONE_FAMILIES: Registry = Registry("backbone family")
 DEFAULTS = ("torch", "keras")
 KERAS_BN_MOMENTUM = 0.01  # Keras' BatchNormalization(momentum=0.99) in torch's convention
 
+# The denoising autoencoders of the pseudo labels (gsimclr.models.autoencoder), named here so that
+# --ae-model and --ae-decoder are checked before PyTorch is imported: (encoder widths, kernel size)
+AUTOENCODERS = {"shallow": ((32, 64, 128), 3), "deep": ((64, 128, 256, 512, 1024), 5)}
+AUTOENCODER_DECODERS = ("conv_first", "upsample_first")
+
 
 def register_backbone(name: str, keras_conv_init: str = "glorot_uniform", keras_bn_eps: float = 1e-3,
                       export: ExportTarget | None = None, help: str = ""):

@@ -12,49 +12,40 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from gsimclr.registry import Registry
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-class LARS(torch.optim.Optimizer):
-    """Layer-wise adaptive rate scaling (You et al. 2017) over SGD with momentum, as in SimCLR:
-    biases and normalisation weights (1-d parameters) get neither weight decay nor adaptation.
-    torch ships no LARS, hence this short one."""
+# No PyTorch import at module level: the command line checks --optimizer and --schedule against the
+# names below before PyTorch is imported; each builder imports what it builds.
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if p.ndim > 1:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["trust_coefficient"] * w_norm / g_norm, torch.ones_like(w_norm))
-                    grad = grad.mul(trust)
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(grad).detach()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+def _sgd(params, lr: float, momentum: float, weight_decay: float):
+    import torch
+
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _lars(params, lr: float, momentum: float, weight_decay: float):
+    from gsimclr.training.lars import LARS
+
+    return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _adam(params, lr: float, momentum: float, weight_decay: float):
+    import torch
+
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 OPTIMIZERS = Registry("optimizer")
-OPTIMIZERS.register("sgd", lambda params, lr, momentum, weight_decay: torch.optim.SGD(
-    params, lr=lr, momentum=momentum, weight_decay=weight_decay))
-OPTIMIZERS.register("lars", lambda params, lr, momentum, weight_decay: LARS(
-    params, lr=lr, momentum=momentum, weight_decay=weight_decay))
-OPTIMIZERS.register("adam", lambda params, lr, momentum, weight_decay: torch.optim.AdamW(
-    params, lr=lr, weight_decay=weight_decay))
+OPTIMIZERS.register("sgd", _sgd)
+OPTIMIZERS.register("lars", _lars)
+OPTIMIZERS.register("adam", _adam)
 
 SCHEDULES = ("cosine", "cosine_restarts", "constant")
 

@@ -481,7 +481,7 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
     entry = METHODS.get(method)
     recipe = entry.parts()
     cfg = recipe.resolve(cfg, len(data))
-    recipe.check(cfg, len(data))
+    recipe.validate(cfg, len(data))
     world = current_world()
     reclustering = None
     if entry.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":

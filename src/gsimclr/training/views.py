@@ -20,11 +20,18 @@ Example:
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+# No PyTorch import at module level, so that the command line checks --views-forward before importing it.
 
 
 def joint_views(model, views: torch.Tensor) -> torch.Tensor:
     """Embeddings (V, N, D) of views (V, N, C, H, W) from one forward pass over all V x N images."""
+    import torch
+
     n_views, n = views.shape[:2]
     z = model(views.flatten(0, 1).contiguous(memory_format=torch.channels_last))
     return z.view(n_views, n, -1)
@@ -32,6 +39,8 @@ def joint_views(model, views: torch.Tensor) -> torch.Tensor:
 
 def separate_views(model, views: torch.Tensor) -> torch.Tensor:
     """Embeddings (V, N, D) of views (V, N, C, H, W) from one forward pass per view."""
+    import torch
+
     return torch.stack([model(v.contiguous(memory_format=torch.channels_last)) for v in views.unbind(0)])
 
 

@@ -47,12 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gsimclr.transforms.recipe import AUGMENTATIONS, ViewRecipe, build_augment, register_augment  # noqa: F401
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# input normalisations by name: (mean, std); "none" feeds raw [0, 1] pixels, as the notebooks
-NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
+# the names a run's options choose from live in the light recipe module (no PyTorch): the registry, the
+# normalisations ("none" feeds raw [0, 1] pixels, as the notebooks) and the colour drops
+from gsimclr.transforms.recipe import (  # noqa: F401
+    AUGMENTATIONS, COLOR_DROPS, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, ViewRecipe, build_augment, register_augment)
 
 # Colour-jitter operations, as indices into a per-sample order (same numbering as torchvision).
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
@@ -732,9 +730,6 @@ class NotebookAugment(ViewRecipe):
         if self.color_drop == "grayscale":
             x = random_grayscale(x, drop)
         return normalize(x, self.mean, self.std)
-
-
-COLOR_DROPS = ("grayscale", "identity")
 
 
 def _notebook_options(cfg) -> dict:

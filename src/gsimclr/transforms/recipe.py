@@ -28,9 +28,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
-
 from gsimclr.registry import Registry
+
+# This module imports no PyTorch (the command line checks --augment, --normalize and --color-drop
+# against the names below before PyTorch is imported); the recipes live in gsimclr.transforms.augment.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
+"""Input normalisations by name (``--normalize``): (mean, std) per channel."""
+COLOR_DROPS = ("grayscale", "identity")
+"""What the notebook recipe's colour drop does (``--color-drop``)."""
 
 
 class ViewRecipe:
@@ -53,11 +60,15 @@ class ViewRecipe:
 
     def views(self, images, count: int):
         """``count`` independent views ``(count, N, 3, size, size)`` of a uint8 batch ``(N, H, W, 3)``."""
+        import torch
+
         return torch.stack([self(images) for _ in range(count)])
 
     def views_from_crops(self, crops, count: int):
         """``count`` views of the decoder's crops ``(V, N, size, size, 3)`` (V = ``count`` for a recipe
         with a crop, else 1: the centred squares): the device stage on each view's crops."""
+        import torch
+
         rest = self.device_stage()
         return torch.stack([rest(crops[min(v, len(crops) - 1)]) for v in range(count)])
 
@@ -74,6 +85,7 @@ class RecipeEntry:
 
 AUGMENTATIONS = Registry("augmentation")
 """Augmentation recipes by name (``--augment``)."""
+AUGMENTATIONS.declare("simclr", "paper", "notebook", module="gsimclr.transforms.augment")
 
 
 def register_augment(name: str, options: Callable[[Any], dict] = lambda cfg: {}, help: str = ""):
@@ -94,8 +106,6 @@ def build_augment(recipe, size: int | None = None, **options) -> ViewRecipe:
     or the recipe registered as ``recipe`` (a name) for images of ``size`` with ``options``."""
     if isinstance(recipe, str):
         return AUGMENTATIONS.get(recipe).build(size, **options)
-    from gsimclr.transforms.augment import NORMALIZATIONS
-
     entry = AUGMENTATIONS.get(recipe.augment)
     mean, std = NORMALIZATIONS[recipe.normalize]
     return entry.build(recipe.image_size, mean=mean, std=std, **entry.options(recipe), **options)

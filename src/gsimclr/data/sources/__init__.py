@@ -37,7 +37,7 @@ from gsimclr.data.sources.folder import IMAGE_EXTENSIONS
 from gsimclr.data.sources.hf import HUB_PROBE_SECONDS, hub_reachable
 from gsimclr.data.sources.torchvision_sets import DEFAULT_TORCHVISION_ROOT
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "DEFAULT_TORCHVISION_ROOT", "HUB_PROBE_SECONDS", "IMAGE_EXTENSIONS", "ON_CORRUPT",
+__all__ = ["check_spec", "DEFAULT_IMAGE_SIZE", "DEFAULT_TORCHVISION_ROOT", "HUB_PROBE_SECONDS", "IMAGE_EXTENSIONS", "ON_CORRUPT",
            "RESIZES", "SOURCES", "SPLIT_ALIASES", "DataSource", "EncodedListing", "Request", "describe_sources",
            "hub_reachable", "in_memory_source", "known_names", "list_encoded", "load_split", "register_source",
            "source_for"]
@@ -93,3 +93,12 @@ def list_encoded(spec: str, split: str = "train") -> EncodedListing | None:
 def in_memory_source(spec: str) -> bool:
     """Whether ``spec``'s source is arrays in memory already (``--store auto`` keeps them there)."""
     return source_for(spec)[0].in_memory
+
+
+def check_spec(spec: str) -> None:
+    """A UserError when ``spec`` cannot name data: a path that does not exist or is not parquet nor a
+    folder, or an unknown name. Only local facts are checked (nothing is read or downloaded), so that a
+    typo fails before any heavy import or work."""
+    source, _ = source_for(spec)
+    if not source.prefix:
+        paths.check_path(spec)

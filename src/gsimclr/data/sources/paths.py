@@ -47,6 +47,12 @@ def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str, li
     return "folder", path, path.name, None
 
 
+def check_path(spec: str) -> None:
+    """A UserError when a path spec names nothing readable (a missing path, a file that is not parquet):
+    the command line's check of ``--data`` and ``--test-data`` before any work."""
+    _locate_path(spec, "train")
+
+
 def _load(spec: str, request: Request) -> ImageData | None:
     plan = _plan_path(spec, request.split, request.image_size, request.on_corrupt, request.resize)
     return None if plan is None else plan.load(request)
