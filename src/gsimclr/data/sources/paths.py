@@ -26,31 +26,33 @@ def _plan_path(spec: str, split: str, image_size: int | None, on_corrupt: str, r
     return plan_parquet(where, name, options, siblings) if kind == "parquet" else plan_folder(where, options)
 
 
-def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str, list[Path] | None] | None:
-    """What a path spec holds for ``split``: ("parquet", files, name, every parquet file of the data set),
-    ("folder", root, name, None), or None when a parquet set has no such split; a missing path or a file
-    that is not parquet is a UserError."""
+def check_path(spec: str) -> Path:
+    """The resolved path of a path spec; a UserError when it names nothing readable (a missing path, a
+    file that is not parquet). It lists no folder, so the command line checks ``--data`` and
+    ``--test-data`` with it before any work, at no cost even for ImageNet's folders."""
     path = Path(spec).expanduser()
     if not path.exists():
         if "/" in spec or os.sep in spec or path.suffix:
             raise UserError(f"data path does not exist: {spec}")
         raise UserError(f"unknown data source {spec!r}: not a file or folder, nor one of {known_names()}")
     path = path.resolve()
+    if path.is_file() and path.suffix.lower() != ".parquet":
+        raise UserError(f"not a parquet file or an image folder: {spec}")
+    return path
+
+
+def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str, list[Path] | None] | None:
+    """What a path spec holds for ``split``: ("parquet", files, name, every parquet file of the data set),
+    ("folder", root, name, None), or None when a parquet set has no such split; a missing path or a file
+    that is not parquet is a UserError."""
+    path = check_path(spec)
     if path.is_file():
-        if path.suffix.lower() != ".parquet":
-            raise UserError(f"not a parquet file or an image folder: {spec}")
         return ("parquet", [path], path.stem, [path]) if split == "train" else None
     parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
     if parquet_files:
         files = parquet_split_files(parquet_files, split)
         return ("parquet", files, path.name, parquet_files) if files else None
     return "folder", path, path.name, None
-
-
-def check_path(spec: str) -> None:
-    """A UserError when a path spec names nothing readable (a missing path, a file that is not parquet):
-    the command line's check of ``--data`` and ``--test-data`` before any work."""
-    _locate_path(spec, "train")
 
 
 def _load(spec: str, request: Request) -> ImageData | None:
