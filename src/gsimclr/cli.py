@@ -223,12 +223,9 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
     minutes = getattr(args, "max_minutes", None)
     if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
         raise UserError(f"--max-minutes must be a finite number > 0, got {minutes:g}")
-    if args.command == "run":
-        methods = list(parse_methods(args.methods))
-    elif args.command == "pretrain":
-        methods = [args.method]
-    else:
+    if args.command not in ("run", "pretrain"):
         return
+    methods = _trained_methods(args)
     for method in methods:
         check_method_options(cfg, method)
     known = [METHODS[m] for m in methods]
@@ -247,6 +244,13 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
                             f"trains no guided method; drop it or {fix}")
 
 
+def _trained_methods(args: argparse.Namespace) -> list[str]:
+    """The methods a command pretrains: ``run``'s ``--methods``, ``pretrain``'s ``--method``, else none."""
+    if args.command == "run":
+        return list(parse_methods(args.methods))
+    return [args.method] if args.command == "pretrain" else []
+
+
 def _check_data(args: argparse.Namespace, cfg: Config) -> None:
     """``--data`` and ``--test-data`` name something readable (local facts only: a path exists, a file is
     parquet): the data of the commands that train, and any given to a command that reads a run; and the
@@ -258,10 +262,8 @@ def _check_data(args: argparse.Namespace, cfg: Config) -> None:
         spec = getattr(cfg, name)
         if spec is not None and (trains or getattr(args, name, None) is not None):
             check_spec(spec)
-    # a file:PATH of pseudo labels that a new run would read
-    guided = {"run": lambda: any(METHODS[m].guided for m in parse_methods(args.methods)),
-              "pretrain": lambda: METHODS[args.method].guided, "pseudo-label": lambda: True}
-    if args.command in guided and not args.resume and guided[args.command]():
+    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args))
+    if makes_labels and not args.resume:  # a new run reads its file:PATH of pseudo labels
         from gsimclr.guidance.sources import locate_file, parse_source
 
         name, path = parse_source(cfg.pseudo_labels)
