@@ -276,9 +276,10 @@ def test_refused_commands_leave_no_metadata_or_lock(tmp_path, capsys):
     empty.mkdir()
     cases = [(["pretrain", *tiny, "--init", str(junk)], "--init: cannot read weights"),
              (["run", *tiny, "--knn-k", "5", "--init", str(junk), "--ae-epochs", "1"], "--init: cannot read weights"),
-             (["run", *tiny, "--knn-k", "5", "--k", "500"], "--k 500 is larger than the dataset"),
-             (["pretrain", *tiny, "--method", "gsimclr", "--k", "500"], "--k 500 is larger than the dataset"),
-             (["pseudo-label", "--data", "digits", "--train-limit", "128", "--k", "500"], "--k 500 is larger")]
+             (["run", *tiny, "--knn-k", "5", "--k", "500"], "--k 500 is larger than --train-limit 128"),
+             (["pretrain", *tiny, "--method", "gsimclr", "--k", "500"], "--k 500 is larger than --train-limit 128"),
+             (["pseudo-label", "--data", "digits", "--k", "1500"], "--k 1500 is larger than the dataset (1437"),
+             (["pretrain", *tiny[:-2], "--method", "gsimclr", "--k", "1500"], "--k 1500 is larger than the dataset")]
     for argv, message in cases:
         for out in (tmp_path / "new", empty):
             err = one_line(capsys, [*argv, "--out", str(out)])
@@ -319,11 +320,11 @@ def test_bad_options_exit_2_before_pytorch_is_imported(tmp_path):
     assert results == [[2, False]] * len(cases), list(zip(cases, results))
 
 
-def _torch_free_run(code: str) -> list:
+def _torch_free_run(code: str, cwd: Path) -> list:
     """Run ``code`` (which prints one JSON line) in a fresh interpreter; its result and whether PyTorch
     got imported."""
     code += "\nprint(json.dumps({'torch': 'torch' in sys.modules}))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
@@ -342,7 +343,10 @@ def test_every_bad_choice_and_option_combination_exits_2_before_pytorch_is_impor
              ["pretrain", "--method", "gsimclr", "--pseudo-labels", f"file:{tmp_path / 'none.npy'}"],
              ["pseudo-label", "--pseudo-labels", f"file:{tmp_path}"],
              ["knn", "--out", str(tmp_path / "no-run")], ["linear-eval", "--checkpoint", str(tmp_path / "x.pth")],
-             ["finetune", "--out", str(tmp_path / "no-run")]]
+             ["finetune", "--out", str(tmp_path / "no-run")],
+             ["run", "--k", "500", "--train-limit", "128"], ["pseudo-label", "--train-limit", "50"],
+             ["pretrain", "--method", "gsimclr", "--batch-size", "32", "--k", "64", "--train-limit", "48"],
+             ["supervised", "--batch-size", "256", "--train-limit", "128"]]
     code = f"""
 import contextlib, io, json, sys
 from gsimclr.cli import COMMANDS, command_options, main
@@ -358,7 +362,7 @@ for argv in cases:
         code = main(argv)
     results.append([argv, code, err.getvalue().strip()])
 print(json.dumps(results))"""
-    results, torch_imported = _torch_free_run(code)
+    results, torch_imported = _torch_free_run(code, tmp_path)
     assert len(results) > 60  # every choice option of every command
     for argv, code, err in results:
         assert code == 2 and err.startswith("gsimclr: error: ") and "\n" not in err, (argv, code, err)
@@ -366,11 +370,16 @@ print(json.dumps(results))"""
     assert "--views 3: MoCo contrasts a query with one key" in messages["pretrain --method moco --views 3"]
     assert "data path does not exist" in messages[f"run --data {tmp_path / 'missing'}"]
     assert "no pseudo_labels.npy" in messages[f"pseudo-label --pseudo-labels file:{tmp_path}"]
+    assert messages["run --k 500 --train-limit 128"].endswith("--k 500 is larger than --train-limit 128: give --k 128 "
+                                                               "or less")
+    assert "--batch-size 64 is larger than --train-limit 50" in messages["pseudo-label --train-limit 50"]
+    assert "--k 64 is larger than --train-limit 48" in messages[
+        "pretrain --method gsimclr --batch-size 32 --k 64 --train-limit 48"]
     assert "must be one of" in messages["run --augment bogus"] and "notebook" in messages["run --augment bogus"]
     assert not torch_imported
 
 
-def test_choices_and_preset_validation_import_no_pytorch():
+def test_choices_and_preset_validation_import_no_pytorch(tmp_path):
     """Every registry an option's choices name is read without PyTorch (a registry of heavy entries
     declares their names), every shipped preset validates without it, and every declared name is
     registered once its module is imported (no drift between the names and the entries)."""
@@ -381,7 +390,7 @@ choices = {name: choices_of(name) for name, f in FIELDS.items() if f.metadata["c
 for preset in preset_names():
     load_config(preset, {k: "digits" for k in preset_requirements(preset)})
 print(json.dumps(choices))"""
-    choices, torch_imported = _torch_free_run(code)
+    choices, torch_imported = _torch_free_run(code, tmp_path)
     assert not torch_imported
     assert choices["augment"] == ["simclr", "paper", "notebook"] and choices["loss"] == ["ntxent"]
     assert choices["optimizer"] == ["sgd", "lars", "adam"] and choices["views_forward"] == ["joint", "separate"]

@@ -254,7 +254,7 @@ def _trained_methods(args: argparse.Namespace) -> list[str]:
 def _check_data(args: argparse.Namespace, cfg: Config) -> None:
     """``--data`` and ``--test-data`` name something readable (local facts only: a path exists, a file is
     parquet): the data of the commands that train, and any given to a command that reads a run; and the
-    ``--pseudo-labels file:PATH`` a new guided run reads exists."""
+    ``--pseudo-labels file:PATH`` a new guided run reads exists; the batch and k fit ``--train-limit``."""
     from gsimclr.data.sources import check_spec
 
     trains = args.command in ("run", "pretrain", "pseudo-label", "supervised")
@@ -262,13 +262,19 @@ def _check_data(args: argparse.Namespace, cfg: Config) -> None:
         spec = getattr(cfg, name)
         if spec is not None and (trains or getattr(args, name, None) is not None):
             check_spec(spec)
-    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args))
-    if makes_labels and not args.resume:  # a new run reads its file:PATH of pseudo labels
-        from gsimclr.guidance.sources import locate_file, parse_source
+    from gsimclr.guidance.sources import locate_file, parse_source
 
-        name, path = parse_source(cfg.pseudo_labels)
-        if name == "file":
-            locate_file(path)
+    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args))
+    source, path = parse_source(cfg.pseudo_labels)
+    if makes_labels and not args.resume and source == "file":  # a new run reads its file:PATH of pseudo labels
+        locate_file(path)
+    # --train-limit bounds the images: what cannot fit it is refused now, not after the data is read
+    limit = cfg.train_limit
+    if limit and trains and cfg.batch_size > limit:
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than --train-limit {limit}")
+    if limit and makes_labels and source != "encoder" and cfg.n_clusters > limit:
+        what = f"--k {cfg.k}" if cfg.k else f"--k (default: --batch-size {cfg.batch_size})"
+        raise UserError(f"{what} is larger than --train-limit {limit}: give --k {limit} or less")
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
