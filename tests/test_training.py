@@ -204,3 +204,22 @@ def test_schedule_counts_the_steps_each_epoch_really_has(tmp_path, tiny_override
     expected = [[cfg.lr * f(e * per_epoch + i * per_epoch / n) for i in range(n)] for e, n in enumerate(sizes)]
     assert lrs == [pytest.approx(x) for x in expected]
     assert lrs[-1][-1] < cfg.lr * f(3 * per_epoch - 2)                     # within a step of the end
+
+
+def test_the_compiled_paths_trace_whole_without_pytorch_at_module_level():
+    """The view forwards and the recipes' view stacking import PyTorch inside the function (their modules
+    stay light for the command line's checks); torch.compile still traces each as one graph (fullgraph:
+    a graph break raises), so the GPU's compiled step and augmentation are unchanged."""
+    from gsimclr.training.views import VIEW_FORWARDS
+    from gsimclr.transforms.augment import build_augment
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    views = torch.randn(2, 4, 3, 8, 8)
+    for name, forward in VIEW_FORWARDS.items():
+        traced = torch.compile(lambda v, f=forward: f(net, v), backend="eager", fullgraph=True)
+        assert torch.allclose(traced(views), forward(net, views), atol=1e-6), name
+    recipe = build_augment("simclr", 8)
+    images, crops = torch.zeros(4, 10, 10, 3, dtype=torch.uint8), torch.zeros(2, 4, 8, 8, 3, dtype=torch.uint8)
+    assert torch.compile(lambda b: recipe.views(b, 2), backend="eager", fullgraph=True)(images).shape == (2, 4, 3, 8, 8)
+    assert torch.compile(lambda c: recipe.views_from_crops(c, 2), backend="eager",
+                         fullgraph=True)(crops).shape == (2, 4, 3, 8, 8)

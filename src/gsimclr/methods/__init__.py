@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from gsimclr.config import flag
+from gsimclr.errors import UserError
 from gsimclr.registry import Registry
 
 
@@ -81,9 +83,6 @@ def check_method_options(cfg: Any, name: str) -> None:
     """The options method ``name`` cannot train with (its ``requires``), as a one-line UserError; no data
     and no PyTorch needed, so the command line runs it before any work. The data-dependent checks are
     its recipe's (:meth:`gsimclr.methods.base.Recipe.check`)."""
-    from gsimclr.config import flag
-    from gsimclr.errors import UserError
-
     method = METHODS.get(name)
     for field, value, why in method.requires:
         if getattr(cfg, field) != value:
@@ -92,8 +91,6 @@ def check_method_options(cfg: Any, name: str) -> None:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``--methods``: comma-separated registered names, each once."""
-    from gsimclr.errors import UserError
-
     methods = tuple(m.strip() for m in text.split(",") if m.strip())
     if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
         raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {text!r}")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gsimclr.guidance.diagnostics import epoch_pair_stats
+from gsimclr.methods import check_method_options
 
 
 class Recipe:
@@ -47,8 +48,6 @@ class Recipe:
         """Every check, as the trainer and the pipeline run it: the entry's ``requires``
         (:func:`gsimclr.methods.check_method_options`, which the command line runs before any data is
         read), then :meth:`check`."""
-        from gsimclr.methods import check_method_options
-
         check_method_options(cfg, self.method.name)
         self.check(cfg, n_images)
 
