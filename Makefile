@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs install bench evidence evidence-smoke evidence-list clean
+.PHONY: demo test docs install bench evidence evidence-smoke evidence-list evidence-cpu evidence-cpu-status evidence-cpu-save clean
 
 install: $(STAMP)
 
@@ -46,6 +46,22 @@ evidence-list: $(STAMP)
 # result, that call running every stage at tiny sizes.
 evidence-smoke: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) scripts/evidence.py --simulate-lease "$$(mktemp -d -t gsimclr-lease-XXXXXX)" --full
+
+# The CPU lane (issue 24; benchmarks/README.md, "The CPU lane"): the paper's CIFAR-10 table on this CPU, in the
+# background at the lowest priority, carried across working periods (state in ~/.cache/gsimclr/evidence, or
+# $$GSIMCLR_LANE_HOME; committed with evidence-cpu-save). LANE_ARGS e.g. '--budget-h 2.5 --cifar10 DIR'.
+LANE_HOME = $${GSIMCLR_LANE_HOME:-$$HOME/.cache/gsimclr/evidence}
+evidence-cpu: $(STAMP)
+	mkdir -p $(LANE_HOME) && nohup nice -n 19 $(PY) scripts/evidence.py --lane cpu $(LANE_ARGS) >> $(LANE_HOME)/lane.out 2>&1 &
+	@echo "CPU lane started at nice 19; log: $(LANE_HOME)/lane.out; progress: make evidence-cpu-status"
+
+evidence-cpu-status: $(STAMP)
+	$(PY) scripts/evidence.py --lane cpu --status
+
+# Before a working period stops: the lane's small state and its finished results, ready to commit.
+evidence-cpu-save: $(STAMP)
+	$(PY) scripts/evidence.py --lane cpu --save-state
+	$(PY) scripts/evidence.py --report
 
 clean:
 	rm -rf $(VENV) runs site .cache

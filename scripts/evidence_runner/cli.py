@@ -64,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--simulate-lease: kill the call this many seconds after its export first holds a checkpoint")
     parser.add_argument("--full", action="store_true", help="--simulate-lease: the resumed call runs every smoke stage")
     parser.add_argument("--device-kind", help="--list: plan for this device kind (default: this machine's GPU, else h100)")
+    lane = parser.add_argument_group("CPU lane (issue 24: the paper's CIFAR-10 table on this CPU, in the background)")
+    lane.add_argument("--lane", choices=["cpu"], help="continue the CPU lane's next part within --budget-h; start it "
+                      "at the lowest priority: nohup nice -n 19 python scripts/evidence.py --lane cpu & (make evidence-cpu)")
+    lane.add_argument("--budget-h", type=float, default=2.9, help="--lane: hours this lane call may run (default 2.9)")
+    lane.add_argument("--status", action="store_true", help="--lane: which part runs, its progress and ETA, what is "
+                      "committed and what a kill now would lose")
+    lane.add_argument("--save-state", action="store_true", help="--lane: pack the unfinished part's run folder and "
+                      "progress into results/evidence/cpu-lane/state.tar.gz (commit it before a working period stops)")
+    lane.add_argument("--lane-home", help="--lane: the lane's persistent folder (default $GSIMCLR_LANE_HOME or "
+                      "~/.cache/gsimclr/evidence)")
+    lane.add_argument("--lane-parts", help="--lane: PRESET:SEED,... instead of paper-cifar10 and -clean, seeds 0-2")
+    lane.add_argument("--lane-data", help="--lane: the data (default: the CIFAR-10 folder, see --cifar10)")
+    lane.add_argument("--lane-options", default="", help="--lane: more gsimclr run options for every call (quoted)")
+    lane.add_argument("--checkpoint-minutes", type=float, default=None,
+                      help="--lane: pretraining checkpoints within an epoch this often (default 5)")
     return parser
 
 
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = found["same_result"] and not found["finished_before_cut"] and found["state_carried"]
         log(f"lease simulation: {'the resumed run reached the uncut result' if ok else 'FAILED'}")
         return 0 if ok else 1
+    if args.lane or args.status or args.save_state:
+        return run_lane(parser, args)
     if args.import_paths:
         from evidence_runner.transport import import_paths
 
@@ -192,6 +209,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         print(json.dumps({"root": str(ctx.root), "states": states}))
     return 1 if any(v.startswith("failed") for v in states.values()) else 0
+
+
+def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--lane cpu`` (with ``--status`` or ``--save-state``): see :mod:`evidence_runner.cpu_lane`."""
+    import shlex
+
+    from evidence_runner import cpu_lane
+
+    if not args.lane:
+        parser.error("--status and --save-state go with --lane cpu")
+    parts = cpu_lane.LANE_PARTS
+    if args.lane_parts:
+        try:
+            parts = tuple((p.rsplit(":", 1)[0], int(p.rsplit(":", 1)[1])) for p in args.lane_parts.split(","))
+        except (ValueError, IndexError):
+            parser.error(f"--lane-parts: PRESET:SEED,... expected, got {args.lane_parts!r}")
+    data = args.lane_data or resolve_data(args.cifar10, None)["cifar10"]
+    if not data and not (args.status or args.save_state):
+        parser.error("--lane cpu: no CIFAR-10 data found; name it with --cifar10 DIR")
+    if args.budget_h <= 0:
+        parser.error(f"--budget-h must be > 0, got {args.budget_h:g}")
+    if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
+        parser.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes:g}")
+    plan = cpu_lane.LanePlan(parts=parts, data=os.path.abspath(data) if data and os.path.exists(data) else (data or ""),
+                             options=cpu_lane.LANE_OPTIONS + tuple(shlex.split(args.lane_options)),
+                             checkpoint_minutes=args.checkpoint_minutes or cpu_lane.CHECKPOINT_MINUTES,
+                             repo=Path(args.out_root or ROOT), home=args.lane_home)
+    if args.status:
+        print(cpu_lane.status(plan))
+        return 0
+    if args.save_state:
+        print(json.dumps(cpu_lane.save_state(plan)))
+        return 0
+    session = cpu_lane.Lane(plan, args.budget_h * 3600).run()
+    print(json.dumps({k: session.get(k) for k in ("started", "ended", "resumed_from", "calls", "cpu_s", "wall_s")}))
+    return 0
 
 
 def this_kind(ctx: Ctx, default: str) -> str:

@@ -191,6 +191,9 @@ class Config:
     views: int = opt(2, "pretrain", "augmented views of every image per step (SimCLR: every anchor has views - 1 "
                      "positives; MoCo takes 2, a query and a key)", min=2)
     checkpoint_every: int = opt(0, "pretrain", "epochs between checkpoints (0: only at the end)", min=0)
+    checkpoint_minutes: float = opt(0.0, "pretrain", "also checkpoint within an epoch every this many minutes of "
+                                    "training, so a kill loses at most that much (0: only at epoch ends); --resume "
+                                    "continues from the step to the uncut result", min=0)
     monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
     sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
     # G-SimCLR guidance
@@ -345,6 +348,12 @@ def flag(name: str) -> str:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 TYPES: dict[str, Any] = typing.get_type_hints(Config)
+
+
+def option_default(name: str) -> Any:
+    """The default of option ``name`` (a KeyError for an unknown name)."""
+    field = FIELDS[name]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def section_fields(*sections: str) -> list[str]:

@@ -82,7 +82,7 @@ STAGE_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...
     # stage: (sections, extra fields, excluded fields)
     "pseudo_labels": (("pseudo_labels",), ("image_size", "cache_size", "resize", "defaults", "seed"), ()),
     "pretrain": (("model", "augment", "pretrain"), ("image_size", "cache_size", "resize", "seed"),
-                 ("epochs", "checkpoint_every", "monitor_every")),
+                 ("epochs", "checkpoint_every", "checkpoint_minutes", "monitor_every")),
     "guidance": (("guidance",), (), ()),
     "evaluation": (("linear", "knn", "finetune", "protocol"), ("image_size", "seed"), ()),
     "supervised": (("supervised", "protocol"), ("image_size", "model", "n_blocks", "batch_size", "seed"), ()),
@@ -318,6 +318,9 @@ class RunFolder:
             raise UserError(f"--resume: {self.root / stage.split('/')[0]} has no provenance record (made by an "
                             "older gsimclr or damaged); start a new run with another --out")
         diffs = differences(recorded, expected)
+        if recorded.get("code") != expected.get("code") and not diffs:  # same inputs and options: reused, said once
+            print(f"note: --resume: stage {stage} was made by gsimclr {recorded.get('code')}, this is "
+                  f"{expected.get('code')}; its data, inputs and options match, so it is reused", file=sys.stderr)
         if diffs:
             shown = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
             raise UserError(f"--resume: stage {stage} in {self.root} was made from other inputs ({shown}); "
@@ -335,17 +338,32 @@ def provenance(kind: str, cfg: Any, data: dict[str, str], inputs: dict[str, Any]
 
 
 def differences(recorded: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two provenance records (``what: recorded -> now``)."""
+    """Human-readable differences between two provenance records (``what: recorded -> now``).
+
+    What the stage was made from decides: its data, inputs and options. An option the record does not
+    name (added to gsimclr after the stage was made) differs only when its value now is not its default:
+    a new option's default keeps the behaviour that came before it. The gsimclr version alone is no
+    difference (:meth:`RunFolder.check` notes it), so a long run continues across releases."""
+    from gsimclr.config import option_default
+
     out = []
     for part, label in (("data", "data"), ("inputs", "input"), ("config", "option")):
         old, new = recorded.get(part, {}), expected.get(part, {})
         for key in sorted(set(old) | set(new)):
+            if part == "config" and key not in old and key in new and _is_default(option_default, key, new[key]):
+                continue
             if old.get(key) != new.get(key):
                 name = f"--{key.replace('_', '-')}" if part == "config" else f"{label} {key}"
                 out.append(f"{name}: {_short(old.get(key))} -> {_short(new.get(key))}")
-    if recorded.get("code") != expected.get("code"):
-        out.append(f"gsimclr version: {recorded.get('code')} -> {expected.get('code')}")
     return out
+
+
+def _is_default(option_default, key: str, value: Any) -> bool:
+    try:
+        default = option_default(key)
+    except KeyError:
+        return False
+    return json.loads(json.dumps(default)) == value
 
 
 def _short(value: Any) -> str:

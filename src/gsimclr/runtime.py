@@ -202,3 +202,27 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
     ``torch.Generator`` argument, so that torch.compile can trace the augmentations."""
     entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
     torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+
+
+def random_state() -> dict:
+    """torch's global random streams (the CPU's and each GPU's) as JSON-safe text, for a checkpoint taken
+    within an epoch: :func:`set_random_state` puts them back, so the resumed steps draw what the uncut
+    run drew."""
+    import base64
+
+    def text(state: torch.Tensor) -> str:
+        return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+    cuda = [text(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+    return {"cpu": text(torch.get_rng_state()), "cuda": cuda}
+
+
+def set_random_state(state: dict) -> None:
+    import base64
+
+    def tensor(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+    torch.set_rng_state(tensor(state["cpu"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensor(t) for t in state["cuda"]][:torch.cuda.device_count()])

@@ -43,7 +43,7 @@ from gsimclr.methods import METHODS, Method
 from gsimclr.models.simclr import SimCLRModel, backbone_options
 from gsimclr.run_folder import CHECKPOINT, CHECKPOINT_PSEUDO_LABELS  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile, resolve_device, restore_scaler,
-                             scaler_state, seed_epoch, seed_everything)
+                             random_state, scaler_state, seed_epoch, seed_everything, set_random_state)
 from gsimclr.tracking import RunLogger, WandbOptions
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.training.reclustering import EncoderReclustering, check_reclustering
@@ -195,11 +195,12 @@ class TrainSettings:
     monitor_every: int = 0
     guidance: str = "none"           # the loss-side guidance, for the diagnostics
     sync_batch_norm: bool = True
+    checkpoint_minutes: float = 0.0  # also checkpoint within an epoch this often (0: at epoch ends only)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TrainSettings":
         return cls(cfg.epochs, cfg.lr, cfg.seed, cfg.precision, cfg.checkpoint_every, cfg.monitor_every,
-                   cfg.guidance, cfg.sync_batch_norm)
+                   cfg.guidance, cfg.sync_batch_norm, cfg.checkpoint_minutes)
 
 
 @dataclass
@@ -281,6 +282,8 @@ class Pretrainer:
         self.classes = data.labels if data.has_labels else None
         self.epoch_hooks: list = [reclustering.after_epoch] if reclustering is not None else []
         self.ckpt = self.out_dir / CHECKPOINT
+        self.partial: dict | None = None    # a checkpoint taken within an epoch: where that epoch continues
+        self.deadline: float | None = None  # perf_counter() at which run() stops, within an epoch if need be
         self.start_epoch = self._resume() if resume else 0
         if not same_on_all_ranks(self.start_epoch, device):
             raise UserError(f"--resume: the processes found different checkpoints in {self.out_dir}; "
@@ -335,13 +338,30 @@ class Pretrainer:
             raise UserError(f"--resume: {self.ckpt} was trained with {meta['method']}, not {self.method.name}")
         meta = load_checkpoint(self.ckpt, self.model, self.optimizer)
         restore_scaler(self.scaler, meta.get("grad_scaler"))
+        self.partial = meta.get("partial")
+        if self.partial is not None and current_world().distributed:
+            raise UserError(f"--resume: {self.ckpt} was saved within an epoch by one process; resume it with one "
+                            "process, or from an epoch-end checkpoint")
         return int(meta["epoch"])
 
-    def save(self, epoch: int) -> None:
+    def save(self, epoch: int, partial: dict | None = None) -> None:
+        """The checkpoint after ``epoch`` whole epochs; ``partial``: taken within the next epoch (its steps
+        done, loss sum, images, seconds and the random stream's state), which :meth:`train_epoch` continues."""
         if self.reclustering is not None and self.pseudo_labels is not None:   # written first: resuming reads both
             save_npy(self.out_dir / CHECKPOINT_PSEUDO_LABELS, self.pseudo_labels)
-        save_checkpoint(self.ckpt, self.model, self.optimizer,
-                        {"epoch": epoch, **self.checkpoint_meta, "grad_scaler": scaler_state(self.scaler)})
+        meta = {"epoch": epoch, **self.checkpoint_meta, "grad_scaler": scaler_state(self.scaler)}
+        if partial is not None:
+            meta["partial"] = partial
+        save_checkpoint(self.ckpt, self.model, self.optimizer, meta)
+
+    def _partial_state(self, epoch: int, steps_done: int, total: torch.Tensor, seen: int, elapsed: float) -> dict:
+        return {"epoch": epoch, "steps": steps_done, "loss_sum": float(total), "seen": seen,
+                "seconds": elapsed, "rng": random_state()}
+
+    def _mid_epoch_checkpoints(self) -> bool:
+        """Within-epoch checkpoints need a step order and a random stream that one process can replay: one
+        process, and a method whose diagnostics need no state taken at the epoch's start (SimCLR's)."""
+        return not self.world.distributed and self.recipe.epoch_state(self.model) is None
 
     def step(self, batch: torch.Tensor, labels: torch.Tensor | None = None,
              index: torch.Tensor | None = None) -> torch.Tensor:
@@ -377,10 +397,21 @@ class Pretrainer:
         steps = len(self.sampler)
         state = self.recipe.epoch_state(self.model) if world.is_main else None
         total = torch.zeros((), device=device)
-        seen, t0 = 0, time.perf_counter()
-        bar = tqdm(self.batches(epoch), desc=f"{self.method.name} epoch {epoch + 1}/{settings.epochs}", unit="batch",
-                   leave=False, disable=None if world.is_main else True)
-        for i, (idx, batch) in enumerate(bar):
+        seen, t0, before, skip = 0, time.perf_counter(), 0.0, 0
+        partial, self.partial = self.partial, None
+        if partial is not None:   # continue an epoch from a checkpoint taken within it
+            if int(partial["epoch"]) != epoch:
+                raise UserError(f"--resume: {self.ckpt} holds a position within epoch {int(partial['epoch']) + 1}, "
+                                f"not {epoch + 1}; retrain that stage")
+            skip, seen, before = int(partial["steps"]), int(partial["seen"]), float(partial["seconds"])
+            total = torch.tensor(float(partial["loss_sum"]), dtype=total.dtype, device=device)
+        every_s = settings.checkpoint_minutes * 60 if self.log and self._mid_epoch_checkpoints() else 0.0
+        last_save = t0
+        bar = tqdm(self.batches(epoch, skip), desc=f"{self.method.name} epoch {epoch + 1}/{settings.epochs}",
+                   unit="batch", leave=False, disable=None if world.is_main else True, initial=skip, total=steps)
+        if partial is not None:
+            set_random_state(partial["rng"])   # the stream as it was after the last step the checkpoint holds
+        for i, (idx, batch) in enumerate(bar, start=skip):
             lr = settings.lr * self.schedule(self.schedule_position(epoch, i, steps))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -390,10 +421,18 @@ class Pretrainer:
             labels = self.loss_labels[index] if self.loss_labels is not None else None
             total += self.step(batch, labels, index) * len(idx)
             seen += len(idx)
+            now = time.perf_counter()
+            out_of_time = self.deadline is not None and now >= self.deadline and i + 1 < steps
+            if (every_s and now - last_save >= every_s and i + 1 < steps) or (out_of_time and every_s):
+                self.save(epoch, self._partial_state(epoch, i + 1, total, seen, before + now - t0))
+                last_save = now
+            if out_of_time and self._mid_epoch_checkpoints():
+                self.stopped_within_epoch = True
+                return None
         # the epoch's one host synchronisation; over every process, so all of them log and check the same mean
         loss_sum, seen = all_sum([float(total), seen], device) if world.distributed else (float(total), seen)
         mean_loss = loss_sum / max(seen, 1)
-        elapsed = time.perf_counter() - t0
+        elapsed = before + time.perf_counter() - t0
         self.train_time += elapsed
         record = {"epoch": epoch + 1, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                   "images_per_s": seen / elapsed, "epoch_s": elapsed, "train_s": self.train_time}
@@ -411,20 +450,28 @@ class Pretrainer:
         self._check_loss(epoch, mean_loss, [len(b) for b in batches])
         return record
 
-    def batches(self, epoch: int):
+    def _saved_position(self) -> tuple[int, int | None]:
+        meta = read_meta(self.ckpt)
+        return int(meta.get("epoch", -1)), (meta.get("partial") or {}).get("steps")
+
+    def batches(self, epoch: int, skip: int = 0):
         """``(indices, batch)`` for each of the sampler's batches: a uint8 batch (N, H, W, 3) indexed from the
         in-memory images, or from a store, crops (V, N, S, S, 3) decoded in a background thread while the
-        previous step runs; either way on the device."""
+        previous step runs; either way on the device. The first ``skip`` batches (done before a checkpoint
+        taken within the epoch) are drawn from the sampler but not returned."""
         device, views = self.device, self.views
         if views.store is None:
-            for idx in self.sampler:
+            for i, idx in enumerate(self.sampler):
+                if i < skip:
+                    continue
                 index = torch.from_numpy(idx).to(views.images.device, non_blocking=True)
                 yield idx, host_batch(views.images, index, device)
             return
         prefetch = store_views(views.store, views.decoder, self.sampler, self.settings.seed, epoch, self.world.rank,
                                pin=device.type == "cuda")
-        for idx, crops in prefetch:
-            yield idx, crops.to(device, non_blocking=True)
+        for i, (idx, crops) in enumerate(prefetch):
+            if i >= skip:
+                yield idx, crops.to(device, non_blocking=True)
 
     def _check_loss(self, epoch: int, mean_loss: float, batch_sizes: list[int]) -> None:
         if not np.isfinite(mean_loss):
@@ -448,8 +495,13 @@ class Pretrainer:
 
     def run(self, stop_after: int | None = None, max_minutes: float | None = None) -> torch.nn.Module:
         started = time.perf_counter()
+        self.stopped_within_epoch = False
+        if max_minutes and self.settings.checkpoint_minutes:   # with within-epoch checkpoints, stop on time mid-epoch
+            self.deadline = started + max_minutes * 60
         for epoch in range(self.start_epoch, self.settings.epochs):
             record = self.train_epoch(epoch)
+            if record is None:   # stopped on time within the epoch, its position checkpointed
+                break
             self.done = epoch + 1
             stopping = self.should_stop(record["epoch_s"], started, stop_after, max_minutes)
             if self.log:
@@ -464,7 +516,7 @@ class Pretrainer:
 
     def finish(self) -> None:
         if self.log:
-            if not self.ckpt.exists() or int(read_meta(self.ckpt).get("epoch", -1)) != self.done:
+            if not self.stopped_within_epoch and (not self.ckpt.exists() or self._saved_position() != (self.done, None)):
                 self.save(self.done)
             self.log.close()
         if self.restore_batch_norm is not None:

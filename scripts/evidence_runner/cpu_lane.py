@@ -1,0 +1,587 @@
+"""The CPU lane: the paper's CIFAR-10 table on this CPU, in the background, carried from one working period
+to the next (issue 24).
+
+A working period's CPU is idle much of the time. ``python scripts/evidence.py --lane cpu`` (``make
+evidence-cpu`` starts it in the background at ``nice -n 19``) continues the next unfinished *part* of
+:data:`LANE_PARTS` (``paper-cifar10`` seed 0, then ``paper-cifar10-clean`` seed 0, then seeds 1 and 2) as one
+``gsimclr run --resume`` child, within a time budget, with a checkpoint within every pretraining epoch
+every :data:`CHECKPOINT_MINUTES` minutes (``--checkpoint-minutes``), so a kill loses at most that much of a
+pretraining, or the evaluation stage in flight.
+
+**Where its state lives.** In a persistent folder outside the work tree, :func:`lane_home`
+(``$GSIMCLR_LANE_HOME``, default ``~/.cache/gsimclr/evidence``): ``runs/<part>/`` (the run folders),
+``lane.json`` (progress, the sessions that worked on it, each finished piece's wall and CPU seconds) and
+``logs/``. The next working period on the same machine finds it there. On a new machine it resumes from the
+repository: ``--save-state`` packs the running part's run folder and ``lane.json`` into one committed file,
+:data:`REPO_STATE` (replaced in place, never a new path), which a lane whose home is older unpacks at start.
+Which copy is newer is decided by the work each holds (``work_s``: the lane's accumulated CPU seconds).
+
+**What it writes into the checkout.** Every finished piece (the pseudo labels with NMI/ARI, each
+pretraining, each evaluation, the supervised baseline, and the whole part) is a JSON file under
+:data:`RESULTS_DIR`, with the command, commit, CPU, versions, date, and wall and CPU seconds summed over
+every call that worked on it. ``python scripts/evidence.py --report`` puts them into ``RESULTS.md``.
+
+``--status`` says which part runs, its progress and ETA from measured rates, what is committed and what a
+kill now would lose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import platform
+import resource
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evidence_runner.context import ROOT, log
+
+LANE_PARTS: tuple[tuple[str, int], ...] = (
+    ("paper-cifar10", 0), ("paper-cifar10-clean", 0),
+    ("paper-cifar10", 1), ("paper-cifar10-clean", 1),
+    ("paper-cifar10", 2), ("paper-cifar10-clean", 2))
+"""The lane's order: seed 0 of the exact preset first, then its clean variant, then seeds 1 and 2."""
+CHECKPOINT_MINUTES = 5.0        # a checkpoint within a pretraining epoch this often: a kill loses at most this
+LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
+"""Options every lane call adds to ``gsimclr run``: the fastest faithful setting on this CPU (see "Paper recipe
+on the CPU" in benchmarks/README.md); fp32, as the presets are."""
+RESULTS_DIR = "results/evidence/cpu"
+REPO_STATE = "results/evidence/cpu-lane/state.tar.gz"
+REPO_LANE_JSON = "results/evidence/cpu-lane/lane.json"
+POLL_S = float(os.environ.get("GSIMCLR_LANE_POLL_S", 10.0))   # how often the lane looks at its child
+STATE_EXCLUDE = ("tensorboard", ".png", ".lock", ".tmp")
+STATE_LIMIT_MIB = 20.0          # a committed state larger than this is refused (the repository's budget)
+
+
+def lane_home() -> Path:
+    return Path(os.environ.get("GSIMCLR_LANE_HOME") or Path.home() / ".cache" / "gsimclr" / "evidence")
+
+
+def part_name(preset: str, seed: int) -> str:
+    return f"{preset}-seed{seed}"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def boot_id() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return "unknown"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())
+    return None
+
+
+def checkpoint_meta(path: Path) -> dict | None:
+    """A gsimclr checkpoint's metadata, read from the safetensors header without PyTorch (None if unreadable)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        return json.loads(header["__metadata__"]["gsimclr"])
+    return None
+
+
+# ------------------------------------------------------------------------------------------ the plan
+
+
+@dataclass
+class LanePlan:
+    """What the lane runs: its parts (preset, seed), the data, the options added to every call, and where
+    results and the committed state go (the checkout, or a test's folder)."""
+
+    parts: tuple[tuple[str, int], ...] = LANE_PARTS
+    data: str = ""
+    options: tuple[str, ...] = LANE_OPTIONS
+    checkpoint_minutes: float = CHECKPOINT_MINUTES
+    repo: Path = ROOT
+    home: Path | None = None
+
+    def __post_init__(self):
+        self.home = Path(self.home) if self.home is not None else lane_home()
+        self.repo = Path(self.repo)
+
+    @property
+    def lane_json(self) -> Path:
+        return self.home / "lane.json"
+
+    def run_dir(self, part: str) -> Path:
+        return self.home / "runs" / part
+
+    def result_path(self, part: str, piece: str | None = None) -> Path:
+        return self.repo / RESULTS_DIR / (f"{part}.json" if piece is None else f"{part}/{piece}.json")
+
+    def names(self) -> list[str]:
+        return [part_name(p, s) for p, s in self.parts]
+
+
+def pieces_of(run_dir: Path, methods: tuple[str, ...] = ("simclr", "gsimclr"), epochs: int | None = None) -> dict:
+    """The pieces of a ``gsimclr run`` folder in the order the run makes them, each ``True`` once finished:
+    ``pseudo_labels``, then per method ``<method>-pretrain`` and ``<method>-eval``, then ``supervised``."""
+    out = {"pseudo_labels": (run_dir / "pseudo_labels" / "pseudo_labels.npy").exists()}
+    for m in methods:
+        meta = checkpoint_meta(run_dir / m / "checkpoint.safetensors") or {}
+        want = epochs or (meta.get("config") or {}).get("epochs")
+        out[f"{m}-pretrain"] = bool(want) and int(meta.get("epoch", 0)) >= int(want) and not meta.get("partial")
+        out[f"{m}-eval"] = (run_dir / m / "eval.json").exists()
+    out["supervised"] = (run_dir / "supervised.json").exists()
+    return out
+
+
+def piece_kind(piece: str) -> str:
+    """``pseudo_labels``, ``pretrain``, ``eval`` or ``supervised``."""
+    return piece.rsplit("-", 1)[-1] if "-" in piece else piece
+
+
+def pretrain_position(run_dir: Path, method: str) -> dict:
+    """Where a method's pretraining stands: whole epochs, steps into the next, images/s measured, when its
+    checkpoint was written."""
+    ckpt = run_dir / method / "checkpoint.safetensors"
+    meta = checkpoint_meta(ckpt) or {}
+    partial = meta.get("partial") or {}
+    records = []
+    with contextlib.suppress(OSError):
+        records = [json.loads(line) for line in (run_dir / method / "metrics.jsonl").read_text().splitlines() if line]
+    rates = [r["images_per_s"] for r in records if r.get("images_per_s")]
+    if partial.get("seconds"):
+        rates.append(partial["seen"] / partial["seconds"])
+    cfg = meta.get("config") or {}
+    return {"epoch": int(meta.get("epoch", 0)), "epochs": cfg.get("epochs"), "steps_into_epoch": partial.get("steps"),
+            "images_into_epoch": partial.get("seen", 0), "images": meta.get("images"),
+            "images_per_s": rates[-1] if rates else None,
+            "checkpoint_age_s": time.time() - ckpt.stat().st_mtime if ckpt.exists() else None,
+            "last_loss": records[-1]["loss"] if records else None}
+
+
+# ------------------------------------------------------------------------------------------ lane.json
+
+
+def new_lane_state() -> dict:
+    return {"format": 1, "work_s": 0.0, "updated": None, "sessions": [], "pieces": {}, "current": None}
+
+
+def load_lane(plan: LanePlan) -> dict:
+    state = read_json(plan.lane_json)
+    return state if isinstance(state, dict) and state.get("format") == 1 else new_lane_state()
+
+
+def save_lane(plan: LanePlan, state: dict) -> None:
+    state["updated"] = utc_now()
+    write_json_atomic(plan.lane_json, state)
+
+
+def repo_lane_state(plan: LanePlan) -> dict | None:
+    """``lane.json`` inside the committed state (None when there is none)."""
+    path = plan.repo / REPO_STATE
+    if not path.is_file():
+        return None
+    with contextlib.suppress(OSError, tarfile.TarError, ValueError, KeyError):
+        with tarfile.open(path, "r:gz") as tar:
+            return json.loads(tar.extractfile("lane.json").read())
+    return None
+
+
+def restore(plan: LanePlan) -> tuple[dict, str]:
+    """The lane's state at start: the home folder's, or the committed one when it holds more work (a new
+    machine, or a home older than the repository). Returns the state and where it came from."""
+    home = load_lane(plan) if plan.lane_json.exists() else None
+    committed = repo_lane_state(plan)
+    if committed is not None and (home is None or committed.get("work_s", 0) > home.get("work_s", 0)):
+        unpack_state(plan)
+        return load_lane(plan), "repository"
+    if home is not None:
+        return home, "home"
+    return new_lane_state(), "fresh"
+
+
+def unpack_state(plan: LanePlan) -> None:
+    """Put the committed state into the home folder: its run folders replace the home's, whole."""
+    import shutil
+
+    with tarfile.open(plan.repo / REPO_STATE, "r:gz") as tar:
+        members = tar.getmembers()
+        for m in members:
+            if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
+                raise SystemExit(f"refusing {REPO_STATE}: it holds {m.name!r}")
+        parts = {Path(m.name).parts[1] for m in members if m.name.startswith("runs/") and len(Path(m.name).parts) > 1}
+        for part in parts:
+            shutil.rmtree(plan.run_dir(part), ignore_errors=True)
+        plan.home.mkdir(parents=True, exist_ok=True)
+        tar.extractall(plan.home, filter="data") if sys.version_info >= (3, 12) else tar.extractall(plan.home)
+
+
+def save_state(plan: LanePlan) -> dict:
+    """Pack the unfinished parts' run folders (without TensorBoard files and plots) and ``lane.json`` into
+    :data:`REPO_STATE`, replaced in place; copy ``lane.json`` beside it. Refuses while a lane writes
+    (its files could be half-written): stop it first, or let its budget end."""
+    state = load_lane(plan)
+    unfinished = [p for p in plan.names() if plan.run_dir(p).exists() and not plan.result_path(p).exists()]
+    dest = plan.repo / REPO_STATE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".state.", suffix=".tmp")
+    os.close(fd)
+    with tarfile.open(tmp, "w:gz", compresslevel=9) as tar:
+        data = json.dumps(state, indent=1).encode()
+        info = tarfile.TarInfo("lane.json")
+        info.size, info.mtime = len(data), int(time.time())
+        import io
+
+        tar.addfile(info, io.BytesIO(data))
+        for part in unfinished:
+            root = plan.run_dir(part)
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root).as_posix()
+                if path.is_file() and not any(x in rel for x in STATE_EXCLUDE):
+                    tar.add(path, arcname=f"runs/{part}/{rel}", recursive=False)
+    size = os.path.getsize(tmp) / 2**20
+    if size > STATE_LIMIT_MIB:
+        os.unlink(tmp)
+        raise SystemExit(f"--save-state: the state would be {size:.1f} MiB, over {STATE_LIMIT_MIB:.0f} MiB; not written")
+    os.replace(tmp, dest)
+    write_json_atomic(plan.repo / REPO_LANE_JSON, state)
+    return {"path": str(dest), "mib": round(size, 2), "parts": unfinished, "work_s": state.get("work_s")}
+
+
+# ------------------------------------------------------------------------------------------ the supervisor
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) and its waited-for children, from /proc."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def machine() -> dict:
+    try:
+        from gsimclr.provenance import cpu_name
+        cpu = cpu_name()
+    except Exception:  # noqa: BLE001 - provenance is best effort
+        cpu = platform.processor()
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "host": socket.gethostname(), "boot_id": boot_id(),
+            "python": platform.python_version()}
+
+
+def versions_now() -> dict:
+    from gsimclr.provenance import package_version
+
+    return {k: package_version(k) for k in ("torch", "torchvision", "numpy", "scikit-learn", "gsimclr")}
+
+
+class Lane:
+    """One working period's lane: restore, then run parts in order until the budget ends."""
+
+    def __init__(self, plan: LanePlan, budget_s: float):
+        self.plan, self.budget_s = plan, budget_s
+        self.deadline = time.monotonic() + budget_s
+        self.state: dict = {}
+        self.session: dict = {}
+        self.stop = False
+
+    # the one lane of a home folder at a time
+    @contextlib.contextmanager
+    def locked(self):
+        self.plan.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.plan.home / "lane.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                raise SystemExit(f"a CPU lane already runs from {self.plan.home} (pid {pid or '?'}); "
+                                 "see --status") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def run(self) -> dict:
+        from gsimclr.provenance import git_commit
+
+        with self.locked():
+            self.state, source = restore(self.plan)
+            commit = git_commit(ROOT)
+            self.session = {"started": utc_now(), "ended": None, "resumed_from": source, **machine(),
+                            "commit": commit, "budget_s": self.budget_s, "work_s_at_start": self.state["work_s"],
+                            "pieces_at_start": sum(len(v) for v in self.state["pieces"].values() if isinstance(v, dict)),
+                            "cpu_s": 0.0, "wall_s": 0.0, "calls": 0}
+            self.state["sessions"].append(self.session)
+            save_lane(self.plan, self.state)
+            log(f"CPU lane: home {self.plan.home}, resumed from {source}, commit {commit}, budget {self.budget_s:.0f} s")
+            signal.signal(signal.SIGTERM, self._on_term)
+            failures = 0
+            try:
+                for preset, seed in self.plan.parts:
+                    part = part_name(preset, seed)
+                    if self.plan.result_path(part).exists():
+                        continue
+                    while not self.plan.result_path(part).exists() and not self.stop and self.seconds_left() > 60:
+                        code = self.run_call(preset, seed)
+                        if code not in (0, None):
+                            failures += 1
+                            if failures >= 3:
+                                log(f"CPU lane: {part} failed {failures} times; stopping (see {self.log_path(part)})")
+                                self.stop = True
+                            else:
+                                time.sleep(min(60, max(0, self.seconds_left() - 60)))
+                    if self.stop or self.seconds_left() <= 60:
+                        break
+            finally:
+                self.session["ended"] = utc_now()
+                save_lane(self.plan, self.state)
+            return self.session
+
+    def _on_term(self, *_):
+        self.stop = True
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def log_path(self, part: str) -> Path:
+        return self.plan.home / "logs" / f"{part}.log"
+
+    def command(self, preset: str, seed: int) -> list[str]:
+        out = self.plan.run_dir(part_name(preset, seed))
+        minutes = max(1.0, (self.seconds_left() - 30) / 60)
+        argv = [sys.executable, "-m", "gsimclr", "run", "--preset", preset, "--data", self.plan.data, "--seed", str(seed),
+                "--out", str(out), *self.plan.options, "--checkpoint-minutes", f"{self.plan.checkpoint_minutes:g}",
+                "--max-minutes", f"{minutes:.1f}"]
+        if out.exists():
+            argv.append("--resume")
+        return argv
+
+    def run_call(self, preset: str, seed: int) -> int | None:
+        """One ``gsimclr run`` child for the part, watched every :data:`POLL_S`: each piece it finishes is
+        written as a JSON file at once; the child is stopped when the budget ends."""
+        part = part_name(preset, seed)
+        argv = self.command(preset, seed)
+        shown = " ".join(shlex.quote(a) for a in ["gsimclr", *argv[3:]])
+        self.log_path(part).parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        src = str(ROOT / "src")
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        pieces = self.state["pieces"].setdefault(part, {})
+        if part not in self.session.setdefault("parts", []):
+            self.session["parts"].append(part)
+        started_wall, last_wall, last_cpu = time.monotonic(), time.monotonic(), 0.0
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open(self.log_path(part), "a") as logf:
+            logf.write(f"\n[{utc_now()}] {shown}\n")
+            logf.flush()
+            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                    start_new_session=True)
+            self.session["calls"] += 1
+            self.state["current"] = {"part": part, "pid": proc.pid, "since": utc_now(), "command": shown}
+            code = None
+            while True:
+                try:
+                    code = proc.wait(timeout=POLL_S)
+                except subprocess.TimeoutExpired:
+                    code = None
+                if code is None:
+                    cpu = process_cpu_s(proc.pid)
+                else:   # exited: its exact total from the kernel's accounting of reaped children
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu = max(last_cpu, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+                now = time.monotonic()
+                self.account(part, pieces, now - last_wall, max(0.0, cpu - last_cpu), shown, preset, seed)
+                last_wall, last_cpu = now, cpu
+                if code is not None:
+                    break
+                if self.stop or self.seconds_left() <= 0:
+                    log(f"CPU lane: budget over or asked to stop; stopping {part} (pid {proc.pid})")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                    self.account(part, pieces, time.monotonic() - last_wall, max(0.0, cpu - last_cpu), shown, preset, seed)
+                    code = None
+                    break
+        self.state["current"] = None
+        self.finish_part(part, preset, seed, shown, now - started_wall)
+        save_lane(self.plan, self.state)
+        return code
+
+    def account(self, part: str, pieces: dict, wall: float, cpu: float, command: str, preset: str, seed: int) -> None:
+        """Add this poll's wall and CPU seconds to the piece that was in flight when the interval began (the
+        first unfinished one at the previous poll), and write each piece that has finished."""
+        done = pieces_of(self.plan.run_dir(part))
+        self.state["work_s"] += cpu
+        self.session["cpu_s"] += cpu
+        self.session["wall_s"] += wall
+        for name in done:
+            pieces.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "commands": [], "finished": None})
+        was = next((name for name, entry in pieces.items() if entry["finished"] is None and name in done), None)
+        if was is not None:
+            entry = pieces[was]
+            entry["wall_s"] += wall
+            entry["cpu_s"] += cpu
+            if command not in entry["commands"]:
+                entry["commands"].append(command)
+            entry.setdefault("started", utc_now())
+        for name, ok in done.items():
+            entry = pieces[name]
+            if ok and entry["finished"] is None:
+                if not entry["commands"]:   # began and finished within one poll interval (timed with the one before)
+                    entry["commands"].append(command)
+                entry["finished"] = utc_now()
+                self.write_piece(part, preset, seed, name, entry)
+        save_lane(self.plan, self.state)
+
+    def provenance(self, part: str, preset: str, seed: int, entry: dict) -> dict:
+        from gsimclr.provenance import git_commit
+
+        with contextlib.suppress(OSError):
+            load = os.getloadavg()
+        return {"part": part, "preset": preset, "seed": seed, "lane": "cpu", "command": entry["commands"][-1],
+                "commands": entry["commands"], "commit": git_commit(ROOT), "date": entry["finished"],
+                "wall_s": round(entry["wall_s"], 1), "cpu_s": round(entry["cpu_s"], 1), **machine(),
+                "versions": versions_now(), "load_average": [round(x, 2) for x in load],
+                "data": self.plan.data, "options": list(self.plan.options)}
+
+    def write_piece(self, part: str, preset: str, seed: int, name: str, entry: dict) -> None:
+        run_dir = self.plan.run_dir(part)
+        if name == "pseudo_labels":
+            result = read_json(run_dir / "pseudo_labels" / "pseudo_labels.json")
+        elif name.endswith("-pretrain"):
+            method = name.rsplit("-", 1)[0]
+            result = pretrain_position(run_dir, method)
+            with contextlib.suppress(OSError, ValueError):
+                lines = (run_dir / method / "metrics.jsonl").read_text().splitlines()
+                result["final"] = json.loads(lines[-1])
+            result.pop("checkpoint_age_s", None)
+        elif name.endswith("-eval"):
+            result = read_json(run_dir / name.rsplit("-", 1)[0] / "eval.json")
+        else:
+            result = read_json(run_dir / "supervised.json")
+        write_json_atomic(self.plan.result_path(part, name), {**self.provenance(part, preset, seed, entry),
+                                                              "piece": name, "result": result})
+        log(f"CPU lane: {part} {name} finished ({entry['wall_s']:.0f} s wall, {entry['cpu_s']:.0f} CPU s)")
+
+    def finish_part(self, part: str, preset: str, seed: int, command: str, wall: float) -> None:
+        results = read_json(self.plan.run_dir(part) / "results.json")
+        if not results or results.get("incomplete"):
+            return
+        pieces = self.state["pieces"].get(part, {})
+        entry = {"commands": sorted({c for p in pieces.values() for c in p.get("commands", [])}) or [command],
+                 "finished": utc_now(), "wall_s": sum(p.get("wall_s", 0) for p in pieces.values()),
+                 "cpu_s": sum(p.get("cpu_s", 0) for p in pieces.values())}
+        keys = ("started", "ended", "resumed_from", "host", "boot_id", "commit", "cpu_s", "wall_s")
+        payload = {**self.provenance(part, preset, seed, entry), "result": results,
+                   "sessions": [{k: s.get(k) for k in keys} for s in self.state["sessions"] if part in s.get("parts", [])],
+                   "pieces": {k: {kk: v.get(kk) for kk in ("wall_s", "cpu_s", "finished")} for k, v in pieces.items()}}
+        write_json_atomic(self.plan.result_path(part), payload)
+        log(f"CPU lane: {part} complete")
+
+
+# ------------------------------------------------------------------------------------------ status
+
+
+def status(plan: LanePlan) -> str:
+    state = load_lane(plan)
+    committed = repo_lane_state(plan)
+    lines = [f"CPU lane home: {plan.home}"]
+    running = None
+    with contextlib.suppress(OSError):
+        fd = os.open(plan.home / "lane.lock", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            running = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+    lines.append(f"running: {'yes, pid ' + running if running else 'no'}; work so far {state['work_s'] / 3600:.2f} CPU h "
+                 f"over {len(state['sessions'])} session(s)")
+    rates = measured_rates(plan, state)
+    for name in plan.names():
+        run_dir = plan.run_dir(name)
+        if plan.result_path(name).exists():
+            lines.append(f"- {name}: complete ({plan.result_path(name).relative_to(plan.repo)})")
+            continue
+        if not run_dir.exists():
+            lines.append(f"- {name}: not started")
+            continue
+        done = pieces_of(run_dir)
+        flight = next((k for k, ok in done.items() if not ok), None)
+        lines.append(f"- {name}: {sum(done.values())} of {len(done)} pieces done; in flight: {flight}")
+        eta = 0.0
+        for piece, ok in done.items():
+            if ok:
+                continue
+            if piece.endswith("-pretrain"):
+                pos = pretrain_position(run_dir, piece.rsplit("-", 1)[0])
+                images = pos["images"] or 50_000
+                total = (pos["epochs"] or 15) * images
+                left = total - pos["epoch"] * images - pos["images_into_epoch"]
+                rate = pos["images_per_s"] or rates.get("images_per_s") or 100.0
+                eta += left / rate
+                if piece == flight:
+                    lines.append(f"  {piece}: epoch {pos['epoch']}/{pos['epochs']}"
+                                 + (f", {pos['steps_into_epoch']} steps into the next" if pos["steps_into_epoch"] else "")
+                                 + f", {rate:.1f} images/s measured, last loss {pos['last_loss']}")
+                    if pos["checkpoint_age_s"] is not None and running:
+                        lines.append(f"  a kill now loses about {pos['checkpoint_age_s'] / 60:.1f} min of pretraining "
+                                     f"(checkpoints every {plan.checkpoint_minutes:g} min)")
+            else:
+                kind = piece_kind(piece)
+                eta += rates.get(kind, DEFAULT_PIECE_S.get(kind, 1800))
+                if piece == flight and running:
+                    since = (state.get("pieces", {}).get(name, {}).get(piece, {}) or {}).get("wall_s", 0)
+                    lines.append(f"  {piece}: {since / 60:.1f} min so far; a kill now loses that (no checkpoint within it)")
+        lines.append(f"  ETA of the part: {eta / 3600:.1f} h of lane time at the measured rates")
+    if committed is None:
+        lines.append("committed state: none")
+    else:
+        lines.append(f"committed state ({REPO_STATE}): {committed.get('work_s', 0) / 3600:.2f} CPU h of work, "
+                     f"updated {committed.get('updated')}; home holds {state['work_s'] / 3600:.2f} CPU h"
+                     + (" (newer: run --save-state before stopping)" if state["work_s"] > committed.get("work_s", 0) else ""))
+    return "\n".join(lines)
+
+
+DEFAULT_PIECE_S = {"pseudo_labels": 1800.0, "eval": 2400.0, "supervised": 3600.0}
+"""Planned seconds of the pieces other than pretraining before any was measured on this machine."""
+
+
+def measured_rates(plan: LanePlan, state: dict) -> dict:
+    """Measured wall seconds of each kind of piece (the latest finished one of that kind), and images/s."""
+    out: dict[str, float] = {}
+    for part, pieces in state.get("pieces", {}).items():
+        for name, entry in pieces.items():
+            if entry.get("finished") and not name.endswith("-pretrain"):
+                out[piece_kind(name)] = entry["wall_s"]
+    return out

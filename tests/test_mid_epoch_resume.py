@@ -1,0 +1,89 @@
+"""Checkpoints taken within an epoch (``--checkpoint-minutes``): a run stopped mid-epoch, on time or by a
+kill, resumes from the step it saved to the uninterrupted run's result, bit for bit."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gsimclr.checkpoint import read_meta
+from gsimclr.config import load_config
+from gsimclr.data.sources import load_split
+from gsimclr.tracking import read_metrics
+from gsimclr.training import pretrain as pretrain_module
+from gsimclr.training.pretrain import pretrain
+
+EPOCHS = 2
+
+
+def _setup(**extra):
+    data = load_split("digits", image_size=8).subset(np.arange(128))
+    cfg = load_config(None, {"data": "digits", "image_size": 8, "n_blocks": 0, "head_dims": [16, 8], "optimizer": "sgd",
+                             "momentum": 0.9, "lr": 0.05, "epochs": EPOCHS, "batch_size": 16, "warmup_epochs": 1,
+                             "device": "cpu", "compile": "off", "tsne_points": 0, "checkpoint_minutes": 0.5, **extra})
+    pseudo = np.random.default_rng(0).integers(0, 8, len(data))
+    return cfg, data, pseudo
+
+
+class FakeClock:
+    """time.perf_counter advancing one second per call: a deadline falls on a step chosen by the test."""
+
+    def __init__(self):
+        self.now = itertools.count()
+
+    def __call__(self):
+        return float(next(self.now))
+
+
+def _train(tmp: Path, method: str, minutes: list[float], monkeypatch, **extra):
+    cfg, data, pseudo = _setup(**extra)
+    out = tmp / method
+    clock = FakeClock()
+    monkeypatch.setattr(pretrain_module.time, "perf_counter", clock)
+    positions = []
+    model = None
+    for i, m in enumerate(minutes + [None]):
+        model = pretrain(cfg, data, out, pseudo, resume=i > 0, method=method, max_minutes=m)
+        meta = read_meta(out / "checkpoint.safetensors")
+        positions.append((int(meta["epoch"]), (meta.get("partial") or {}).get("steps")))
+        if positions[-1] == (EPOCHS, None):
+            break
+    return model.state_dict(), read_metrics(out / "metrics.jsonl"), positions
+
+
+@pytest.mark.parametrize("method", ["simclr", "gsimclr"])
+def test_a_run_stopped_within_epochs_resumes_to_the_uncut_result(tmp_path, monkeypatch, method, one_thread):
+    ref_w, ref_metrics, _ = _train(tmp_path / "uncut", method, [], monkeypatch)
+    # stops on time after a few steps, several times, most of them within an epoch (8 steps per epoch)
+    weights, metrics, positions = _train(tmp_path / "cut", method, [0.05, 0.07, 0.12, 0.05], monkeypatch)
+    assert any(steps for _, steps in positions[:-1]), positions       # at least one stop within an epoch
+    assert positions[-1] == (EPOCHS, None)
+    assert all(torch.equal(weights[k], ref_w[k]) for k in ref_w)
+    keys = ("epoch", "loss", "lr")
+    assert [{k: r[k] for k in keys} for r in metrics] == [{k: r[k] for k in keys} for r in ref_metrics]
+    # the diagnostics of an epoch cut in the middle cover all of its batches
+    stats = [k for k in ref_metrics[0] if "pairs" in k]
+    assert stats and all(metrics[i][k] == ref_metrics[i][k] for i in range(EPOCHS) for k in stats)
+
+
+def test_checkpoints_within_an_epoch_are_taken_every_few_minutes(tmp_path, monkeypatch, one_thread):
+    """With the fake clock (1 s per call) and --checkpoint-minutes 0.1, a checkpoint within the first epoch
+    exists while it trains: the position saved there is one a later --resume continues from."""
+    cfg, data, pseudo = _setup(checkpoint_minutes=0.1)
+    clock = FakeClock()
+    monkeypatch.setattr(pretrain_module.time, "perf_counter", clock)
+    saved = []
+    real_save = pretrain_module.Pretrainer.save
+
+    def spy(self, epoch, partial=None):
+        saved.append((epoch, None if partial is None else partial["steps"]))
+        return real_save(self, epoch, partial)
+
+    monkeypatch.setattr(pretrain_module.Pretrainer, "save", spy)
+    pretrain(cfg, data, tmp_path / "run", pseudo, method="simclr")
+    assert [s for s in saved if s[1] is not None], saved
+    assert saved[-1] == (EPOCHS, None)
