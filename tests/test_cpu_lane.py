@@ -1,0 +1,118 @@
+"""The CPU lane (``scripts/evidence.py --lane cpu``, issue 24) at tiny size: a lane killed in the middle of a
+pretraining epoch resumes to the uncut result, from its persistent home folder and, on a new machine, from
+the state committed in the repository; every finished piece is a JSON file with its provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from evidence_runner import cpu_lane  # noqa: E402
+
+pytestmark = pytest.mark.slow
+PART = "digits-quick-seed0"
+TINY = ("--train-limit 128 --test-limit 64 --epochs 2 --batch-size 16 --k 8 --ae-epochs 1 --linear-epochs 1 "
+        "--finetune-head-epochs 1 --finetune-epochs 1 --supervised-epochs 1 --tsne-points 0 --knn-k 5")
+VOLATILE = ("pretrain_s", "images_per_s", "seconds")
+
+
+def lane(home: Path, repo: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "GSIMCLR_LANE_POLL_S": "0.3", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "src")}
+    argv = [sys.executable, str(ROOT / "scripts" / "evidence.py"), "--lane", "cpu", "--lane-parts", "digits-quick:0",
+            "--lane-data", "digits", "--lane-options", TINY, "--lane-home", str(home), "--out-root", str(repo),
+            "--checkpoint-minutes", "0.0001", "--budget-h", "0.5", *extra]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def kill_within_pretraining(proc: subprocess.Popen, home: Path, timeout: float = 600) -> dict:
+    """SIGKILL the lane and its child (the whole session) once SimCLR's checkpoint holds a position within
+    an epoch: the event, not a clock, decides when."""
+    ckpt = home / "runs" / PART / "simclr" / "checkpoint.safetensors"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = cpu_lane.checkpoint_meta(ckpt) if ckpt.exists() else None
+        if meta and meta.get("partial"):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return meta
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("the lane never checkpointed within an epoch")
+
+
+def table(repo: Path) -> dict:
+    """The part's results without the timings (which differ between runs)."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in VOLATILE}
+        return obj
+    return strip(json.loads((repo / cpu_lane.RESULTS_DIR / f"{PART}.json").read_text())["result"])
+
+
+@pytest.fixture(scope="module")
+def uncut(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uncut")
+    session = finish(lane(root / "home", root / "repo"))
+    assert session["resumed_from"] == "fresh"
+    return root / "repo"
+
+
+def test_a_lane_killed_within_an_epoch_resumes_from_its_home_to_the_uncut_result(uncut, tmp_path):
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    meta = kill_within_pretraining(lane(home, repo), home)
+    assert meta["epoch"] < 2 and meta["partial"]["steps"] > 0
+    session = finish(lane(home, repo))
+    assert session["resumed_from"] == "home"
+    assert table(repo) == table(uncut)
+    state = json.loads((home / "lane.json").read_text())
+    assert [s["resumed_from"] for s in state["sessions"]] == ["fresh", "home"]
+    # every piece is a JSON file with its provenance
+    pieces = sorted(p.stem for p in (repo / cpu_lane.RESULTS_DIR / PART).glob("*.json"))
+    assert pieces == sorted(["pseudo_labels", "simclr-pretrain", "simclr-eval", "gsimclr-pretrain", "gsimclr-eval",
+                             "supervised"])
+    piece = json.loads((repo / cpu_lane.RESULTS_DIR / PART / "simclr-pretrain.json").read_text())
+    for key in ("command", "commit", "cpu", "versions", "date", "wall_s", "cpu_s"):
+        assert piece[key] not in (None, ""), key
+    assert len(piece["commands"]) == 2   # the cut call and the one that finished it
+    assert piece["result"]["epoch"] == 2
+
+
+def test_a_lane_on_a_new_machine_resumes_from_the_committed_state(uncut, tmp_path):
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    kill_within_pretraining(lane(home, repo), home)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evidence.py"), "--lane", "cpu", "--save-state",
+                           "--lane-home", str(home), "--out-root", str(repo), "--lane-parts", "digits-quick:0",
+                           "--lane-data", "digits"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads(proc.stdout)
+    assert saved["parts"] == [PART] and (repo / cpu_lane.REPO_STATE).is_file()
+    shutil.rmtree(home)                  # a new machine: nothing in the home folder
+    session = finish(lane(home, repo))
+    assert session["resumed_from"] == "repository"
+    assert table(repo) == table(uncut)
+    status = subprocess.run([sys.executable, str(ROOT / "scripts" / "evidence.py"), "--lane", "cpu", "--status",
+                             "--lane-home", str(home), "--out-root", str(repo), "--lane-parts", "digits-quick:0"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert status.returncode == 0, status.stderr
+    assert f"{PART}: complete" in status.stdout and "committed state" in status.stdout
