@@ -87,3 +87,47 @@ def test_checkpoints_within_an_epoch_are_taken_every_few_minutes(tmp_path, monke
     pretrain(cfg, data, tmp_path / "run", pseudo, method="simclr")
     assert [s for s in saved if s[1] is not None], saved
     assert saved[-1] == (EPOCHS, None)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_autoencoder_killed_between_epochs_continues_to_the_uncut_result(tmp_path, monkeypatch, one_thread):
+    """The pseudo-label stage's autoencoder saves its progress after every epoch: a kill loses at most one
+    epoch, and the continued training ends with the uncut run's weights and log."""
+    from gsimclr.guidance import autoencoder as ae_module
+    from gsimclr.guidance.autoencoder import PROGRESS, AutoencoderOptions, train_autoencoder
+
+    data = load_split("digits", image_size=16).subset(np.arange(96))
+    opts = AutoencoderOptions(epochs=5, batch_size=16, image_size=16, patience=10)
+    ref = train_autoencoder(data, opts, tmp_path / "uncut")
+    real = ae_module._reconstruction_loss
+    calls = {"n": 0}
+
+    def dies_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ae_module, "_reconstruction_loss", dies_in_epoch_3)
+    with pytest.raises(Killed):
+        train_autoencoder(data, opts, tmp_path / "cut")
+    assert (tmp_path / "cut" / PROGRESS).is_file()
+    monkeypatch.setattr(ae_module, "_reconstruction_loss", real)
+    resumed = train_autoencoder(data, opts, tmp_path / "cut")
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()))
+    def losses(path):
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(path / "metrics.jsonl")]
+    assert losses(tmp_path / "cut") == losses(tmp_path / "uncut")
+    assert not (tmp_path / "cut" / PROGRESS).exists()   # removed once the stage is done
+    # other options: the progress file is not continued
+    with pytest.raises(Killed):
+        monkeypatch.setattr(ae_module, "_reconstruction_loss", dies_in_epoch_3)
+        calls["n"] = 0
+        train_autoencoder(data, opts, tmp_path / "other")
+    monkeypatch.setattr(ae_module, "_reconstruction_loss", real)
+    other = AutoencoderOptions(epochs=5, batch_size=16, image_size=16, patience=10, lr=2e-3)
+    train_autoencoder(data, other, tmp_path / "other")
+    assert [r["epoch"] for r in read_metrics(tmp_path / "other" / "metrics.jsonl")] == [1, 2, 3, 4, 5]

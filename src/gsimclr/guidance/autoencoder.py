@@ -22,11 +22,14 @@ from tqdm.auto import tqdm
 
 from gsimclr.data.dataset import Labelled
 from gsimclr.models.autoencoder import DenoisingAutoencoder
-from gsimclr.runtime import autocast, backward_step, grad_scaler, resolve_device
+from gsimclr.runtime import (autocast, backward_step, grad_scaler, random_state, resolve_device,
+                             set_random_state)
 from gsimclr.tracking import RunLogger
 from gsimclr.transforms.augment import eval_transform
 
 UNIT = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+PROGRESS = "autoencoder_progress.safetensors"     # after every epoch, while it trains (removed when done)
+PROGRESS_BEST = "autoencoder_progress_best.safetensors"
 
 
 @dataclass
@@ -99,10 +102,23 @@ def train_autoencoder(data: Labelled, opts: AutoencoderOptions, out_dir: Path | 
         train_idx, val_set = np.arange(len(data)), val_data
         val_idx = np.arange(len(val_data))
     optimizer = torch.optim.Adam(ae.parameters(), lr=opts.lr, eps=1e-7 if opts.defaults == "keras" else 1e-8)
-    log = RunLogger(out_dir, tensorboard=True) if out_dir else None
     best, best_state, bad = float("inf"), None, 0
     scaler = grad_scaler(device, opts.precision)  # enabled for fp16 only
-    for epoch in tqdm(range(1, opts.epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None):
+    key = _progress_key(opts, data, val_data)
+    progress = _load_progress(out_dir, key, ae, optimizer, device) if out_dir else None
+    start = 1
+    if progress is not None:   # a run cut during this stage continues after its last whole epoch
+        start, best, bad, best_state = progress["epoch"] + 1, progress["best"], progress["bad"], progress["best_state"]
+        rng.bit_generator.state = progress["numpy"]
+        set_random_state(progress["torch"])
+    log = RunLogger(out_dir, tensorboard=True, resume=progress is not None) if out_dir else None
+    if log and progress is not None:
+        log.truncate(start - 1)
+    stopped = progress is not None and progress.get("stopped", False)
+    for epoch in tqdm(range(start, opts.epochs + 1), desc="autoencoder", unit="epoch", leave=False, disable=None,
+                      initial=start - 1, total=opts.epochs):
+        if stopped:
+            break
         ae.train()
         total, seen = torch.zeros((), device=device), 0
         for b in _batches(len(train_idx), opts.batch_size, rng if opts.shuffle else None, opts.drop_last):
@@ -117,18 +133,84 @@ def train_autoencoder(data: Labelled, opts: AutoencoderOptions, out_dir: Path | 
         val = _reconstruction_loss(ae, val_set, val_idx, size, opts, device)
         if log:
             log.log({"epoch": epoch, "ae_train_loss": float(total) / max(seen, 1), "ae_val_loss": val})
-        if val < best - opts.min_delta:
+        improved = val < best - opts.min_delta
+        if improved:
             best, bad = val, 0
             best_state = {k: v.detach().clone() for k, v in ae.state_dict().items()}
         else:
             bad += 1
-            if bad >= opts.patience:
-                break
+        stopped = bad >= opts.patience
+        if out_dir:
+            _save_progress(out_dir, key, ae, optimizer, epoch, best, bad, best_state if improved else None, rng, stopped)
+        if stopped:
+            break
     if best_state is not None:
         ae.load_state_dict(best_state)
     if log:
         log.close()
+    if out_dir:
+        for name in (PROGRESS, PROGRESS_BEST):
+            (Path(out_dir) / name).unlink(missing_ok=True)
     return ae
+
+
+def _progress_key(opts: AutoencoderOptions, data: Labelled, val_data: Labelled | None) -> str:
+    """What a progress file must have been made from to be continued: the options and both data sets."""
+    import dataclasses
+    import hashlib
+    import json
+
+    what = {"options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device",)},
+            "data": getattr(data, "fingerprint", None), "n": len(data),
+            "val": None if val_data is None else (getattr(val_data, "fingerprint", None), len(val_data))}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _save_progress(out_dir, key: str, ae, optimizer, epoch: int, best: float, bad: int, best_state, rng,
+                   stopped: bool) -> None:
+    """The autoencoder after ``epoch`` (weights, optimizer, both random streams, early-stopping state), so a
+    kill during this stage loses at most one epoch; the best weights only when they changed."""
+    from safetensors.torch import save_file
+
+    from gsimclr.checkpoint import save_checkpoint
+    from gsimclr.io import atomic_path
+
+    out_dir = Path(out_dir)
+    if best_state is not None:
+        with atomic_path(out_dir / PROGRESS_BEST) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, str(tmp),
+                      metadata={"key": key, "epoch": str(epoch)})
+    save_checkpoint(out_dir / PROGRESS, ae, optimizer,
+                    {"key": key, "epoch": epoch, "best": best, "bad": bad, "stopped": stopped,
+                     "numpy": rng.bit_generator.state, "torch": random_state()})
+
+
+def _load_progress(out_dir, key: str, ae, optimizer, device) -> dict | None:
+    """The progress file's state when it was made from ``key``'s inputs (loaded into ``ae`` and
+    ``optimizer``); None when there is none, or it was made from other inputs (started over, said once)."""
+    import sys
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from gsimclr.checkpoint import load_checkpoint, read_meta
+
+    path = Path(out_dir) / PROGRESS
+    if not path.is_file():
+        return None
+    meta = read_meta(path)
+    if meta.get("key") != key:
+        print(f"note: {path} was made from other options or data; the autoencoder starts over", file=sys.stderr)
+        return None
+    meta = load_checkpoint(path, ae, optimizer)
+    best_state = None
+    best_path = Path(out_dir) / PROGRESS_BEST
+    if best_path.is_file():
+        with safe_open(str(best_path), "pt") as f:
+            same = (f.metadata() or {}).get("key") == key
+        if same:
+            best_state = {k: v.to(device) for k, v in load_file(str(best_path)).items()}
+    return {**meta, "best_state": best_state}
 
 
 @torch.no_grad()
