@@ -24,6 +24,7 @@ if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PART_LIMIT_MIN = 8.5          # a part never plans past this (device commands end at 10 minutes)
+STATE_OUT_MIB = 45            # 8 files of 16 MiB but 64 MiB in all come back: results, log and state share it
 EXIT_MARGIN_S = 20            # a bounded command is stopped this long before the call's deadline (export time)
 # --smoke: tiny sizes for every gsimclr command (each command gets the options it takes).
 SMOKE_OPTIONS: dict[str, Any] = {
@@ -272,3 +273,15 @@ def resolve_data(cifar10: str | None, imagenet5: str | None) -> dict[str, str | 
     return {"cifar10": first(cifar10, ROOT / ".evidence" / "cifar10", ROOT.parent / "shared" / "data" / "cifar10"),
             "imagenet5": first(imagenet5, ROOT / ".evidence" / "imagenet5",
                                ROOT.parent / "shared" / "data" / "imagenet5")}
+
+
+def header(stage: Stage, payloads: list[dict]) -> str:
+    """Provenance of a stage's table: every part's command, commit, device, versions and date."""
+    lines = [f"# {stage.title}", ""]
+    for p in payloads:
+        v = p.get("versions", {})
+        timing = f"{p['wall_s']:.0f} s" + (f" (compile {p['compile_s']:.0f} s)" if p.get("compile_s") else "")
+        lines.append(f"- {p['part']}: {p['date']}, {p['device']}, commit {p.get('commit')}, torch {v.get('torch')}, "
+                     f"torchvision {v.get('torchvision')}, lightly {v.get('lightly')}, {timing}: "
+                     f"`{p['command']}`")
+    return "\n".join(lines) + "\n\n"

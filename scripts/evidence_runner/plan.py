@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import threading
 
-from evidence_runner.context import Ctx, Part, Stage, write_json
+from evidence_runner.context import STATE_OUT_MIB, Ctx, Part, Stage, write_json
 
 LEASE_ORDER = ("throughput-cuda-cifar", "bf16-ntxent", "tta-gsimclr", "tta-lightly", "paper-cifar10-seed0",
                "paper-imagenet5-seed0", "ddp-equal", "throughput-cuda-r50", "datapath-cuda-224")
@@ -206,7 +206,6 @@ def remaining(ctx: Ctx, part: Part, kind: str, timings: dict | None = None) -> t
 
 def travels(part: Part) -> bool:
     """Whether an unfinished ``part``'s state can come back from a call (and so continue on any machine)."""
-    from evidence_runner.transport import STATE_OUT_MIB
 
     return bool(part.state) and part.state_mib <= STATE_OUT_MIB
 

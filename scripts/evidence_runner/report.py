@@ -3,19 +3,9 @@ its parts) under a provenance header, and ``RESULTS.md`` generated from every pa
 
 from __future__ import annotations
 
-from evidence_runner.context import Ctx, Stage, write_text
+from evidence_runner.context import Ctx, Stage, header, write_text
 
 
-def header(stage: Stage, payloads: list[dict]) -> str:
-    """Provenance of a stage's table: every part's command, commit, device, versions and date."""
-    lines = [f"# {stage.title}", ""]
-    for p in payloads:
-        v = p.get("versions", {})
-        timing = f"{p['wall_s']:.0f} s" + (f" (compile {p['compile_s']:.0f} s)" if p.get("compile_s") else "")
-        lines.append(f"- {p['part']}: {p['date']}, {p['device']}, commit {p.get('commit')}, torch {v.get('torch')}, "
-                     f"torchvision {v.get('torchvision')}, lightly {v.get('lightly')}, {timing}: "
-                     f"`{p['command']}`")
-    return "\n".join(lines) + "\n\n"
 
 
 
@@ -76,6 +66,103 @@ def cpu_results(ctx: Ctx) -> str:
             f"[benchmarks/results/tta-cpu.md](benchmarks/results/tta-cpu.md).\n\n" + "\n".join(rows) + "\n")
 
 
+CPU_ROWS = (("Linear P1", ("linear", "P1"), "P1"), ("Linear P2", ("linear", "P2"), "P2"),
+            ("Linear P3", ("linear", "P3"), "P3"), ("kNN (k=200)", ("knn",), None),
+            ("Fine-tune (10% labels)", ("finetune",), "finetune"),
+            ("Same-class pairs / batch", ("class_pairs_per_batch",), None),
+            ("Same-pseudo-label pairs / batch", ("pseudo_pairs_per_batch",), None))
+
+
+def _dig(obj, keys):
+    for k in keys:
+        obj = obj.get(k) if isinstance(obj, dict) else None
+    return obj if isinstance(obj, (int, float)) else None
+
+
+def cpu_lane_results(ctx: Ctx) -> str:
+    """The CPU lane's tables (``scripts/evidence.py --lane cpu``): each preset's seeds from the finished pieces'
+    JSON under ``results/evidence/cpu/``, beside the paper's single runs; mean ± sd once two seeds exist."""
+    import json
+    import statistics
+
+    from evidence_runner.cpu_lane import LANE_PARTS, RESULTS_DIR, REPO_LANE_JSON, part_name
+    from gsimclr.report import PAPER
+
+    base = ctx.root / RESULTS_DIR
+    if not base.is_dir():
+        return ""
+    out = ["## CPU lane: the paper's CIFAR-10 recipe on this CPU\n",
+           "CPU runs of the exact presets (`paper-cifar10`: the notebooks' recipe, quirks included; `paper-cifar10-clean`: "
+           "the same without them), fp32, on this project's shared 2-core development machine, run by the CPU lane "
+           "in the background at the lowest priority and carried from one working period to the next "
+           "(`make evidence-cpu`; see \"The CPU lane\" in [benchmarks/README.md](benchmarks/README.md)). Each cell "
+           "comes from a JSON file under `results/evidence/cpu/<part>/` with its command, commit, CPU, versions, date, "
+           "and wall and CPU seconds. The paper's numbers are single runs (Table 1 of arXiv 2009.12007); ours are "
+           "on JPEG re-encoded CIFAR-10. An empty cell: that piece has not finished yet.\n"]
+    lane = None
+    if (ctx.root / REPO_LANE_JSON).is_file():
+        lane = json.loads((ctx.root / REPO_LANE_JSON).read_text())
+    paper = PAPER["cifar10"]
+    for preset in dict.fromkeys(p for p, _ in LANE_PARTS):
+        seeds = [s for p, s in LANE_PARTS if p == preset]
+        cols: list[tuple[int, dict]] = []
+        for seed in seeds:
+            folder = base / part_name(preset, seed)
+            pieces = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+            if pieces:
+                cols.append((seed, pieces))
+        if not cols:
+            out.append(f"**{preset}**: no piece finished yet.\n")
+            continue
+        methods = ("simclr", "gsimclr")
+        head = "| top-1 % | " + " | ".join(f"{t} seed {s}" for s, _ in cols for t in ("SimCLR", "G-SimCLR"))
+        many = len(cols) >= 2
+        if many:
+            head += f" | SimCLR mean ± sd (n={len(cols)}) | G-SimCLR mean ± sd (n={len(cols)})"
+        head += " | SimCLR (paper) | G-SimCLR (paper) |"
+        lines = [f"**{preset}**\n", head, "|---" * (head.count("|") - 1) + "|"]
+        for name, keys, paper_key in CPU_ROWS:
+            cells, per_method = [], {m: [] for m in methods}
+            for _, pieces in cols:
+                for m in methods:
+                    v = _dig((pieces.get(f"{m}-eval") or {}).get("result") or {}, keys)
+                    cells.append("" if v is None else f"{v:.2f}")
+                    if v is not None:
+                        per_method[m].append(v)
+            if not any(cells):
+                continue
+            if many:
+                for m in methods:
+                    vals = per_method[m]
+                    cells.append(f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) >= 2 else "")
+            cells += [str(paper[m].get(paper_key, "")) if paper_key else "" for m in methods]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        sup = [(s, _dig((p.get("supervised") or {}).get("result") or {}, ("top1",))) for s, p in cols]
+        if any(v is not None for _, v in sup):
+            cells = [c for _, v in sup for c in (("" if v is None else f"{v:.2f}"), "")]
+            if many:
+                vals = [v for _, v in sup if v is not None]
+                cells += [f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) >= 2 else "", ""]
+            lines.append("| Fully supervised (all labels) | " + " | ".join(cells) + f" | {paper['supervised']} | |")
+        lines.append("")
+        for seed, pieces in cols:
+            pl = (pieces.get("pseudo_labels") or {}).get("result") or {}
+            done = ", ".join(f"{k} ({v['cpu_s'] / 3600:.2f} CPU h, {v['wall_s'] / 3600:.2f} h wall, {v['date'][:10]}, "
+                             f"commit {str(v['commit'])[:10]})" for k, v in pieces.items())
+            scores = f"; pseudo labels k={pl.get('k')}, NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
+            lines.append(f"- seed {seed}: finished pieces: {done}{scores}. Files: "
+                         f"[results/evidence/cpu/{part_name(preset, seed)}/](results/evidence/cpu/{part_name(preset, seed)}/)")
+        out.append("\n".join(lines) + "\n")
+    if lane:
+        sessions = lane.get("sessions", [])
+        out.append(f"The lane's progress (committed copy, [{REPO_LANE_JSON}]({REPO_LANE_JSON})): "
+                   f"{lane.get('work_s', 0) / 3600:.2f} CPU hours over {len(sessions)} working period(s); "
+                   + "; ".join(f"{s.get('started', '')[:16]} on {s.get('host')} (boot {str(s.get('boot_id'))[:8]}), "
+                               f"resumed from {s.get('resumed_from')}, {s.get('cpu_s', 0) / 3600:.2f} CPU h"
+                               for s in sessions) + ".\n")
+    return "\n".join(out)
+
+
 def write_reports(ctx: Ctx, stages: list[Stage]) -> None:
     from evidence_runner.plan import lease_order
 
@@ -102,6 +189,9 @@ def write_reports(ctx: Ctx, stages: list[Stage]) -> None:
     cpu = cpu_results(ctx)
     if cpu:
         sections.insert(1, cpu)
+    lane = cpu_lane_results(ctx)
+    if lane:
+        sections.insert(1, lane)
     if not any_gpu:
         sections.insert(1, "**No GPU number exists yet**: no session has had a GPU since this was set up. The tables "
                            "below are empty until `scripts/evidence.py` runs on one.\n")

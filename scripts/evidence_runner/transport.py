@@ -28,10 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-from evidence_runner.context import Ctx, Part, log
+from evidence_runner.context import STATE_OUT_MIB, Ctx, Part, log
 
 CHUNK_MIB = 15
-STATE_OUT_MIB = 45            # 8 files of 16 MiB but 64 MiB in all come back: results, log and state share it
 STATE_TAR = Path(".evidence") / "state.tar"
 STATE_MANIFEST = "__state__.json"
 RESULT_PREFIXES = ("results/", "benchmarks/results/")

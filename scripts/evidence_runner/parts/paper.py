@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from evidence_runner.context import Ctx, Part, Skip, Stage, read_jsonl, run_gsimclr, write_text
-from evidence_runner.report import header
+from evidence_runner.context import Ctx, Part, Skip, Stage, header, read_jsonl, run_gsimclr, write_text
 
 
 def run_preset_seed(preset: str, dataset: str, seed: int) -> Callable[[Ctx, Part], dict | None]:
