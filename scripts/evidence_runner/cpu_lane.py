@@ -525,8 +525,9 @@ def status(plan: LanePlan) -> str:
             running = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         finally:
             os.close(fd)
+    machines = len({s.get("boot_id") for s in state["sessions"]})
     lines.append(f"running: {'yes, pid ' + running if running else 'no'}; work so far {state['work_s'] / 3600:.2f} CPU h "
-                 f"over {len(state['sessions'])} session(s)")
+                 f"over {len(state['sessions'])} lane call(s) on {machines} machine boot(s)")
     rates = measured_rates(plan, state)
     for name in plan.names():
         run_dir = plan.run_dir(name)
@@ -561,8 +562,8 @@ def status(plan: LanePlan) -> str:
                 kind = piece_kind(piece)
                 eta += rates.get(kind, DEFAULT_PIECE_S.get(kind, 1800))
                 if piece == flight and running:
-                    since = (state.get("pieces", {}).get(name, {}).get(piece, {}) or {}).get("wall_s", 0)
-                    lines.append(f"  {piece}: {since / 60:.1f} min so far; a kill now loses that (no checkpoint within it)")
+                    spent = (state.get("pieces", {}).get(name, {}).get(piece, {}) or {}).get("wall_s", 0)
+                    lines.append(f"  {piece}: {spent / 60:.1f} min of lane time so far; " + kill_loss(state, run_dir, piece))
         lines.append(f"  ETA of the part: {eta / 3600:.1f} h of lane time at the measured rates")
     if committed is None:
         lines.append("committed state: none")
@@ -571,6 +572,19 @@ def status(plan: LanePlan) -> str:
                      f"updated {committed.get('updated')}; home holds {state['work_s'] / 3600:.2f} CPU h"
                      + (" (newer: run --save-state before stopping)" if state["work_s"] > committed.get("work_s", 0) else ""))
     return "\n".join(lines)
+
+
+def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
+    """What a kill now would lose of a piece other than pretraining: the autoencoder's epoch in flight (it
+    saves its progress after every epoch), else the whole piece's time in this call."""
+    since = (state.get("current") or {}).get("since")
+    started = dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp() if since else None
+    progress = run_dir / "pseudo_labels" / "autoencoder_progress.safetensors"
+    if piece == "pseudo_labels" and progress.exists() and (started is None or progress.stat().st_mtime > started):
+        return f"a kill now loses the autoencoder epoch in flight ({(time.time() - progress.stat().st_mtime) / 60:.1f} min)"
+    if started is None:
+        return "a kill now loses this piece's time in the current call"
+    return f"a kill now loses about {(time.time() - started) / 60:.1f} min (no checkpoint within this piece yet)"
 
 
 DEFAULT_PIECE_S = {"pseudo_labels": 1800.0, "eval": 2400.0, "supervised": 3600.0}

@@ -156,7 +156,8 @@ def cpu_lane_results(ctx: Ctx) -> str:
     if lane:
         sessions = lane.get("sessions", [])
         out.append(f"The lane's progress (committed copy, [{REPO_LANE_JSON}]({REPO_LANE_JSON})): "
-                   f"{lane.get('work_s', 0) / 3600:.2f} CPU hours over {len(sessions)} working period(s); "
+                   f"{lane.get('work_s', 0) / 3600:.2f} CPU hours over {len(sessions)} lane call(s) on "
+                   f"{len({s.get('boot_id') for s in sessions})} machine boot(s); "
                    + "; ".join(f"{s.get('started', '')[:16]} on {s.get('host')} (boot {str(s.get('boot_id'))[:8]}), "
                                f"resumed from {s.get('resumed_from')}, {s.get('cpu_s', 0) / 3600:.2f} CPU h"
                                for s in sessions) + ".\n")
