@@ -106,7 +106,7 @@ def test_a_lane_on_a_new_machine_resumes_from_the_committed_state(uncut, tmp_pat
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 0, proc.stderr
     saved = json.loads(proc.stdout)
-    assert saved["parts"] == [PART] and (repo / cpu_lane.REPO_STATE).is_file()
+    assert saved["parts"] == [PART] and (repo / cpu_lane.REPO_STATE / "lane.json").is_file()
     shutil.rmtree(home)                  # a new machine: nothing in the home folder
     session = finish(lane(home, repo))
     assert session["resumed_from"] == "repository"

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     lane.add_argument("--status", action="store_true", help="--lane: which part runs, its progress and ETA, what is "
                       "committed and what a kill now would lose")
     lane.add_argument("--save-state", action="store_true", help="--lane: pack the unfinished part's run folder and "
-                      "progress into results/evidence/cpu-lane/state.tar.gz (commit it before a working period stops)")
+                      "progress into results/evidence/cpu-lane/state/ (commit it before a working period stops)")
     lane.add_argument("--lane-home", help="--lane: the lane's persistent folder (default $GSIMCLR_LANE_HOME or "
                       "~/.cache/gsimclr/evidence)")
     lane.add_argument("--lane-parts", help="--lane: PRESET:SEED,... instead of paper-cifar10 and -clean, seeds 0-2")

@@ -12,8 +12,9 @@ pretraining, or the evaluation stage in flight.
 (``$GSIMCLR_LANE_HOME``, default ``~/.cache/gsimclr/evidence``): ``runs/<part>/`` (the run folders),
 ``lane.json`` (progress, the sessions that worked on it, each finished piece's wall and CPU seconds) and
 ``logs/``. The next working period on the same machine finds it there. On a new machine it resumes from the
-repository: ``--save-state`` packs the running part's run folder and ``lane.json`` into one committed file,
-:data:`REPO_STATE` (replaced in place, never a new path), which a lane whose home is older unpacks at start.
+repository: ``--save-state`` copies the running part's run folder and ``lane.json`` into one committed folder,
+:data:`REPO_STATE` (replaced in place, never a new path; git stores an unchanged file once), which a lane
+whose home holds less work unpacks at start.
 Which copy is newer is decided by the work each holds (``work_s``: the lane's accumulated CPU seconds).
 
 **What it writes into the checkout.** Every finished piece (the pseudo labels with NMI/ARI, each
@@ -39,7 +40,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -58,7 +58,7 @@ LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
 """Options every lane call adds to ``gsimclr run``: the fastest faithful setting on this CPU (see "Paper recipe
 on the CPU" in benchmarks/README.md); fp32, as the presets are."""
 RESULTS_DIR = "results/evidence/cpu"
-REPO_STATE = "results/evidence/cpu-lane/state.tar.gz"
+REPO_STATE = "results/evidence/cpu-lane/state"
 REPO_LANE_JSON = "results/evidence/cpu-lane/lane.json"
 POLL_S = float(os.environ.get("GSIMCLR_LANE_POLL_S", 10.0))   # how often the lane looks at its child
 STATE_EXCLUDE = ("tensorboard", ".png", ".lock", ".tmp")
@@ -197,14 +197,9 @@ def save_lane(plan: LanePlan, state: dict) -> None:
 
 
 def repo_lane_state(plan: LanePlan) -> dict | None:
-    """``lane.json`` inside the committed state (None when there is none)."""
-    path = plan.repo / REPO_STATE
-    if not path.is_file():
-        return None
-    with contextlib.suppress(OSError, tarfile.TarError, ValueError, KeyError):
-        with tarfile.open(path, "r:gz") as tar:
-            return json.loads(tar.extractfile("lane.json").read())
-    return None
+    """``lane.json`` of the committed state (None when there is none)."""
+    state = read_json(plan.repo / REPO_STATE / "lane.json")
+    return state if isinstance(state, dict) else None
 
 
 def restore(plan: LanePlan) -> tuple[dict, str]:
@@ -224,48 +219,53 @@ def unpack_state(plan: LanePlan) -> None:
     """Put the committed state into the home folder: its run folders replace the home's, whole."""
     import shutil
 
-    with tarfile.open(plan.repo / REPO_STATE, "r:gz") as tar:
-        members = tar.getmembers()
-        for m in members:
-            if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
-                raise SystemExit(f"refusing {REPO_STATE}: it holds {m.name!r}")
-        parts = {Path(m.name).parts[1] for m in members if m.name.startswith("runs/") and len(Path(m.name).parts) > 1}
-        for part in parts:
-            shutil.rmtree(plan.run_dir(part), ignore_errors=True)
-        plan.home.mkdir(parents=True, exist_ok=True)
-        tar.extractall(plan.home, filter="data") if sys.version_info >= (3, 12) else tar.extractall(plan.home)
+    src = plan.repo / REPO_STATE
+    plan.home.mkdir(parents=True, exist_ok=True)
+    for run in sorted((src / "runs").iterdir()) if (src / "runs").is_dir() else []:
+        dest = plan.run_dir(run.name)
+        tmp = dest.with_name(f".{run.name}.unpacking")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(run, tmp, symlinks=False)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    shutil.copyfile(src / "lane.json", plan.lane_json)
 
 
 def save_state(plan: LanePlan) -> dict:
-    """Pack the unfinished parts' run folders (without TensorBoard files and plots) and ``lane.json`` into
-    :data:`REPO_STATE`, replaced in place; copy ``lane.json`` beside it. Refuses while a lane writes
-    (its files could be half-written): stop it first, or let its budget end."""
+    """Copy the unfinished parts' run folders (without TensorBoard files and plots) and ``lane.json`` into
+    the folder :data:`REPO_STATE`, replacing what it held: one path, whose unchanged files (a finished
+    pretraining's checkpoint) git stores once, so each working period's commit adds only what changed."""
+    import shutil
+
     state = load_lane(plan)
     unfinished = [p for p in plan.names() if plan.run_dir(p).exists() and not plan.result_path(p).exists()]
     dest = plan.repo / REPO_STATE
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".state.", suffix=".tmp")
-    os.close(fd)
-    with tarfile.open(tmp, "w:gz", compresslevel=9) as tar:
-        data = json.dumps(state, indent=1).encode()
-        info = tarfile.TarInfo("lane.json")
-        info.size, info.mtime = len(data), int(time.time())
-        import io
-
-        tar.addfile(info, io.BytesIO(data))
-        for part in unfinished:
-            root = plan.run_dir(part)
-            for path in sorted(root.rglob("*")):
-                rel = path.relative_to(root).as_posix()
-                if path.is_file() and not any(x in rel for x in STATE_EXCLUDE):
-                    tar.add(path, arcname=f"runs/{part}/{rel}", recursive=False)
-    size = os.path.getsize(tmp) / 2**20
-    if size > STATE_LIMIT_MIB:
-        os.unlink(tmp)
-        raise SystemExit(f"--save-state: the state would be {size:.1f} MiB, over {STATE_LIMIT_MIB:.0f} MiB; not written")
+    tmp = dest.with_name(f".{dest.name}.saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "runs").mkdir(parents=True)
+    size = 0
+    for part in unfinished:
+        root = plan.run_dir(part)
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and not any(x in rel for x in STATE_EXCLUDE):
+                target = tmp / "runs" / part / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                size += path.stat().st_size
+    write_json_atomic(tmp / "lane.json", state)
+    if size / 2**20 > STATE_LIMIT_MIB:
+        shutil.rmtree(tmp)
+        raise SystemExit(f"--save-state: the state would be {size / 2**20:.1f} MiB, over {STATE_LIMIT_MIB:.0f} MiB; "
+                         "not written")
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
     os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
     write_json_atomic(plan.repo / REPO_LANE_JSON, state)
-    return {"path": str(dest), "mib": round(size, 2), "parts": unfinished, "work_s": state.get("work_s")}
+    return {"path": str(dest), "mib": round(size / 2**20, 2), "parts": unfinished, "work_s": state.get("work_s")}
 
 
 # ------------------------------------------------------------------------------------------ the supervisor

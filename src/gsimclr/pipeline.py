@@ -8,6 +8,8 @@ the run's metadata (run.json, config.yaml) is written only once a command has be
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import platform
 import sys
@@ -46,6 +48,9 @@ from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
 from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, check_reclustering, pretrain
 from gsimclr.transforms.augment import NORMALIZATIONS
+
+EVAL_PROGRESS = "eval.progress.json"   # each finished evaluation of a stage in flight (removed once eval.json is written)
+
 
 def load_data(cfg: Config, pretraining: bool = True) -> tuple[ImageData | EncodedStore, ImageData | EncodedStore | None]:
     """The training split and a labelled evaluation split, each in memory or as a memory-mapped JPEG
@@ -314,17 +319,30 @@ def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRMod
 
 def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData,
                      which: tuple[str, ...] | None = None, out: Path | None = None,
-                     device: torch.device | None = None) -> dict[str, Any]:
+                     device: torch.device | None = None, progress: tuple[Path, str] | None = None) -> dict[str, Any]:
     """The registered evaluations (:data:`gsimclr.evaluation.EVALUATIONS`; all of them, or those named in
     ``which``) on one shared context, so features are extracted once; a t-SNE map of the test features
-    when ``out`` is given."""
+    when ``out`` is given. ``progress`` (a file and the key of what is evaluated): each finished evaluation's
+    result is kept there, and one already there under the same key is reused, so a stage cut between two
+    evaluations continues with the next (each evaluation seeds its own draws, so the numbers are those of
+    an uncut stage)."""
     if not (train.has_labels and test is not None and test.has_labels):
         raise UserError("evaluation needs labels: the data has no labelled training and test splits")
     names = enabled_evaluations(cfg) if which is None else list(which)
     check_evaluations(cfg, train, test, names)  # before any features are computed
     device = device or resolve_device(cfg.device)
     ctx = EvalContext(cfg, model.to(device), train, test, device, out)
-    result: dict[str, Any] = {name: EVALUATIONS.get(name)(ctx) for name in names}
+    done: dict[str, Any] = {}
+    if progress is not None and progress[0].is_file():
+        with contextlib.suppress(OSError, ValueError):
+            kept = json.loads(progress[0].read_text())
+            done = kept["done"] if kept.get("key") == progress[1] else {}
+    result: dict[str, Any] = {}
+    for name in names:
+        result[name] = done[name] if name in done else EVALUATIONS.get(name)(ctx)
+        if progress is not None and name not in done:
+            done[name] = result[name]
+            write_json(progress[0], {"key": progress[1], "done": done})
     if out is not None and cfg.tsne_points:
         plot_tsne(ctx.features("test")["P3"].numpy(), test.labels, out / TSNE_ENCODER,
                   "encoder features (P3, test images)", cfg.tsne_points, cfg.seed, class_names=test.classes,
@@ -511,10 +529,14 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
         log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
         if "pseudo_labels" in summary and "pseudo_labels" not in results:  # encoder pseudo labels
             results["pseudo_labels"] = summary["pseudo_labels"]
+        expected = eval_provenance(cfg, train, test, folder.checkpoint(method))
+        kept = folder.stage_dir(method) / EVAL_PROGRESS
         if evaluable:
-            summary.update(evaluate_encoder(cfg, model, train, test, out=folder.stage_dir(method)))
-        folder.record(f"{method}/eval", eval_provenance(cfg, train, test, folder.checkpoint(method)))
+            key = hashlib.sha256(json.dumps(expected, sort_keys=True, default=str).encode()).hexdigest()
+            summary.update(evaluate_encoder(cfg, model, train, test, out=folder.stage_dir(method), progress=(kept, key)))
+        folder.record(f"{method}/eval", expected)
         write_json(eval_path, summary)
+        kept.unlink(missing_ok=True)
         results["methods"][method] = summary
         wait_for_main()
     if not world.is_main:

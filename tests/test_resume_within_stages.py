@@ -1,5 +1,6 @@
-"""Checkpoints taken within an epoch (``--checkpoint-minutes``): a run stopped mid-epoch, on time or by a
-kill, resumes from the step it saved to the uninterrupted run's result, bit for bit."""
+"""A stage cut by a kill continues where it was, to the uncut result: pretraining from a checkpoint taken
+within an epoch (``--checkpoint-minutes``), the autoencoder after its last epoch, an evaluation stage after its
+last finished evaluation."""
 
 from __future__ import annotations
 
@@ -131,3 +132,43 @@ def test_an_autoencoder_killed_between_epochs_continues_to_the_uncut_result(tmp_
     other = AutoencoderOptions(epochs=5, batch_size=16, image_size=16, patience=10, lr=2e-3)
     train_autoencoder(data, other, tmp_path / "other")
     assert [r["epoch"] for r in read_metrics(tmp_path / "other" / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+
+
+def test_an_evaluation_stage_cut_between_evaluations_continues_with_the_next(tmp_path, monkeypatch, one_thread):
+    from gsimclr import pipeline
+    from gsimclr.evaluation import EVALUATIONS
+    from gsimclr.models.simclr import SimCLRModel  # noqa: F401  (the model the pipeline builds)
+    from gsimclr.training.pretrain import build_model
+
+    cfg, data, _ = _setup(linear_epochs=2, finetune_epochs=1, knn_k=5, label_fraction=0.5)
+    train, test = data.subset(np.arange(96)), data.subset(np.arange(96, 128))
+    names = ["linear", "knn", "finetune"]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    uncut = pipeline.evaluate_encoder(cfg, model, train, test, which=tuple(names))
+    kept = (tmp_path / "eval.progress.json", "key-1")
+    calls, kill = [], {"finetune": True}
+    real_get = EVALUATIONS.get
+
+    def counting(name):
+        import dataclasses
+
+        ev = real_get(name)
+
+        def run(ctx):
+            calls.append(name)
+            if kill.pop(name, False):
+                raise Killed
+            return ev(ctx)
+        return dataclasses.replace(ev, run=run)
+
+    monkeypatch.setattr(pipeline.EVALUATIONS, "get", counting)
+    with pytest.raises(Killed):
+        pipeline.evaluate_encoder(cfg, model, train, test, which=tuple(names), progress=kept)
+    resumed = pipeline.evaluate_encoder(cfg, model, train, test, which=tuple(names), progress=kept)
+    assert calls == ["linear", "knn", "finetune", "finetune"]   # linear and kNN were not run again
+    assert resumed == uncut
+    # another key (another checkpoint or options): nothing is reused
+    calls.clear()
+    pipeline.evaluate_encoder(cfg, model, train, test, which=tuple(names), progress=(kept[0], "key-2"))
+    assert calls == names
