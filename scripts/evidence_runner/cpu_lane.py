@@ -58,6 +58,8 @@ LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
 """Options every lane call adds to ``gsimclr run``: the fastest faithful setting on this CPU (see "Paper recipe
 on the CPU" in benchmarks/README.md); fp32, as the presets are."""
 RESULTS_DIR = "results/evidence/cpu"
+ZOO_DIR = "results/evidence/cpu/zoo"
+ZOO_SEEDS = (0,)                # backbones kept in the repository (4.4 MB each: seed 0 of each preset fits its budget)
 REPO_STATE = "results/evidence/cpu-lane/state"
 REPO_LANE_JSON = "results/evidence/cpu-lane/lane.json"
 POLL_S = float(os.environ.get("GSIMCLR_LANE_POLL_S", 10.0))   # how often the lane looks at its child
@@ -432,6 +434,7 @@ class Lane:
                     code = None
                     break
         self.state["current"] = None
+        self.export_zoo(part, seed)
         self.finish_part(part, preset, seed, shown, now - started_wall)
         save_lane(self.plan, self.state)
         return code
@@ -461,6 +464,25 @@ class Lane:
                 entry["finished"] = utc_now()
                 self.write_piece(part, preset, seed, name, entry)
         save_lane(self.plan, self.state)
+
+    def export_zoo(self, part: str, seed: int) -> None:
+        """Each finished pretraining of a :data:`ZOO_SEEDS` seed, exported once (after the call: the run
+        holds its folder's lock while it runs) with ``gsimclr export --format hf`` into :data:`ZOO_DIR`."""
+        if seed not in ZOO_SEEDS:
+            return
+        done = pieces_of(self.plan.run_dir(part))
+        for method in ("simclr", "gsimclr"):
+            dest = self.plan.repo / ZOO_DIR / f"{part}-{method}"
+            if not done.get(f"{method}-pretrain") or (dest / "export.json").exists():
+                continue
+            argv = [sys.executable, "-m", "gsimclr", "export", "--out", str(self.plan.run_dir(part)), "--method", method,
+                    "--output", str(dest), "--format", "hf", "--overwrite"]
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+            with open(self.log_path(part), "a") as logf:
+                logf.write(f"[{utc_now()}] export {method}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+            log(f"CPU lane: {part} {method} backbone " + ("exported to " + str(dest) if proc.returncode == 0
+                                                           else f"export failed (exit {proc.returncode})"))
 
     def provenance(self, part: str, preset: str, seed: int, entry: dict) -> dict:
         from gsimclr.provenance import git_commit
