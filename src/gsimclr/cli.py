@@ -28,6 +28,7 @@ from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_con
                             preset_names, read_preset, section_fields, type_name)
 from gsimclr.errors import UserError, one_line_warnings
 from gsimclr.evaluation import EVALUATIONS
+from gsimclr.loss import check_loss_options
 from gsimclr.methods import METHODS, check_method_options, default_methods, parse_methods
 
 
@@ -44,8 +45,8 @@ COMMANDS: dict[str, Command] = {
     "pseudo-label": Command("pseudo labels before pretraining: the denoising autoencoder and k-means, or file:PATH",
                             ("data", "pseudo_labels", "execution", "report"), ("batch_size", "defaults")),
     "pretrain": Command("contrastive pretraining (SimCLR, MoCo, or their guided forms with pseudo labels)",
-                        ("data", "model", "augment", "pretrain", "moco", "guidance", "pseudo_labels", "knn", "execution",
-                         "report")),
+                        ("data", "model", "augment", "pretrain", "loss", "moco", "guidance", "pseudo_labels", "knn",
+                         "execution", "report")),
     **{ev.command: Command(ev.help, ("data", *ev.sections, "execution")) for ev in EVALUATIONS.values()},
     "supervised": Command("the fully supervised baseline with the same backbone",
                           ("data", "model", "supervised", "protocol", "execution"), ("batch_size",)),
@@ -228,6 +229,8 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
     methods = _trained_methods(args)
     for method in methods:
         check_method_options(cfg, method)
+    check_loss_options(cfg, {n for n in FIELDS if getattr(args, n, None) is not None},
+                       guided=any(METHODS[m].guided for m in methods))
     known = [METHODS[m] for m in methods]
     for name in sorted({o for m in METHODS.values() for o in m.options}):
         if getattr(args, name, None) is not None and not any(name in m.options for m in known):

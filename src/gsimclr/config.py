@@ -54,6 +54,7 @@ SECTIONS: dict[str, str] = {
     "model": "model",
     "augment": "augmentation",
     "pretrain": "contrastive pretraining",
+    "loss": "loss options (--loss debiased, hard-negative)",
     "guidance": "G-SimCLR guidance",
     "moco": "MoCo (--method moco or gmoco)",
     "pseudo_labels": "pseudo labels (autoencoder, encoder or file; k-means)",
@@ -163,8 +164,9 @@ class Config:
     # contrastive pretraining
     epochs: int = opt(15, "pretrain", "pretraining epochs", min=1)
     batch_size: int = opt(64, "pretrain", "images per batch (the global batch under torchrun)", min=2)
-    temperature: float = opt(0.1, "pretrain", "NT-Xent temperature", gt=0)
-    loss: str = opt("ntxent", "pretrain", "contrastive loss", choices="gsimclr.loss:LOSSES")
+    temperature: float = opt(0.1, "pretrain", "temperature of the contrastive loss", gt=0)
+    loss: str = opt("ntxent", "pretrain", "contrastive loss of SimCLR and G-SimCLR (MoCo has its own)",
+                    choices="gsimclr.loss:LOSSES")
     optimizer: str = opt("sgd", "pretrain", "optimizer", choices="gsimclr.training.optim:OPTIMIZERS")
     lr: float = opt(0.1, "pretrain", "peak learning rate", gt=0)
     momentum: float = opt(0.9, "pretrain", "SGD/LARS momentum", min=0, lt=1)
@@ -196,6 +198,12 @@ class Config:
                                     "continues from the step to the uncut result", min=0)
     monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
     sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
+    # loss options: each read by the losses that list it in their gsimclr.loss.LOSSES entry's `options`
+    tau_plus: float = opt(0.1, "loss", "debiased and hard-negative losses: class prior tau+, the expected share of "
+                          "the anchor's own class among its negatives (0: no correction; the official code: 0.1)",
+                          min=0, lt=1)
+    beta: float = opt(1.0, "loss", "hard-negative loss: hardness beta, negatives weighted by exp(beta x "
+                      "similarity / temperature) (0: the debiased loss; the official code: 1.0)", min=0)
     # G-SimCLR guidance
     sampler: str = opt("spread", "guidance", "how G-SimCLR's batches are built from the pseudo labels (SimCLR "
                        "always shuffles): spread each cluster evenly over the batches, random, the paper's "

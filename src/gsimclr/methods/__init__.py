@@ -34,6 +34,7 @@ from typing import Any
 
 from gsimclr.config import flag
 from gsimclr.errors import UserError
+from gsimclr.loss import LOSSES, loss_entry
 from gsimclr.registry import Registry
 
 
@@ -45,7 +46,7 @@ class Method:
     recipe: str = "gsimclr.methods.simclr:SimCLR"   # "module:Class" of its parts (a Recipe)
     description: str = ""
     options: tuple[str, ...] = ()     # config fields only this method reads
-    loss_title: str = "NT-Xent loss"  # the loss curves' axis label
+    loss_title: str | None = None     # the loss curves' axis label (None: the --loss entry's title)
     default: bool = True              # among the methods `gsimclr run` trains without --methods
     requires: tuple[tuple[str, Any, str], ...] = ()  # (config field, the value it must have, why)
 
@@ -61,7 +62,9 @@ def _recipe(method: Method) -> Any:
 
 
 _MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
-                  ("views_forward", "joint", "always passes the query and the key through their own encoders"))
+                  ("views_forward", "joint", "always passes the query and the key through their own encoders"),
+                  ("loss", "ntxent", "contrasts a query with its queue by its own InfoNCE loss (the other --loss "
+                   "choices are not implemented for the queue); use --loss ntxent"))
 
 METHODS: Registry = Registry("method")
 METHODS.register("simclr", Method("simclr", "SimCLR", guided=False,
@@ -100,6 +103,15 @@ def parse_methods(text: str) -> tuple[str, ...]:
 def default_methods() -> list[str]:
     """The methods ``gsimclr run`` trains when ``--methods`` is not given (SimCLR and G-SimCLR)."""
     return [name for name, method in METHODS.items() if method.default]
+
+
+def loss_title(name: str, loss: str = "ntxent") -> str:
+    """The loss curves' axis label of method ``name`` trained with ``--loss loss``: the method's own
+    ``loss_title``, else the loss entry's title."""
+    own = METHODS[name].loss_title if name in METHODS else None
+    if own is not None:
+        return own
+    return loss_entry(loss).title if loss in LOSSES else f"{loss} loss"
 
 
 def title(name: str) -> str:
