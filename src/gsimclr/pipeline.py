@@ -501,7 +501,7 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
     results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
-                               "linear_protocol": cfg.linear_protocol, "methods": {}}
+                               "linear_protocol": cfg.linear_protocol, "loss": cfg.loss, "methods": {}}
     pseudo = None
     if any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg):
         t0 = time.perf_counter()
