@@ -190,3 +190,29 @@ def test_bf16_autocast_keeps_fp32_logits():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = hard_negative_loss(base, 0.1, 0.1, 1.0)
     assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(exact.item(), rel=1e-6)
+
+
+def test_loss_curves_and_the_table_are_titled_by_the_loss(tmp_path, monkeypatch):
+    """The loss curves' axis label comes from the --loss entry (MoCo keeps its own), and the run's table
+    names a --loss other than NT-Xent beside the methods that train with it."""
+    import json
+
+    import yaml
+
+    from gsimclr import pipeline
+    from gsimclr.methods import loss_title
+    from gsimclr.report import markdown_table
+
+    assert loss_title("simclr", "debiased") == "debiased contrastive loss"
+    assert loss_title("gsimclr") == "NT-Xent loss" and loss_title("moco", "ntxent") == "InfoNCE loss (queue)"
+    for loss, expected in (("hard-negative", "hard-negative contrastive loss"), ("ntxent", "NT-Xent loss")):
+        (tmp_path / loss / "simclr").mkdir(parents=True)
+        (tmp_path / loss / "config.yaml").write_text(yaml.safe_dump({"data": "digits", "loss": loss}))
+        (tmp_path / loss / "simclr" / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "loss": 2.0}) + "\n")
+        seen = []
+        monkeypatch.setattr(pipeline, "plot_curves", lambda curves, path, ylabel, *a, **k: seen.append(ylabel))
+        pipeline.plot_run_curves(tmp_path / loss)
+        assert seen == [expected]
+    results = {"loss": "debiased", "methods": {"simclr": {"knn": 50.0}, "moco": {"knn": 40.0}}}
+    assert markdown_table(results).splitlines()[0] == "| top-1 % | SimCLR (debiased) | MoCo |"
+    assert markdown_table({**results, "loss": "ntxent"}).splitlines()[0] == "| top-1 % | SimCLR | MoCo |"
