@@ -216,3 +216,21 @@ def test_loss_curves_and_the_table_are_titled_by_the_loss(tmp_path, monkeypatch)
     results = {"loss": "debiased", "methods": {"simclr": {"knn": 50.0}, "moco": {"knn": 40.0}}}
     assert markdown_table(results).splitlines()[0] == "| top-1 % | SimCLR (debiased) | MoCo |"
     assert markdown_table({**results, "loss": "ntxent"}).splitlines()[0] == "| top-1 % | SimCLR | MoCo |"
+
+
+def test_resume_compares_the_loss_options_and_ntxent_runs_keep_their_provenance():
+    """A resumed pretraining stage made with another --tau-plus is refused (its provenance holds the loss's
+    options); an NT-Xent stage's provenance holds no loss option, so older run folders still resume."""
+    from types import SimpleNamespace
+
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import pretrain_provenance
+    from gsimclr.run_folder import differences
+
+    train = SimpleNamespace(fingerprint="f")
+    made = pretrain_provenance(load_config(None, {"loss": "hard-negative", "tau_plus": 0.1}), train, "simclr", None)
+    now = pretrain_provenance(load_config(None, {"loss": "hard-negative", "tau_plus": 0.2}), train, "simclr", None)
+    assert differences(made, now) == ["--tau-plus: 0.1 -> 0.2"]
+    assert {"tau_plus", "beta"} <= set(made["config"])
+    plain = pretrain_provenance(load_config(None, {}), train, "gsimclr", None)
+    assert not {"tau_plus", "beta"} & set(plain["config"])

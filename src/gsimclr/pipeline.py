@@ -40,6 +40,7 @@ from gsimclr.guidance.autoencoder import AutoencoderOptions
 from gsimclr.guidance.diagnostics import PAIR_KEYS
 from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
                                       save_pseudo_labels)
+from gsimclr.loss import loss_entry
 from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
@@ -136,6 +137,7 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     # pretraining, on how they are made
     extra = tuple(stage_fields("guidance")) + ("pseudo_labels", "recluster_every", "recluster_warmup", "k") if guided else ()
     extra += METHODS.get(method).options  # the method's own options (MoCo's queue)
+    extra += loss_entry(cfg.loss).options  # the loss's own (--tau-plus, --beta): none for NT-Xent, as before
     return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
 
 
