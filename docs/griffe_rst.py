@@ -1,10 +1,19 @@
 """A Griffe extension for the API pages: gsimclr's docstrings are written in reST-flavoured Google style
 (``code``, :class:`Name`, ``Example:`` sections with doctests, ``::`` literal blocks); this turns them
-into the Markdown mkdocstrings renders, without changing the source."""
+into the Markdown mkdocstrings renders, without changing the source.
+
+The examples run in their module's namespace under ``pytest --doctest-modules``, so they use its names
+without importing them; on the site each docstring's examples open with the imports they need
+(:func:`example_imports`), so that every example runs as shown, pasted into a fresh interpreter."""
 
 from __future__ import annotations
 
+import ast
+import builtins
+import doctest
+import importlib
 import re
+import types
 
 import griffe
 
@@ -94,7 +103,72 @@ def to_markdown(text: str) -> str:
     return re.sub(r"(\S)::$", r"\1:", text, flags=re.MULTILINE)
 
 
+def _free_names(sources: list[str]) -> list[str]:
+    """The names the example ``sources`` read without binding them anywhere, in order of first use
+    (builtins left out)."""
+    used, bound = [], set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Load):
+                    used.append(node.id)
+                else:
+                    bound.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.arg):
+                bound.add(node.arg)
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                bound.add(node.name)
+    return [n for n in dict.fromkeys(used) if n not in bound and not hasattr(builtins, n)]
+
+
+def example_imports(text: str, module: str) -> list[str]:
+    """The import statements the doctests of docstring ``text``, written in module ``module``'s namespace,
+    need to run on their own: ``import numpy as np`` for a module, ``from gsimclr.plots import
+    context_line`` for a name of the module (``from pathlib import Path`` for one it imports from outside
+    gsimclr).
+
+    >>> example_imports(">>> context_line(data=Path('x').name)", "gsimclr.plots")
+    ['from gsimclr.plots import context_line', 'from pathlib import Path']
+    """
+    sources = [example.source for example in doctest.DocTestParser().get_examples(text)]
+    names = _free_names(sources)
+    if not names:
+        return []
+    namespace = vars(importlib.import_module(module))
+    modules, by_module = [], {}
+    for name in names:
+        if name not in namespace:
+            continue  # not the module's: the test of the examples reports it
+        value = namespace[name]
+        if isinstance(value, types.ModuleType):
+            modules.append(f"import {value.__name__}" + (f" as {name}" if value.__name__ != name else ""))
+            continue
+        home = getattr(value, "__module__", None)
+        outside = (isinstance(home, str) and not home.startswith("gsimclr") and getattr(value, "__name__", None) == name
+                   and getattr(importlib.import_module(home), name, None) is value)
+        by_module.setdefault(home if outside else module, []).append(name)
+    return modules + [f"from {home} import {', '.join(found)}" for home, found in by_module.items()]
+
+
+def with_imports(text: str, module: str) -> str:
+    """``text`` with :func:`example_imports` as ``>>>`` lines before its first example."""
+    imports = example_imports(text, module)
+    match = re.search(r"^([ \t]*)>>> ", text, flags=re.MULTILINE)
+    if not imports or not match:
+        return text
+    lines = "".join(f"{match[1]}>>> {line}\n" for line in imports)
+    return text[:match.start()] + lines + text[match.start():]
+
+
 class RstToMarkdown(griffe.Extension):
     def on_object(self, *, obj: griffe.Object, **kwargs) -> None:  # noqa: ARG002
         if obj.docstring is not None:
-            obj.docstring.value = to_markdown(obj.docstring.value)
+            obj.docstring.value = to_markdown(with_imports(obj.docstring.value, obj.module.path))

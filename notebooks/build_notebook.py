@@ -25,16 +25,18 @@ SimCLR and G-SimCLR pretraining, the evaluations (linear probes at P1/P2/P3, kNN
 labels, a supervised baseline), then the pictures the run leaves behind. It is the `digits-quick` preset
 with fewer epochs; `make demo` runs the full preset.
 
-The site shows it with the outputs of its last execution; the test suite runs it
-(`tests/test_docs.py::test_tutorial_notebook_runs`). Run it yourself with `jupyter lab` or
-`python notebooks/build_notebook.py`."""),
+The site shows it with the outputs of its last execution, and the test suite executes it again and checks
+that those outputs are still the ones the code gives (`tests/test_docs.py`). Run it yourself in Jupyter
+(`pip install jupyterlab`, then `jupyter lab docs/tutorials/gsimclr-digits.ipynb`), or execute it and
+rewrite its stored outputs with `python notebooks/build_notebook.py`. Its run folder goes to your temporary
+folder (printed below), never beside the notebook."""),
     ("code", """import shutil
+import tempfile
 import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain progress
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from IPython.display import Image, Markdown, display
 
@@ -62,9 +64,10 @@ augment = simclr_augment(cfg.image_size, strength=cfg.jitter_strength, scale=(cf
 batch = torch.from_numpy(train.images[:6])
 gen = torch.Generator().manual_seed(0)
 views = [augment(batch, gen), augment(batch, gen)]
-fig, axes = plt.subplots(3, 6, figsize=(7, 3.6))
+fig, axes = plt.subplots(3, 6, figsize=(7, 3.6), dpi=150)
 for i in range(6):
-    axes[0, i].imshow(train.images[i]); axes[0, i].set_title(f"class {train.classes[train.labels[i]]}", fontsize=8)
+    axes[0, i].imshow(train.images[i])
+    axes[0, i].set_title(f"class {train.classes[train.labels[i]]}", fontsize=8)
     for row in (1, 2):
         axes[row, i].imshow(views[row - 1][i].permute(1, 2, 0).clamp(0, 1).numpy())
 for ax in axes.flat:
@@ -76,11 +79,13 @@ plt.show()"""),
     ("md", """## Run everything
 
 `run_all` is what `gsimclr run` calls: pseudo labels, SimCLR, G-SimCLR, every evaluation, the supervised
-baseline, the table and the pictures, all in one run folder."""),
+baseline, the table and the pictures, all in one run folder: here `gsimclr-notebook-digits` in the
+temporary folder, replaced at each execution."""),
     ("code", """from gsimclr.pipeline import run_all
 
-out = Path("runs/notebook-digits")
+out = Path(tempfile.gettempdir()) / "gsimclr-notebook-digits"
 shutil.rmtree(out, ignore_errors=True)
+print(f"run folder: {out}")
 results = run_all(cfg, out)"""),
     ("md", """## The table
 
@@ -109,9 +114,9 @@ the true digit, keyed in the legend; each picture names its run, data and method
 display(Image(filename=str(out / "gsimclr" / "tsne_encoder.png")))"""),
     ("md", """## Use the encoder
 
-The pretrained model is in `runs/notebook-digits/gsimclr/checkpoint.safetensors`. Features at P3 for a kNN
-look-up of your own, or `gsimclr export runs/notebook-digits --method gsimclr` for torchvision, timm,
-Hugging Face and ONNX (see *Use the encoder elsewhere*)."""),
+The pretrained model is in the run folder, `gsimclr/checkpoint.safetensors`. Features at P3 for a kNN
+look-up of your own, or `gsimclr export RUN_FOLDER --method gsimclr` for torchvision, timm, Hugging Face
+and ONNX (see *Use the encoder elsewhere*)."""),
     ("code", """from gsimclr.evaluation.features import extract_features
 from gsimclr.pipeline import load_encoder
 from gsimclr.transforms.augment import NORMALIZATIONS

@@ -94,3 +94,22 @@ def test_epoch_axes_have_whole_ticks():
     fig.canvas.draw()
     ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_written_pictures_are_at_print_resolution(tmp_path):
+    """A saved picture is PRINT_DPI (300) dots per inch of its figure: a 5.5-inch plot is about 1650 pixels
+    wide, not the 530 of matplotlib's screen default."""
+    from PIL import Image
+
+    from gsimclr.plots import PRINT_DPI
+
+    plot_curves({"a": ([1, 2], [3.0, 2.0])}, tmp_path / "c.png", context="run r")
+    plot_tsne(np.random.default_rng(0).normal(size=(40, 8)), np.repeat([0, 1], 20), tmp_path / "t.png",
+              "t", max_points=40, class_names=["cat", "dog"])
+    assert PRINT_DPI >= 300
+    for name, inches in (("c.png", 5.5), ("t.png", 5.5)):
+        with Image.open(tmp_path / name) as image:
+            width = image.size[0]
+            dpi = image.info.get("dpi", (0, 0))[0]
+        assert width >= 0.9 * inches * PRINT_DPI, (name, width)
+        assert round(dpi) == PRINT_DPI, (name, dpi)
