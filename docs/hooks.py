@@ -1,4 +1,5 @@
-"""MkDocs hooks: pages that show a file of the repository (README.md, RESULTS.md, benchmarks/README.md)
+"""MkDocs hooks: pages that show a file of the repository (README.md, RESULTS.md, benchmarks/README.md,
+CHANGELOG.md)
 include it, so the site and the file cannot differ.
 
 A line ``<!-- include: PATH -->`` in a page is replaced by the file at PATH (relative to the repository
@@ -22,6 +23,7 @@ SITE_PAGES = {
     "README.md": "index.md",
     "RESULTS.md": "results/gpu-evidence.md",
     "benchmarks/README.md": "results/benchmarks.md",
+    "CHANGELOG.md": "changelog.md",
 }
 
 _INCLUDE = re.compile(r"^<!-- include: (?P<path>\S+)(?P<shift> shift=\d)? -->$", re.MULTILINE)

@@ -3,9 +3,15 @@
 
     python notebooks/build_notebook.py            # write and execute
     python notebooks/build_notebook.py --no-run   # write only
+    python notebooks/build_notebook.py --check    # execute; are the committed outputs still the code's?
+
+tests/test_docs.py executes it as Jupyter would (in docs/tutorials/) and compares its outputs with the
+committed ones (:func:`comparable_outputs`).
 """
 
 import argparse
+import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +26,7 @@ CELLS = [
     ("md", """# G-SimCLR end to end on digits
 
 This notebook runs the whole G-SimCLR pipeline on scikit-learn's bundled digits (1,797 images of 8x8 pixels,
-upsampled to 16x16), on a CPU, in a minute or two: pseudo labels from a denoising autoencoder and k-means,
+upsampled to 16x16), on a CPU, in a few minutes: pseudo labels from a denoising autoencoder and k-means,
 SimCLR and G-SimCLR pretraining, the evaluations (linear probes at P1/P2/P3, kNN, fine-tuning on 10% of the
 labels, a supervised baseline), then the pictures the run leaves behind. It is the `digits-quick` preset
 with fewer epochs; `make demo` runs the full preset.
@@ -129,7 +135,15 @@ print({point: tuple(f.shape) for point, f in feats.items()})"""),
 ]
 
 
+# The kernel's environment: one PyTorch thread, so that the stored numbers do not depend on the machine's
+# number of cores (the thread count changes the order of floating-point sums).
+KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Outputs that differ between two executions of the same code: durations and throughputs, the run folder's path.
+_VARYING = [(re.compile(r"\d+(?:\.\d+)? (?:s|images/s)\b"), "<time>"), (re.compile(r"run folder: .*"), "run folder: <temporary>")]
+
+
 def build() -> nbformat.NotebookNode:
+    """The notebook of :data:`CELLS`, not executed."""
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -137,16 +151,53 @@ def build() -> nbformat.NotebookNode:
     return nb
 
 
+def execute(nb: nbformat.NotebookNode, cwd: str | Path, timeout: int = 1800) -> nbformat.NotebookNode:
+    """Execute ``nb`` in place with its kernel in folder ``cwd`` (where Jupyter would start it: the notebook's)."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client.execute(env={**os.environ, **KERNEL_ENV})
+    return nb
+
+
+def comparable_outputs(nb: nbformat.NotebookNode) -> list[str]:
+    """What an execution printed and displayed as text (each code cell's stdout, its Markdown and plain-text
+    results), without what varies between two executions of the same code: the outputs that say whether
+    the stored ones are still those of the code. Pictures are left out: their bytes depend on the
+    matplotlib version, and every number they show is printed too."""
+    outputs = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        stdout = "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream" and o.name == "stdout")
+        texts = [stdout] if stdout else []
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            if "text/markdown" in data:
+                texts.append(data["text/markdown"])
+            elif "text/plain" in data and "image/png" not in data and o.output_type == "execute_result":
+                texts.append(data["text/plain"])
+        for text in texts:
+            for pattern, replacement in _VARYING:
+                text = pattern.sub(replacement, text)
+            outputs.append(text)
+    return outputs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-run", action="store_true")
+    parser.add_argument("--no-run", action="store_true", help="write the notebook without executing it")
+    parser.add_argument("--check", action="store_true",
+                        help="execute it and say whether the committed outputs are still those of the code (exit 1 if not)")
     args = parser.parse_args()
     nb = build()
     if not args.no_run:
-        from nbclient import NotebookClient
-
         with tempfile.TemporaryDirectory() as tmp:
-            NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": tmp}}).execute()
+            execute(nb, tmp)
+    if args.check:
+        stale = comparable_outputs(nb) != comparable_outputs(nbformat.read(NOTEBOOK, as_version=4))
+        print(f"{NOTEBOOK}: {'stale: rerun python notebooks/build_notebook.py' if stale else 'current'}")
+        return int(stale)
     for cell in nb.cells:  # no machine-specific metadata in the committed file
         cell.metadata.pop("execution", None)
     nbformat.write(nb, NOTEBOOK)
