@@ -64,4 +64,4 @@ evidence-cpu-save: $(STAMP)
 	$(PY) scripts/evidence.py --report
 
 clean:
-	rm -rf $(VENV) runs site .cache
+	rm -rf $(VENV) runs site .cache build dist
