@@ -11,4 +11,4 @@ The pieces, one module each:
 - ``gsimclr.evaluation``: linear probes at P1/P2/P3, kNN, fine-tuning, the supervised baseline.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -266,8 +266,7 @@ def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods:
 def check_method(cfg: Config, method: str, n_images: int) -> None:
     """The method's own option checks (its recipe's) on ``n_images`` training images: a UserError
     before any work."""
-    recipe = METHODS.get(method).parts()
-    recipe.validate(recipe.resolve(cfg, n_images), n_images)
+    METHODS.get(method).parts().validate(cfg, n_images)  # the options as given, so that errors name them
 
 
 def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,

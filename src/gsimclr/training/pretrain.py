@@ -532,8 +532,8 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
     schedule, logger and, for ``--pseudo-labels encoder``, the re-clustering."""
     entry = METHODS.get(method)
     recipe = entry.parts()
+    recipe.validate(cfg, len(data))        # the options as given (its errors name them), then the data's defaults
     cfg = recipe.resolve(cfg, len(data))
-    recipe.validate(cfg, len(data))
     world = current_world()
     reclustering = None
     if entry.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":
