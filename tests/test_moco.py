@@ -201,8 +201,14 @@ def test_resume_restores_queue_and_key_encoder_exactly(tmp_path, method):
 
 def test_option_checks_and_default_queue():
     data_size = 96
-    with pytest.raises(UserError, match="--queue-size 90"):
+    with pytest.raises(UserError, match="--queue-size 90 with --batch-size 16 needs 106 training images, the data "
+                       "has 96: .*; give --queue-size 80 or less"):
         METHODS["moco"].parts().validate(_tiny(queue_size=90), data_size)
+    for images, fix in ((100, "give --queue-size 36 or less, or --batch-size 50 or less"), (64, "give --batch-size 32")):
+        with pytest.raises(UserError) as error:       # the default queue: no --queue-size the user never gave
+            METHODS["moco"].parts().validate(_tiny(queue_size=None, batch_size=64), images)
+        assert str(error.value).startswith("--batch-size 64 leaves no room for MoCo's queue") and fix in str(error.value)
+        assert "--queue-size 64" not in str(error.value) and "at most 0" not in str(error.value)
     with pytest.raises(UserError, match="--views 3"):
         METHODS["moco"].parts().validate(_tiny(views=3), data_size)
     with pytest.raises(UserError, match="--views-forward separate: G-MoCo always passes"):

@@ -412,7 +412,10 @@ def test_every_bad_choice_and_option_combination_exits_2_before_pytorch_is_impor
              ["pretrain", "--method", "gsimclr", "--loss", "hard-negative", "--guidance", "attract"],
              ["pretrain", "--method", "moco", "--loss", "debiased"], ["run", "--methods", "simclr,gmoco",
                                                                        "--loss", "hard-negative"],
-             ["run", "--loss", "debiased", "--tau-plus", "1"], ["pretrain", "--loss", "hard-negative", "--beta", "-1"]]
+             ["run", "--loss", "debiased", "--tau-plus", "1"], ["pretrain", "--loss", "hard-negative", "--beta", "-1"],
+             ["pretrain", "--method", "moco", "--batch-size", "128", "--train-limit", "150"],
+             ["pretrain", "--method", "gmoco", "--batch-size", "64", "--queue-size", "200", "--train-limit", "200"],
+             ["run", "--methods", "simclr,moco", "--batch-size", "128", "--train-limit", "128"]]
     code = f"""
 import contextlib, io, json, sys
 from gsimclr.cli import COMMANDS, command_options, main
@@ -438,7 +441,19 @@ print(json.dumps(results))"""
     assert "no pseudo_labels.npy" in messages[f"pseudo-label --pseudo-labels file:{tmp_path}"]
     assert messages["run --k 500 --train-limit 128"].endswith("--k 500 is larger than --train-limit 128: give --k 128 "
                                                                "or less")
-    assert "--batch-size 64 is larger than --train-limit 50" in messages["pseudo-label --train-limit 50"]
+    # pseudo-label trains no --batch-size batches: only --k (whose default is the batch size) is checked
+    assert messages["pseudo-label --train-limit 50"].endswith("--k (default: --batch-size 64) is larger than "
+                                                              "--train-limit 50: give --k 50 or less")
+    # MoCo's queue against --train-limit, naming what the user gave (no invented --queue-size, no "at most 0")
+    assert messages["pretrain --method moco --batch-size 128 --train-limit 150"] == (
+        "gsimclr: error: --batch-size 128 leaves no room for MoCo's queue (--train-limit 150 keeps at most 150 training "
+        "images): the queue (by default whole batches) holds at most images - batch size keys; give --queue-size 22 "
+        "or less, or --batch-size 75 or less")
+    assert messages["pretrain --method gmoco --batch-size 64 --queue-size 200 --train-limit 200"] == (
+        "gsimclr: error: --queue-size 200 with --batch-size 64 needs 264 training images, --train-limit 200 keeps at "
+        "most 200: the queue holds at most images - batch size keys; give --queue-size 136 or less")
+    assert messages["run --methods simclr,moco --batch-size 128 --train-limit 128"].endswith(
+        "give --batch-size 64 or less")
     assert "--k 64 is larger than --train-limit 48" in messages[
         "pretrain --method gsimclr --batch-size 32 --k 64 --train-limit 48"]
     assert "must be one of" in messages["run --augment bogus"] and "notebook" in messages["run --augment bogus"]

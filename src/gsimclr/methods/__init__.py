@@ -104,6 +104,15 @@ def check_method_images(cfg: Any, name: str, n_images: int, counted: str = "") -
         getattr(importlib.import_module(module), function)(cfg, n_images, counted)
 
 
+def guided_form(name: str) -> str:
+    """The guided method built from the same parts as ``name`` (``simclr`` -> ``gsimclr``, ``moco`` ->
+    ``gmoco``); ``name`` itself when it is guided or has none."""
+    method = METHODS.get(name)
+    if method.guided:
+        return name
+    return next((other.name for other in METHODS.values() if other.guided and other.recipe == method.recipe), name)
+
+
 def parse_methods(text: str) -> tuple[str, ...]:
     """``--methods``: comma-separated registered names, each once."""
     methods = tuple(m.strip() for m in text.split(",") if m.strip())
