@@ -237,6 +237,9 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
         check_method_options(cfg, method)
     check_loss_options(cfg, {n for n in FIELDS if getattr(args, n, None) is not None},
                        guided=any(METHODS[m].guided for m in methods))
+    from gsimclr.training.views import check_views_memory
+
+    check_views_memory(cfg.views, cfg.batch_size, cfg.image_size)  # the views alone; the trainer adds the network's
     known = [METHODS[m] for m in methods]
     for name in sorted({o for m in METHODS.values() for o in m.options}):
         if getattr(args, name, None) is not None and not any(name in m.options for m in known):
