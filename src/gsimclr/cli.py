@@ -279,7 +279,8 @@ def _check_data(args: argparse.Namespace, cfg: Config) -> None:
             check_spec(spec)
     from gsimclr.guidance.sources import locate_file, parse_source
 
-    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args))
+    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args)) \
+        or (args.command == "pretrain" and args.pseudo_labels is not None)   # an unguided method's diagnostics
     source, path = parse_source(cfg.pseudo_labels)
     if makes_labels and not args.resume and source == "file":  # a new run reads its file:PATH of pseudo labels
         locate_file(path)
@@ -411,11 +412,13 @@ def cmd_pretrain(args) -> None:
         folder.check_stage_target()
         train, test = load_data(cfg)
         # autoencoder or file:PATH pseudo labels are made (or reused) in --out/pseudo_labels before
-        # pretraining; encoder pseudo labels are made during it
-        before = METHODS[args.method].guided and pseudo_labels_before_pretraining(cfg)
-        pseudo = held_pseudo_labels(cfg, train, folder, (args.method,), args.resume)
+        # pretraining; encoder pseudo labels are made during it. An unguided method shows (never uses)
+        # those the folder holds, or makes those --pseudo-labels names, for its pseudo-label diagnostics
+        shows_given = not METHODS[args.method].guided and args.pseudo_labels is not None
+        before = (METHODS[args.method].guided or shows_given) and pseudo_labels_before_pretraining(cfg)
+        pseudo = None if shows_given else held_pseudo_labels(cfg, train, folder, (args.method,), args.resume)
         check_pretrain(cfg, train, folder, args.method, pseudo, args.resume)
-        check_inputs(cfg, train, test, (args.method,))
+        check_inputs(cfg, train, test, (args.method,), pseudo_labels=shows_given)
         ckpt = folder.checkpoint(args.method)
         if world.is_main:
             write_run_info(folder, cfg)
