@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from gsimclr.cli import command_options, main
+from gsimclr.config import FIELDS
 
 TINY = ["--image-size", "16", "--n-blocks", "0", "--head-dims", "32,16,8", "--epochs", "1", "--batch-size", "64",
         "--ae-epochs", "1", "--k", "64", "--linear-epochs", "2", "--finetune-head-epochs", "1", "--finetune-epochs", "1",
@@ -195,6 +196,23 @@ def test_help_lists_registry_choices_by_section():
     assert "linear evaluation options" not in out.stdout
 
 
+def test_every_option_shows_one_default_in_help():
+    """Issue 26: a help that says its default in words (`(default: the batch size)`) is not followed by the
+    field's own `(default: None)`; every option of every command shows one default."""
+    from gsimclr import cli
+    from gsimclr.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for name, sub in cli._subparsers(parser).items():
+        for action in sub._actions:
+            if action.dest in FIELDS:
+                assert action.help.count("(default") == 1, (name, action.option_strings, action.help)
+                checked += 1
+    assert checked > 300
+    assert "(default: the batch size)" in cli._option_help("k") and "None" not in cli._option_help("k")
+
+
 def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_path):
     """--pseudo-labels encoder (re-clustered during pretraining) and file:PATH (embeddings written by
     gsimclr embed, clustered), both with --guidance attract, from the command line."""
@@ -237,8 +255,11 @@ def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_p
     (["run", "--model", " "], "--model needs a value"),
     (["run", "--preset", ""], "--preset needs a value"),
     (["presets", "--show", ""], "--show needs a preset"),
-    (["run", "--methods", "simclr", "--sampler", "greedy"], "--sampler only affects G-SimCLR"),
-    (["pretrain", "--method", "simclr", "--guidance", "attract"], "--guidance only affects G-SimCLR"),
+    (["run", "--methods", "simclr", "--sampler", "greedy"], "--sampler only affects the guided methods (G-SimCLR, "
+     "G-MoCo: their batches and loss), but --methods simclr trains none; drop it or add gsimclr"),
+    (["pretrain", "--method", "simclr", "--guidance", "attract"], "--guidance only affects the guided methods"),
+    (["pretrain", "--method", "moco", "--guidance", "mask"], "drop it or use --method gmoco"),
+    (["run", "--methods", "simclr,moco", "--guidance", "mask"], "drop it or add gsimclr or gmoco"),
     (["run", "--label-sampling", "uniform_replace"], "--label-sampling uniform_replace"),
     (["embed", "--output", "features.txt"], "--output must be a file ending in .npy or .parquet"),
     (["embed", "--output", ""], "--output must be a file ending in .npy or .parquet"),

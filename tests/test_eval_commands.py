@@ -1,12 +1,16 @@
 """The evaluation subcommands on a run: they take no --batch-size, so the run's pretraining batch never
 refuses them, and a setting an evaluation cannot run with is refused before any work in the
-evaluation's own options (never one the subcommand does not take)."""
+evaluation's own options (never one the subcommand does not take). The labelling command
+(``pseudo-label``) likewise checks only the options it uses."""
 
 from __future__ import annotations
 
 import re
+import shutil
 
+import numpy as np
 import pytest
+from image_folders import jpeg_folder
 
 from gsimclr.cli import command_options, main
 from gsimclr.evaluation import EVALUATIONS
@@ -68,3 +72,23 @@ def test_settings_an_evaluation_cannot_run_with_are_refused_first(capsys, run, c
     assert needle in err
     assert _options_named(err) <= set(command_options(command)), err  # only options this command takes
     assert (result.stat().st_mtime_ns if result.exists() else None) == before  # nothing written
+
+
+@pytest.mark.parametrize("source", ["train-limit", "folder"])
+def test_pseudo_label_checks_only_the_options_it_uses(tmp_path, capsys, monkeypatch, source):
+    """Issue 26: `pseudo-label --k 4 --pseudo-labels file:...` on 64 images never trains --batch-size
+    batches, so the preset's batch size (128, larger than the data) is not refused, neither as an option
+    check (--train-limit 64) nor once the data is read (a folder of 64 images)."""
+    monkeypatch.setenv("GSIMCLR_CACHE", str(tmp_path / "cache"))
+    if source == "folder":
+        root = jpeg_folder(tmp_path / "set", count=64)
+        shutil.copytree(root / "train", root / "test")
+        data = ["--data", str(root)]
+    else:
+        data = ["--data", "digits", "--train-limit", "64"]
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(64) % 4)
+    argv = ["pseudo-label", "--preset", "digits-quick", *data, "--k", "4", "--pseudo-labels", f"file:{labels}",
+            "--device", "cpu", "--tsne-points", "0", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert np.load(tmp_path / "run" / "pseudo_labels" / "pseudo_labels.npy").shape == (64,)

@@ -390,3 +390,30 @@ def test_every_kmeans_of_a_run_uses_the_configured_starts(tmp_path, monkeypatch)
                              "kmeans_n_init": 7, "device": "cpu", "tsne_points": 0})
     stage_pseudo_labels(cfg, ImageData(np.zeros((200, 8, 8, 3), np.uint8)), tmp_path / "run")
     assert seen == [7]
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_pretrain_of_an_unguided_method_logs_the_pseudo_label_diagnostics(tmp_path, method, capsys):
+    """Issue 26: `gsimclr pretrain` of an unguided method shows (never uses) pseudo labels, as the trainer's
+    docstring says: those --pseudo-labels names, or those the run folder already holds of the same data."""
+    from gsimclr.cli import main
+    from gsimclr.tracking import read_metrics
+
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(128) % 4)
+    small = ["--data", "digits", "--train-limit", "128", "--image-size", "8", "--n-blocks", "0", "--head-dims", "16,8",
+             "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--tsne-points", "0", "--method", method]
+    small += ["--queue-size", "64"] if method == "moco" else []
+    given = tmp_path / "given"
+    assert main(["pretrain", *small, "--k", "4", "--pseudo-labels", f"file:{labels}", "--out", str(given)]) == 0
+    held = tmp_path / "held"                      # labels made first, then a pretraining that names none
+    assert main(["pseudo-label", "--data", "digits", "--train-limit", "128", "--image-size", "8", "--device", "cpu",
+                 "--tsne-points", "0", "--k", "4", "--pseudo-labels", f"file:{labels}", "--out", str(held)]) == 0
+    assert main(["pretrain", *small, "--out", str(held)]) == 0, capsys.readouterr().err
+    for run in (given, held):
+        record = read_metrics(run / method / "metrics.jsonl")[0]
+        assert record["pseudo_pairs_per_batch"] > 0, record
+    plain = tmp_path / "plain"                    # none given, none held: nothing is computed for them
+    assert main(["pretrain", *small, "--out", str(plain)]) == 0
+    assert "pseudo_pairs_per_batch" not in read_metrics(plain / method / "metrics.jsonl")[0]
+    assert not (plain / "pseudo_labels").exists()

@@ -108,17 +108,66 @@ def test_queue_pair_diagnostics_match_a_replay():
     batches = [rng.permutation(60)[:8] for _ in range(6)]
     start = (np.array([1, 2, 3, -1, -1, -1, -1, -1, -1, -1]), 3)
     stats = recipe.pair_stats(batches, start, pseudo, classes, "mask")
-    queue, ptr, same_class, left = list(start[0]), start[1], 0, 0
+    queue, ptr, same_class, left, own = list(start[0]), start[1], 0, 0, 0
     for batch in batches:
         held = [j for j in queue if j >= 0]
-        same_class += sum(classes[i] == classes[j] for i in batch for j in held)
+        same_class += sum(classes[i] == classes[j] and i != j for i in batch for j in held)   # other images only
         left += sum(classes[i] == classes[j] and pseudo[i] != pseudo[j] for i in batch for j in held)
+        own += sum(i == j for i in batch for j in held)
         for i in batch:
             queue[ptr] = i
             ptr = (ptr + 1) % len(queue)
     assert stats["class_pairs_queue"] == pytest.approx(same_class / 6)
     assert stats["class_pairs_in_loss"] == pytest.approx(left / 6) and left < same_class
+    assert own > 0                    # the replay met keys of a batch's own images, left out of the counts
     assert "class_pairs_per_batch" in stats and "class_pairs_floor" in stats   # the batches' own pairs
+
+
+def _reference_queue_losses(epochs, keys_q, keys_k, labels, size, guidance):
+    """An independent float64 MoCo: FIFO arrays of (key, image, label) entries, and per query the InfoNCE
+    over its key and the entries of other images (mask: other labels only; attract: same-label entries
+    of other images are extra positives). Returns each step's loss and how many queries had an older key
+    of their own image in the queue."""
+    keys, images, entry_labels = np.zeros((0, keys_q[0].shape[1])), np.zeros(0, int), np.zeros(0, int)
+    losses, met_own = [], 0
+    for batch, q, k in zip(epochs, keys_q, keys_k):
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        k = k / np.linalg.norm(k, axis=1, keepdims=True)
+        per_query = []
+        for i, image in enumerate(batch):
+            other = images != image
+            met_own += int((~other).any())
+            same = (entry_labels == labels[image]) if guidance != "none" else np.zeros_like(other)
+            kept = other & ~same if guidance == "mask" else other
+            logits = np.concatenate([[q[i] @ k[i]], keys[kept] @ q[i]]) / T
+            positive = np.concatenate([[True], same[kept] if guidance == "attract" else np.zeros(kept.sum(), bool)])
+            log_p = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+            per_query.append(-log_p[positive].mean())
+        losses.append(np.mean(per_query))
+        keys, images = np.concatenate([keys, k])[-size:], np.concatenate([images, batch])[-size:]
+        entry_labels = np.concatenate([entry_labels, labels[batch]])[-size:]
+    return losses, met_own
+
+
+@pytest.mark.parametrize("guidance", ["none", "mask", "attract"])
+def test_a_querys_own_image_is_never_a_negative_over_reshuffled_epochs(guidance):
+    """Digits-quick's sizes (1437 images, batch 128, queue 1280): from the second epoch on, reshuffled
+    batches meet older keys of their own images in the queue; they are left out of the loss."""
+    n, batch, size, dim = 1437, 128, queue_size(_tiny(queue_size=None, batch_size=128), 1437), 8
+    assert size == 1280
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n)
+    order = [perm[i:i + batch] for perm in (rng.permutation(n) for _ in range(2)) for i in range(0, n, batch)]
+    keys_q = [rng.standard_normal((len(b), dim)) for b in order]
+    keys_k = [rng.standard_normal((len(b), dim)) for b in order]
+    expected, met_own = _reference_queue_losses(order, keys_q, keys_k, labels, size, guidance)
+    assert met_own > 100                      # the case this test is about does occur
+    loss = MoCoLoss(KeyQueue(size, dim), T, guidance)
+    all_labels = torch.from_numpy(labels)
+    for step, (b, q, k) in enumerate(zip(order, keys_q, keys_k)):
+        index = torch.from_numpy(b)
+        got = loss(torch.from_numpy(q).float(), torch.from_numpy(k).float(), all_labels[index], index)
+        assert float(got) == pytest.approx(expected[step], rel=1e-5), step
 
 
 def _tiny(**extra):
@@ -152,8 +201,14 @@ def test_resume_restores_queue_and_key_encoder_exactly(tmp_path, method):
 
 def test_option_checks_and_default_queue():
     data_size = 96
-    with pytest.raises(UserError, match="--queue-size 90"):
+    with pytest.raises(UserError, match="--queue-size 90 with --batch-size 16 needs 106 training images, the data "
+                       "has 96: .*; give --queue-size 80 or less"):
         METHODS["moco"].parts().validate(_tiny(queue_size=90), data_size)
+    for images, fix in ((100, "give --queue-size 36 or less, or --batch-size 50 or less"), (64, "give --batch-size 32")):
+        with pytest.raises(UserError) as error:       # the default queue: no --queue-size the user never gave
+            METHODS["moco"].parts().validate(_tiny(queue_size=None, batch_size=64), images)
+        assert str(error.value).startswith("--batch-size 64 leaves no room for MoCo's queue") and fix in str(error.value)
+        assert "--queue-size 64" not in str(error.value) and "at most 0" not in str(error.value)
     with pytest.raises(UserError, match="--views 3"):
         METHODS["moco"].parts().validate(_tiny(views=3), data_size)
     with pytest.raises(UserError, match="--views-forward separate: G-MoCo always passes"):

@@ -38,6 +38,37 @@ def test_warnings_are_one_line_and_each_distinct_one_is_printed_once(capsys, mon
     assert warnings.formatwarning is not one_line_warning
 
 
+def test_a_warning_raised_from_two_modules_is_printed_once(capsys, monkeypatch):
+    """CPython's C ``warnings`` keeps the "once" filter per module that warned (its registry): the same
+    message reached through two callers (a stacklevel into two modules) must still print once."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        _print_warnings(monkeypatch)
+        restore = one_line_warnings()
+        try:
+            for module in ("gsimclr.pipeline", "gsimclr.export", "gsimclr.pipeline"):
+                warnings.warn_explicit("left out 1 image(s) lying in x", UserWarning, f"{module}.py", 7,
+                                       module=module, registry=sys.modules.setdefault(f"_registry_{module}", {}))
+        finally:
+            restore()
+    assert capsys.readouterr().err == "gsimclr: warning: left out 1 image(s) lying in x\n"
+
+
+def test_the_cli_prints_a_skipped_symlink_and_left_out_images_once(tmp_path, monkeypatch, capsys):
+    root = jpeg_folder(tmp_path / "set", count=8)
+    (root / "train" / "c0" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "train" / "c0" / "000.jpg").rename(root / "train" / "loose.jpg")      # beside the class folders
+    monkeypatch.setenv("GSIMCLR_CACHE", str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        _print_warnings(monkeypatch)
+        assert main(["pretrain", "--data", str(root), "--image-size", "16", "--n-blocks", "0", "--head-dims", "16,8",
+                     "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    for what in ("skipped 1 dangling or looping symlink(s)", "left out 1 image(s)"):
+        assert len([line for line in err.splitlines() if what in line]) == 1, err
+
+
 @pytest.mark.parametrize("store", ["memory", "jpeg"])
 def test_the_cli_prints_a_skipped_file_once_without_source_lines(tmp_path, monkeypatch, capsys, store):
     root = jpeg_folder(tmp_path / "set", count=8)

@@ -209,19 +209,79 @@ def test_edited_checkpoint_metadata_is_refused(tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
-def test_checkpoints_without_a_header_checksum_are_still_read(tmp_path):
-    """Checkpoints written before the header checksum existed stay readable (tensors still verified)."""
-    import torch
+def test_stripped_checksums_are_refused(tmp_path, capsys):
+    """Issue 26: a tensor byte flipped, then both checksum fields renamed: the header still says this
+    version, so the file is refused, never read as an older version's."""
+    folder = fake_run(tmp_path / "run")
+    ckpt = folder.checkpoint("simclr")
+    data = bytearray(ckpt.read_bytes())
+    data[-1] ^= 0xFF                                                  # the last tensor's last byte
+    ckpt.write_bytes(bytes(data))
+    _edit_header(ckpt, b'\\"checksum\\"', b'\\"checksun\\"')
+    _edit_header(ckpt, b'\\"header_checksum\\"', b'\\"header_checksun\\"')
+    for read in (read_meta, lambda path: _load(path, folder)):
+        with pytest.raises(UserError, match="lacks the checksums every checkpoint of gsimclr 0.2.0 or later carries"):
+            read(ckpt)
+    err = one_line(capsys, ["pretrain", "--out", str(folder.root), "--resume", *_SMALL_FLAGS])
+    assert "lacks the checksums" in err
+    err = one_line(capsys, ["export", str(folder.root), "--output", str(tmp_path / "e"), "--format", "state_dict"])
+    assert "lacks the checksums" in err and not (tmp_path / "e").exists()
+
+
+_SMALL_FLAGS = ["--data", "digits", "--image-size", "16", "--n-blocks", "0", "--head-dims", "16,8", "--device", "cpu",
+                "--batch-size", "64", "--epochs", "2", "--tsne-points", "0"]
+
+
+def _load(path, folder: RunFolder):
+    from gsimclr.checkpoint import load_checkpoint
+    from gsimclr.training.pretrain import build_model
+
+    return load_checkpoint(path, build_model(load_config(None, SMALL)))
+
+
+def _rewrite_as_older(path: Path, **header) -> None:
+    """The checkpoint's tensors under the header an earlier build wrote (no header checksum)."""
     from safetensors.torch import load_file, save_file
 
-    from gsimclr.checkpoint import load_checkpoint, tensor_checksum
+    tensors = load_file(str(path))
+    meta = read_meta(path)
+    meta.pop("checksum", None)
+    save_file(tensors, str(path), metadata={"gsimclr": json.dumps({**meta, **header})})
 
-    net = torch.nn.Linear(2, 2)
-    tensors = {"model." + k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    path = tmp_path / "old.safetensors"
-    save_file(tensors, str(path), metadata={"gsimclr": json.dumps({"epoch": 4, "checksum": tensor_checksum(tensors)})})
-    assert load_checkpoint(path, torch.nn.Linear(2, 2))["epoch"] == 4
-    assert set(load_file(str(path))) == set(tensors)
+
+def test_checkpoints_of_an_older_version_are_read_with_a_note(tmp_path, capsys, monkeypatch):
+    """Checkpoints that gsimclr 0.1.0 wrote before the header checksum existed stay readable (their tensors
+    still verified when they carry a checksum), with a one-line note printed once per command."""
+    import warnings
+
+    from gsimclr.checkpoint import tensor_checksum
+
+    folder = fake_run(tmp_path / "run")
+    ckpt = folder.checkpoint("simclr")
+    from safetensors.torch import load_file
+
+    checksum = tensor_checksum(load_file(str(ckpt)))
+    _rewrite_as_older(ckpt, gsimclr_version="0.1.0", checksum=checksum)
+    with pytest.warns(UserWarning, match="comes from gsimclr 0.1.0, before checkpoints carried checksums of their "
+                      "metadata: its tensors verified"):
+        assert _load(ckpt, folder)["epoch"] == 1
+
+    def show(message, category, filename, lineno, file=None, line=None):   # as outside pytest's recorder
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    monkeypatch.setattr(warnings, "showwarning", show)
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        assert main(["export", str(folder.root), "--output", str(tmp_path / "e"), "--format", "state_dict"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "comes from gsimclr 0.1.0" in line]
+    assert notes == [f"gsimclr: warning: checkpoint {ckpt} comes from gsimclr 0.1.0, before checkpoints carried "
+                     "checksums of their metadata: its tensors verified, its metadata taken as they are"]
+    _rewrite_as_older(ckpt, gsimclr_version="0.1.0")                  # the earliest builds: no checksum at all
+    with pytest.warns(UserWarning, match="its tensors and metadata taken as they are"):
+        assert read_meta(ckpt)["epoch"] == 1
+    _rewrite_as_older(ckpt, gsimclr_version=None)                     # no version: not gsimclr's
+    with pytest.raises(UserError, match="names no gsimclr version and carries no checksums"):
+        read_meta(ckpt)
 
 
 def test_a_checkpoint_replaced_by_a_folder_is_named(tmp_path, capsys):
@@ -352,7 +412,10 @@ def test_every_bad_choice_and_option_combination_exits_2_before_pytorch_is_impor
              ["pretrain", "--method", "gsimclr", "--loss", "hard-negative", "--guidance", "attract"],
              ["pretrain", "--method", "moco", "--loss", "debiased"], ["run", "--methods", "simclr,gmoco",
                                                                        "--loss", "hard-negative"],
-             ["run", "--loss", "debiased", "--tau-plus", "1"], ["pretrain", "--loss", "hard-negative", "--beta", "-1"]]
+             ["run", "--loss", "debiased", "--tau-plus", "1"], ["pretrain", "--loss", "hard-negative", "--beta", "-1"],
+             ["pretrain", "--method", "moco", "--batch-size", "128", "--train-limit", "150"],
+             ["pretrain", "--method", "gmoco", "--batch-size", "64", "--queue-size", "200", "--train-limit", "200"],
+             ["run", "--methods", "simclr,moco", "--batch-size", "128", "--train-limit", "128"]]
     code = f"""
 import contextlib, io, json, sys
 from gsimclr.cli import COMMANDS, command_options, main
@@ -378,7 +441,19 @@ print(json.dumps(results))"""
     assert "no pseudo_labels.npy" in messages[f"pseudo-label --pseudo-labels file:{tmp_path}"]
     assert messages["run --k 500 --train-limit 128"].endswith("--k 500 is larger than --train-limit 128: give --k 128 "
                                                                "or less")
-    assert "--batch-size 64 is larger than --train-limit 50" in messages["pseudo-label --train-limit 50"]
+    # pseudo-label trains no --batch-size batches: only --k (whose default is the batch size) is checked
+    assert messages["pseudo-label --train-limit 50"].endswith("--k (default: --batch-size 64) is larger than "
+                                                              "--train-limit 50: give --k 50 or less")
+    # MoCo's queue against --train-limit, naming what the user gave (no invented --queue-size, no "at most 0")
+    assert messages["pretrain --method moco --batch-size 128 --train-limit 150"] == (
+        "gsimclr: error: --batch-size 128 leaves no room for MoCo's queue (--train-limit 150 keeps at most 150 training "
+        "images): the queue (by default whole batches) holds at most images - batch size keys; give --queue-size 22 "
+        "or less, or --batch-size 75 or less")
+    assert messages["pretrain --method gmoco --batch-size 64 --queue-size 200 --train-limit 200"] == (
+        "gsimclr: error: --queue-size 200 with --batch-size 64 needs 264 training images, --train-limit 200 keeps at "
+        "most 200: the queue holds at most images - batch size keys; give --queue-size 136 or less")
+    assert messages["run --methods simclr,moco --batch-size 128 --train-limit 128"].endswith(
+        "give --batch-size 64 or less")
     assert "--k 64 is larger than --train-limit 48" in messages[
         "pretrain --method gsimclr --batch-size 32 --k 64 --train-limit 48"]
     assert "must be one of" in messages["run --augment bogus"] and "notebook" in messages["run --augment bogus"]

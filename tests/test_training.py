@@ -223,3 +223,52 @@ def test_the_compiled_paths_trace_whole_without_pytorch_at_module_level():
     assert torch.compile(lambda b: recipe.views(b, 2), backend="eager", fullgraph=True)(images).shape == (2, 4, 3, 8, 8)
     assert torch.compile(lambda c: recipe.views_from_crops(c, 2), backend="eager",
                          fullgraph=True)(crops).shape == (2, 4, 3, 8, 8)
+
+
+# ------------------------------------------------------------------ --views bounded by the memory it needs
+
+
+def test_views_beyond_any_memory_are_refused_in_one_line_before_pytorch(tmp_path):
+    """Issue 26: `--views 10000000` (terabytes of views at digits-quick's size) is one line, exit 2, before
+    PyTorch is imported, and the run folder is not made; `--views 100000` (which grew past 2 GB for minutes)
+    is refused before any training on any machine (by the views alone, or with the network's activations)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from gsimclr.cli import main; "
+            "rc = main(['pretrain', '--preset', 'digits-quick', '--views', sys.argv[1], '--device', 'cpu', "
+            "'--out', sys.argv[2]]); print(json.dumps([rc, 'torch' in sys.modules]))")
+    for views, torch_free in (("10000000", True), ("100000", None)):
+        out = tmp_path / f"run{views}"
+        done = subprocess.run([sys.executable, "-c", code, views, str(out)], capture_output=True, text=True,
+                              timeout=600)
+        rc, imported = json.loads(done.stdout.strip().splitlines()[-1])
+        err = done.stderr.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"gsimclr: error: --views {views} with "
+                                                                         "--batch-size 128 at --image-size 16"), err
+        assert "GB of memory" in err and not out.exists()
+        if torch_free:
+            assert not imported and "give fewer --views" in err
+
+
+def test_views_and_activations_beyond_the_memory_are_refused_before_training(tmp_path, monkeypatch):
+    """The trainer adds the network's activations per view (counted on one image) to the bound, and names
+    the most views that fit."""
+    from gsimclr.training import views as views_module
+    from gsimclr.training.views import activation_values
+
+    cfg = load_config(None, {"data": "digits", "image_size": 8, "n_blocks": 0, "head_dims": [16, 8], "epochs": 1,
+                             "batch_size": 16, "device": "cpu", "compile": "off", "tsne_points": 0})
+    acts = activation_values(build_model(cfg), 8, torch.device("cpu"))
+    assert acts > 10 * 3 * 8 * 8                               # the network keeps far more than its input
+    per_view = 16 * (3 * 8 * 8 + acts) * 4
+    monkeypatch.setattr(views_module, "machine_memory", lambda: 40 * per_view)
+    data = load_split("digits", image_size=8).subset(np.arange(64))
+    big = load_config(None, {**cfg.to_dict(), "views": 41})   # the views alone fit, with activations they do not
+    assert 41 * 16 * 3 * 8 * 8 * 4 < 40 * per_view
+    with pytest.raises(UserError, match="--views 41 with --batch-size 16 at --image-size 8: one step would need at "
+                       "least .* for its augmented views and the network's activations for them, more than this "
+                       "machine's .* give --views 40 or less"):
+        pretrain(big, data, tmp_path / "big")
+    assert not (tmp_path / "big" / "metrics.jsonl").exists()
+    pretrain(load_config(None, {**cfg.to_dict(), "views": 3}), data, tmp_path / "ok")

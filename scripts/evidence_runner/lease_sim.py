@@ -3,7 +3,9 @@
 1. call A, in a fresh copy of this checkout (what the device receives: tracked and untracked-not-ignored
    files), runs ``tta-gsimclr`` at smoke sizes with ``--budget-s`` and ``--export OUT`` refreshed every
    second, and is killed by SIGKILL ``cut_s`` seconds after its export first holds a checkpoint (a call
-   cut at its time limit, or crashed);
+   cut at its time limit, or crashed). The cut follows events, not the clock, so that a loaded machine
+   cannot let call A finish first: once its training has written its first checkpoint the training
+   process is stopped (SIGSTOP), and call A is killed once its export holds that checkpoint;
 2. what call A left in OUT is imported into another fresh copy (``--import``: results into the
    checkout, state into ``.evidence/state.tar``), as this machine does between leases;
 3. call B, in that copy and its own results root (a fresh machine: nothing of call A but the import),
@@ -56,7 +58,45 @@ def _has_checkpoint(out: Path) -> bool:
     return False
 
 
-def simulate(work: Path, cut_s: float = 0.0, full: bool = False, timeout: float = 900) -> dict:
+def _descendants(pid: int) -> list[int]:
+    """The process ids below ``pid`` (children, their children, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:          # the process ended meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_for(event, proc: subprocess.Popen, what: str, safety_s: float) -> bool:
+    """Poll until ``event()`` holds (True), or ``proc`` has exited (False); ``safety_s`` only guards
+    against a hung call (a RuntimeError naming ``what``), it never decides the outcome."""
+    t0 = time.monotonic()
+    while not event():
+        if proc.poll() is not None:
+            return event()
+        if time.monotonic() - t0 > safety_s:
+            raise RuntimeError(f"lease simulation: no {what} after {safety_s:g} s")
+        time.sleep(0.05)
+    return True
+
+
+def simulate(work: Path, cut_s: float = 0.0, full: bool = False, timeout: float = 3600) -> dict:
     """Run the simulation in ``work`` (a scratch folder); returns what it found (``same_result`` is the
     verdict). ``full``: call B runs every smoke stage, not only the cut part."""
     work.mkdir(parents=True, exist_ok=True)
@@ -71,17 +111,23 @@ def simulate(work: Path, cut_s: float = 0.0, full: bool = False, timeout: float 
     out_a = work / "out-a"
     log(f"lease simulation: call A in {clone_a}, cut {cut_s:g} s after its first exported checkpoint")
     t0 = time.monotonic()
-    call_a = subprocess.Popen(evidence(clone_a, "--smoke", "--stage", "tta-gsimclr", "--budget-s", "600",
+    # a budget that never binds (the cut below ends the call), but makes the training a child process
+    call_a = subprocess.Popen(evidence(clone_a, "--smoke", "--stage", "tta-gsimclr", "--budget-s", "86400",
                                        "--export", str(out_a), "--export-every", "1", "--out-root", str(work / "root-a")),
                               env=env, stderr=open(work / "call-a.log", "w"))
-    seen = None
-    while call_a.poll() is None and time.monotonic() - t0 < timeout:
-        if seen is None and _has_checkpoint(out_a):
-            seen = time.monotonic()
-        if seen is not None and time.monotonic() - seen >= cut_s:
+    trained = work / "root-a" / "runs" / "tta-gsimclr" / "run" / "simclr" / "checkpoint.safetensors"
+    frozen: list[int] = []
+    try:
+        if _wait_for(trained.exists, call_a, "checkpoint from call A's training", timeout):
+            frozen = _descendants(call_a.pid)         # the training: it cannot finish before the cut
+            _signal_all(frozen, signal.SIGSTOP)
+            if _wait_for(lambda: _has_checkpoint(out_a), call_a, "exported checkpoint", timeout) and cut_s > 0:
+                _signal_all(frozen, signal.SIGCONT)   # a later cut: the training goes on until then
+                time.sleep(cut_s)
+    finally:
+        if call_a.poll() is None:
             call_a.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.1)
+        _signal_all(frozen, signal.SIGKILL)           # stopped processes die of SIGKILL too
     call_a.wait()
     cut_at = time.monotonic() - t0
     finished_before_cut = call_a.returncode == 0

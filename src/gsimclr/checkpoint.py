@@ -4,8 +4,12 @@ every tensor's name, type, shape and bytes (``checksum``), verified on load, and
 other metadata field (``header_checksum``, which covers ``checksum`` too), verified whenever the
 metadata is read: a damaged or hand-edited file (``"epoch": 1`` made ``2``, another ``image_size``)
 is a one-line error naming it, never silently wrong weights, a skipped epoch or a wrong-size export.
-Checkpoints of earlier versions, written before ``header_checksum`` existed, are still read (their
-tensors verified, their metadata taken as it is).
+
+A header that claims this version (or any from :data:`CHECKSUMS_REQUIRED_SINCE` on) must carry both
+checksums, so that they cannot be stripped: renaming or deleting them makes the file refused, not
+read as an older one. Only a file that names an older version (gsimclr 0.1.0, whose early builds wrote
+neither or only the tensors' checksum) is read without them, with a one-line note naming the file; a
+header that names no gsimclr version was not written by gsimclr, and is refused.
 
 Example:
     >>> import torch, tempfile, os
@@ -21,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import warnings
 from typing import Any
 
 import torch
@@ -32,6 +38,8 @@ from gsimclr.errors import UserError
 from gsimclr.io import atomic_path
 
 HEADER_CHECKSUM = "header_checksum"
+CHECKSUMS_REQUIRED_SINCE = "0.2.0"
+"""The first version whose checkpoints must carry both checksums (every 0.2.0 checkpoint does)."""
 _MODEL = "model."
 _OPTIM = "optimizer."
 
@@ -90,13 +98,41 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as exc:
         reason = " ".join((getattr(exc, "strerror", None) or str(exc)).split())[:160]
         raise UserError(f"cannot read checkpoint {path} ({reason}); restore the file or retrain that stage") from None
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or not header:
         raise UserError(f"checkpoint {path} has no gsimclr metadata; restore the file or retrain that stage")
     expected = header.pop(HEADER_CHECKSUM, None)
     if expected is not None and header_checksum(header) != expected:
         raise UserError(f"checkpoint {path} is damaged or was edited (its metadata does not match its checksum); "
                         "restore the file or retrain that stage")
+    if expected is None or "checksum" not in header:
+        _older_version(path, header)
     return header
+
+
+def _older_version(path: str | os.PathLike, header: dict[str, Any]) -> None:
+    """A header without both checksums: read (with a one-line note) only when it names a version from
+    before :data:`CHECKSUMS_REQUIRED_SINCE`; else a UserError, since they were stripped."""
+    version = header.get("gsimclr_version")
+    if not isinstance(version, str) or not version.strip():
+        raise UserError(f"checkpoint {path} names no gsimclr version and carries no checksums: it was not written "
+                        "by gsimclr, or was edited; restore the file or retrain that stage")
+    if not _release(version) < _release(CHECKSUMS_REQUIRED_SINCE):
+        raise UserError(f"checkpoint {path} says gsimclr {version} but lacks the checksums every checkpoint of "
+                        f"gsimclr {CHECKSUMS_REQUIRED_SINCE} or later carries: it is damaged or was edited; restore "
+                        "the file or retrain that stage")
+    unchecked = "its tensors verified, its metadata" if "checksum" in header else "its tensors and metadata"
+    warnings.warn(f"checkpoint {path} comes from gsimclr {version}, before checkpoints carried checksums of "
+                  f"their metadata: {unchecked} taken as they are", stacklevel=3)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The release numbers of a version string ("0.2.0.dev1" -> (0, 2, 0)); an unreadable version reads
+    as the newest, so that it must carry checksums."""
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+    if match is None:
+        return (float("inf"),)  # type: ignore[return-value]
+    numbers = tuple(int(part) for part in match.group(1).split("."))
+    return numbers + (0,) * (3 - len(numbers))
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,

@@ -29,7 +29,8 @@ from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_con
 from gsimclr.errors import UserError, one_line_warnings
 from gsimclr.evaluation import EVALUATIONS
 from gsimclr.loss import check_loss_options
-from gsimclr.methods import METHODS, check_method_options, default_methods, parse_methods
+from gsimclr.methods import (METHODS, check_method_images, check_method_options, default_methods, guided_form,
+                             parse_methods)
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,16 @@ def _unknown_arguments(parser: argparse.ArgumentParser, command: str, extra: lis
 
 
 def _option_help(name: str) -> str:
+    """The option's help with its default, once: a help that says its default in words (``(default:
+    the batch size)``) keeps those words instead of the field's value."""
     f = FIELDS[name]
-    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-    if isinstance(default, list):
-        default = ",".join(map(str, default))
-    return f"{f.metadata['help']} (default: {default})".replace("%", "%%")  # argparse formats help with %
+    text = f.metadata["help"]
+    if "(default" not in text:
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        text = f"{text} (default: {default})"
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, command: Command) -> None:
@@ -231,6 +237,9 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
         check_method_options(cfg, method)
     check_loss_options(cfg, {n for n in FIELDS if getattr(args, n, None) is not None},
                        guided=any(METHODS[m].guided for m in methods))
+    from gsimclr.training.views import check_views_memory
+
+    check_views_memory(cfg.views, cfg.batch_size, cfg.image_size)  # the views alone; the trainer adds the network's
     known = [METHODS[m] for m in methods]
     for name in sorted({o for m in METHODS.values() for o in m.options}):
         if getattr(args, name, None) is not None and not any(name in m.options for m in known):
@@ -241,10 +250,13 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
         # guidance options only shape a guided method's batches and loss: given for SimCLR alone they would be ignored
         unused = [flag(n) for n in section_fields("guidance") if getattr(args, n, None) is not None]
         if unused:
-            which, fix = (("--methods " + ",".join(methods), "add gsimclr") if args.command == "run"
-                          else (f"--method {args.method}", "use --method gsimclr"))
-            raise UserError(f"{unused[0]} only affects G-SimCLR (its batches and loss), but {which} "
-                            f"trains no guided method; drop it or {fix}")
+            guided = ", ".join(m.title for m in METHODS.values() if m.guided)
+            forms = list(dict.fromkeys(f for f in map(guided_form, methods) if METHODS[f].guided))
+            which, fix = (("--methods " + ",".join(methods), "add " + " or ".join(forms)) if args.command == "run"
+                          else (f"--method {args.method}", f"use --method {forms[0]}" if forms else ""))
+            fix = fix or "train a guided method"
+            raise UserError(f"{unused[0]} only affects the guided methods ({guided}: their batches and loss), but "
+                            f"{which} trains none; drop it or {fix}")
 
 
 def _trained_methods(args: argparse.Namespace) -> list[str]:
@@ -267,17 +279,25 @@ def _check_data(args: argparse.Namespace, cfg: Config) -> None:
             check_spec(spec)
     from gsimclr.guidance.sources import locate_file, parse_source
 
-    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args))
+    makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args)) \
+        or (args.command == "pretrain" and args.pseudo_labels is not None)   # an unguided method's diagnostics
     source, path = parse_source(cfg.pseudo_labels)
     if makes_labels and not args.resume and source == "file":  # a new run reads its file:PATH of pseudo labels
         locate_file(path)
-    # --train-limit bounds the images: what cannot fit it is refused now, not after the data is read
+    # --train-limit bounds the images: what cannot fit it is refused now, not after the data is read (each
+    # command checks only what it uses: pseudo-label trains no --batch-size batches, only its --k)
     limit = cfg.train_limit
-    if limit and trains and cfg.batch_size > limit:
+    if limit and args.command in _BATCHES and cfg.batch_size > limit:
         raise UserError(f"--batch-size {cfg.batch_size} is larger than --train-limit {limit}")
     if limit and makes_labels and source != "encoder" and cfg.n_clusters > limit:
         what = f"--k {cfg.k}" if cfg.k else f"--k (default: --batch-size {cfg.batch_size})"
         raise UserError(f"{what} is larger than --train-limit {limit}: give --k {limit} or less")
+    for method in _trained_methods(args) if limit else ():
+        check_method_images(cfg, method, limit, f"--train-limit {limit}")   # e.g. MoCo's queue
+
+
+_BATCHES = ("run", "pretrain", "supervised")
+"""The commands that train with ``--batch-size`` batches (which must fit the training images)."""
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -363,7 +383,7 @@ def cmd_pseudo_label(args) -> None:
     folder = RunFolder(_run_dir(args))
     with folder.lock():
         folder.check_stage_target()
-        train, test = load_data(cfg)
+        train, test = load_data(cfg, pretraining=False)  # no --batch-size batches here: only --k must fit
         reuse = args.resume and reusable_pseudo_labels(cfg, train, folder)
         if not reuse:
             trained = guided_checkpoints(folder)
@@ -392,11 +412,13 @@ def cmd_pretrain(args) -> None:
         folder.check_stage_target()
         train, test = load_data(cfg)
         # autoencoder or file:PATH pseudo labels are made (or reused) in --out/pseudo_labels before
-        # pretraining; encoder pseudo labels are made during it
-        before = METHODS[args.method].guided and pseudo_labels_before_pretraining(cfg)
-        pseudo = held_pseudo_labels(cfg, train, folder, (args.method,), args.resume)
+        # pretraining; encoder pseudo labels are made during it. An unguided method shows (never uses)
+        # those the folder holds, or makes those --pseudo-labels names, for its pseudo-label diagnostics
+        shows_given = not METHODS[args.method].guided and args.pseudo_labels is not None
+        before = (METHODS[args.method].guided or shows_given) and pseudo_labels_before_pretraining(cfg)
+        pseudo = None if shows_given else held_pseudo_labels(cfg, train, folder, (args.method,), args.resume)
         check_pretrain(cfg, train, folder, args.method, pseudo, args.resume)
-        check_inputs(cfg, train, test, (args.method,))
+        check_inputs(cfg, train, test, (args.method,), pseudo_labels=shows_given)
         ckpt = folder.checkpoint(args.method)
         if world.is_main:
             write_run_info(folder, cfg)

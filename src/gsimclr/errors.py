@@ -20,17 +20,32 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 def one_line_warnings():
     """Print warnings as :func:`one_line_warning`, each distinct user warning once per command however
     many code paths raise it (a skipped file is met by the loader of each stage); returns the function
-    that restores the previous filters and format."""
+    that restores the previous filters, format and display.
+
+    The distinct messages are counted here, where they are shown: the ``"once"`` filter alone does not
+    do it, since CPython's C implementation of ``warnings`` keeps "once" per module that warned (the
+    same message from two callers, or with two ``stacklevel``s, was printed twice)."""
     import warnings
 
     saved = warnings.catch_warnings()
     saved.__enter__()
     previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
-    warnings.onceregistry.clear()  # "once" below: once per message in this command, not per process
-    warnings.filterwarnings("once", category=UserWarning)
+    previous_show = warnings.showwarning
+    warnings.filterwarnings("always", category=UserWarning)   # every one reaches `show_once`
+    shown: set[tuple[type, str]] = set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning):
+            key = (category, " ".join(str(message).split()))
+            if key in shown:
+                return
+            shown.add(key)
+        previous_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
 
     def restore() -> None:
         warnings.formatwarning = previous_format
-        saved.__exit__(None, None, None)
+        saved.__exit__(None, None, None)   # restores showwarning and the filters
 
     return restore

@@ -227,11 +227,19 @@ def held_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder,
     """The pseudo labels made before pretraining (autoencoder, file:PATH) that the run folder holds for
     ``methods`` from this data and these options, or None. With ``resume``, a guided method's checkpoint
     trained with pseudo labels the folder no longer holds is a UserError (the one check of both
-    ``gsimclr run --resume`` and ``gsimclr pretrain --resume``)."""
+    ``gsimclr run --resume`` and ``gsimclr pretrain --resume``).
+
+    Unguided ``methods`` only show pseudo labels (the same-pseudo-label diagnostics of their batches):
+    for them any pseudo labels the folder holds of this same training data are used, whatever options
+    made them, and none is an error."""
     folder = _folder(run_dir)
-    before = any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg)
-    if not before:
+    if not pseudo_labels_before_pretraining(cfg):
         return None
+    if not any(METHODS[m].guided for m in methods):
+        recorded = folder.recorded("pseudo_labels")
+        same_data = recorded is not None and recorded.get("data") == pseudo_provenance(cfg, train)["data"]
+        return load_pseudo_labels(folder.pseudo_labels, len(train)) if same_data and folder.pseudo_labels.exists() \
+            else None
     if reusable_pseudo_labels(cfg, train, folder):
         return load_pseudo_labels(folder.pseudo_labels, len(train))
     for method in methods if resume else ():
@@ -266,8 +274,7 @@ def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods:
 def check_method(cfg: Config, method: str, n_images: int) -> None:
     """The method's own option checks (its recipe's) on ``n_images`` training images: a UserError
     before any work."""
-    recipe = METHODS.get(method).parts()
-    recipe.validate(recipe.resolve(cfg, n_images), n_images)
+    METHODS.get(method).parts().validate(cfg, n_images)  # the options as given, so that errors name them
 
 
 def check_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, method: str,

@@ -49,6 +49,7 @@ class Method:
     loss_title: str | None = None     # the loss curves' axis label (None: the --loss entry's title)
     default: bool = True              # among the methods `gsimclr run` trains without --methods
     requires: tuple[tuple[str, Any, str], ...] = ()  # (config field, the value it must have, why)
+    fits: str = ""    # "module:function" (no PyTorch): fits(cfg, n_images, counted) raises when the data is too small
 
     def parts(self) -> Any:
         """The method's :class:`gsimclr.methods.base.Recipe` (imported on first use: it needs PyTorch)."""
@@ -61,6 +62,7 @@ def _recipe(method: Method) -> Any:
     return getattr(importlib.import_module(module), cls)(method)
 
 
+_MOCO_FITS = "gsimclr.methods.moco_queue:check_queue"   # the queue against the images
 _MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
                   ("views_forward", "joint", "always passes the query and the key through their own encoders"),
                   ("loss", "ntxent", "contrasts a query with its queue by its own InfoNCE loss (the other --loss "
@@ -74,12 +76,12 @@ METHODS.register("gsimclr", Method("gsimclr", "G-SimCLR", guided=True,
 METHODS.register("moco", Method("moco", "MoCo", guided=False, recipe="gsimclr.methods.moco:MoCo",
                                 description="MoCo v2: a momentum key encoder and a queue of negatives",
                                 options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                default=False, requires=_MOCO_REQUIRES))
+                                default=False, requires=_MOCO_REQUIRES, fits=_MOCO_FITS))
 METHODS.register("gmoco", Method("gmoco", "G-MoCo", guided=True, recipe="gsimclr.methods.moco:MoCo",
                                  description="MoCo whose batches and queue negatives are guided by pseudo labels "
                                  "(the queue keeps each key's pseudo label)",
                                  options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                 default=False, requires=_MOCO_REQUIRES))
+                                 default=False, requires=_MOCO_REQUIRES, fits=_MOCO_FITS))
 
 
 def check_method_options(cfg: Any, name: str) -> None:
@@ -90,6 +92,25 @@ def check_method_options(cfg: Any, name: str) -> None:
     for field, value, why in method.requires:
         if getattr(cfg, field) != value:
             raise UserError(f"{flag(field)} {getattr(cfg, field)}: {method.title} {why}")
+
+
+def check_method_images(cfg: Any, name: str, n_images: int, counted: str = "") -> None:
+    """The options method ``name`` cannot train with on ``n_images`` training images (its ``fits``, e.g.
+    MoCo's queue), as a one-line UserError; no PyTorch needed, so the command line runs it before any
+    work when ``--train-limit`` bounds the images (``counted`` names where the number comes from)."""
+    method = METHODS.get(name)
+    if method.fits:
+        module, _, function = method.fits.partition(":")
+        getattr(importlib.import_module(module), function)(cfg, n_images, counted)
+
+
+def guided_form(name: str) -> str:
+    """The guided method built from the same parts as ``name`` (``simclr`` -> ``gsimclr``, ``moco`` ->
+    ``gmoco``); ``name`` itself when it is guided or has none."""
+    method = METHODS.get(name)
+    if method.guided:
+        return name
+    return next((other.name for other in METHODS.values() if other.guided and other.recipe == method.recipe), name)
 
 
 def parse_methods(text: str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from gsimclr.guidance.diagnostics import epoch_pair_stats
-from gsimclr.methods import check_method_options
+from gsimclr.methods import check_method_images, check_method_options
 
 
 class Recipe:
@@ -45,10 +45,13 @@ class Recipe:
         rules that need no data are the entry's ``requires``)."""
 
     def validate(self, cfg, n_images: int) -> None:
-        """Every check, as the trainer and the pipeline run it: the entry's ``requires``
-        (:func:`gsimclr.methods.check_method_options`, which the command line runs before any data is
-        read), then :meth:`check`."""
+        """Every check, as the trainer and the pipeline run it on the options as given (before
+        :meth:`resolve`): the entry's ``requires`` (:func:`gsimclr.methods.check_method_options`, which
+        the command line runs before any data is read), its ``fits``
+        (:func:`gsimclr.methods.check_method_images`, which the command line also runs on
+        ``--train-limit``), then :meth:`check`."""
         check_method_options(cfg, self.method.name)
+        check_method_images(cfg, self.method.name, n_images)
         self.check(cfg, n_images)
 
     def resolve(self, cfg, n_images: int):

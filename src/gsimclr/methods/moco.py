@@ -2,11 +2,16 @@
 follows it as an exponential moving average (``--moco-momentum``), and a queue of the keys of earlier
 batches (``--queue-size``) as the negatives of an InfoNCE loss at ``--temperature``:
 
-    l(q) = -log( exp(q.k+ / t) / (exp(q.k+ / t) + sum_{j in queue} exp(q.k_j / t)) )
+    l(q) = -log( exp(q.k+ / t) / (exp(q.k+ / t) + sum_{j in queue, image(j) != image(q)} exp(q.k_j / t)) )
 
 with the query ``q`` of one view, the key ``k+`` of the other view of the same image (no gradient),
 all L2-normalised. After each step the batch's keys are enqueued, replacing the oldest; under
 torch.distributed the keys of every rank are gathered first, so every rank holds the same queue.
+
+A query's own image is never among its negatives: the queue keeps each key's image index, and every
+key of the query's own image (an older key, enqueued in an earlier epoch before the batches were
+reshuffled) is left out of its loss, under every ``--guidance``. The queue's size against the data
+(:mod:`gsimclr.methods.moco_queue`) bounds how many such keys there are.
 
 Guidance reaches the queue (``gmoco``): the queue keeps each key's image index and pseudo label
 (refreshed when re-clustering changes the labels), and ``--guidance mask`` drops the queue entries
@@ -43,15 +48,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsimclr.distributed import gather
-from gsimclr.errors import UserError
 from gsimclr.guidance.diagnostics import epoch_pair_stats, random_pairs
 from gsimclr.guidance.loss_guidance import GUIDANCE
 from gsimclr.methods.base import Recipe
+from gsimclr.methods.moco_queue import queue_size
 from gsimclr.models.heads import ProjectionHead
 from gsimclr.models.simclr import SimCLRModel, backbone_options
 
-#: the queue size when --queue-size is not given: MoCo v2's CIFAR size, or less on a smaller data set
-DEFAULT_QUEUE = 4096
 
 
 class KeyQueue(nn.Module):
@@ -144,23 +147,29 @@ class MoCoLoss(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, pseudo_labels: torch.Tensor | None = None,
                 index: torch.Tensor | None = None, update: bool = True) -> torch.Tensor:
+        """The loss of queries ``q`` against their keys ``k``; ``index``, the batch's image indices,
+        leaves every queue key of a query's own image out of its loss (without it, none is)."""
         with torch.autocast(q.device.type, enabled=False):  # fp32 logits under mixed precision
-            loss = self._loss(F.normalize(q.float(), dim=1), F.normalize(k.float().detach(), dim=1), pseudo_labels)
+            loss = self._loss(F.normalize(q.float(), dim=1), F.normalize(k.float().detach(), dim=1), pseudo_labels,
+                              index)
         if update:
             if index is None:
                 index = torch.arange(len(k), device=k.device)
             self.queue.push(F.normalize(k.detach().float(), dim=1), pseudo_labels, index)
         return loss
 
-    def _loss(self, q: torch.Tensor, k: torch.Tensor, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+    def _loss(self, q: torch.Tensor, k: torch.Tensor, pseudo_labels: torch.Tensor | None,
+              index: torch.Tensor | None) -> torch.Tensor:
         queue = self.queue
         negatives = queue.keys.clone()               # a snapshot: the queue changes in place after the loss
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ negatives.T], dim=1) / self.temperature
         excluded = (~queue.valid).expand(len(q), -1)
+        if index is not None:   # older keys of a query's own image (from an earlier epoch) are no negatives
+            excluded = excluded | (index.to(q.device)[:, None] == queue.index[None, :])
         positives = torch.zeros_like(logits, dtype=torch.bool)
         positives[:, 0] = True
         if pseudo_labels is not None and self.guidance != "none":
-            same = (pseudo_labels.to(q.device)[:, None] == queue.labels[None, :]) & queue.valid
+            same = (pseudo_labels.to(q.device)[:, None] == queue.labels[None, :]) & ~excluded
             if self.guidance == "mask":
                 excluded = excluded | same
             else:  # attract
@@ -170,29 +179,12 @@ class MoCoLoss(nn.Module):
         return -((log_prob * positives).sum(1) / positives.sum(1)).mean()
 
 
-def queue_size(cfg, n_images: int) -> int:
-    """``--queue-size``, or by default :data:`DEFAULT_QUEUE` keys or fewer: the most whole batches
-    that leave a batch's own images out of the queue (n_images - batch_size)."""
-    if cfg.queue_size is not None:
-        return cfg.queue_size
-    room = n_images - cfg.batch_size
-    return max(cfg.batch_size, min(DEFAULT_QUEUE, room - room % cfg.batch_size))
-
-
 class MoCo(Recipe):
     """MoCo's parts; with pseudo labels (``gmoco``) its batches come from the guided sampler and
     ``--guidance`` applies to the queue."""
 
     compile_loss = False  # the step updates the queue and the key encoder in place
     uses_index = True     # the queue keeps each key's image index (relabelled by re-clustering)
-
-    def check(self, cfg, n_images: int) -> None:
-        # the option-only rules (2 views, joint forward) are the entry's `requires` (gsimclr.methods)
-        size = queue_size(cfg, n_images)
-        if size + cfg.batch_size > n_images:
-            raise UserError(f"--queue-size {size} with --batch-size {cfg.batch_size} is more than the "
-                            f"{n_images} images: the queue would hold keys of a batch's own images; "
-                            f"at most {max(n_images - cfg.batch_size, 0)}")
 
     def resolve(self, cfg, n_images: int):
         """The config with the queue size this data set gets (recorded in the checkpoint)."""
@@ -231,8 +223,8 @@ class MoCo(Recipe):
     def pair_stats(self, batches: Sequence[np.ndarray], state: Any, pseudo_labels: np.ndarray | None,
                    classes: np.ndarray | None, guidance: str) -> dict[str, float]:
         """The batches' pairs (:func:`gsimclr.guidance.diagnostics.epoch_pair_stats`), and the loss's:
-        its negatives are the queue's keys, so per step the (query, queue key) pairs of one label,
-        replaying the epoch's pushes from the queue at its start: ``class_pairs_queue`` (same class),
+        its negatives are the queue's keys of other images, so per step the (query, queue key) pairs of
+        one label and two images, replaying the epoch's pushes from the queue at its start: ``class_pairs_queue`` (same class),
         ``class_pairs_in_loss`` (those left as negatives by --guidance), ``pseudo_pairs_queue`` (same
         pseudo label) and ``class_pairs_queue_random`` (the expectation for shuffled images)."""
         stats = epoch_pair_stats(batches, pseudo_labels, classes, "none")
@@ -249,14 +241,15 @@ class MoCo(Recipe):
             if "pseudo" in codes:
                 codes["both"] = codes["class"] * (int(codes["pseudo"].max()) + 1) + codes["pseudo"]
         sums = dict.fromkeys(codes, 0.0)
-        held_counts = []
+        pair_counts = []
         for batch in batches:
             held = index[index >= 0]
-            held_counts.append(len(held))
+            own = _common_pairs(batch, held)     # (query, older key of its own image): not in the loss
+            pair_counts.append(len(batch) * len(held) - own)
             for name, code in codes.items():
                 width = int(code.max()) + 1
                 sums[name] += float(np.bincount(code[batch], minlength=width).astype(np.float64)
-                                    @ np.bincount(code[held], minlength=width))
+                                    @ np.bincount(code[held], minlength=width)) - own
             positions, pushed = (ptr + np.arange(len(batch))) % size, batch
             if len(batch) > size:
                 positions, pushed = positions[-size:], batch[-size:]
@@ -271,5 +264,13 @@ class MoCo(Recipe):
             stats["class_pairs_in_loss"] = (sums["class"] - (sums["both"] if guided else 0.0)) / steps
             used = np.asarray(classes)[np.concatenate(batches)]
             same = random_pairs(used, [2])      # the chance that two of these images share a class
-            stats["class_pairs_queue_random"] = float(np.mean([len(b) * h for b, h in zip(batches, held_counts)]) * same)
+            stats["class_pairs_queue_random"] = float(np.mean(pair_counts) * same)
         return stats
+
+
+def _common_pairs(a: np.ndarray, b: np.ndarray) -> int:
+    """The pairs (i in ``a``, j in ``b``) of one value (a query and a queue key of the same image)."""
+    a_values, a_counts = np.unique(a, return_counts=True)
+    b_values, b_counts = np.unique(b, return_counts=True)
+    _, ia, ib = np.intersect1d(a_values, b_values, assume_unique=True, return_indices=True)
+    return int((a_counts[ia] * b_counts[ib]).sum())

@@ -47,7 +47,7 @@ from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile
 from gsimclr.tracking import RunLogger, WandbOptions
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.training.reclustering import EncoderReclustering, check_reclustering
-from gsimclr.training.views import VIEW_FORWARDS
+from gsimclr.training.views import VIEW_FORWARDS, activation_values, check_views_memory
 from gsimclr.transforms.augment import NORMALIZATIONS, build_augment
 
 __all__ = ["CHECKPOINT", "Pretrainer", "TrainSettings", "ViewSource", "backbone_options", "build_model",
@@ -532,8 +532,8 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
     schedule, logger and, for ``--pseudo-labels encoder``, the re-clustering."""
     entry = METHODS.get(method)
     recipe = entry.parts()
+    recipe.validate(cfg, len(data))        # the options as given (its errors name them), then the data's defaults
     cfg = recipe.resolve(cfg, len(data))
-    recipe.validate(cfg, len(data))
     world = current_world()
     reclustering = None
     if entry.guided and parse_source(cfg.pseudo_labels)[0] == "encoder":
@@ -542,6 +542,7 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
     seed_everything(cfg.seed)
     # channels_last: faster on GPUs, and 1.75x faster on this 2-core CPU too (paper ResNet, batch 256, 32 px)
     model = recipe.build_model(cfg).to(device, memory_format=torch.channels_last)
+    check_step_memory(cfg, model, recipe.n_views(cfg), device, world.size)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay)
     scaler = grad_scaler(device, cfg.precision)  # enabled for fp16 only
     init_report = None
@@ -575,6 +576,17 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
                       pseudo_labels=pseudo_labels, resume=resume, reclustering=reclustering,
                       monitor=KnnMonitor(cfg, *monitor, device) if monitor is not None else None,
                       chance_loss=lambda sizes: recipe.chance_loss(cfg, sizes), init_report=init_report)
+
+
+def check_step_memory(cfg: Config, model: torch.nn.Module, n_views: int, device: torch.device, processes: int = 1) -> None:
+    """A UserError before any work when one step's views (each process's share of the batch) and the
+    network's activations for them would need more than the device's memory (a GPU's, else this
+    machine's): :func:`gsimclr.training.views.check_views_memory`."""
+    memory, where = None, "this machine's"
+    if device.type == "cuda":
+        memory, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU's ({device})"
+    check_views_memory(n_views, max(cfg.batch_size // processes, 1), cfg.image_size, memory, where,
+                       activations=activation_values(model, cfg.image_size, device))
 
 
 def pretrain(cfg: Config, data: ImageData, out_dir: str | Path, pseudo_labels: np.ndarray | None = None,
