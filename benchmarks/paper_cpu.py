@@ -508,6 +508,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=CIFAR10, help=f"CIFAR-10 (default {CIFAR10})")
     parser.add_argument("--inductor-cache", choices=("fresh", "default"), default="fresh",
                         help="fresh: an empty inductor cache per variant, so compile warm-ups are cold (default)")
+    parser.add_argument("--parallel-warmup", action="store_true", help="build and warm up every variant at "
+                        "once (on a loaded machine; the warm-up seconds then overlap and are not comparable)")
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
     parser.add_argument("--name", default="paper-cpu", help="output file stem")
     args = parser.parse_args(argv)
@@ -540,7 +542,7 @@ def main(argv=None) -> int:
         env["load_average_at_end"] = _loadavg()
         rep = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "command": command,
                "preset": PRESET, "environment": env, "steps": args.steps, "warmup": args.warmup,
-               "subset": args.subset, "flops_per_image": state.get("flops_per_image"), "ready": state["ready"],
+               "subset": args.subset, "parallel_warmup": args.parallel_warmup, "flops_per_image": state.get("flops_per_image"), "ready": state["ready"],
                "failed": state["failed"], "rounds": state["rounds"], "wall_s": time.perf_counter() - started,
                "complete": final}
         rep["summary"] = summarise(state)
@@ -552,11 +554,17 @@ def main(argv=None) -> int:
 
     workers: dict[str, Worker] = {}
     try:
-        for name in names:  # one at a time: each warm-up (a compile) runs alone
+        def start(name):
             spec = dict(VARIANTS[name], name=name, data=data, subset=args.subset, warmup=args.warmup,
                         count_flops=name == BASELINE)
             log(f"[{name}] starting ({spec['what']})")
-            w = Worker(name, spec, cache_root)
+            return Worker(name, spec, cache_root)
+
+        # one at a time (each warm-up, a compile where compiling, runs alone) or all at once (--parallel-warmup:
+        # faster on a loaded machine; the warm-up seconds then overlap and say nothing)
+        started_workers = {name: start(name) for name in names} if args.parallel_warmup else {}
+        for name in names:
+            w = started_workers.get(name) or start(name)
             msg = w.read()
             if "error" in msg:
                 log(f"[{name}] failed: {msg['error']}")
