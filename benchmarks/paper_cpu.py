@@ -78,12 +78,16 @@ VARIANTS: dict[str, dict] = {
                    "what": "--compile on, fp32, 1 thread"},
     "bf16": {"kind": "gsimclr", "threads": 2, "compile": "off", "precision": "bf16",
              "what": "--precision bf16: eager, channels_last, bf16 autocast on the CPU"},
+    "bf16-1t": {"kind": "gsimclr", "threads": 1, "compile": "off", "precision": "bf16",
+                "what": "--precision bf16, eager, channels_last, 1 thread"},
     "bf16-compile": {"kind": "gsimclr", "threads": 2, "compile": "on", "precision": "bf16",
                      "what": "--precision bf16 --compile on"},
     "lightly": {"kind": "lightly", "threads": 2, "precision": "fp32", "workers": 1,
                 "what": "the lightly recipe on the same model (PIL transforms in a DataLoader, 1 worker), fp32"},
     "ceiling": {"kind": "ceiling", "threads": 2,
                 "what": "the paper model's 3x3 convs (oneDNN, channels_last) and matmul, fp32 and bf16"},
+    "ceiling-1t": {"kind": "ceiling", "threads": 1,
+                   "what": "the same kernels on 1 thread (x2 for the 2-core figure)"},
 }
 # the compiled variants last: their warm-up runs after the others are built (and may reuse the inductor cache)
 DEFAULT_VARIANTS = ["eager", "eager-nchw", "eager-1t", "eager-passive", "bf16", "lightly", "ceiling", "compile"]
@@ -354,9 +358,17 @@ def summarise(state: dict) -> dict:
                 per_round_ceiling.append({d: top(r["ceiling"]["flops_per_s"], "conv3x3", d) for d in ("fp32", "bf16")})
             else:
                 per_round_ceiling.append(None)
+    one = [r["ceiling-1t"] for r in rounds if "ceiling-1t" in r]
+    if one:  # the same kernels on one thread: on a loaded machine a 2-thread kernel waits for its slower thread
+        k1 = one[0]["kernels"]
+        best1 = [max(r["flops_per_s"][i] for r in one) for i in range(len(k1))]
+        out["ceilings_1thread"] = {
+            "kernels": [dict(k, best_flops_per_s=b) for k, b in zip(k1, best1)],
+            **{f"{op}_{d}": max(b for k, b in zip(k1, best1) if k["op"] == op and k["dtype"] == d)
+               for op in ("conv3x3", "matmul") for d in ("fp32", "bf16")}}
     base = [r.get(BASELINE) for r in rounds]
     for name, info in state["ready"].items():
-        if name == "ceiling":
+        if VARIANTS[name]["kind"] == "ceiling":
             continue
         rates = [r[name]["images"] / r[name]["seconds"] if name in r else None for r in rounds]
         got = [x for x in rates if x is not None]
@@ -378,6 +390,9 @@ def summarise(state: dict) -> dict:
             own = "bf16" if entry["precision"] == "bf16" else "fp32"
             pr = [100 * x * flops / pc[own] for x, pc in zip(rates, per_round_ceiling) if x is not None and pc]
             entry[f"pct_same_round_{own}_conv_ceiling_median"] = statistics.median(pr) if pr else None
+            if entry["threads"] == 1 and out.get("ceilings_1thread"):
+                entry[f"pct_1thread_{own}_conv_ceiling"] = (100 * entry["flops_per_s"]
+                                                            / out["ceilings_1thread"][f"conv3x3_{own}"])
         out["variants"][name] = entry
     return out
 
@@ -462,6 +477,13 @@ def markdown(rep: dict) -> str:
                   f"{c['matmul_bf16'] / 1e9:.0f}. At the fp32 conv ceiling the step would run at "
                   f"{c['conv3x3_fp32'] / rep['flops_per_image']:.0f} images/s, at the bf16 one "
                   f"{c['conv3x3_bf16'] / rep['flops_per_image']:.0f}." if rep.get("flops_per_image") else "", ""]
+    c1 = s.get("ceilings_1thread")
+    if c1:
+        lines += [f"Ceilings on 1 thread (best window): 3x3 conv fp32 {c1['conv3x3_fp32'] / 1e9:.0f} GFLOP/s, bf16 "
+                  f"{c1['conv3x3_bf16'] / 1e9:.0f}; matmul fp32 {c1['matmul_fp32'] / 1e9:.0f}, bf16 "
+                  f"{c1['matmul_bf16'] / 1e9:.0f}. 1-thread variants: "
+                  + ", ".join(f"{n} {e[k]:.1f}% of the 1-thread {k.split('_')[2]} conv ceiling"
+                              for n, e in s["variants"].items() for k in e if k.startswith("pct_1thread_")), ""]
     lines += ["| variant | images/s (median) | paired ratio to eager | % fp32 conv ceiling | % bf16 conv ceiling | "
               "% own-precision ceiling, same round | warm-up s | what |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, e in s["variants"].items():
