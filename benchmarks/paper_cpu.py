@@ -625,6 +625,10 @@ def main(argv=None) -> int:
     finally:
         for w in workers.values():
             w.close()
+        if cache_root:  # the fresh inductor caches (the compiled kernels) go with the run
+            import shutil
+
+            shutil.rmtree(cache_root, ignore_errors=True)
     md = report(final=True)
     print(md)
     log(f"wrote {out / (args.name + '.json')} and .md in {time.perf_counter() - started:.0f} s")
