@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from gsimclr import __version__
-from gsimclr.checkpoint import load_checkpoint, read_meta
-from gsimclr.config import Config, config_from_dict
+from gsimclr.checkpoint import read_meta
+from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData, align_classes
 from gsimclr.data.store import EncodedStore
 from gsimclr.data.store_batches import decoded, open_split
@@ -43,11 +43,12 @@ from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_lab
 from gsimclr.loss import loss_entry
 from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
-from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
+from gsimclr.run_folder import TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
-from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, check_reclustering, pretrain
+from gsimclr.training.pretrain import (backbone_options, build_backbone, check_reclustering,  # noqa: F401
+                                       load_encoder, pretrain)  # load_encoder: also importable from here, as before
 from gsimclr.transforms.augment import NORMALIZATIONS
 
 EVAL_PROGRESS = "eval.progress.json"   # each finished evaluation of a stage in flight (removed once eval.json is written)
@@ -312,18 +313,6 @@ def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, met
 def _write_timing(timing_path: Path, seconds: float) -> None:
     previous = json.loads(timing_path.read_text())["pretrain_s"] if timing_path.exists() else 0.0
     write_json(timing_path, {"pretrain_s": previous + seconds})
-
-
-def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRModel, Config, dict]:
-    """A pretrained model from a checkpoint (or a stage folder holding one), with the config it was trained with."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    meta = read_meta(path)  # a one-line error when missing, a folder, unreadable or edited
-    saved = config_from_dict(meta.get("config", {}))
-    model = build_model(saved, meta.get("method", "simclr"))
-    load_checkpoint(path, model)
-    return model, saved, meta
 
 
 def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData,
