@@ -236,6 +236,8 @@ def random_state() -> dict:
     run drew."""
     import base64
 
+    import torch
+
     def text(state: torch.Tensor) -> str:
         return base64.b64encode(state.numpy().tobytes()).decode("ascii")
 
@@ -245,6 +247,8 @@ def random_state() -> dict:
 
 def set_random_state(state: dict) -> None:
     import base64
+
+    import torch
 
     def tensor(text: str) -> torch.Tensor:
         return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
