@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Accuracy parity: does the fast augmentation path lose accuracy against the torchvision reference?
 
-For each seed, SimCLR is pretrained twice with one training loop (a compact copy of
-``gsimclr.training.pretrain.pretrain``: same model initialisation, same ``RandomBatchSampler``, same
-optimizer and learning-rate schedule, same per-epoch seeding of the global random stream) that differs
-only in how the two views of a batch are produced:
+For each seed, SimCLR is pretrained twice by the trainer users run (``build_pretrainer(cfg, ...)``, its
+epochs run by ``Pretrainer.train_epoch`` and its ``step``: same model initialisation, same
+``RandomBatchSampler``, same optimizer and learning-rate schedule, same per-epoch seeding of the global
+random stream), which differ only in how the two views of a batch are produced:
 
-* **fast**: ``gsimclr.training.pretrain.make_views_fn(cfg, device)``, the batched augmentation with
-  per-sample parameters on the device (compiled on CUDA);
+* **fast**: the trainer's own views (``gsimclr.training.pretrain.make_views_fn(cfg, device)``), the
+  batched augmentation with per-sample parameters on the device (compiled on CUDA);
 * **reference**: ``torchvision.transforms.v2`` applied image by image on uint8 CHW tensors (on the CPU,
   as a DataLoader would) and stacked into a batch: ``RandomResizedCrop(size, scale, ratio,
   antialias=True)``, ``RandomHorizontalFlip(flip_p)``, ``RandomApply([ColorJitter(0.8 s, 0.8 s, 0.8 s,
@@ -39,6 +39,7 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,14 +49,10 @@ from torchvision.transforms import v2
 
 from gsimclr import __version__
 from gsimclr.config import load_config
-from gsimclr.distributed import World
 from gsimclr.io import write_json, write_text
 from gsimclr.pipeline import load_data
-from gsimclr.runtime import maybe_compile, resolve_device, seed_epoch, seed_everything
-from gsimclr.training.optim import build_optimizer, lr_multiplier
-from gsimclr.loss import build_criterion
-from gsimclr.training.pretrain import (build_model, build_pretrain_augment, make_loss_fn, make_sampler,
-                                       make_views_fn, monitor_knn, place_images, train_step)
+from gsimclr.runtime import resolve_device
+from gsimclr.training.pretrain import build_pretrain_augment, build_pretrainer, monitor_knn
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("fast", "reference")
@@ -86,37 +83,26 @@ def reference_views_fn(cfg, device: torch.device):
 
 
 def train(cfg, data, views_fn, device: torch.device) -> dict:
-    """pretrain()'s loop (single process, no checkpoints or logging) with ``views_fn`` for the views."""
-    seed_everything(cfg.seed)
-    model = build_model(cfg).to(device, memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sampler = make_sampler(cfg, len(data), None, World())
-    steps = len(sampler)
-    schedule = lr_multiplier(cfg.schedule, cfg.epochs * steps, round(cfg.warmup_epochs * steps),
-                             round(cfg.restart_epochs * steps))
-    images = place_images(data.images, device)
-    loss_fn = maybe_compile(make_loss_fn(build_criterion(cfg)), device, cfg.compile)
-    losses, view_s, t0 = [], 0.0, time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
-        sampler.set_epoch(epoch)
-        seed_epoch(cfg.seed, epoch)
-        total, seen = torch.zeros((), device=device), 0
-        for i, idx in enumerate(sampler):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * schedule(epoch * steps + i)
-            index = torch.from_numpy(idx).to(images.device, non_blocking=True)
-            batch = images[index].to(device, non_blocking=True)
-            tv = time.perf_counter()
-            views = views_fn(batch)
-            view_s += time.perf_counter() - tv  # exact on a CPU; on CUDA only the launch time of the fast path
-            total += train_step(model, optimizer, loss_fn, views, cfg, device) * len(idx)
-            seen += len(idx)
-        losses.append(float(total) / seen)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_s = time.perf_counter() - t0
-    return {"model": model, "train_s": train_s, "views_s": view_s if device.type == "cpu" else None,
+    """The trainer users run, built by ``build_pretrainer`` (single process, no checkpoint; its logs go to a
+    temporary folder), epoch by epoch; ``views_fn`` replaces its views (None: its own, the fast path)."""
+    with tempfile.TemporaryDirectory(prefix="gsimclr-parity-") as log_dir:
+        trainer = build_pretrainer(cfg, data, log_dir, device, method="simclr")
+        make, view_s = views_fn or trainer.views.make, [0.0]
+
+        def timed_views(batch: torch.Tensor) -> torch.Tensor:
+            t = time.perf_counter()
+            views = make(batch)
+            view_s[0] += time.perf_counter() - t  # exact on a CPU; on CUDA only the launch time of the fast path
+            return views
+
+        trainer.views.make = timed_views
+        t0 = time.perf_counter()
+        losses = [trainer.train_epoch(epoch)["loss"] for epoch in range(cfg.epochs)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t0
+        trainer.log.close()
+    return {"model": trainer.model, "train_s": train_s, "views_s": view_s[0] if device.type == "cpu" else None,
             "losses": losses}
 
 
@@ -194,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
         cfg = load_config(args.preset, {"epochs": args.epochs, "device": args.device, "seed": seed})
         run = {"seed": seed}
-        for path, make in (("fast", make_views_fn), ("reference", reference_views_fn)):
-            out = train(cfg, train_data, make(cfg, device), device)
+        for path, make in (("fast", None), ("reference", reference_views_fn)):
+            out = train(cfg, train_data, make and make(cfg, device), device)
             out["knn"] = monitor_knn(cfg, out.pop("model"), train_data, test_data, device)
             run[path] = out
             print(f"seed {seed} {path:9s}: kNN {out['knn']:.2f}%  final loss {out['losses'][-1]:.4f}  "

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Pretraining throughput, side by side: gsimclr's pipeline vs the lightly recipe, in one process.
 
-gsimclr: the real code path of ``gsimclr.training.pretrain`` -- the uint8 dataset placed by
-``place_images``, batches from ``RandomBatchSampler``, two views from ``make_views_fn(cfg)``
-(compiled on a GPU) run on the device, pretrain's ``make_loss_fn`` loss (one forward over both views, NT-Xent) through
-``maybe_compile`` and ``gsimclr.runtime.autocast``, channels_last model, SGD step.
+gsimclr: the trainer users run, built by ``gsimclr.training.pretrain.build_pretrainer(cfg, ...)`` and
+timed through its ``Pretrainer.step`` (its two parts, ``views.make`` and ``step_on_views``, apart in
+the breakdown) -- the uint8 dataset placed by ``place_images``, batches from ``RandomBatchSampler``,
+two views from ``make_views_fn(cfg)`` (compiled on a GPU) run on the device, the method's loss (one
+forward over both views, NT-Xent) through ``maybe_compile`` and ``gsimclr.runtime.autocast``,
+channels_last model, SGD step.
 
 lightly: lightly's ``SimCLRTransform`` (as lightly's CIFAR-10 benchmark: crop scale, jitter strength
 and blur matched to the gsimclr config) on PIL images in a ``torch.utils.data.DataLoader`` with N

@@ -10,7 +10,7 @@ import torch
 from gsimclr.models.registry import create_backbone
 from gsimclr.models.resnet import Bottleneck, PaperResNet
 from gsimclr.training.optim import lr_multiplier
-from gsimclr.training.views import VIEW_FORWARDS
+from gsimclr.methods.views import VIEW_FORWARDS
 from gsimclr.transforms.augment import (
     NotebookAugment,
     TFJitterParams,

@@ -210,7 +210,7 @@ def test_the_compiled_paths_trace_whole_without_pytorch_at_module_level():
     """The view forwards and the recipes' view stacking import PyTorch inside the function (their modules
     stay light for the command line's checks); torch.compile still traces each as one graph (fullgraph:
     a graph break raises), so the GPU's compiled step and augmentation are unchanged."""
-    from gsimclr.training.views import VIEW_FORWARDS
+    from gsimclr.methods.views import VIEW_FORWARDS
     from gsimclr.transforms.augment import build_augment
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
@@ -254,8 +254,8 @@ def test_views_beyond_any_memory_are_refused_in_one_line_before_pytorch(tmp_path
 def test_views_and_activations_beyond_the_memory_are_refused_before_training(tmp_path, monkeypatch):
     """The trainer adds the network's activations per view (counted on one image) to the bound, and names
     the most views that fit."""
-    from gsimclr.training import views as views_module
-    from gsimclr.training.views import activation_values
+    from gsimclr.methods import views as views_module
+    from gsimclr.methods.views import activation_values
 
     cfg = load_config(None, {"data": "digits", "image_size": 8, "n_blocks": 0, "head_dims": [16, 8], "epochs": 1,
                              "batch_size": 16, "device": "cpu", "compile": "off", "tsne_points": 0})

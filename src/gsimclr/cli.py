@@ -237,7 +237,7 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
         check_method_options(cfg, method)
     check_loss_options(cfg, {n for n in FIELDS if getattr(args, n, None) is not None},
                        guided=any(METHODS[m].guided for m in methods))
-    from gsimclr.training.views import check_views_memory
+    from gsimclr.methods.views import check_views_memory
 
     check_views_memory(cfg.views, cfg.batch_size, cfg.image_size)  # the views alone; the trainer adds the network's
     known = [METHODS[m] for m in methods]
@@ -433,7 +433,8 @@ def cmd_pretrain(args) -> None:
 
 
 def _eval_setup(args):
-    from gsimclr.pipeline import load_data, load_encoder
+    from gsimclr.pipeline import load_data
+    from gsimclr.training.pretrain import load_encoder
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
@@ -495,7 +496,8 @@ def _embed(args, output: Path) -> None:
     from gsimclr.data.store_batches import open_split
     from gsimclr.evaluation.features import extract_features
     from gsimclr.io import atomic_path, save_npy
-    from gsimclr.pipeline import load_data, load_encoder
+    from gsimclr.pipeline import load_data
+    from gsimclr.training.pretrain import load_encoder
     from gsimclr.runtime import resolve_device
     from gsimclr.transforms.augment import NORMALIZATIONS
 

@@ -15,7 +15,9 @@ Every field is declared with :func:`opt`::
   Every referenced module imports no PyTorch (a registry of heavy entries declares their names,
   :meth:`gsimclr.registry.Registry.declare`), so every option is checked before PyTorch is imported;
 - ``min``/``max`` (inclusive) and ``gt``/``lt`` (exclusive) bound numbers; every float must be finite;
-- ``check`` is a function ``value -> message or None`` for anything else.
+- ``check`` is a function ``value -> message or None`` for anything else, or a ``"module:FUNCTION"``
+  reference to one, imported on first use like a registry (the check of a registry's entries lives
+  beside them, and this module imports nothing above it).
 
 The type comes from the annotation (``typing.get_type_hints``): ``int``, ``float``, ``str``, ``bool``,
 ``list[int]`` (comma-separated on the command line) and ``X | None``. :meth:`Config.validate` checks
@@ -46,7 +48,7 @@ from typing import Any, Callable
 import yaml
 
 from gsimclr.errors import UserError
-from gsimclr.registry import resolve
+from gsimclr.registry import resolve, resolve_function
 
 # Option sections, in --help order, with their titles.
 SECTIONS: dict[str, str] = {
@@ -70,7 +72,7 @@ SECTIONS: dict[str, str] = {
 
 def opt(default: Any, section: str, help: str, *, choices: Any = None, min: float | None = None,
         max: float | None = None, gt: float | None = None, lt: float | None = None,
-        check: Callable[[Any], str | None] | None = None, metavar: str | None = None) -> Any:
+        check: Callable[[Any], str | None] | str | None = None, metavar: str | None = None) -> Any:
     """A :class:`Config` field with its metadata (see the module docstring)."""
     if section not in SECTIONS:
         raise ValueError(f"unknown option section {section!r}")
@@ -85,12 +87,6 @@ def _device_check(value: str) -> str | None:
     if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
         return None
     return f"--device must be auto, cpu, mps, cuda or cuda:N, got {value!r}"
-
-
-def _pseudo_label_check(value: str) -> str | None:
-    from gsimclr.guidance.sources import source_problem
-
-    return source_problem(value)
 
 
 def _positive_list(value: list[int]) -> str | None:
@@ -189,7 +185,7 @@ class Config:
     reshuffle: bool = opt(True, "pretrain", "unguided batches: a new order every epoch (false: the first epoch's order "
                           "every epoch, as tf.data shuffle().cache())")
     views_forward: str = opt("joint", "pretrain", "forward passes: one over both views (BatchNorm statistics over 2N), "
-                             "or one per view (separate: the notebooks)", choices="gsimclr.training.views:VIEW_FORWARDS")
+                             "or one per view (separate: the notebooks)", choices="gsimclr.methods.views:VIEW_FORWARDS")
     views: int = opt(2, "pretrain", "augmented views of every image per step (SimCLR: every anchor has views - 1 "
                      "positives; MoCo takes 2, a query and a key)", min=2)
     checkpoint_every: int = opt(0, "pretrain", "epochs between checkpoints (0: only at the end)", min=0)
@@ -224,7 +220,7 @@ class Config:
     pseudo_labels: str = opt("autoencoder", "pseudo_labels", "where pseudo labels come from: autoencoder (the "
                              "paper), encoder (k-means on the encoder's features, refreshed during training), "
                              "or file:PATH (labels .npy, or embeddings .npy/.parquet to cluster)",
-                             check=_pseudo_label_check, metavar="{autoencoder,encoder,file:PATH}")
+                             check="gsimclr.guidance.sources:source_problem", metavar="{autoencoder,encoder,file:PATH}")
     recluster_every: int = opt(1, "pseudo_labels", "encoder pseudo labels: epochs between re-clusterings", min=1)
     recluster_warmup: int = opt(1, "pseudo_labels", "encoder pseudo labels: epochs before the first clustering "
                                 "(trained as SimCLR)", min=0)
@@ -304,7 +300,7 @@ class Config:
     seed: int = opt(0, "execution", "random seed", min=0)
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
     precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it, fp16 with a "
-                         "gradient scaler on those that do not, fp32 on the CPU)", choices=("auto", "bf16", "fp16", "fp32"))
+                         "gradient scaler on those that do not, fp32 on the CPU)", choices="gsimclr.runtime:PRECISIONS")
     compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs)",
                        choices=("auto", "on", "off", "max-autotune", "reduce-overhead"))
     tsne_points: int = opt(2000, "report", "points in the t-SNE maps (0: no maps)", min=0)
@@ -467,7 +463,7 @@ def check_value(name: str, value: Any, choices: bool = True, ranges: bool = True
             if bound is not None and not ok(bound):
                 raise UserError(f"{flag(name)} must be {word} {bound:g}, got {v}")
     if meta["check"] is not None:
-        problem = meta["check"](value)
+        problem = resolve_function(meta["check"])(value)
         if problem:
             raise UserError(problem if problem.startswith("--") else f"{flag(name)} {problem}")
 

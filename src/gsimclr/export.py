@@ -536,8 +536,7 @@ def export_run(path: str | Path, out: str | Path | None = None, formats: tuple[s
 
 def _export_checkpoint(ckpt: Path, out: Path, formats: tuple[str, ...], run_dir: Path | None, method: str,
                        overwrite: bool) -> dict[str, Any]:
-    from gsimclr.pipeline import load_encoder
-    from gsimclr.training.pretrain import backbone_options
+    from gsimclr.training.pretrain import backbone_options, load_encoder
     from gsimclr.transforms.augment import NORMALIZATIONS
 
     model, cfg, meta = load_encoder(ckpt)

@@ -14,6 +14,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ import torch
 import yaml
 
 from gsimclr import __version__
-from gsimclr.checkpoint import load_checkpoint, read_meta
-from gsimclr.config import Config, config_from_dict
+from gsimclr.checkpoint import read_meta
+from gsimclr.config import Config
 from gsimclr.data.dataset import ImageData, align_classes
 from gsimclr.data.store import EncodedStore
 from gsimclr.data.store_batches import decoded, open_split
@@ -43,11 +44,12 @@ from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_lab
 from gsimclr.loss import loss_entry
 from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
-from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
+from gsimclr.run_folder import TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
-from gsimclr.training.pretrain import backbone_options, build_backbone, build_model, check_reclustering, pretrain
+from gsimclr.training.pretrain import (backbone_options, build_backbone, check_reclustering,  # noqa: F401
+                                       load_encoder, pretrain)  # load_encoder: also importable from here, as before
 from gsimclr.transforms.augment import NORMALIZATIONS
 
 EVAL_PROGRESS = "eval.progress.json"   # each finished evaluation of a stage in flight (removed once eval.json is written)
@@ -314,18 +316,6 @@ def _write_timing(timing_path: Path, seconds: float) -> None:
     write_json(timing_path, {"pretrain_s": previous + seconds})
 
 
-def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRModel, Config, dict]:
-    """A pretrained model from a checkpoint (or a stage folder holding one), with the config it was trained with."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    meta = read_meta(path)  # a one-line error when missing, a folder, unreadable or edited
-    saved = config_from_dict(meta.get("config", {}))
-    model = build_model(saved, meta.get("method", "simclr"))
-    load_checkpoint(path, model)
-    return model, saved, meta
-
-
 def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData,
                      which: tuple[str, ...] | None = None, out: Path | None = None,
                      device: torch.device | None = None, progress: tuple[Path, str] | None = None) -> dict[str, Any]:
@@ -492,11 +482,42 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     In a multi-process run (torchrun) every process pretrains; rank 0 alone computes the pseudo labels,
     evaluates, writes and logs, while the others wait (:func:`gsimclr.distributed.wait_for_main`),
     and they return before the supervised baseline with the results they know of."""
-    folder = _folder(run_dir)
-    world = current_world()
-    if not world.is_main:
-        log = _quiet
+    log = log if current_world().is_main else _quiet
     methods = tuple(default_methods()) if methods is None else tuple(methods)
+    run = _open_run(cfg, _folder(run_dir), methods, resume, argv, log)
+    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
+                               "linear_protocol": cfg.linear_protocol, "loss": cfg.loss, "methods": {}}
+    pseudo = _pseudo_labels_before(run, methods, results, log)
+    for method in methods:
+        if not _run_method(run, method, pseudo, results, log, stop_after, max_minutes):
+            return {"incomplete": True}
+    if not current_world().is_main:
+        return results
+    if run.evaluable:
+        results["supervised"] = _supervised_baseline(run)
+    _write_results(run.folder, results, run.evaluable)
+    return results
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of :func:`run_all` reads: the options, the run folder, the data, whether it resumes."""
+
+    cfg: Config
+    folder: RunFolder
+    train: ImageData | EncodedStore
+    test: ImageData | EncodedStore | None
+    resume: bool
+
+    @property
+    def evaluable(self) -> bool:
+        return self.train.has_labels and self.test is not None and self.test.has_labels
+
+
+def _open_run(cfg: Config, folder: RunFolder, methods: tuple[str, ...], resume: bool, argv: list[str] | None,
+              log) -> _Run:
+    """The run's data once every check passed (the methods' names first, ``--resume``'s provenance before
+    anything is written); then rank 0 writes the run's metadata."""
     for name in methods:
         METHODS.get(name)  # an unknown name is a one-line error before any work
     train, test = load_data(cfg)
@@ -505,66 +526,89 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
         check_method(cfg, method, len(train))  # before the first method's pretraining, not after it
     if resume:
         check_resume(cfg, folder, train, test, methods)
-    if world.is_main:
+    if current_world().is_main:
         write_run_info(folder, cfg, argv)
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
-    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
-                               "linear_protocol": cfg.linear_protocol, "loss": cfg.loss, "methods": {}}
-    pseudo = None
-    if any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg):
-        t0 = time.perf_counter()
-        pl = shared_pseudo_labels(cfg, train, folder, resume, test)
-        pseudo = pl.pop("labels")
-        results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
-        scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
-        log(f"pseudo labels ({cfg.pseudo_labels}): k={pl['k']}{scores}")
-    evaluable = train.has_labels and test is not None and test.has_labels
-    for method in methods:
-        eval_path = folder.eval(method)
-        if resume and folder.reusable(f"{method}/eval", eval_provenance(cfg, train, test, folder.checkpoint(method)),
-                                      [eval_path]):
-            results["methods"][method] = json.loads(eval_path.read_text())
-            continue
-        model = stage_pretrain(cfg, train, folder, method, pseudo, resume, stop_after, max_minutes,
-                               (train, test) if evaluable else None)
-        wait_for_main()  # rank 0 has written the checkpoint
-        if trained_epochs(folder, method) < cfg.epochs:
-            log(f"{method}: stopped at epoch {trained_epochs(folder, method)}/{cfg.epochs}; continue with --resume")
-            return {"incomplete": True}
-        if not world.is_main:
-            wait_for_main()  # while rank 0 evaluates this method
-            continue
-        summary = stage_results(folder, method)
-        log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
-        if "pseudo_labels" in summary and "pseudo_labels" not in results:  # encoder pseudo labels
-            results["pseudo_labels"] = summary["pseudo_labels"]
-        expected = eval_provenance(cfg, train, test, folder.checkpoint(method))
-        kept = folder.stage_dir(method) / EVAL_PROGRESS
-        if evaluable:
-            key = hashlib.sha256(json.dumps(expected, sort_keys=True, default=str).encode()).hexdigest()
-            summary.update(evaluate_encoder(cfg, model, train, test, out=folder.stage_dir(method), progress=(kept, key)))
-        folder.record(f"{method}/eval", expected)
-        write_json(eval_path, summary)
-        kept.unlink(missing_ok=True)
-        results["methods"][method] = summary
-        wait_for_main()
-    if not world.is_main:
-        return results
-    if evaluable:
-        expected = supervised_provenance(cfg, train, test)
-        if resume and folder.reusable("supervised", expected, [folder.supervised]):
-            results["supervised"] = json.loads(folder.supervised.read_text())["top1"]
-        else:
-            sup = stage_supervised(cfg, train, test)
-            results["supervised"] = sup["top1"]
-            folder.record("supervised", expected)
-            write_json(folder.supervised, sup)
+    return _Run(cfg, folder, train, test, resume)
+
+
+def _pseudo_labels_before(run: _Run, methods: tuple[str, ...], results: dict[str, Any], log) -> np.ndarray | None:
+    """The pseudo labels made before pretraining (autoencoder, file:PATH) when a guided method uses them
+    (rank 0 makes them, :func:`shared_pseudo_labels`), described in ``results``; None otherwise."""
+    cfg = run.cfg
+    if not (any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg)):
+        return None
+    t0 = time.perf_counter()
+    pl = shared_pseudo_labels(cfg, run.train, run.folder, run.resume, run.test)
+    pseudo = pl.pop("labels")
+    results["pseudo_labels"] = {**pl, "seconds": round(time.perf_counter() - t0, 2)}
+    scores = f", NMI {pl['nmi']:.3f}, ARI {pl['ari']:.3f}" if "nmi" in pl else ""
+    log(f"pseudo labels ({cfg.pseudo_labels}): k={pl['k']}{scores}")
+    return pseudo
+
+
+def _run_method(run: _Run, method: str, pseudo: np.ndarray | None, results: dict[str, Any], log,
+                stop_after: int | None, max_minutes: float | None) -> bool:
+    """One method: its evaluation reused on ``--resume`` when its provenance matches, else pretrained (by
+    every process) and evaluated (by rank 0, while the others wait). False when pretraining stopped
+    early (``stop_after``, ``max_minutes``)."""
+    cfg, folder = run.cfg, run.folder
+    if run.resume and folder.reusable(f"{method}/eval", eval_provenance(cfg, run.train, run.test,
+                                                                        folder.checkpoint(method)), [folder.eval(method)]):
+        results["methods"][method] = json.loads(folder.eval(method).read_text())
+        return True
+    model = stage_pretrain(cfg, run.train, folder, method, pseudo, run.resume, stop_after, max_minutes,
+                           (run.train, run.test) if run.evaluable else None)
+    wait_for_main()  # rank 0 has written the checkpoint
+    if trained_epochs(folder, method) < cfg.epochs:
+        log(f"{method}: stopped at epoch {trained_epochs(folder, method)}/{cfg.epochs}; continue with --resume")
+        return False
+    if current_world().is_main:
+        results["methods"][method] = _evaluate_method(run, method, model, results, log)
+    wait_for_main()  # the other processes, while rank 0 evaluates this method
+    return True
+
+
+def _evaluate_method(run: _Run, method: str, model: SimCLRModel, results: dict[str, Any], log) -> dict[str, Any]:
+    """Rank 0's part of a pretrained method: its training summary and every evaluation, written to its
+    eval.json with their provenance; encoder pseudo labels' description joins ``results``. Each finished
+    evaluation is kept in the stage's :data:`EVAL_PROGRESS` until eval.json is written, so a stage cut
+    between two evaluations continues with the next."""
+    cfg, folder = run.cfg, run.folder
+    summary = stage_results(folder, method)
+    log(f"{method}: pretrained {summary['epochs']} epochs in {summary['pretrain_s']:.1f} s")
+    if "pseudo_labels" in summary and "pseudo_labels" not in results:  # encoder pseudo labels
+        results["pseudo_labels"] = summary["pseudo_labels"]
+    expected = eval_provenance(cfg, run.train, run.test, folder.checkpoint(method))
+    kept = folder.stage_dir(method) / EVAL_PROGRESS
+    if run.evaluable:
+        key = hashlib.sha256(json.dumps(expected, sort_keys=True, default=str).encode()).hexdigest()
+        summary.update(evaluate_encoder(cfg, model, run.train, run.test, out=folder.stage_dir(method),
+                                        progress=(kept, key)))
+    folder.record(f"{method}/eval", expected)
+    write_json(folder.eval(method), summary)
+    kept.unlink(missing_ok=True)
+    return summary
+
+
+def _supervised_baseline(run: _Run) -> float:
+    """The supervised baseline's top-1 (%), reused on ``--resume`` when its provenance matches."""
+    expected = supervised_provenance(run.cfg, run.train, run.test)
+    if run.resume and run.folder.reusable("supervised", expected, [run.folder.supervised]):
+        return json.loads(run.folder.supervised.read_text())["top1"]
+    sup = stage_supervised(run.cfg, run.train, run.test)
+    run.folder.record("supervised", expected)
+    write_json(run.folder.supervised, sup)
+    return sup["top1"]
+
+
+def _write_results(folder: RunFolder, results: dict[str, Any], evaluable: bool) -> None:
+    """The run's curves, results.json and results.md (the table and the summary lines)."""
     plot_run_curves(folder)
     write_json(folder.results_json, results)
     table = markdown_table(results) if evaluable else "(no labelled evaluation split: nothing to tabulate)"
     write_text(folder.results_md, table + "\n\n" + "\n".join(summary_lines(results)) + "\n")
-    return results
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -129,3 +129,11 @@ def resolve(ref: str | Iterable[str] | Callable[[], Iterable[str]]) -> list[str]
     if callable(ref):
         return list(ref())
     return list(ref)
+
+
+def resolve_function(ref: str | Callable) -> Callable:
+    """A function, or the one a ``"module:FUNCTION"`` string names (imported on first use, as :func:`resolve`)."""
+    if isinstance(ref, str):
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return ref

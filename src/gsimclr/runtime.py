@@ -1,4 +1,8 @@
-"""Device, precision and compilation choices, made once per run."""
+"""Device, precision and compilation choices, made once per run.
+
+This module owns the precisions (:data:`PRECISIONS`, the ``--precision`` option's choices) and imports
+PyTorch only inside its functions, so that the command line checks the option without importing it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,20 @@ import contextlib
 import functools
 import random
 import warnings
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from gsimclr.config import choices_of
 from gsimclr.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+#: the ``--precision`` choices: ``auto`` picks one of the others (:func:`resolve_precision`)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -26,13 +35,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-PRECISIONS = tuple(choices_of("precision"))  # the --precision option owns the names
-
-
 def bf16_supported(device: torch.device) -> bool:
     """Whether ``device`` runs bf16 natively: every CPU (autocast's CPU bf16 kernels), Ampere and later
     GPUs. Emulated bf16 (what ``torch.cuda.is_bf16_supported()`` reports for a V100 since torch 2.3) does
     not count: it is slower than fp16 with a gradient scaler."""
+    import torch
+
     if device.type != "cuda":
         return True
     try:
@@ -50,6 +58,7 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     scaler before torch 2.3, and bf16 (same memory, fp32's range) is the CPU's half precision.
 
     Example:
+        >>> import torch
         >>> resolve_precision(torch.device("cpu")), resolve_precision(torch.device("cpu"), "bf16")
         ('fp32', 'bf16')
     """
@@ -62,20 +71,24 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     if precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     if precision == "bf16" and not bf16_supported(device):
+        import torch
+
         raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no native bf16; "
                         "use fp16 (or auto, which picks it) or fp32")
     return precision
 
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # torch's names
 
 
 def autocast(device: torch.device, precision: str = "auto"):
     """Autocast to the precision :func:`resolve_precision` picks; nothing for fp32."""
+    import torch
+
     resolved = resolve_precision(device, precision)
     if resolved == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_DTYPES[resolved])
+    return torch.autocast(device.type, dtype=getattr(torch, _DTYPES[resolved]))
 
 
 def grad_scaler(device: torch.device, precision: str = "auto"):
@@ -85,10 +98,13 @@ def grad_scaler(device: torch.device, precision: str = "auto"):
     :func:`scaler_state`, so that a resumed fp16 run starts at the scale it reached.
 
     Example:
+        >>> import torch
         >>> scaler = grad_scaler(torch.device("cpu"))
         >>> scaler.is_enabled()
         False
     """
+    import torch
+
     enabled = resolve_precision(device, precision) == "fp16"
     try:
         return torch.amp.GradScaler(device.type, enabled=enabled)
@@ -111,6 +127,8 @@ def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=N
 
 def scaler_state(scaler) -> dict | None:
     """The scaler's state as JSON-able scalars for a checkpoint's metadata; None when it is disabled."""
+    import torch
+
     if scaler is None or not scaler.is_enabled():
         return None
     return {k: (float(v) if torch.is_tensor(v) else v) for k, v in scaler.state_dict().items()}
@@ -131,6 +149,8 @@ def maybe_compile(fn, device: torch.device, mode: str = "auto"):
     the returned :class:`CompiledOrEager` calls the compiled function and, when compiling fails, warns
     once and runs ``fn`` eagerly from then on. Its ``compiled`` attribute says which ran (None before the
     first call)."""
+    import torch
+
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return fn
     try:
@@ -190,6 +210,9 @@ class CompiledOrEager:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -200,6 +223,9 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
     only, so a resumed run draws the same augmentations as an uninterrupted one. Each process of a
     multi-process run (``rank`` > 0) gets a stream of its own. The global stream, not a
     ``torch.Generator`` argument, so that torch.compile can trace the augmentations."""
+    import numpy as np
+    import torch
+
     entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
     torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
@@ -210,6 +236,8 @@ def random_state() -> dict:
     run drew."""
     import base64
 
+    import torch
+
     def text(state: torch.Tensor) -> str:
         return base64.b64encode(state.numpy().tobytes()).decode("ascii")
 
@@ -219,6 +247,8 @@ def random_state() -> dict:
 
 def set_random_state(state: dict) -> None:
     import base64
+
+    import torch
 
     def tensor(text: str) -> torch.Tensor:
         return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)

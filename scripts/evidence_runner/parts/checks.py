@@ -150,7 +150,7 @@ def run_bf16_ntxent(ctx: Ctx, part: Part) -> dict:
     from gsimclr.runtime import autocast, resolve_device, seed_everything
     from gsimclr.training.pretrain import build_model, make_views_fn
     from gsimclr.loss import build_criterion
-    from gsimclr.training.pretrain import make_loss_fn
+    from gsimclr.methods import METHODS
 
     overrides = {"data": ctx.data["cifar10"], "device": ctx.device}
     if ctx.smoke:
@@ -171,7 +171,7 @@ def run_bf16_ntxent(ctx: Ctx, part: Part) -> dict:
     idx = torch.from_numpy(__import__("numpy").random.default_rng(0).choice(len(train), cfg.batch_size, replace=False))
     batch = torch.from_numpy(train.images[idx.numpy()]).to(device)
     views = make_views_fn(cfg, device)(batch)
-    loss_fn = make_loss_fn(build_criterion(cfg))
+    loss_fn = METHODS["simclr"].parts().make_loss_fn(cfg, build_criterion(cfg))  # the trainer's loss of SimCLR
     tf32_used: dict[str, dict] = {}
     state = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm running stats move in train mode
     results = {}
@@ -181,7 +181,7 @@ def run_bf16_ntxent(ctx: Ctx, part: Part) -> dict:
         # the fp32 reference is fp32: TF32 off for matmuls and convolutions (cuDNN allows it by default)
         with tf32(enabled=precision != "fp32") as tf32_state:
             with autocast(device, precision):
-                loss = loss_fn(model, views, None)
+                loss = loss_fn(model, views, None, None)
             loss.backward()
         tf32_used[precision] = tf32_state
         results[precision] = (float(loss), {n: p.grad.detach().float().clone() for n, p in model.named_parameters()

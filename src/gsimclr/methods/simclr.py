@@ -18,7 +18,7 @@ from typing import Sequence
 from gsimclr.loss import build_criterion, check_loss_options
 from gsimclr.methods.base import Recipe
 from gsimclr.models.simclr import SimCLRModel, backbone_options
-from gsimclr.training.views import VIEW_FORWARDS
+from gsimclr.methods.views import VIEW_FORWARDS
 
 
 class SimCLR(Recipe):
@@ -36,7 +36,7 @@ class SimCLR(Recipe):
 
     def make_loss_fn(self, cfg, criterion):
         """The views (V, N, C, H, W) through the model, by default in one forward pass stacked into one
-        batch (``--views-forward``, :data:`gsimclr.training.views.VIEW_FORWARDS`), then the criterion
+        batch (``--views-forward``, :data:`gsimclr.methods.views.VIEW_FORWARDS`), then the criterion
         on (V, N, D)."""
         forward = VIEW_FORWARDS[cfg.views_forward]
 

@@ -5,5 +5,4 @@
   parts from a config (the method's own from :mod:`gsimclr.methods`).
 - ``gsimclr.training.reclustering``: encoder pseudo labels refreshed during training.
 - ``gsimclr.training.optim``: optimizers and learning-rate schedules.
-- ``gsimclr.training.views``: how a batch's views pass through the network.
 """

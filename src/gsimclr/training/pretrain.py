@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from gsimclr.config import Config
+from gsimclr.config import Config, config_from_dict
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.store import EncodedStore
@@ -40,6 +40,7 @@ from gsimclr.guidance.samplers import GreedyBatchSampler, RandomBatchSampler, ma
 from gsimclr.guidance.sources import parse_source
 from gsimclr.io import save_npy
 from gsimclr.methods import METHODS, Method
+from gsimclr.methods.views import activation_values, check_views_memory
 from gsimclr.models.simclr import SimCLRModel, backbone_options
 from gsimclr.run_folder import CHECKPOINT, CHECKPOINT_PSEUDO_LABELS  # the stage folder's checkpoint name (re-exported here)
 from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile, resolve_device, restore_scaler,
@@ -47,11 +48,10 @@ from gsimclr.runtime import (autocast, backward_step, grad_scaler, maybe_compile
 from gsimclr.tracking import RunLogger, WandbOptions
 from gsimclr.training.optim import build_optimizer, lr_multiplier
 from gsimclr.training.reclustering import EncoderReclustering, check_reclustering
-from gsimclr.training.views import VIEW_FORWARDS, activation_values, check_views_memory
 from gsimclr.transforms.augment import NORMALIZATIONS, build_augment
 
 __all__ = ["CHECKPOINT", "Pretrainer", "TrainSettings", "ViewSource", "backbone_options", "build_model",
-           "build_pretrainer", "check_reclustering", "pretrain"]
+           "build_pretrainer", "check_reclustering", "load_encoder", "pretrain"]
 
 
 def build_backbone(cfg: Config):
@@ -64,6 +64,19 @@ def build_model(cfg: Config, method: str = "simclr") -> SimCLRModel:
     """The network of ``method`` (its recipe's :meth:`~gsimclr.methods.base.Recipe.build_model`) for a
     config as its checkpoint records it (defaults that depend on the data resolved)."""
     return METHODS.get(method).parts().build_model(cfg)
+
+
+def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRModel, Config, dict]:
+    """A pretrained model from a checkpoint (or a stage folder holding one), with the config it was trained
+    with: the network its method builds (:func:`build_model`) and the weights :meth:`Pretrainer.save` wrote."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    meta = read_meta(path)  # a one-line error when missing, a folder, unreadable or edited
+    saved = config_from_dict(meta.get("config", {}))
+    model = build_model(saved, meta.get("method", "simclr"))
+    load_checkpoint(path, model)
+    return model, saved, meta
 
 
 def wandb_options(cfg: Config, out_dir: Path, method: str) -> WandbOptions | None:
@@ -147,28 +160,6 @@ def check_batches(sampler):
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return sampler
-
-
-def make_loss_fn(criterion, views_forward: str = "joint"):
-    """SimCLR's ``loss_fn(model, views, labels)`` outside a :class:`Pretrainer` (the benchmarks'): the
-    views (V, N, C, H, W) through the model (``views_forward``), then the criterion on (V, N, D)."""
-    forward = VIEW_FORWARDS[views_forward]
-
-    def contrastive_loss(model, views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return criterion(forward(model, views), pseudo_labels=labels)
-
-    return contrastive_loss
-
-
-def train_step(model, optimizer: torch.optim.Optimizer, loss_fn, views: torch.Tensor, cfg: Config,
-               device: torch.device, labels: torch.Tensor | None = None, scaler=None) -> torch.Tensor:
-    """One optimisation step on prepared views outside a :class:`Pretrainer` (the benchmarks'; a
-    trainer's is :meth:`Pretrainer.step`); returns the loss as a device tensor (no host sync)."""
-    with autocast(device, cfg.precision):
-        loss = loss_fn(model, views, labels)
-    optimizer.zero_grad(set_to_none=True)
-    backward_step(loss, optimizer, scaler)
-    return loss.detach()
 
 
 def monitor_knn(cfg: Config, model: SimCLRModel, train: ImageData, test: ImageData, device: torch.device) -> float:
@@ -581,7 +572,7 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
 def check_step_memory(cfg: Config, model: torch.nn.Module, n_views: int, device: torch.device, processes: int = 1) -> None:
     """A UserError before any work when one step's views (each process's share of the batch) and the
     network's activations for them would need more than the device's memory (a GPU's, else this
-    machine's): :func:`gsimclr.training.views.check_views_memory`."""
+    machine's): :func:`gsimclr.methods.views.check_views_memory`."""
     memory, where = None, "this machine's"
     if device.type == "cuda":
         memory, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU's ({device})"

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
@@ -24,7 +25,24 @@ from gsimclr.guidance.sources import check_k, encoder_pseudo_labels, load_pseudo
 from gsimclr.run_folder import CHECKPOINT_PSEUDO_LABELS
 
 if TYPE_CHECKING:
-    from gsimclr.training.pretrain import Pretrainer
+    import torch
+
+    from gsimclr.data.dataset import ImageData
+    from gsimclr.data.store import EncodedStore
+
+
+class Trainer(Protocol):
+    """What re-clustering reads of the trainer it is a part of (a
+    :class:`~gsimclr.training.pretrain.Pretrainer`): the model, its data, device and stage folder, the
+    epoch this call started at, and a way to hand it new pseudo labels."""
+
+    model: torch.nn.Module
+    data: ImageData | EncodedStore
+    device: torch.device
+    out_dir: Path
+    start_epoch: int
+
+    def set_pseudo_labels(self, labels: np.ndarray | None) -> None: ...
 
 
 def from_main_after(compute: Callable[[], Any]) -> Any:
@@ -66,7 +84,7 @@ class EncoderReclustering:
         return cls(ReclusterSchedule(cfg.recluster_every, cfg.recluster_warmup), cfg.epochs, cfg.n_clusters,
                    cfg.image_size, cfg.precision, cfg.seed, cfg.normalize, cfg.kmeans_n_init)
 
-    def cluster(self, trainer: "Pretrainer", epochs_done: int) -> dict:
+    def cluster(self, trainer: Trainer, epochs_done: int) -> dict:
         """New pseudo labels from the encoder (rank 0 computes, every rank receives them), saved in the
         stage folder and used; returns their description (k, sizes, NMI/ARI)."""
         def compute():
@@ -80,7 +98,7 @@ class EncoderReclustering:
         trainer.set_pseudo_labels(labels)
         return metrics
 
-    def restore(self, trainer: "Pretrainer") -> None:
+    def restore(self, trainer: Trainer) -> None:
         """At the start of a call: new labels when a clustering is due now, else (resuming) the saved ones."""
         start = trainer.start_epoch
         if start < self.epochs and self.schedule.due(start):
@@ -88,7 +106,7 @@ class EncoderReclustering:
         elif self.schedule.last_refresh(start) is not None:
             trainer.set_pseudo_labels(self._checkpoint_labels(trainer, self.schedule.last_refresh(start)))
 
-    def after_epoch(self, trainer: "Pretrainer", epoch: int, record: dict) -> None:
+    def after_epoch(self, trainer: Trainer, epoch: int, record: dict) -> None:
         """Epoch hook: re-cluster when the schedule says so (not after the last epoch)."""
         done = epoch + 1
         if done < self.epochs and self.schedule.due(done):
@@ -97,7 +115,7 @@ class EncoderReclustering:
             record.update({f"pseudo_{key}": metrics[key] for key in ("nmi", "ari") if key in metrics})
 
     @staticmethod
-    def _checkpoint_labels(trainer: "Pretrainer", refresh: int) -> np.ndarray:
+    def _checkpoint_labels(trainer: Trainer, refresh: int) -> np.ndarray:
         """The labels the checkpoint trained with, those of the re-clustering after epoch ``refresh``:
         saved beside the checkpoint, since pseudo_labels.npy may hold a later re-clustering's (a run
         killed after one that was not checkpointed, with --checkpoint-every > 1)."""
