@@ -40,6 +40,7 @@ from gsimclr.guidance.autoencoder import AutoencoderOptions
 from gsimclr.guidance.diagnostics import PAIR_KEYS
 from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
                                       save_pseudo_labels)
+from gsimclr.loss import loss_title
 from gsimclr.methods import METHODS, default_methods, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
@@ -398,12 +399,14 @@ def plot_run_curves(run_dir: Path | RunFolder) -> None:
     """loss_curves.png (loss per epoch) and, when monitored, knn_curves.png (kNN accuracy against training time)."""
     folder = _folder(run_dir)
     losses, knn, loss_titles = {}, {}, set()
+    saved = yaml.safe_load(folder.config.read_text()) if folder.config.is_file() else None
+    loss = (saved or {}).get("loss", "ntxent")
     for method in METHODS:
         path = folder.metrics(method)
         if path.exists():
             recs = read_metrics(path)
             name = title(method)
-            loss_titles.add(METHODS[method].loss_title)
+            loss_titles.add(METHODS[method].loss_title or loss_title(loss))
             losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:

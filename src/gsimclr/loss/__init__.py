@@ -2,14 +2,21 @@
 the criterion once from the config (as lightly's loss modules): ``criterion(views, pseudo_labels)``
 with ``views`` of shape (V, N, D) and ``pseudo_labels`` (N,) or None.
 
-Adding a loss: a module with the loss and one registration::
+Adding a loss: a module with the loss and one registration, which declares what the loss owns
+(:class:`gsimclr.options.Declares`): its options (``cfg.my_weight``; options of ``run`` and
+``pretrain``, refused for a run with another ``--loss``), its checks against the rest of the
+configuration and the title of the loss curves::
 
-    @LOSSES.register("myloss")
+    @LOSSES.register("myloss", declares=Declares(
+        options=(Option("my_weight", 1.0, "weight of my term", min=0),),
+        checks=(lambda cfg: "--guidance attract: my loss cannot attract" if cfg.guidance == "attract" else None,),
+        titles={"loss": "My loss"}))
     def _build(cfg):
-        return MyLoss(cfg.temperature)
+        return MyLoss(cfg.temperature, cfg.my_weight)
 
-A loss shipped in this package is also declared below by name and module, so that the command line
-checks ``--loss`` without importing PyTorch (this package imports none until a loss is used).
+A loss shipped in this package is declared below by name and module instead (with what it declares),
+so that the command line checks ``--loss`` and its options without importing PyTorch (this package
+imports none until a loss is used).
 
 Example:
     >>> import torch
@@ -21,10 +28,11 @@ Example:
 
 import importlib
 
+from gsimclr.options import Declares, Option  # noqa: F401 (what a registration declares)
 from gsimclr.registry import Registry
 
-LOSSES: Registry = Registry("loss")
-LOSSES.declare("ntxent", module="gsimclr.loss.ntxent")
+LOSSES: Registry = Registry("loss", option="loss", section="pretrain")
+LOSSES.declare("ntxent", module="gsimclr.loss.ntxent", declares=Declares(titles={"loss": "NT-Xent loss"}))
 
 
 def build_criterion(cfg):
@@ -32,7 +40,12 @@ def build_criterion(cfg):
     return LOSSES.get(cfg.loss)(cfg)
 
 
-__all__ = ["LOSSES", "NTXentLoss", "build_criterion", "nt_xent"]
+def loss_title(name: str) -> str:
+    """The loss curves' axis label of loss ``name`` (its declared ``titles["loss"]``)."""
+    return LOSSES.title(name, "loss")
+
+
+__all__ = ["LOSSES", "NTXentLoss", "build_criterion", "loss_title", "nt_xent"]
 
 
 def __getattr__(name: str):

@@ -8,16 +8,18 @@ light (no PyTorch import, so the CLI's checks stay fast); its ``recipe`` names t
 :class:`gsimclr.methods.base.Recipe` subclass, in a module of its own, that builds those parts::
 
     METHODS.register("mymethod", Method("mymethod", "My method", guided=False,
-                                        recipe="gsimclr.methods.mymethod:MyRecipe",
-                                        description="...", options=("my_option",)))
+                                        recipe="gsimclr.methods.mymethod:MyRecipe", description="..."),
+                     declares=Declares(options=(Option("my_option", 1.0, "what it sets", gt=0),)))
 
 A ``guided`` method uses the run's pseudo labels: the pretraining loop builds its batches with the
 configured guided sampler and passes the pseudo labels to the loss (``--guidance``); an unguided
-method sees plain shuffled batches and no labels. ``options`` are the config fields only this
-method reads (given for a run of none of the methods that read them, they are refused as ignored).
+method sees plain shuffled batches and no labels. Its declared options (:class:`gsimclr.options.Declares`)
+are options of ``run`` and ``pretrain`` (section ``pretrain`` unless the option names another), read as
+``cfg.my_option``; given for a run of none of the methods that declare them, they are refused as
+ignored. Its declared checks run on the configuration of every run that trains it.
 
 Example:
-    >>> [(m.name, m.title, m.guided) for m in METHODS.values()]
+    >>> [(m.name, m.title, m.guided) for m in METHODS.values()][:4]  # the shipped ones (plug-ins add more)
     [('simclr', 'SimCLR', False), ('gsimclr', 'G-SimCLR', True), ('moco', 'MoCo', False), ('gmoco', 'G-MoCo', True)]
     >>> default_methods()
     ['simclr', 'gsimclr']
@@ -32,8 +34,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gsimclr.config import flag
 from gsimclr.errors import UserError
+from gsimclr.options import Declares, Option, flag
 from gsimclr.registry import Registry
 
 
@@ -44,8 +46,7 @@ class Method:
     guided: bool       # uses pseudo labels (guided batches and/or loss-side guidance)
     recipe: str = "gsimclr.methods.simclr:SimCLR"   # "module:Class" of its parts (a Recipe)
     description: str = ""
-    options: tuple[str, ...] = ()     # config fields only this method reads
-    loss_title: str = "NT-Xent loss"  # the loss curves' axis label
+    loss_title: str | None = None     # the loss curves' axis label (None: the --loss entry's)
     default: bool = True              # among the methods `gsimclr run` trains without --methods
     requires: tuple[tuple[str, Any, str], ...] = ()  # (config field, the value it must have, why)
 
@@ -63,20 +64,26 @@ def _recipe(method: Method) -> Any:
 _MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
                   ("views_forward", "joint", "always passes the query and the key through their own encoders"))
 
-METHODS: Registry = Registry("method")
+METHODS: Registry = Registry("method", section="pretrain", commands=("run", "pretrain"))
+_MOCO = Declares(options=(
+    Option("queue_size", None, "MoCo: keys of earlier batches kept as negatives (default: 4096, or fewer on a small "
+           "data set: whole batches up to the images minus one batch; MoCo v2: 65536 on ImageNet); with pseudo "
+           "labels each keeps its image's label for --guidance", type=int, min=1, section="moco"),
+    Option("moco_momentum", 0.99, "MoCo: momentum m of the key encoder, an exponential moving average of the query "
+           "encoder (k <- m k + (1 - m) q; MoCo v2: 0.999)", min=0, max=1, section="moco")))
 METHODS.register("simclr", Method("simclr", "SimCLR", guided=False,
                                   description="--views augmented views (2), NT-Xent over plain shuffled batches"))
 METHODS.register("gsimclr", Method("gsimclr", "G-SimCLR", guided=True,
                                    description="SimCLR whose batches (and optionally loss) are guided by pseudo labels"))
 METHODS.register("moco", Method("moco", "MoCo", guided=False, recipe="gsimclr.methods.moco:MoCo",
                                 description="MoCo v2: a momentum key encoder and a queue of negatives",
-                                options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                default=False, requires=_MOCO_REQUIRES))
+                                loss_title="InfoNCE loss (queue)", default=False, requires=_MOCO_REQUIRES),
+                 declares=_MOCO)
 METHODS.register("gmoco", Method("gmoco", "G-MoCo", guided=True, recipe="gsimclr.methods.moco:MoCo",
                                  description="MoCo whose batches and queue negatives are guided by pseudo labels "
                                  "(the queue keeps each key's pseudo label)",
-                                 options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                 default=False, requires=_MOCO_REQUIRES))
+                                 loss_title="InfoNCE loss (queue)", default=False, requires=_MOCO_REQUIRES),
+                 declares=_MOCO)
 
 
 def check_method_options(cfg: Any, name: str) -> None:
@@ -87,6 +94,10 @@ def check_method_options(cfg: Any, name: str) -> None:
     for field, value, why in method.requires:
         if getattr(cfg, field) != value:
             raise UserError(f"{flag(field)} {getattr(cfg, field)}: {method.title} {why}")
+    for check in METHODS.checks(name):
+        problem = check(cfg)
+        if problem:
+            raise UserError(problem)
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
