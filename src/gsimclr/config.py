@@ -42,12 +42,12 @@ import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import yaml
 
 from gsimclr.errors import UserError
-from gsimclr.options import SECTIONS, flag, metadata
+from gsimclr.options import SECTIONS, Declares, flag, metadata
 from gsimclr.registry import Registry, resolve
 
 __all__ = ["Config", "FIELDS", "SECTIONS", "TYPES", "check_value", "choices_of", "config_from_dict", "flag",
@@ -386,6 +386,15 @@ def _rebuild() -> None:
 
 def _copy(f: dataclasses.Field) -> dataclasses.Field:
     return dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+
+
+def entry_fields(cfg: Any, picked_by: Iterable[str]) -> list[str]:
+    """The options of the entries ``cfg`` picks through the options ``picked_by`` (``["loss"]``: the
+    options ``cfg.loss``'s entry declares), in declaration order."""
+    picks = set(picked_by)
+    names = [o.name for registry in Registry.instances if registry.option in picks
+             for entry in registry.selected(cfg) for o in registry.declarations.get(entry, Declares()).options]
+    return list(dict.fromkeys(names))
 
 
 def option_commands(name: str) -> tuple[str, ...] | None:

@@ -46,25 +46,18 @@ SECTIONS: dict[str, str] = {
     "execution": "execution",
     "report": "report",
 }
-#: sections added by entries -> the run-folder stage whose resume compares their options
-#: (:data:`gsimclr.run_folder.STAGE_SECTIONS` holds the core sections' stages)
-SECTION_STAGES: dict[str, str] = {}
-
-
-def add_section(name: str, title: str, stage: str | None = None) -> None:
-    """A new option section (shown before ``execution`` in ``--help``); ``stage``: the run-folder stage
-    (``pretrain``, ``guidance``, ``pseudo_labels``, ``evaluation``, ``supervised``) whose resume compares
-    its options. Adding an existing section again with the same title is a no-op."""
+def add_section(name: str, title: str) -> None:
+    """A new option section (shown before ``execution`` in ``--help``) for entries' options. (A run's
+    provenance compares an entry's options wherever the run uses the entry, whatever their section.)
+    Adding an existing section again with the same title is a no-op."""
     if name in SECTIONS:
-        if SECTIONS[name] != title or SECTION_STAGES.get(name) != stage:
+        if SECTIONS[name] != title:
             raise ValueError(f"option section {name!r} is declared twice, differently")
         return
     items = list(SECTIONS.items())
     at = next(i for i, (key, _) in enumerate(items) if key == "execution")
     SECTIONS.clear()
     SECTIONS.update([*items[:at], (name, title), *items[at:]])
-    if stage is not None:
-        SECTION_STAGES[name] = stage
 
 
 def flag(name: str) -> str:

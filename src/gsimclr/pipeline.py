@@ -136,7 +136,7 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     # a guided method also depends on the guidance options and, for encoder pseudo labels made during
     # pretraining, on how they are made
     extra = tuple(stage_fields("guidance")) + ("pseudo_labels", "recluster_every", "recluster_warmup", "k") if guided else ()
-    extra += METHODS.get(method).options  # the method's own options (MoCo's queue)
+    extra += tuple(o.name for o in METHODS.declarations[method].options) if method in METHODS.declarations else ()
     return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
 
 
