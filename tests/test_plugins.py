@@ -126,3 +126,22 @@ def test_a_plugin_that_fails_to_import_is_one_line(tmp_path):
              "plug-in clash_plugin failed to import: ValueError: loss 'clash' declares option 'lr', a core option")):
         done = _gsimclr(argv, tmp_path, env_plugins=env)
         assert done.returncode == 2 and done.stderr == f"gsimclr: error: {expected}\n", done.stderr
+
+
+def _code_lines(text):
+    lines = (line.split("  #")[0].rstrip() for line in text.splitlines())
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def test_the_walkthrough_shows_the_files_the_test_runs():
+    """Every code line of docs/extending.md's walk-through is a line of the plug-ins tests run."""
+    import re
+
+    page = (ROOT / "docs" / "extending.md").read_text()
+    walkthrough = page[page.index("## Walk-through"):page.index("## A method")]
+    blocks = re.findall(r"```python\n(.*?)```", walkthrough, re.DOTALL)
+    assert len(blocks) == 3
+    source = set(_code_lines("\n".join(p.read_text() for p in EXAMPLES.glob("*_plugin.py"))))
+    for block in blocks:
+        missing = [line for line in _code_lines(block) if line not in source]
+        assert not missing, missing
