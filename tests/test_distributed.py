@@ -2,7 +2,8 @@
 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), each bounded in time so a hang fails.
 
 Checked against one process holding the global batch: the NT-Xent loss and its gradients (with and
-without pseudo-label masking, and the parameter gradients after DDP's averaging), the sampler's
+without pseudo-label masking, and the parameter gradients after DDP's averaging), the debiased and
+hard-negative losses and their gradients against their float64 reference, the sampler's
 global batches and the ranks' slices, and a short pretraining run (only rank 0 writes, one
 checkpoint, loadable into a fresh model, resumable with one process).
 """
@@ -131,6 +132,7 @@ def _loss_part(rank: int) -> dict:
     z = ddp(x[:, mine].reshape(-1, DIM)).view(2, n, -1)
     nt_xent(z, TEMPERATURE, labels[mine]).backward()
     result["ddp"] = {k: p.grad.clone() for k, p in net.named_parameters()}
+    result["corrections"] = _corrections_part(mine)
     return result
 
 
@@ -187,6 +189,63 @@ def test_ddp_parameter_gradients_match_one_process(two_processes):
     for result in two_processes[0]:
         for name, p in net.named_parameters():
             torch.testing.assert_close(result["ddp"][name], p.grad, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------- (a') the debiased and hard-negative losses over ranks
+
+CORRECTIONS = {"debiased": ("debiased", 2, "none", 0.1, None), "debiased, masked": ("debiased", 2, "mask", 0.3, None),
+               "debiased, three views": ("debiased", 3, "none", 0.2, None),
+               "hard-negative": ("hard-negative", 2, "none", 0.1, 1.0),
+               "hard-negative, masked": ("hard-negative", 2, "mask", 0.1, 0.5),
+               "hard-negative, three views, masked": ("hard-negative", 3, "mask", 0.2, 2.0)}
+
+
+def _correction_loss(kind: str, z: torch.Tensor, labels, guidance: str, tau_plus: float, beta, gather: bool = True):
+    from gsimclr.loss.debiased import debiased_loss
+    from gsimclr.loss.hard_negative import hard_negative_loss
+
+    if kind == "debiased":
+        return debiased_loss(z, TEMPERATURE, tau_plus, labels, gather=gather, guidance=guidance)
+    return hard_negative_loss(z, TEMPERATURE, tau_plus, beta, labels, gather=gather, guidance=guidance)
+
+
+def _corrections_part(mine: slice) -> dict:
+    """Each rank's loss and gradient of its share, in float32 and float64 (negatives gathered)."""
+    result = {}
+    for name, (kind, n_views, guidance, tau_plus, beta) in CORRECTIONS.items():
+        views, labels = _case(n_views, guidance)
+        for dtype in (torch.float32, torch.float64):
+            z = views[:, mine].to(dtype).clone().requires_grad_()
+            loss = _correction_loss(kind, z, None if labels is None else labels[mine], guidance, tau_plus, beta)
+            loss.backward()
+            result[name, dtype] = (loss.detach(), z.grad)
+    return result
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", list(CORRECTIONS))
+def test_debiased_and_hard_negative_over_ranks_match_the_float64_reference(two_processes, case, dtype):
+    """Each rank's loss is the float64 reference's mean over its own anchors, with the other rank's
+    images as negatives, and its gradient (x 1/R, the gather's sum) the reference's gradient of its
+    rows: to 1e-10 in float64, in float32 to 1e-6 (loss) and 1e-5 (gradients)."""
+    from contrastive_reference import reference_losses
+
+    kind, n_views, guidance, tau_plus, beta = CORRECTIONS[case]
+    views, labels = _case(n_views, guidance)
+    ref_views = views.double().requires_grad_()
+    per_anchor, _ = reference_losses(ref_views, TEMPERATURE, tau_plus, beta if kind == "hard-negative" else None,
+                                     None if labels is None else labels.tolist())
+    per_anchor.mean().backward()
+    tol, grad_tol = (1e-10, 1e-10) if dtype == torch.float64 else (1e-6, 1e-5)
+    n = N // WORLD
+    for rank, result in enumerate(two_processes[0]):
+        loss, grad = result["corrections"][case, dtype]
+        mine = slice(rank * n, (rank + 1) * n)
+        assert float(loss) == pytest.approx(per_anchor[:, mine].mean().item(), rel=tol, abs=tol)
+        torch.testing.assert_close(grad.double() / WORLD, ref_views.grad[:, mine], rtol=grad_tol, atol=grad_tol)
+        local_only = _correction_loss(kind, views[:, mine], None if labels is None else labels[mine], guidance,
+                                      tau_plus, beta, gather=False)
+        assert not math.isclose(float(loss), float(local_only), rel_tol=1e-3)  # the gather matters here
 
 
 # ------------------------------------------------------------------------------ (b) the samplers

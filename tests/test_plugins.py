@@ -71,15 +71,16 @@ def test_walkthrough_plugins_pretrain_run_and_document(plugins, tmp_path):
 
 def test_a_plugins_options_checks_and_refusals_come_before_any_data(plugins):
     cases = {  # argv -> the one line it gets
-        ("pretrain", "--uniform-t", "3"): "--uniform-t only affects --loss align_uniform, but this run uses --loss "
-                                          "ntxent; drop it or give --loss align_uniform",
+        ("pretrain", "--uniform-t", "3"): "--uniform-t only affects --loss align_uniform, not --loss ntxent; drop it "
+                                          "or choose --loss align_uniform",
         ("pretrain", "--loss", "align_uniform", "--uniform-t", "0"): "--uniform-t must be > 0, got 0.0",
         ("pretrain", "--method", "gsimclr", "--loss", "align_uniform", "--guidance", "mask"):
-            "--guidance mask: --loss align_uniform reads no pseudo labels (use --guidance none)",
+            "--guidance mask with --loss align_uniform: it reads no pseudo labels; use --guidance none",
         ("pretrain", "--method", "simsiam", "--views", "3"): "--views 3: SimSiam compares two views",
         ("pretrain", "--predictor-dim", "8"): "--predictor-dim only affects simsiam, which this command does not train",
         ("pretrain", "--method", "gsimclr", "--interleave-order", "random"):
-            "--interleave-order only affects --sampler interleave, but this run uses --sampler spread",
+            "--interleave-order only affects --sampler interleave, not --sampler spread; drop it or choose "
+            "--sampler interleave",
         ("knn", "--uniform-t", "3"): "unrecognized arguments: --uniform-t 3 (--uniform-t is an option of gsimclr run",
     }
     code = f"""
@@ -116,8 +117,8 @@ def test_an_entry_point_plugin_is_loaded_without_a_flag(plugins, tmp_path):
 def test_a_plugin_that_fails_to_import_is_one_line(tmp_path):
     (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('needs a GPU driver\\nsecond line')\n")
     (tmp_path / "clash_plugin.py").write_text(
-        "from gsimclr.loss import LOSSES\nfrom gsimclr.options import Declares, Option\n"
-        "LOSSES.register('clash', lambda cfg: None, declares=Declares(options=(Option('lr', 0.1, 'again'),)))\n")
+        "from gsimclr.loss import LOSSES, Loss\nfrom gsimclr.options import Option\n"
+        "LOSSES.register('clash', Loss('clash', lambda cfg: None, options=(Option('lr', 0.1, 'again'),)))\n")
     for argv, env, expected in (
             (["pretrain", "--plugin", "no_such_plugin"], "",
              "plug-in no_such_plugin failed to import: ModuleNotFoundError: No module named 'no_such_plugin'"),

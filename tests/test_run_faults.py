@@ -346,7 +346,13 @@ def test_every_bad_choice_and_option_combination_exits_2_before_pytorch_is_impor
              ["finetune", "--out", str(tmp_path / "no-run")],
              ["run", "--k", "500", "--train-limit", "128"], ["pseudo-label", "--train-limit", "50"],
              ["pretrain", "--method", "gsimclr", "--batch-size", "32", "--k", "64", "--train-limit", "48"],
-             ["supervised", "--batch-size", "256", "--train-limit", "128"]]
+             ["supervised", "--batch-size", "256", "--train-limit", "128"],
+             ["pretrain", "--tau-plus", "0.2"], ["run", "--loss", "debiased", "--beta", "2"],
+             ["run", "--loss", "debiased", "--guidance", "attract"],
+             ["pretrain", "--method", "gsimclr", "--loss", "hard-negative", "--guidance", "attract"],
+             ["pretrain", "--method", "moco", "--loss", "debiased"], ["run", "--methods", "simclr,gmoco",
+                                                                       "--loss", "hard-negative"],
+             ["run", "--loss", "debiased", "--tau-plus", "1"], ["pretrain", "--loss", "hard-negative", "--beta", "-1"]]
     code = f"""
 import contextlib, io, json, sys
 from gsimclr.cli import COMMANDS, command_options, main
@@ -376,6 +382,17 @@ print(json.dumps(results))"""
     assert "--k 64 is larger than --train-limit 48" in messages[
         "pretrain --method gsimclr --batch-size 32 --k 64 --train-limit 48"]
     assert "must be one of" in messages["run --augment bogus"] and "notebook" in messages["run --augment bogus"]
+    # the loss options: given for a loss that does not read them, a guidance or a method a loss cannot train with
+    assert messages["pretrain --tau-plus 0.2"].endswith("--tau-plus only affects --loss debiased / hard-negative, "
+                                                        "not --loss ntxent; drop it or choose --loss debiased")
+    assert "--beta only affects --loss hard-negative, not --loss debiased" in messages["run --loss debiased --beta 2"]
+    for argv in ("run --loss debiased --guidance attract",
+                 "pretrain --method gsimclr --loss hard-negative --guidance attract"):
+        assert "--guidance attract with --loss " in messages[argv] and "use --guidance mask or none" in messages[argv]
+    assert "--loss debiased: MoCo contrasts a query with its queue" in messages["pretrain --method moco --loss debiased"]
+    assert "--loss hard-negative: G-MoCo" in messages["run --methods simclr,gmoco --loss hard-negative"]
+    assert "--tau-plus must be < 1" in messages["run --loss debiased --tau-plus 1"]
+    assert "--beta must be >= 0" in messages["pretrain --loss hard-negative --beta -1"]
     assert not torch_imported
 
 
@@ -392,7 +409,7 @@ for preset in preset_names():
 print(json.dumps(choices))"""
     choices, torch_imported = _torch_free_run(code, tmp_path)
     assert not torch_imported
-    assert choices["augment"] == ["simclr", "paper", "notebook"] and choices["loss"][0] == "ntxent"  # plug-ins add
+    assert choices["augment"] == ["simclr", "paper", "notebook"] and choices["loss"] == ["ntxent", "debiased", "hard-negative"]
     assert choices["optimizer"] == ["sgd", "lars", "adam"] and choices["views_forward"] == ["joint", "separate"]
 
     import importlib

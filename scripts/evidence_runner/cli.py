@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     lane.add_argument("--lane-parts", help="--lane: PRESET:SEED,... instead of paper-cifar10 and -clean, seeds 0-2")
     lane.add_argument("--lane-data", help="--lane: the data (default: the CIFAR-10 folder, see --cifar10)")
     lane.add_argument("--lane-options", default="", help="--lane: more gsimclr run options for every call (quoted)")
+    lane.add_argument("--lane-threads", type=int, default=None, help="--lane: torch threads of each call (default 1: "
+                      "a background job on a shared 2-core machine; see LANE_THREADS)")
     lane.add_argument("--checkpoint-minutes", type=float, default=None,
                       help="--lane: pretraining checkpoints within an epoch this often (default 5)")
     return parser
@@ -230,11 +232,14 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--lane cpu: no CIFAR-10 data found; name it with --cifar10 DIR")
     if args.budget_h <= 0:
         parser.error(f"--budget-h must be > 0, got {args.budget_h:g}")
+    if args.lane_threads is not None and args.lane_threads < 1:
+        parser.error(f"--lane-threads must be >= 1, got {args.lane_threads}")
     if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
         parser.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes:g}")
     plan = cpu_lane.LanePlan(parts=parts, data=os.path.abspath(data) if data and os.path.exists(data) else (data or ""),
                              options=cpu_lane.LANE_OPTIONS + tuple(shlex.split(args.lane_options)),
                              checkpoint_minutes=args.checkpoint_minutes or cpu_lane.CHECKPOINT_MINUTES,
+                             threads=args.lane_threads or cpu_lane.LANE_THREADS,
                              repo=Path(args.out_root or ROOT), home=args.lane_home)
     if args.status:
         print(cpu_lane.status(plan))

@@ -53,6 +53,12 @@ LANE_PARTS: tuple[tuple[str, int], ...] = (
     ("paper-cifar10", 1), ("paper-cifar10-clean", 1),
     ("paper-cifar10", 2), ("paper-cifar10-clean", 2))
 """The lane's order: seed 0 of the exact preset first, then its clean variant, then seeds 1 and 2."""
+LANE_THREADS = 1
+"""torch threads of a lane call. One: at nice 19 on a shared 2-core machine each thread is preempted whenever
+the working period's own jobs run, and a 2-thread step waits for the later one. Measured side by side at load
+average 21 (2026-12-07), one training step of the paper's autoencoder took 1.55 s with one thread and 4.1-4.9 s
+with two; the paper model's step in benchmarks/README.md "On a loaded CPU" reversed likewise. On an idle machine
+two threads would be faster (about 1.6x); ``--lane-threads 2`` when the machine is known to stay quiet."""
 CHECKPOINT_MINUTES = 5.0        # a checkpoint within a pretraining epoch this often: a kill loses at most this
 LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
 """Options every lane call adds to ``gsimclr run``: the fastest faithful setting on this CPU (see "Paper recipe
@@ -122,6 +128,7 @@ class LanePlan:
     data: str = ""
     options: tuple[str, ...] = LANE_OPTIONS
     checkpoint_minutes: float = CHECKPOINT_MINUTES
+    threads: int = LANE_THREADS
     repo: Path = ROOT
     home: Path | None = None
 
@@ -388,7 +395,7 @@ class Lane:
         argv = self.command(preset, seed)
         shown = " ".join(shlex.quote(a) for a in ["gsimclr", *argv[3:]])
         self.log_path(part).parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.plan.threads)}
         src = str(ROOT / "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         pieces = self.state["pieces"].setdefault(part, {})

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
+    import gsimclr.distributed as distributed
     import gsimclr.loss.ntxent as ntxent
     from gsimclr.config import load_config
     from gsimclr.distributed import close_world, convert_sync_batch_norm, init_world, world_device
@@ -60,21 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     views = torch.stack([mine, mine.flip(-1)])
 
     rows = []
-    gather = ntxent._gather
+    gather = distributed.gather
 
     def spy(x):
         out = gather(x)
         rows.append(list(out[0].shape))
         return out
 
-    ntxent._gather = spy
+    distributed.gather = spy  # the losses look it up in gsimclr.distributed at each call
     try:
         emb = ddp(views.flatten(0, 1))
         emb = emb[1] if isinstance(emb, tuple) else emb
         loss = ntxent.nt_xent(emb.reshape(2, share, -1), cfg.temperature, gather=True)
         loss.backward()
     finally:
-        ntxent._gather = gather
+        distributed.gather = gather
     total = loss.detach().clone()
     if dist.is_initialized():
         dist.all_reduce(total)

@@ -2,7 +2,8 @@
 
 The pieces, one module each:
 
-- ``gsimclr.loss.ntxent``: the NT-Xent loss (any number of views, false negatives masked or attracted).
+- ``gsimclr.loss``: the NT-Xent loss (any number of views, false negatives masked or attracted) and the
+  label-free false-negative corrections, the debiased and hard-negative losses.
 - ``gsimclr.transforms.augment``: batched SimCLR augmentations that run on the GPU or the CPU.
 - ``gsimclr.guidance``: pseudo labels (autoencoder, encoder, file), k-means, batch samplers, loss-side
   guidance and false-negative diagnostics.

@@ -44,8 +44,8 @@ COMMANDS: dict[str, Command] = {
     "pseudo-label": Command("pseudo labels before pretraining: the denoising autoencoder and k-means, or file:PATH",
                             ("data", "pseudo_labels", "execution", "report"), ("batch_size", "defaults")),
     "pretrain": Command("contrastive pretraining (SimCLR, MoCo, or their guided forms with pseudo labels)",
-                        ("data", "model", "augment", "pretrain", "moco", "guidance", "pseudo_labels", "knn", "execution",
-                         "report")),
+                        ("data", "model", "augment", "pretrain", "loss", "moco", "guidance", "pseudo_labels", "knn",
+                         "execution", "report")),
     **{ev.command: Command(ev.help, ("data", *ev.sections, "execution")) for ev in EVALUATIONS.values()},
     "supervised": Command("the fully supervised baseline with the same backbone",
                           ("data", "model", "supervised", "protocol", "execution"), ("batch_size",)),
@@ -260,8 +260,8 @@ def _check_unread_options(args: argparse.Namespace, cfg: Config, methods: list[s
                             "drop it or train one of them")
         if registry.option is not None:
             picks = flag(registry.option)
-            raise UserError(f"{flag(name)} only affects {picks} {' / '.join(entries)}, but this run uses {picks} "
-                            f"{getattr(cfg, registry.option)}; drop it or give {picks} {entries[0]}")
+            raise UserError(f"{flag(name)} only affects {picks} {' / '.join(entries)}, not {picks} "
+                            f"{getattr(cfg, registry.option)}; drop it or choose {picks} {entries[0]}")
         raise UserError(f"{flag(name)} only affects the {registry.kind} {' / '.join(entries)}, which this run "
                         "does not use; drop it")
 

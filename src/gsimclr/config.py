@@ -146,8 +146,9 @@ class Config:
     # contrastive pretraining
     epochs: int = opt(15, "pretrain", "pretraining epochs", min=1)
     batch_size: int = opt(64, "pretrain", "images per batch (the global batch under torchrun)", min=2)
-    temperature: float = opt(0.1, "pretrain", "NT-Xent temperature", gt=0)
-    loss: str = opt("ntxent", "pretrain", "contrastive loss", choices="gsimclr.loss:LOSSES")
+    temperature: float = opt(0.1, "pretrain", "temperature of the contrastive loss", gt=0)
+    loss: str = opt("ntxent", "pretrain", "contrastive loss of SimCLR and G-SimCLR (MoCo has its own)",
+                    choices="gsimclr.loss:LOSSES")
     optimizer: str = opt("sgd", "pretrain", "optimizer", choices="gsimclr.training.optim:OPTIMIZERS")
     lr: float = opt(0.1, "pretrain", "peak learning rate", gt=0)
     momentum: float = opt(0.9, "pretrain", "SGD/LARS momentum", min=0, lt=1)

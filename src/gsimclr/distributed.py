@@ -146,6 +146,49 @@ def convert_sync_batch_norm(model: nn.Module) -> Callable[[], None]:
     return restore
 
 
+class _AllGather(torch.autograd.Function):
+    """All ranks' ``x`` concatenated along dim 0 in rank order; backward sums the gradient of the
+    whole gathered tensor over the ranks and returns this rank's rows. (An all-reduce rather than
+    torch.distributed.nn's deprecated all_gather, whose backward needs a reduce-scatter or
+    scatters on gloo: the embeddings are small and an all-reduce works on every backend.)"""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.size = dist.get_rank(), dist.get_world_size()
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(ctx.size)]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.chunk(ctx.size, dim=0)[ctx.rank]
+
+
+@torch.compiler.disable  # a graph break: the collectives run eagerly inside a compiled loss
+def gather(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every process's rows of ``x`` concatenated along dim 0 in rank order, and this process's rank
+    (its own rows start at ``rank * len(x)``); every process must pass the same shape. In a single
+    process: ``(x, 0)``.
+
+    The one gather of the package: the losses gather their candidates with it (NT-Xent, the debiased
+    and hard-negative losses) and MoCo its keys before enqueueing them. A floating-point ``x`` keeps
+    its gradient: backward sums, over the processes, the gradient each one's loss sends to a row and
+    returns this process's rows (so with every process's loss the mean over its own anchors, a row's
+    gradient is R times that of one process holding the global batch, and DDP's averaging of the
+    parameter gradients over the R processes gives the single-process gradient). Integer tensors
+    (labels, indices) are gathered without autograd; under ``torch.no_grad`` nothing is recorded."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    if not x.is_floating_point():
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0), dist.get_rank()
+    return _AllGather.apply(x), dist.get_rank()
+
+
 def wait_for_main() -> None:
     """A barrier where the other processes wait while rank 0 works alone (it calls this when done);
     over gloo with :data:`WAIT_TIMEOUT`. Nothing in a single process."""

@@ -35,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "model": "model",
     "augment": "augmentation",
     "pretrain": "contrastive pretraining",
+    "loss": "loss (read only by the --loss entries that declare them)",
     "guidance": "G-SimCLR guidance",
     "moco": "MoCo (--method moco or gmoco)",
     "pseudo_labels": "pseudo labels (autoencoder, encoder or file; k-means)",

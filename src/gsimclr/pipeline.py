@@ -40,8 +40,7 @@ from gsimclr.guidance.autoencoder import AutoencoderOptions
 from gsimclr.guidance.diagnostics import PAIR_KEYS
 from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
                                       save_pseudo_labels)
-from gsimclr.loss import loss_title
-from gsimclr.methods import METHODS, default_methods, title
+from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.run_folder import CHECKPOINT, TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
 from gsimclr.runtime import resolve_device
@@ -137,6 +136,8 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     # pretraining, on how they are made
     extra = tuple(stage_fields("guidance")) + ("pseudo_labels", "recluster_every", "recluster_warmup", "k") if guided else ()
     extra += tuple(o.name for o in METHODS.declarations[method].options) if method in METHODS.declarations else ()
+    # the --loss entry's own options (--tau-plus, --beta; none for NT-Xent, as before) join through the
+    # "loss" field that picks it (run_folder.provenance, entry_fields)
     return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
 
 
@@ -406,7 +407,7 @@ def plot_run_curves(run_dir: Path | RunFolder) -> None:
         if path.exists():
             recs = read_metrics(path)
             name = title(method)
-            loss_titles.add(METHODS[method].loss_title or loss_title(loss))
+            loss_titles.add(loss_title(method, loss))
             losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:
@@ -503,7 +504,7 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     log(f"data: {len(train)} training images ({train.name}), {0 if test is None else len(test)} test images, "
         f"{train.image_size}px" + (f"; skipped {train.skipped} unreadable files" if train.skipped else ""))
     results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
-                               "linear_protocol": cfg.linear_protocol, "methods": {}}
+                               "linear_protocol": cfg.linear_protocol, "loss": cfg.loss, "methods": {}}
     pseudo = None
     if any(METHODS[m].guided for m in methods) and pseudo_labels_before_pretraining(cfg):
         t0 = time.perf_counter()

@@ -161,7 +161,8 @@ class Registry(dict):
 
     def register(self, name: str, entry: Any = None, *, declares: Declares | None = None) -> Any:
         """``REG.register("name", entry)``, or ``@REG.register("name")`` as a decorator; ``declares``:
-        what the entry owns (:class:`gsimclr.options.Declares`), unless :meth:`declare` said it."""
+        what the entry owns (:class:`gsimclr.options.Declares`), unless :meth:`declare` said it; an entry
+        with a ``declares`` attribute (a record such as :class:`gsimclr.loss.Loss`) declares that by itself."""
         if entry is not None:
             self._add(name, entry, declares)
             return entry
@@ -175,6 +176,8 @@ class Registry(dict):
     def _add(self, name: str, entry: Any, declares: Declares | None = None) -> None:
         if dict.__contains__(self, name):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
+        if declares is None and isinstance(getattr(entry, "declares", None), Declares):
+            declares = entry.declares  # a record that carries its own declarations (gsimclr.loss.Loss)
         self[name] = entry
         if declares is not None:
             if name in self.declarations:

@@ -50,12 +50,21 @@ def _columns(methods: dict[str, Any]) -> list[str]:
     return [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
 
 
+def column_title(method: str, results: dict[str, Any]) -> str:
+    """A method's column title: its title, and the run's ``--loss`` beside it when that is not NT-Xent and
+    the method trains with it (MoCo has a loss of its own)."""
+    loss = results.get("loss", "ntxent")
+    uses_loss = method in METHODS and METHODS[method].loss_title is None
+    return f"{title(method)} ({loss})" if uses_loss and loss != "ntxent" else title(method)
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     """One row per evaluation row (:data:`gsimclr.evaluation.EVALUATIONS`) that some method has a value
-    for (a run evaluates with one protocol), one column per method."""
+    for (a run evaluates with one protocol), one column per method (:func:`column_title`)."""
     methods = results.get("methods", {})
     cols = _columns(methods)
-    lines = ["| top-1 % | " + " | ".join(title(m) for m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = ["| top-1 % | " + " | ".join(column_title(m, results) for m in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
     per_method = {m: table_rows(results, methods[m]) for m in cols}
     for i, (_, name, _) in enumerate(table_rows(results, {})):
         values = [per_method[m][i][2] for m in cols]

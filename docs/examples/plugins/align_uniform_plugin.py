@@ -1,5 +1,6 @@
 """Alignment and uniformity (Wang and Isola, 2020) as a gsimclr loss plug-in (one file): positives pulled
-together, every view's embeddings spread over the sphere. Reads no pseudo labels.
+together, every view's embeddings spread over the sphere. Reads no pseudo labels. Registered as the
+debiased and hard-negative losses are (gsimclr/loss/__init__.py): one ``Loss`` record.
 
     gsimclr pretrain --plugin align_uniform_plugin --loss align_uniform --uniform-t 2 ...
 """
@@ -7,8 +8,8 @@ together, every view's embeddings spread over the sphere. Reads no pseudo labels
 import torch
 import torch.nn.functional as F
 
-from gsimclr.loss import LOSSES
-from gsimclr.options import Declares, Option
+from gsimclr.loss import LOSSES, Loss
+from gsimclr.options import Option
 
 
 class AlignUniformLoss(torch.nn.Module):
@@ -23,14 +24,11 @@ class AlignUniformLoss(torch.nn.Module):
         return align + uniform
 
 
-def _no_guidance(cfg):
-    if cfg.guidance != "none":
-        return f"--guidance {cfg.guidance}: --loss align_uniform reads no pseudo labels (use --guidance none)"
-    return None
-
-
-@LOSSES.register("align_uniform", declares=Declares(
-    options=(Option("uniform_t", 2.0, "align_uniform: the uniformity kernel's t", gt=0),),
-    checks=(_no_guidance,), titles={"loss": "alignment + uniformity"}))
 def build_align_uniform(cfg):
     return AlignUniformLoss(cfg.uniform_t)
+
+
+LOSSES.register("align_uniform", Loss(
+    "alignment + uniformity", build_align_uniform,
+    options=(Option("uniform_t", 2.0, "align_uniform: the uniformity kernel's t", gt=0),),
+    guidance=("none",), guidance_why="it reads no pseudo labels; use --guidance none"))

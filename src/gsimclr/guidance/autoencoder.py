@@ -73,7 +73,8 @@ def _batches(n: int, size: int, rng: np.random.Generator | None = None, drop_las
 def _inputs(data: Labelled, idx, size: int, device: torch.device) -> torch.Tensor:
     """The autoencoder's inputs: images ``idx`` of ``data`` (in memory or a store, read at their own size)
     resized to ``size`` on the device, raw [0, 1] pixels."""
-    return eval_transform(data.read(idx, data.image_size).to(device, non_blocking=True), size, **UNIT)
+    images = eval_transform(data.read(idx, data.image_size).to(device, non_blocking=True), size, **UNIT)
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 def input_size(image_size: int, ae: DenoisingAutoencoder) -> int:
@@ -91,7 +92,10 @@ def train_autoencoder(data: Labelled, opts: AutoencoderOptions, out_dir: Path | 
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
-    ae = apply_defaults(DenoisingAutoencoder(opts.model, opts.decoder), opts.defaults).to(device)
+    # channels_last: 1.44x faster per step on this 2-core CPU (shallow autoencoder, batch 64, 32 px, one thread:
+    # 1.12 s against 1.62 s), as for the SimCLR model; the same computation up to float rounding (loss 2e-7 apart)
+    ae = apply_defaults(DenoisingAutoencoder(opts.model, opts.decoder), opts.defaults).to(device,
+                                                                                            memory_format=torch.channels_last)
     size = input_size(opts.image_size, ae)
     if val_data is None:
         order = rng.permutation(len(data))

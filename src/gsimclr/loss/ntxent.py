@@ -37,47 +37,13 @@ Example:
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from gsimclr.guidance.loss_guidance import GUIDANCE
-from gsimclr.loss import LOSSES
-
-
-class _AllGather(torch.autograd.Function):
-    """All ranks' ``x`` concatenated along dim 0 in rank order; backward sums the gradient of the
-    whole gathered tensor over the ranks and returns this rank's rows. (An all-reduce rather than
-    torch.distributed.nn's deprecated all_gather, whose backward needs a reduce-scatter or
-    scatters on gloo: the embeddings are small and an all-reduce works on every backend.)"""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.rank, ctx.size = dist.get_rank(), dist.get_world_size()
-        x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(ctx.size)]
-        dist.all_gather(parts, x)
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad.chunk(ctx.size, dim=0)[ctx.rank]
-
-
-@torch.compiler.disable  # a graph break: the collectives run eagerly inside a compiled loss
-def _gather(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All ranks' rows of ``x`` (concatenated in rank order) and this rank's index; gradients flow
-    back to the rank that produced each row (integer tensors are gathered without autograd)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
-    if not x.is_floating_point():
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0), dist.get_rank()
-    return _AllGather.apply(x), dist.get_rank()
+from gsimclr.loss.pairs import Pairs, check_views, contrast_pairs
 
 
 def nt_xent(views: torch.Tensor, temperature: float = 0.1, pseudo_labels: torch.Tensor | None = None,
@@ -88,50 +54,28 @@ def nt_xent(views: torch.Tensor, temperature: float = 0.1, pseudo_labels: torch.
     from the negatives (``none`` ignores the labels). ``gather`` adds the other processes'
     embeddings as candidates when torch.distributed is initialised.
     """
-    if views.ndim != 3 or views.shape[0] < 2:
-        raise ValueError(f"expected views of shape (V>=2, N, D), got {tuple(views.shape)}")
-    if guidance not in GUIDANCE:
-        raise ValueError(f"guidance must be one of {', '.join(GUIDANCE)}, got {guidance!r}")
+    check_views(views, guidance)
     with torch.autocast(views.device.type, enabled=False):  # fp32 logits under mixed precision
-        return _nt_xent(views.float(), temperature, pseudo_labels if guidance != "none" else None, gather, guidance)
+        pairs = contrast_pairs(views.float(), temperature, pseudo_labels, gather, guidance)
+        return ntxent_from_pairs(pairs)
 
 
-def _nt_xent(views: torch.Tensor, temperature: float, pseudo_labels: torch.Tensor | None, gather: bool,
-             guidance: str) -> torch.Tensor:
-    n_views, n, _ = views.shape
-    z = F.normalize(views, dim=-1)
-    # Columns are ordered (rank, view, image); image ids are global: rank * n + image.
-    local_ids = torch.arange(n, device=z.device).repeat(n_views)                      # (V*n,)
-    anchors = z.reshape(n_views * n, -1)
-    if gather:
-        candidates, rank = _gather(z)                                                  # (R*V, n, D)
-    else:
-        candidates, rank = z, 0
-    n_ranks = candidates.shape[0] // n_views
-    candidates = candidates.reshape(-1, z.shape[-1])
-    cand_ids = (torch.arange(n_ranks, device=z.device)[:, None] * n + local_ids.view(1, -1)).reshape(-1)
-    anchor_ids = local_ids + rank * n
-    self_cols = torch.arange(n_views * n, device=z.device) + rank * n_views * n
-
-    logits = anchors @ candidates.T / temperature                                      # (V*n, R*V*n)
-    same_image = anchor_ids[:, None] == cand_ids[None, :]
-    is_self = torch.zeros_like(same_image)
-    is_self[torch.arange(n_views * n, device=z.device), self_cols] = True
-    excluded = is_self
-    positives = same_image & ~is_self
-    if pseudo_labels is not None:
-        labels = pseudo_labels.to(z.device).repeat(n_views)
-        all_labels = _gather(pseudo_labels.to(z.device))[0] if gather else pseudo_labels.to(z.device)
-        cand_labels = all_labels.view(n_ranks, 1, n).expand(n_ranks, n_views, n).reshape(-1)
-        same_label = (labels[:, None] == cand_labels[None, :]) & ~same_image
-        if guidance == "mask":
-            excluded = excluded | same_label
-        else:  # attract
-            positives = positives | same_label
-    log_denominator = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1, keepdim=True)
+def ntxent_from_pairs(pairs: Pairs) -> torch.Tensor:
+    """The loss of :func:`gsimclr.loss.pairs.contrast_pairs`'s pairs: every anchor's positives against
+    the denominator of its positives and negatives, the mean over its positives, then over anchors."""
+    logits, positives = pairs.logits, pairs.positives
+    log_denominator = torch.logsumexp(logits.masked_fill(~(positives | pairs.negatives), float("-inf")), dim=1,
+                                      keepdim=True)
     log_prob = logits - log_denominator
     per_anchor = (log_prob * positives).sum(1) / positives.sum(1)
     return -per_anchor.mean()
+
+
+def collapsed_ntxent(batch_sizes: Sequence[int], n_views: int) -> float:
+    """The mean NT-Xent of collapsed embeddings (all equal) over batches of ``batch_sizes``: every
+    anchor's V - 1 positives among V b - 1 equal candidates, log(V b - 1)."""
+    n = sum(batch_sizes)
+    return float(sum(b * math.log(max(n_views * b - 1, 1)) for b in batch_sizes) / max(n, 1))
 
 
 class NTXentLoss(nn.Module):
@@ -148,8 +92,11 @@ class NTXentLoss(nn.Module):
         stacked = views[0] if len(views) == 1 and views[0].ndim == 3 else torch.stack(views)
         return nt_xent(stacked, self.temperature, pseudo_labels, self.gather, self.guidance)
 
+    def chance_loss(self, batch_sizes: Sequence[int], n_views: int) -> float:
+        """The mean loss of collapsed embeddings over batches of ``batch_sizes`` (:func:`collapsed_ntxent`)."""
+        return collapsed_ntxent(batch_sizes, n_views)
 
-@LOSSES.register("ntxent")
+
 def build_ntxent(cfg) -> NTXentLoss:
     """``--loss ntxent``: NT-Xent at ``--temperature`` with the loss-side ``--guidance``."""
     return NTXentLoss(cfg.temperature, guidance=cfg.guidance)

@@ -35,6 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from gsimclr.errors import UserError
+from gsimclr.loss import loss_title as _loss_title
 from gsimclr.options import Declares, Option, flag
 from gsimclr.registry import Registry
 
@@ -62,7 +63,9 @@ def _recipe(method: Method) -> Any:
 
 
 _MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
-                  ("views_forward", "joint", "always passes the query and the key through their own encoders"))
+                  ("views_forward", "joint", "always passes the query and the key through their own encoders"),
+                  ("loss", "ntxent", "contrasts a query with its queue by its own InfoNCE loss (the other --loss "
+                   "choices are not implemented for the queue); use --loss ntxent"))
 
 METHODS: Registry = Registry("method", section="pretrain", commands=("run", "pretrain"))
 _MOCO = Declares(options=(
@@ -111,6 +114,15 @@ def parse_methods(text: str) -> tuple[str, ...]:
 def default_methods() -> list[str]:
     """The methods ``gsimclr run`` trains when ``--methods`` is not given (SimCLR and G-SimCLR)."""
     return [name for name, method in METHODS.items() if method.default]
+
+
+def loss_title(name: str, loss: str = "ntxent") -> str:
+    """The loss curves' axis label of method ``name`` trained with ``--loss loss``: the method's own
+    ``loss_title``, else the loss entry's title."""
+    own = METHODS[name].loss_title if name in METHODS else None
+    if own is not None:
+        return own
+    return _loss_title(loss)
 
 
 def title(name: str) -> str:

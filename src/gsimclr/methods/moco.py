@@ -39,10 +39,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from gsimclr.distributed import gather
 from gsimclr.errors import UserError
 from gsimclr.guidance.diagnostics import epoch_pair_stats, random_pairs
 from gsimclr.guidance.loss_guidance import GUIDANCE
@@ -52,16 +52,6 @@ from gsimclr.models.simclr import SimCLRModel, backbone_options
 
 #: the queue size when --queue-size is not given: MoCo v2's CIFAR size, or less on a smaller data set
 DEFAULT_QUEUE = 4096
-
-
-@torch.compiler.disable
-def gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows of ``x`` concatenated in rank order (no gradient); ``x`` in one process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 class KeyQueue(nn.Module):
@@ -85,7 +75,7 @@ class KeyQueue(nn.Module):
         gathered from every rank first; the oldest entries make room (without a host synchronisation)."""
         if labels is None:
             labels = torch.full_like(index, -1)
-        keys, labels, index = (gather_rows(t.to(self.keys.device)) for t in (keys.to(self.keys.dtype), labels, index))
+        keys, labels, index = (gather(t.to(self.keys.device))[0] for t in (keys.to(self.keys.dtype), labels, index))
         size, n = len(self.keys), len(keys)
         positions = (self.ptr + torch.arange(n, device=self.keys.device)) % size
         if n > size:                                   # only the newest `size` keys stay

@@ -1,5 +1,6 @@
 """SimCLR (and G-SimCLR, the same parts fed guided batches and pseudo labels): ``--views`` augmented
-views of every image through one network, NT-Xent over the batch (every anchor has V - 1 positives).
+views of every image through one network, the ``--loss`` over the batch (NT-Xent by default; every
+anchor has V - 1 positives).
 
 Example:
     >>> from gsimclr.config import load_config
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
-from gsimclr.loss import build_criterion
+from gsimclr.loss import build_criterion, check_loss
 from gsimclr.methods.base import Recipe
 from gsimclr.models.simclr import SimCLRModel, backbone_options
 from gsimclr.training.views import VIEW_FORWARDS
 
 
 class SimCLR(Recipe):
+    def check(self, cfg, n_images: int) -> None:
+        check_loss(cfg)  # the --loss entry's checks (--guidance against --loss; the configuration ran them first)
+
     def n_views(self, cfg) -> int:
         return cfg.views
 
@@ -43,8 +45,8 @@ class SimCLR(Recipe):
 
         return contrastive_loss
 
-    def chance_loss(self, cfg, batch_sizes: Sequence[int]) -> float:
-        """NT-Xent of collapsed embeddings: every anchor's V - 1 positives among V b - 1 equal candidates."""
-        views = self.n_views(cfg)
-        n = sum(batch_sizes)
-        return float(sum(b * np.log(max(views * b - 1, 1)) for b in batch_sizes) / max(n, 1))
+    def chance_loss(self, cfg, batch_sizes: Sequence[int]) -> float | None:
+        """The ``--loss``'s mean loss of collapsed embeddings (its criterion's ``chance_loss``; NT-Xent: every
+        anchor's V - 1 positives among V b - 1 equal candidates), None for a loss that gives none."""
+        chance = getattr(build_criterion(cfg), "chance_loss", None)
+        return None if chance is None else chance(batch_sizes, self.n_views(cfg))
