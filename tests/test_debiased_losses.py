@@ -234,3 +234,27 @@ def test_resume_compares_the_loss_options_and_ntxent_runs_keep_their_provenance(
     assert {"tau_plus", "beta"} <= set(made["config"])
     plain = pretrain_provenance(load_config(None, {}), train, "gsimclr", None)
     assert not {"tau_plus", "beta"} & set(plain["config"])
+
+
+def test_the_loss_options_are_declared_by_the_loss_entries_not_the_core_config():
+    """--tau-plus and --beta belong to the debiased / hard-negative registrations (one Loss record each,
+    as a plug-in's loss): not core options, read by the entries that declare them, with defaults that
+    make an older provenance record without them no different."""
+    from types import SimpleNamespace
+
+    from gsimclr.config import _CORE, load_config, option_default, option_readers
+    from gsimclr.pipeline import pretrain_provenance
+    from gsimclr.run_folder import differences
+
+    assert not {"tau_plus", "beta"} & {name for name, _, _ in _CORE}
+    assert [entry for _, entry in option_readers("tau_plus")] == ["debiased", "hard-negative"]
+    assert [entry for _, entry in option_readers("beta")] == ["hard-negative"]
+    assert LOSSES.declarations["hard-negative"].options == loss_entry("hard-negative").options
+    assert LOSSES.declarations["debiased"].titles == {"loss": "debiased contrastive loss"}
+    assert (option_default("tau_plus"), option_default("beta")) == (0.1, 1.0)
+    train = SimpleNamespace(fingerprint="f")
+    now = pretrain_provenance(load_config(None, {"loss": "hard-negative"}), train, "simclr", None)
+    older = {**now, "config": {k: v for k, v in now["config"].items() if k not in ("tau_plus", "beta")}}
+    assert differences(older, now) == []   # made before the options existed, at their defaults
+    changed = pretrain_provenance(load_config(None, {"loss": "hard-negative", "beta": 2.0}), train, "simclr", None)
+    assert differences(older, changed) == ["--beta: unset -> 2.0"]

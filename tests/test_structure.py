@@ -40,8 +40,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     ("transforms",),
     ("checkpoint", "plots", "provenance", "tracking", "distributed", "runtime"),
-    ("io", "launch", "registry"),
-    ("errors", "presets", "__init__"),  # presets: YAML files; __init__: the package itself (its version)
+    ("io", "launch", "registry", "plugins"),
+    ("errors", "options", "presets", "__init__"),  # options: what an entry declares; presets: YAML files; __init__: the package itself (its version)
 ]
 
 

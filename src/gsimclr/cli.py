@@ -24,11 +24,10 @@ from pathlib import Path
 
 
 from gsimclr import __version__
-from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_config, parse_value, preset_description,
-                            preset_names, read_preset, section_fields, type_name)
+from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_config, option_commands, option_readers,
+                            parse_value, preset_description, preset_names, read_preset, section_fields, type_name)
 from gsimclr.errors import UserError, one_line_warnings
 from gsimclr.evaluation import EVALUATIONS
-from gsimclr.loss import check_loss_options
 from gsimclr.methods import (METHODS, check_method_images, check_method_options, default_methods, guided_form,
                              parse_methods)
 
@@ -58,10 +57,11 @@ _SHOW_CHOICES = True  # help texts list the registries' choices; main() turns it
 
 
 def command_options(name: str) -> list[str]:
-    """The config fields subcommand ``name`` takes, in declaration order."""
+    """The config fields subcommand ``name`` takes, in declaration order: the core options of its
+    sections and single fields, and every entry's options that name it among their commands."""
     command = COMMANDS[name]
     wanted = set(section_fields(*command.sections)) | set(command.fields)
-    return [f for f in FIELDS if f in wanted]
+    return [f for f in FIELDS if (f in wanted if option_commands(f) is None else name in option_commands(f))]
 
 
 # A value that starts with "-" but is a number (``--weight-decay -1e-6``, ``--lr -inf``) is a value, not an option
@@ -117,12 +117,16 @@ def _option_help(name: str) -> str:
     return text.replace("%", "%%")  # argparse formats help with %
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, command: Command) -> None:
+PLUGIN_HELP = ("import this module first: its registrations add methods, losses, samplers and their options "
+               "(repeatable; also GSIMCLR_PLUGINS=a,b and the gsimclr.plugins entry points)")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, name: str) -> None:
     run = parser.add_argument_group("run folder")
     run.add_argument("--preset", help=f"a shipped preset ({', '.join(preset_names())}) or a YAML file")
     run.add_argument("--out", help="the run folder (default: runs/<preset>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
-    names = set(section_fields(*command.sections)) | set(command.fields)
+    names = set(command_options(name))
     for section, title in SECTIONS.items():
         members = [n for n in section_fields(section) if n in names]
         if not members:
@@ -149,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods = METHODS.names()
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
-        _add_config_flags(p, command)
+        _add_config_flags(p, name)
         stage = p.add_argument_group("stage")
         if name in ("run", "pretrain"):
             stage.add_argument("--stop-after", type=int, metavar="EPOCHS",
@@ -191,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--paper", choices=["cifar10", "imagenet5"], help="add the paper's numbers")
     p.add_argument("--output", help="also write the table to this Markdown file")
+    for p in _subparsers(parser).values():  # read before parsing (main); here so that every command accepts it
+        p.add_argument_group("plug-ins").add_argument("--plugin", action="append", metavar="MODULE", help=PLUGIN_HELP)
     return parser
 
 
@@ -230,22 +236,12 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
     minutes = getattr(args, "max_minutes", None)
     if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
         raise UserError(f"--max-minutes must be a finite number > 0, got {minutes:g}")
-    if args.command not in ("run", "pretrain"):
-        return
     methods = _trained_methods(args)
     for method in methods:
         check_method_options(cfg, method)
-    check_loss_options(cfg, {n for n in FIELDS if getattr(args, n, None) is not None},
-                       guided=any(METHODS[m].guided for m in methods))
     from gsimclr.methods.views import check_views_memory
 
     check_views_memory(cfg.views, cfg.batch_size, cfg.image_size)  # the views alone; the trainer adds the network's
-    known = [METHODS[m] for m in methods]
-    for name in sorted({o for m in METHODS.values() for o in m.options}):
-        if getattr(args, name, None) is not None and not any(name in m.options for m in known):
-            readers = ", ".join(m.name for m in METHODS.values() if name in m.options)
-            raise UserError(f"{flag(name)} only affects {readers}, which this command does not train; drop it "
-                            f"or train one of them")
     if methods and all(m in METHODS and not METHODS[m].guided for m in methods):
         # guidance options only shape a guided method's batches and loss: given for SimCLR alone they would be ignored
         unused = [flag(n) for n in section_fields("guidance") if getattr(args, n, None) is not None]
@@ -257,6 +253,29 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
             fix = fix or "train a guided method"
             raise UserError(f"{unused[0]} only affects the guided methods ({guided}: their batches and loss), but "
                             f"{which} trains none; drop it or {fix}")
+    _check_unread_options(args, cfg, methods)
+
+
+def _check_unread_options(args: argparse.Namespace, cfg: Config, methods: list[str]) -> None:
+    """An entry's option given for a run that uses none of the entries reading it would be ignored: one
+    line naming who reads it (the methods a command trains; the entry a configuration option picks)."""
+    for name in command_options(args.command):
+        readers = option_readers(name)
+        if not readers or getattr(args, name, None) is None:
+            continue
+        if any(entry in (methods if registry is METHODS else registry.selected(cfg)) for registry, entry in readers):
+            continue
+        registry = readers[0][0]
+        entries = [entry for r, entry in readers if r is registry]
+        if registry is METHODS:
+            raise UserError(f"{flag(name)} only affects {', '.join(entries)}, which this command does not train; "
+                            "drop it or train one of them")
+        if registry.option is not None:
+            picks = flag(registry.option)
+            raise UserError(f"{flag(name)} only affects {picks} {' / '.join(entries)}, not {picks} "
+                            f"{getattr(cfg, registry.option)}; drop it or choose {picks} {entries[0]}")
+        raise UserError(f"{flag(name)} only affects the {registry.kind} {' / '.join(entries)}, which this run "
+                        "does not use; drop it")
 
 
 def _trained_methods(args: argparse.Namespace) -> list[str]:
@@ -609,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     restore_warnings = one_line_warnings()  # one line per distinct warning, no source lines
     try:
         _SHOW_CHOICES = any(a in ("-h", "--help") for a in argv)
+        from gsimclr.plugins import load_plugins, plugin_arguments
+
+        load_plugins(plugin_arguments(argv))  # before parsing: a plug-in's entries bring their options
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
 import types
@@ -43,41 +44,22 @@ import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import yaml
 
 from gsimclr.errors import UserError
-from gsimclr.registry import resolve, resolve_function
+from gsimclr.options import SECTIONS, Declares, flag, metadata
+from gsimclr.registry import Registry, resolve, resolve_function
 
-# Option sections, in --help order, with their titles.
-SECTIONS: dict[str, str] = {
-    "data": "data",
-    "model": "model",
-    "augment": "augmentation",
-    "pretrain": "contrastive pretraining",
-    "loss": "loss options (--loss debiased, hard-negative)",
-    "guidance": "G-SimCLR guidance",
-    "moco": "MoCo (--method moco or gmoco)",
-    "pseudo_labels": "pseudo labels (autoencoder, encoder or file; k-means)",
-    "linear": "linear evaluation",
-    "knn": "kNN evaluation",
-    "finetune": "fine-tuning",
-    "supervised": "supervised baseline",
-    "protocol": "evaluation protocol and model selection",
-    "execution": "execution",
-    "report": "report",
-}
-
+__all__ = ["Config", "FIELDS", "SECTIONS", "TYPES", "check_value", "choices_of", "config_from_dict", "flag",
+           "load_config", "opt", "parse_value", "preset_names", "read_preset", "section_fields", "type_name"]
 
 def opt(default: Any, section: str, help: str, *, choices: Any = None, min: float | None = None,
         max: float | None = None, gt: float | None = None, lt: float | None = None,
         check: Callable[[Any], str | None] | str | None = None, metavar: str | None = None) -> Any:
-    """A :class:`Config` field with its metadata (see the module docstring)."""
-    if section not in SECTIONS:
-        raise ValueError(f"unknown option section {section!r}")
-    meta = {"section": section, "help": help, "choices": choices, "min": min, "max": max, "gt": gt, "lt": lt,
-            "check": check, "metavar": metavar}
+    """A core :class:`Config` field with its metadata (see the module docstring)."""
+    meta = metadata(section, help, choices=choices, min=min, max=max, gt=gt, lt=lt, check=check, metavar=metavar)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -194,12 +176,6 @@ class Config:
                                     "continues from the step to the uncut result", min=0)
     monitor_every: int = opt(0, "pretrain", "epochs between kNN accuracy checks during pretraining (0: none)", min=0)
     sync_batch_norm: bool = opt(True, "pretrain", "multi-GPU runs: SyncBatchNorm across processes")
-    # loss options: each read by the losses that list it in their gsimclr.loss.LOSSES entry's `options`
-    tau_plus: float = opt(0.1, "loss", "debiased and hard-negative losses: class prior tau+, the expected share of "
-                          "the anchor's own class among its negatives (0: no correction; the official code: 0.1)",
-                          min=0, lt=1)
-    beta: float = opt(1.0, "loss", "hard-negative loss: hardness beta, negatives weighted by exp(beta x "
-                      "similarity / temperature) (0: the debiased loss; the official code: 1.0)", min=0)
     # G-SimCLR guidance
     sampler: str = opt("spread", "guidance", "how G-SimCLR's batches are built from the pseudo labels (SimCLR "
                        "always shuffles): spread each cluster evenly over the batches, random, the paper's "
@@ -207,15 +183,6 @@ class Config:
     guidance: str = opt("none", "guidance", "G-SimCLR's loss-side guidance: same-pseudo-label candidates stay "
                         "negatives, are masked out of the denominator, or attracted as positives",
                         choices="gsimclr.guidance.loss_guidance:GUIDANCE")
-    sampler_tail: str = opt("relax", "guidance", "greedy sampler once the smallest clusters run out: relax the "
-                            "one-per-cluster rule step by step, or drop the rest of the epoch", choices=("relax", "drop"))
-    # MoCo
-    queue_size: int | None = opt(None, "moco", "MoCo: keys of earlier batches kept as negatives (default: 4096, or "
-                                 "fewer on a small data set: whole batches up to the images minus one batch; MoCo v2: "
-                                 "65536 on ImageNet); with pseudo labels each keeps its image's label for --guidance",
-                                 min=1)
-    moco_momentum: float = opt(0.99, "moco", "MoCo: momentum m of the key encoder, an exponential moving average "
-                               "of the query encoder (k <- m k + (1 - m) q; MoCo v2: 0.999)", min=0, max=1)
     # pseudo labels
     pseudo_labels: str = opt("autoencoder", "pseudo_labels", "where pseudo labels come from: autoencoder (the "
                              "paper), encoder (k-means on the encoder's features, refreshed during training), "
@@ -335,6 +302,9 @@ class Config:
                             "--eval-protocol notebook and --linear-protocol features")
         if self.finetune_head_epochs == 0 and self.finetune_epochs == 0:
             raise UserError("--finetune-head-epochs and --finetune-epochs are both 0: fine-tuning would train nothing")
+        for registry in Registry.instances:  # the checks of the entries this configuration picks
+            for name in registry.selected(self):
+                run_checks(registry.checks(name), self)
         return self
 
     @property
@@ -345,13 +315,93 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def flag(name: str) -> str:
-    """The command-line flag of a field: ``label_fraction`` -> ``--label-fraction``."""
-    return "--" + name.replace("_", "-")
+def run_checks(checks, cfg: Any) -> None:
+    """Entry checks (:data:`gsimclr.options.Check`) on ``cfg``: the first problem is a UserError."""
+    for check in checks:
+        problem = check(cfg)
+        if problem:
+            raise UserError(problem)
 
 
-FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
-TYPES: dict[str, Any] = typing.get_type_hints(Config)
+# --------------------------------------------------------- the fields: core options and entries' options
+
+_HINTS = typing.get_type_hints(Config)
+_CORE: list[tuple[str, Any, dataclasses.Field]] = [(f.name, _HINTS[f.name], f) for f in dataclasses.fields(Config)]
+FIELDS: dict[str, dataclasses.Field] = {}
+TYPES: dict[str, Any] = {}
+
+#: the light modules that keep the registries (their entries declare options); importing them here makes
+#: every shipped entry's options fields of Config (plug-ins: :mod:`gsimclr.plugins`)
+REGISTRY_HOMES = ("gsimclr.methods", "gsimclr.loss", "gsimclr.guidance.samplers", "gsimclr.guidance.loss_guidance",
+                  "gsimclr.guidance.sources", "gsimclr.evaluation", "gsimclr.models.registry", "gsimclr.data.sources",
+                  "gsimclr.export")
+
+
+def entry_options() -> dict[str, tuple[Any, str, tuple[str, ...], list[tuple[Registry, str]]]]:
+    """Every option a registry entry declares: ``name -> (option, section, commands, [(registry, entry)])``.
+    Entries may share an option (the same :class:`gsimclr.options.Option`); two different declarations
+    of one name, or one that shadows a core option, are a ValueError."""
+    core = {name for name, _, _ in _CORE}
+    found: dict[str, Any] = {}
+    for registry in Registry.instances:
+        for option, section, commands, entry in registry.options():
+            if option.name in core:
+                raise ValueError(f"{registry.kind} {entry!r} declares option {option.name!r}, a core option")
+            if option.name in found:
+                known, known_section, known_commands, owners = found[option.name]
+                if known != option or known_section != section:
+                    raise ValueError(f"option {option.name!r} is declared differently by {owners[0][0].kind} "
+                                     f"{owners[0][1]!r} and {registry.kind} {entry!r}")
+                found[option.name] = (known, section, tuple(dict.fromkeys(known_commands + commands)),
+                                      owners + [(registry, entry)])
+            else:
+                found[option.name] = (option, section, tuple(commands), [(registry, entry)])
+    return found
+
+
+def _rebuild() -> None:
+    """Rebuild :class:`Config`'s fields from the core options and every entry's (after an entry declared
+    options, e.g. a plug-in's). The class keeps its identity, so every module's ``Config`` and every
+    ``cfg.option`` see the new fields; :data:`FIELDS` and :data:`TYPES` are updated in place."""
+    extra = entry_options()
+    specs = [(name, kind, _copy(f)) for name, kind, f in _CORE]
+    for name, (option, section, commands, owners) in extra.items():
+        readers = tuple((registry, entry) for registry, entry in owners)
+        specs.append((name, option.annotation, option.field(section, commands=commands, readers=readers)))
+    built = dataclasses.make_dataclass("Config", specs)
+    for attr in ("__init__", "__repr__", "__eq__", "__dataclass_fields__", "__match_args__"):
+        setattr(Config, attr, getattr(built, attr))
+    Config.__annotations__ = dict(built.__annotations__)
+    for name, _, f in specs:
+        if f.default is not dataclasses.MISSING:
+            setattr(Config, name, f.default)
+    FIELDS.clear()
+    FIELDS.update({f.name: f for f in dataclasses.fields(Config)})
+    TYPES.clear()
+    TYPES.update({name: kind for name, kind, _ in specs})
+
+
+def _copy(f: dataclasses.Field) -> dataclasses.Field:
+    return dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+
+
+def entry_fields(cfg: Any, picked_by: Iterable[str]) -> list[str]:
+    """The options of the entries ``cfg`` picks through the options ``picked_by`` (``["loss"]``: the
+    options ``cfg.loss``'s entry declares), in declaration order."""
+    picks = set(picked_by)
+    names = [o.name for registry in Registry.instances if registry.option in picks
+             for entry in registry.selected(cfg) for o in registry.declarations.get(entry, Declares()).options]
+    return list(dict.fromkeys(names))
+
+
+def option_commands(name: str) -> tuple[str, ...] | None:
+    """The subcommands that take an entry's option (None for a core option: its section decides)."""
+    return FIELDS[name].metadata.get("commands")
+
+
+def option_readers(name: str) -> tuple[tuple[Registry, str], ...]:
+    """``(registry, entry name)`` of the entries reading an option (empty for a core option)."""
+    return FIELDS[name].metadata.get("readers", ())
 
 
 def option_default(name: str) -> Any:
@@ -559,3 +609,9 @@ def load_config(preset: str | None = None, overrides: dict[str, Any] | None = No
 def config_from_dict(values: dict[str, Any]) -> Config:
     """A Config from a saved run (unknown keys from other versions are ignored)."""
     return Config(**{k: v for k, v in _upgrade(values).items() if k in FIELDS})
+
+
+for _home in REGISTRY_HOMES:
+    importlib.import_module(_home)
+_rebuild()
+Registry.listeners.append(_rebuild)

@@ -7,6 +7,7 @@ fresh one, so it cannot drift from the code. Regenerate it with one command::
 
     python -m gsimclr.docs_cli            # writes docs/reference/cli.md
     python -m gsimclr.docs_cli --check    # exit 1 when the committed page is stale
+    python -m gsimclr.docs_cli --plugin mine --output mine.md   # with a plug-in's entries and options
 
 Example:
     >>> page = cli_reference()
@@ -146,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gsimclr.docs_cli", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_PAGE, help=f"the page (default: {DEFAULT_PAGE})")
     parser.add_argument("--check", action="store_true", help="exit 1 when the page differs from a fresh one")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="document a plug-in's entries too (as GSIMCLR_PLUGINS and the gsimclr.plugins entry points)")
     args = parser.parse_args(argv)
+    from gsimclr.errors import UserError
+    from gsimclr.plugins import load_plugins
+
+    try:
+        load_plugins(args.plugin)  # the reference of the commands as this installation runs them
+    except UserError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     page = cli_reference()
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""

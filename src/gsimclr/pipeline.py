@@ -41,7 +41,6 @@ from gsimclr.guidance.autoencoder import AutoencoderOptions
 from gsimclr.guidance.diagnostics import PAIR_KEYS
 from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_labels, load_pseudo_labels, parse_source,
                                       save_pseudo_labels)
-from gsimclr.loss import loss_entry
 from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
 from gsimclr.run_folder import TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
@@ -138,8 +137,9 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     # a guided method also depends on the guidance options and, for encoder pseudo labels made during
     # pretraining, on how they are made
     extra = tuple(stage_fields("guidance")) + ("pseudo_labels", "recluster_every", "recluster_warmup", "k") if guided else ()
-    extra += METHODS.get(method).options  # the method's own options (MoCo's queue)
-    extra += loss_entry(cfg.loss).options  # the loss's own (--tau-plus, --beta): none for NT-Xent, as before
+    extra += tuple(o.name for o in METHODS.declarations[method].options) if method in METHODS.declarations else ()
+    # the --loss entry's own options (--tau-plus, --beta; none for NT-Xent, as before) join through the
+    # "loss" field that picks it (run_folder.provenance, entry_fields)
     return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
 
 
@@ -397,13 +397,14 @@ def plot_run_curves(run_dir: Path | RunFolder) -> None:
     """loss_curves.png (loss per epoch) and, when monitored, knn_curves.png (kNN accuracy against training time)."""
     folder = _folder(run_dir)
     losses, knn, loss_titles = {}, {}, set()
-    saved = (yaml.safe_load(folder.config.read_text()) or {}) if folder.config.exists() else {}
+    saved = yaml.safe_load(folder.config.read_text()) if folder.config.is_file() else None
+    loss = (saved or {}).get("loss", "ntxent")
     for method in METHODS:
         path = folder.metrics(method)
         if path.exists():
             recs = read_metrics(path)
             name = title(method)
-            loss_titles.add(loss_title(method, saved.get("loss", "ntxent")))
+            loss_titles.add(loss_title(method, loss))
             losses[name] = ([r["epoch"] for r in recs], [r["loss"] for r in recs])
             monitored = [r for r in recs if "knn" in r]
             if monitored:

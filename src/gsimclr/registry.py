@@ -25,6 +25,22 @@ first lookup of such a name imports its module:
     >>> FORMATS.declare("json", "csv", module="mypackage.formats")
     >>> FORMATS.names(), "csv" in FORMATS
     (['json', 'csv'], True)
+
+An entry also declares what it owns (:class:`gsimclr.options.Declares`): its options, the commands
+that take them, its checks against the rest of the configuration and its titles. A registry whose
+entry a configuration option picks names that option (``Registry("loss", option="loss")``), so the
+configuration knows which entries a run uses (:meth:`Registry.selected`): only their checks run, and
+their options given to a run that uses none of them are refused:
+
+    >>> from gsimclr.options import Declares
+    >>> NOISES = Registry("noise", option="noise", section="augment")
+    >>> NOISES.register("gauss", "Gaussian noise", declares=Declares(titles={"table": "Gaussian"}))
+    'Gaussian noise'
+    >>> NOISES.title("gauss", "table"), NOISES.title("gauss", "plot")
+    ('Gaussian', 'gauss')
+
+(An example that declares options is in :mod:`gsimclr.options`; they join every configuration, so
+this one declares none.)
 """
 
 from __future__ import annotations
@@ -33,26 +49,80 @@ import importlib
 from typing import Any, Callable, Iterable, TypeVar
 
 from gsimclr.errors import UserError
+from gsimclr.options import Declares, Option
 
 T = TypeVar("T")
 
 
 class Registry(dict):
-    """A name -> entry mapping that keeps registration order and names its kind in errors."""
+    """A name -> entry mapping that keeps registration order and names its kind in errors.
 
-    def __init__(self, kind: str):
+    ``option``: the configuration option whose value picks the entry a run uses (``pick`` maps that
+    value to an entry name, e.g. ``file:PATH`` -> ``file``), or ``selected(cfg)`` gives the names
+    directly; ``section`` and ``commands``: the defaults of its entries' options (their group in
+    ``--help``, the subcommands that take them)."""
+
+    #: every registry, in creation order: the configuration gathers their entries' options
+    instances: list["Registry"] = []
+    #: called after an entry declares options (the configuration rebuilds its fields)
+    listeners: list[Callable[[], None]] = []
+
+    def __init__(self, kind: str, *, option: str | None = None, pick: Callable[[Any], str | None] | None = None,
+                 selected: Callable[[Any], Iterable[str]] | None = None, section: str = "pretrain",
+                 commands: tuple[str, ...] = ("run", "pretrain")):
         super().__init__()
         self.kind = kind
+        self.option, self.section, self.commands = option, section, commands
+        self._pick, self._selected = pick, selected
         self._declared: dict[str, str] = {}  # name -> the module whose import registers it
+        self.declarations: dict[str, Declares] = {}  # name -> what the entry declares about itself
+        Registry.instances.append(self)
 
-    def declare(self, *names: str, module: str) -> None:
+    def declare(self, *names: str, module: str, declares: Declares | None = None) -> None:
         """Names that importing ``module`` registers, known before it is imported: :meth:`names` and
         ``in`` see them at once; :meth:`get`, ``[]``, :meth:`values` and :meth:`items` import the module
-        first. A declared name the module does not register is a ``LookupError`` at its first lookup."""
+        first. A declared name the module does not register is a ``LookupError`` at its first lookup.
+        ``declares``: what each of these entries owns (options, checks, titles), known at once."""
         for name in names:
             if name in self._declared or dict.__contains__(self, name):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._declared[name] = module
+        if declares is not None:
+            self._set_declares(names, declares)
+
+    def _set_declares(self, names: Iterable[str], declares: Declares) -> None:
+        for name in names:
+            self.declarations[name] = declares
+        if declares.options:
+            for listener in list(Registry.listeners):
+                listener()
+
+    def selected(self, cfg: Any) -> list[str]:
+        """The entries of this registry a configuration uses (none when no option picks them)."""
+        if self._selected is not None:
+            return list(self._selected(cfg))
+        if self.option is None:
+            return []
+        value = getattr(cfg, self.option, None)
+        name = self._pick(value) if self._pick is not None and value is not None else value
+        return [name] if name is not None and name in self else []
+
+    def checks(self, name: str) -> tuple:
+        return self.declarations[name].checks if name in self.declarations else ()
+
+    def title(self, name: str, what: str = "title") -> str:
+        """The words entry ``name`` gives ``what`` (a table, a plot's axis), else its name."""
+        declares = self.declarations.get(name)
+        return declares.titles.get(what, name) if declares is not None else name
+
+    def options(self) -> list[tuple[Option, str, tuple[str, ...], str]]:
+        """``(option, section, commands, entry name)`` for every option every entry declares."""
+        return [(o, o.section or self.section, d.commands or self.commands, name)
+                for name, d in self.declarations.items() for o in d.options]
+
+    def owners(self, option: str) -> list[str]:
+        """The entries that declare ``option``."""
+        return [name for name, d in self.declarations.items() if any(o.name == option for o in d.options)]
 
     def _load(self, name: str | None = None) -> None:
         """Import the modules of the declared names not registered yet (only ``name``'s, if given)."""
@@ -89,22 +159,30 @@ class Registry(dict):
         self._load()
         return [(n, dict.__getitem__(self, n)) for n in self.names()]
 
-    def register(self, name: str, entry: Any = None) -> Any:
-        """``REG.register("name", entry)``, or ``@REG.register("name")`` as a decorator."""
+    def register(self, name: str, entry: Any = None, *, declares: Declares | None = None) -> Any:
+        """``REG.register("name", entry)``, or ``@REG.register("name")`` as a decorator; ``declares``:
+        what the entry owns (:class:`gsimclr.options.Declares`), unless :meth:`declare` said it; an entry
+        with a ``declares`` attribute (a record such as :class:`gsimclr.loss.Loss`) declares that by itself."""
         if entry is not None:
-            self._add(name, entry)
+            self._add(name, entry, declares)
             return entry
 
         def wrap(obj: T) -> T:
-            self._add(name, obj)
+            self._add(name, obj, declares)
             return obj
 
         return wrap
 
-    def _add(self, name: str, entry: Any) -> None:
+    def _add(self, name: str, entry: Any, declares: Declares | None = None) -> None:
         if dict.__contains__(self, name):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
+        if declares is None and isinstance(getattr(entry, "declares", None), Declares):
+            declares = entry.declares  # a record that carries its own declarations (gsimclr.loss.Loss)
         self[name] = entry
+        if declares is not None:
+            if name in self.declarations:
+                raise ValueError(f"{self.kind} {name!r} declares its options twice (in declare and register)")
+            self._set_declares([name], declares)
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         """The entry registered as ``name``; an unknown name is a :class:`UserError` listing the choices."""

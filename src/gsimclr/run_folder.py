@@ -91,11 +91,13 @@ STAGE_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...
 
 def stage_fields(kind: str) -> list[str]:
     """The config fields a stage of ``kind`` depends on (:data:`STAGE_SECTIONS`), in declaration order."""
-    from gsimclr.config import FIELDS, section_fields
+    from gsimclr.config import FIELDS, option_readers, section_fields
 
     sections, extra, excluded = STAGE_SECTIONS[kind]
     wanted = (set(section_fields(*sections)) | set(extra)) - set(excluded)
-    return [f for f in FIELDS if f in wanted]
+    # an entry's options count only where the run uses the entry (provenance adds them): a plug-in
+    # installed later leaves the records of earlier runs valid
+    return [f for f in FIELDS if f in wanted and not option_readers(f)]
 
 
 def _main_process() -> bool:
@@ -331,8 +333,11 @@ def provenance(kind: str, cfg: Any, data: dict[str, str], inputs: dict[str, Any]
                extra_fields: Iterable[str] = ()) -> dict[str, Any]:
     """What a stage of ``kind`` (a :data:`STAGE_SECTIONS` key) is made from: ``data`` (name ->
     fingerprint), the config fields it depends on, ``inputs`` (name -> digest) and the code version."""
+    from gsimclr.config import entry_fields
+
     values = cfg.to_dict()
     fields = stage_fields(kind) + [f for f in extra_fields if f not in stage_fields(kind)]
+    fields += [f for f in entry_fields(cfg, fields) if f not in fields]  # of the entries these options pick
     return {"data": dict(data), "config": {f: values[f] for f in fields if f in values}, "inputs": dict(inputs or {}),
             "code": __version__}
 

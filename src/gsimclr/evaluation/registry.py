@@ -27,9 +27,10 @@ standard linear protocol under ``--linear-protocol``); its subcommand runs it wh
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from gsimclr.options import Declares
 from gsimclr.registry import Registry
 
 Rows = Callable[[Any, dict], list[tuple[str, str, "float | None"]]]
@@ -63,7 +64,22 @@ def _resolve(fn: str | Callable) -> Callable:
     return fn
 
 
-EVALUATIONS: Registry = Registry("evaluation")
+def _enabled(cfg: Any) -> list[str]:
+    return enabled_evaluations(cfg)
+
+
+#: an evaluation's declared options are options of its own subcommand and of ``run`` (section: its first)
+EVALUATIONS: Registry = Registry("evaluation", selected=_enabled, section="knn", commands=("run",))
+
+
+def register_evaluation(evaluation: Evaluation, declares: Declares | None = None) -> Evaluation:
+    """Register ``evaluation``; its declared options (:class:`gsimclr.options.Declares`) are options of its
+    subcommand and of ``run``, in its first section unless an option names another."""
+    if declares is not None:
+        declares = replace(declares, commands=declares.commands or (evaluation.command, "run"),
+                           options=tuple(o if o.section else replace(o, section=evaluation.sections[0])
+                                         for o in declares.options))
+    return EVALUATIONS.register(evaluation.name, evaluation, declares=declares)
 
 
 def enabled_evaluations(cfg: Any) -> list[str]:

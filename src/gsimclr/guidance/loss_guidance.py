@@ -14,7 +14,7 @@ Example:
 from gsimclr.registry import Registry
 
 #: name -> what it does (``--guidance``)
-GUIDANCE: Registry = Registry("loss-side guidance")
+GUIDANCE: Registry = Registry("loss-side guidance", option="guidance", section="guidance")
 GUIDANCE.register("none", "same-pseudo-label candidates stay negatives")
 GUIDANCE.register("mask", "drop same-pseudo-label candidates from the denominator")
 GUIDANCE.register("attract", "count same-pseudo-label candidates as extra positives (FNC attraction)")

@@ -47,14 +47,29 @@ import math
 
 import numpy as np
 
+from gsimclr.options import Declares, Option
 from gsimclr.registry import Registry
 
 
 class EpochBatches:
-    """Epoch-seeded batches of the global batch and the rank's slice of each (the base of every sampler)."""
+    """Epoch-seeded batches of the global batch and the rank's slice of each (the base of every sampler).
+
+    A sampler owns how the configuration builds it (:meth:`from_config`: which options it reads) and
+    what it adds to an epoch's log (:meth:`epoch_record`); the trainer knows no sampler by name."""
 
     name = ""
     drops_remainder = False
+    uses_labels = True  # batches by (pseudo) labels; False: the same batches whatever the labels
+
+    @classmethod
+    def from_config(cls, cfg, labels: np.ndarray, rank: int = 0, world_size: int = 1) -> "EpochBatches":
+        """This sampler over ``labels`` (one per image) as a configuration sets it: ``--batch-size``,
+        ``--seed``, ``--drop-last`` and the options the sampler declares."""
+        return cls(labels, cfg.batch_size, cfg.seed, rank=rank, world_size=world_size, drop_last=cfg.drop_last)
+
+    def epoch_record(self) -> dict:
+        """What this sampler adds to an epoch's log line (after the epoch's batches were drawn)."""
+        return {}
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = False, reshuffle: bool = True):
@@ -125,6 +140,14 @@ class RandomBatchSampler(EpochBatches):
     and ``reshuffle=False`` keeps the first epoch's order (the CIFAR notebook caches it)."""
 
     name = "random"
+    uses_labels = False
+
+    @classmethod
+    def from_config(cls, cfg, labels: np.ndarray | int, rank: int = 0, world_size: int = 1) -> "RandomBatchSampler":
+        """Over ``labels`` (or ``labels`` images: a count): ``--shuffle-buffer`` and ``--reshuffle`` too."""
+        n = labels if isinstance(labels, (int, np.integer)) else len(labels)
+        return cls(int(n), cfg.batch_size, cfg.seed, rank, world_size, cfg.drop_last, cfg.reshuffle,
+                   cfg.shuffle_buffer)
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = False, reshuffle: bool = True, shuffle_buffer: int = 0):
@@ -271,6 +294,14 @@ class GreedyBatchSampler(LabelledBatches):
 
     name = "greedy"
 
+    @classmethod
+    def from_config(cls, cfg, labels: np.ndarray, rank: int = 0, world_size: int = 1) -> "GreedyBatchSampler":
+        return cls(labels, cfg.batch_size, cfg.seed, tail=cfg.sampler_tail, rank=rank, world_size=world_size,
+                   drop_last=cfg.drop_last)
+
+    def epoch_record(self) -> dict:
+        return {"relaxed_images": self.relaxed_images}
+
     def __init__(self, labels, batch_size: int, seed: int = 0, tail: str = "relax",
                  rank: int = 0, world_size: int = 1, drop_last: bool = False):
         if tail not in ("relax", "drop"):
@@ -325,9 +356,25 @@ class GreedyBatchSampler(LabelledBatches):
 
 
 #: name -> sampler class (``--sampler``); ``random`` needs no labels, the others batch by (pseudo) labels.
-SAMPLERS: Registry = Registry("sampler")
-for _cls in (SpreadBatchSampler, RandomBatchSampler, PaperBatchSampler, GreedyBatchSampler):
+#: An entry's declared options are options of ``run`` and ``pretrain`` in the guidance section.
+SAMPLERS: Registry = Registry("sampler", option="sampler", section="guidance")
+for _cls in (SpreadBatchSampler, RandomBatchSampler, PaperBatchSampler):
     SAMPLERS.register(_cls.name, _cls)
+SAMPLERS.register("greedy", GreedyBatchSampler, declares=Declares(options=(
+    Option("sampler_tail", "relax", "greedy sampler once the smallest clusters run out: relax the one-per-cluster "
+           "rule step by step, or drop the rest of the epoch", choices=("relax", "drop")),)))
+
+
+def batch_sampler(cfg, n: int, labels: np.ndarray | None, rank: int = 0, world_size: int = 1) -> EpochBatches:
+    """The configured sampler (``--sampler``) over ``labels``, built by its own :meth:`~EpochBatches.from_config`;
+    without labels (SimCLR; encoder pseudo labels before the first clustering) a sampler that batches by
+    labels falls back to plain shuffling. Raises ValueError for impossible sizes."""
+    cls = SAMPLERS.get(cfg.sampler)
+    if labels is None or not cls.uses_labels:
+        return RandomBatchSampler.from_config(cfg, n, rank, world_size)
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} images")
+    return cls.from_config(cfg, labels, rank, world_size)
 
 
 def make_batch_sampler(name: str, n: int, batch_size: int, labels=None, seed: int = 0, rank: int = 0,

@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # torch is imported where it is used, so that checking the op
     from gsimclr.guidance.autoencoder import AutoencoderOptions
 
 #: the sources ``--pseudo-labels`` accepts (``file`` is written ``file:PATH``)
-SOURCES: Registry = Registry("pseudo-label source")
+SOURCES: Registry = Registry("pseudo-label source", option="pseudo_labels", pick=lambda spec: spec.partition(":")[0],
+                             section="pseudo_labels", commands=("run", "pretrain", "pseudo-label"))
 SOURCES.register("autoencoder", "k-means on a denoising autoencoder's features (the paper)")
 SOURCES.register("encoder", "k-means on the contrastive encoder's features, refreshed during training")
 SOURCES.register("file", "file:PATH, labels (.npy) or embeddings (.npy, .parquet) to cluster")

@@ -8,16 +8,18 @@ light (no PyTorch import, so the CLI's checks stay fast); its ``recipe`` names t
 :class:`gsimclr.methods.base.Recipe` subclass, in a module of its own, that builds those parts::
 
     METHODS.register("mymethod", Method("mymethod", "My method", guided=False,
-                                        recipe="gsimclr.methods.mymethod:MyRecipe",
-                                        description="...", options=("my_option",)))
+                                        recipe="gsimclr.methods.mymethod:MyRecipe", description="..."),
+                     declares=Declares(options=(Option("my_option", 1.0, "what it sets", gt=0),)))
 
 A ``guided`` method uses the run's pseudo labels: the pretraining loop builds its batches with the
 configured guided sampler and passes the pseudo labels to the loss (``--guidance``); an unguided
-method sees plain shuffled batches and no labels. ``options`` are the config fields only this
-method reads (given for a run of none of the methods that read them, they are refused as ignored).
+method sees plain shuffled batches and no labels. Its declared options (:class:`gsimclr.options.Declares`)
+are options of ``run`` and ``pretrain`` (section ``pretrain`` unless the option names another), read as
+``cfg.my_option``; given for a run of none of the methods that declare them, they are refused as
+ignored. Its declared checks run on the configuration of every run that trains it.
 
 Example:
-    >>> [(m.name, m.title, m.guided) for m in METHODS.values()]
+    >>> [(m.name, m.title, m.guided) for m in METHODS.values()][:4]  # the shipped ones (plug-ins add more)
     [('simclr', 'SimCLR', False), ('gsimclr', 'G-SimCLR', True), ('moco', 'MoCo', False), ('gmoco', 'G-MoCo', True)]
     >>> default_methods()
     ['simclr', 'gsimclr']
@@ -32,9 +34,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from gsimclr.config import flag
 from gsimclr.errors import UserError
-from gsimclr.loss import LOSSES, loss_entry
+from gsimclr.loss import loss_title as _loss_title
+from gsimclr.options import Declares, Option, flag
 from gsimclr.registry import Registry
 
 
@@ -45,8 +47,7 @@ class Method:
     guided: bool       # uses pseudo labels (guided batches and/or loss-side guidance)
     recipe: str = "gsimclr.methods.simclr:SimCLR"   # "module:Class" of its parts (a Recipe)
     description: str = ""
-    options: tuple[str, ...] = ()     # config fields only this method reads
-    loss_title: str | None = None     # the loss curves' axis label (None: the --loss entry's title)
+    loss_title: str | None = None     # the loss curves' axis label (None: the --loss entry's)
     default: bool = True              # among the methods `gsimclr run` trains without --methods
     requires: tuple[tuple[str, Any, str], ...] = ()  # (config field, the value it must have, why)
     fits: str = ""    # "module:function" (no PyTorch): fits(cfg, n_images, counted) raises when the data is too small
@@ -68,20 +69,28 @@ _MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
                   ("loss", "ntxent", "contrasts a query with its queue by its own InfoNCE loss (the other --loss "
                    "choices are not implemented for the queue); use --loss ntxent"))
 
-METHODS: Registry = Registry("method")
+METHODS: Registry = Registry("method", section="pretrain", commands=("run", "pretrain"))
+_MOCO = Declares(options=(
+    Option("queue_size", None, "MoCo: keys of earlier batches kept as negatives (default: 4096, or fewer on a small "
+           "data set: whole batches up to the images minus one batch; MoCo v2: 65536 on ImageNet); with pseudo "
+           "labels each keeps its image's label for --guidance", type=int, min=1, section="moco"),
+    Option("moco_momentum", 0.99, "MoCo: momentum m of the key encoder, an exponential moving average of the query "
+           "encoder (k <- m k + (1 - m) q; MoCo v2: 0.999)", min=0, max=1, section="moco")))
 METHODS.register("simclr", Method("simclr", "SimCLR", guided=False,
                                   description="--views augmented views (2), NT-Xent over plain shuffled batches"))
 METHODS.register("gsimclr", Method("gsimclr", "G-SimCLR", guided=True,
                                    description="SimCLR whose batches (and optionally loss) are guided by pseudo labels"))
 METHODS.register("moco", Method("moco", "MoCo", guided=False, recipe="gsimclr.methods.moco:MoCo",
                                 description="MoCo v2: a momentum key encoder and a queue of negatives",
-                                options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                default=False, requires=_MOCO_REQUIRES, fits=_MOCO_FITS))
+                                loss_title="InfoNCE loss (queue)", default=False, requires=_MOCO_REQUIRES,
+                                fits=_MOCO_FITS),
+                 declares=_MOCO)
 METHODS.register("gmoco", Method("gmoco", "G-MoCo", guided=True, recipe="gsimclr.methods.moco:MoCo",
                                  description="MoCo whose batches and queue negatives are guided by pseudo labels "
                                  "(the queue keeps each key's pseudo label)",
-                                 options=("queue_size", "moco_momentum"), loss_title="InfoNCE loss (queue)",
-                                 default=False, requires=_MOCO_REQUIRES, fits=_MOCO_FITS))
+                                 loss_title="InfoNCE loss (queue)", default=False, requires=_MOCO_REQUIRES,
+                                 fits=_MOCO_FITS),
+                 declares=_MOCO)
 
 
 def check_method_options(cfg: Any, name: str) -> None:
@@ -92,6 +101,10 @@ def check_method_options(cfg: Any, name: str) -> None:
     for field, value, why in method.requires:
         if getattr(cfg, field) != value:
             raise UserError(f"{flag(field)} {getattr(cfg, field)}: {method.title} {why}")
+    for check in METHODS.checks(name):
+        problem = check(cfg)
+        if problem:
+            raise UserError(problem)
 
 
 def check_method_images(cfg: Any, name: str, n_images: int, counted: str = "") -> None:
@@ -132,7 +145,7 @@ def loss_title(name: str, loss: str = "ntxent") -> str:
     own = METHODS[name].loss_title if name in METHODS else None
     if own is not None:
         return own
-    return loss_entry(loss).title if loss in LOSSES else f"{loss} loss"
+    return _loss_title(loss)
 
 
 def title(name: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from gsimclr.loss import build_criterion, check_loss_options
+from gsimclr.loss import build_criterion, check_loss
 from gsimclr.methods.base import Recipe
 from gsimclr.models.simclr import SimCLRModel, backbone_options
 from gsimclr.methods.views import VIEW_FORWARDS
@@ -23,7 +23,7 @@ from gsimclr.methods.views import VIEW_FORWARDS
 
 class SimCLR(Recipe):
     def check(self, cfg, n_images: int) -> None:
-        check_loss_options(cfg, guided=self.method.guided)  # --guidance against --loss (the CLI checks it first)
+        check_loss(cfg)  # the --loss entry's checks (--guidance against --loss; the configuration ran them first)
 
     def n_views(self, cfg) -> int:
         return cfg.views

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from gsimclr.errors import UserError
+from gsimclr.options import Declares
 from gsimclr.registry import Registry
 
 if TYPE_CHECKING:
@@ -62,8 +63,10 @@ class BackboneFamily:
     help: str = ""
 
 
-BACKBONES: Registry = Registry("backbone")
-BACKBONE_FAMILIES: Registry = Registry("backbone family")
+_TRAINING = ("run", "pretrain", "supervised")
+BACKBONES: Registry = Registry("backbone", option="model", section="model", commands=_TRAINING)
+BACKBONE_FAMILIES: Registry = Registry("backbone family", option="model", pick=lambda name: name.partition(":")[0],
+                                       section="model", commands=_TRAINING)
 DEFAULTS = ("torch", "keras")
 KERAS_BN_MOMENTUM = 0.01  # Keras' BatchNormalization(momentum=0.99) in torch's convention
 
@@ -74,20 +77,22 @@ AUTOENCODER_DECODERS = ("conv_first", "upsample_first")
 
 
 def register_backbone(name: str, keras_conv_init: str = "glorot_uniform", keras_bn_eps: float = 1e-3,
-                      export: ExportTarget | None = None, help: str = ""):
-    """Decorator registering a constructor as backbone ``name`` (see :class:`Backbone`)."""
+                      export: ExportTarget | None = None, help: str = "", declares: Declares | None = None):
+    """Decorator registering a constructor as backbone ``name`` (see :class:`Backbone`); ``declares``:
+    its options (``--model`` section; of ``run``, ``pretrain`` and ``supervised``), checks and titles."""
     def wrap(fn: Callable[..., "nn.Module"]):
-        BACKBONES.register(name, Backbone(fn, keras_conv_init, keras_bn_eps, export, help))
+        BACKBONES.register(name, Backbone(fn, keras_conv_init, keras_bn_eps, export, help), declares=declares)
         return fn
 
     return wrap
 
 
 def register_backbone_family(prefix: str, export: ExportTarget | None = None,
-                             check: Callable[[str], None] | None = None, help: str = ""):
+                             check: Callable[[str], None] | None = None, help: str = "",
+                             declares: Declares | None = None):
     """Register a constructor for every name ``PREFIX:NAME``; it receives ``NAME`` and the options."""
     def wrap(fn: Callable[..., "nn.Module"]):
-        BACKBONE_FAMILIES.register(prefix, BackboneFamily(fn, export, check, help))
+        BACKBONE_FAMILIES.register(prefix, BackboneFamily(fn, export, check, help), declares=declares)
         return fn
 
     return wrap

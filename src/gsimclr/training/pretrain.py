@@ -36,7 +36,7 @@ from gsimclr.data.store_batches import store_views
 from gsimclr.distributed import (World, all_sum, barrier, convert_sync_batch_norm, current_world, from_main,
                                  same_on_all_ranks, world_device)
 from gsimclr.errors import UserError
-from gsimclr.guidance.samplers import GreedyBatchSampler, RandomBatchSampler, make_batch_sampler
+from gsimclr.guidance.samplers import batch_sampler
 from gsimclr.guidance.sources import parse_source
 from gsimclr.io import save_npy
 from gsimclr.methods import METHODS, Method
@@ -140,13 +140,8 @@ def make_sampler(cfg: Config, n: int, pseudo_labels: np.ndarray | None, world: W
     (SimCLR, or G-SimCLR with encoder pseudo labels before the first clustering), as tf.data's buffer
     shuffle with ``--shuffle-buffer`` and the first epoch's order every epoch with ``--reshuffle false``;
     ``--drop-last`` skips short last batches."""
-    options = {"tail": cfg.sampler_tail} if cfg.sampler == "greedy" else {}
     try:
-        if pseudo_labels is None or cfg.sampler == "random":
-            return RandomBatchSampler(n, cfg.batch_size, cfg.seed, world.rank, world.size, cfg.drop_last,
-                                      cfg.reshuffle, cfg.shuffle_buffer)
-        sampler = make_batch_sampler(cfg.sampler, n, cfg.batch_size, pseudo_labels, cfg.seed, world.rank, world.size,
-                                     drop_last=cfg.drop_last, **options)
+        sampler = batch_sampler(cfg, n, pseudo_labels, world.rank, world.size)
     except ValueError as exc:
         raise UserError(f"--batch-size: {exc}") from None
     return check_batches(sampler)
@@ -427,8 +422,7 @@ class Pretrainer:
         self.train_time += elapsed
         record = {"epoch": epoch + 1, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                   "images_per_s": seen / elapsed, "epoch_s": elapsed, "train_s": self.train_time}
-        if isinstance(self.sampler, GreedyBatchSampler):
-            record["relaxed_images"] = self.sampler.relaxed_images
+        record.update(self.sampler.epoch_record())
         batches = self.sampler.epoch_batches()
         if world.is_main:
             shown = self.pseudo_labels if self.method.guided else self.diagnostic_labels

@@ -27,6 +27,7 @@ import numpy as np
 from gsimclr.data import cache as decoded_cache
 from gsimclr.data.dataset import ImageData
 from gsimclr.errors import UserError
+from gsimclr.options import Declares
 from gsimclr.registry import Registry
 
 ON_CORRUPT = ("skip", "error")
@@ -87,12 +88,23 @@ class DataSource:
     prefix: bool = True
 
 
-SOURCES = Registry("data source")
+def _source_name(spec: str) -> str | None:
+    """The registered name of the source ``spec`` goes to (``--data``'s entry)."""
+    head, _, _ = spec.partition(":")
+    if head and head.lower() in SOURCES and SOURCES[head.lower()].prefix:
+        return head.lower()
+    return next((name for name, s in SOURCES.items() if not s.prefix), None)
+
+
+SOURCES = Registry("data source", option="data", pick=_source_name, section="data",
+                   commands=("run", "pretrain", "pseudo-label", "supervised"))
 """Data sources by prefix; the entry registered as ``path`` (``prefix=False``) takes every other spec."""
 
 
-def register_source(name: str, source: DataSource) -> DataSource:
-    return SOURCES.register(name, source)
+def register_source(name: str, source: DataSource, declares: Declares | None = None) -> DataSource:
+    """Register a data source; ``declares``: its options (section data; of the commands that train), checks
+    against the rest of the configuration and titles (:class:`gsimclr.options.Declares`)."""
+    return SOURCES.register(name, source, declares=declares)
 
 
 def source_for(spec: str) -> tuple[DataSource, str | None]:
