@@ -289,6 +289,18 @@ def process_cpu_s(pid: int) -> float:
     return 0.0
 
 
+def lowest_priority(pid: int) -> None:
+    """The child's whole scheduling group at the lowest priority. With autogroup scheduling (Linux's default
+    on desktops and on this machine: /proc/sys/kernel/sched_autogroup_enabled = 1) a process's nice value
+    ranks it only within its session's group, and the child, in a session of its own, would otherwise share
+    the CPU equally with the working period's jobs: measured here, the nice-19 lane took 55% of a core beside
+    a test run (50%) until its group's nice was set to 19."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text("19")
+
+
 def machine() -> dict:
     try:
         from gsimclr.provenance import cpu_name
@@ -408,6 +420,7 @@ class Lane:
             logf.flush()
             proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                     start_new_session=True)
+            lowest_priority(proc.pid)
             self.session["calls"] += 1
             self.state["current"] = {"part": part, "pid": proc.pid, "since": utc_now(), "command": shown}
             code = None
