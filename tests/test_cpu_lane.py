@@ -50,7 +50,9 @@ def kill_within_pretraining(proc: subprocess.Popen, home: Path, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         meta = cpu_lane.checkpoint_meta(ckpt) if ckpt.exists() else None
-        if meta and meta.get("partial"):
+        lane_state = cpu_lane.read_json(home / "lane.json") or {}
+        seen = ((lane_state.get("pieces") or {}).get(PART) or {}).get("simclr-pretrain", {}).get("commands")
+        if meta and meta.get("partial") and seen:   # the lane has seen this pretraining in flight, cut mid-epoch
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return meta

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evidence_runner.context import ROOT, log
+from evidence_runner.context import ROOT, _die_with_parent, log
 
 LANE_PARTS: tuple[tuple[str, int], ...] = (
     ("paper-cifar10", 0), ("paper-cifar10-clean", 0),
@@ -418,8 +418,10 @@ class Lane:
         with open(self.log_path(part), "a") as logf:
             logf.write(f"\n[{utc_now()}] {shown}\n")
             logf.flush()
+            # a session of its own (the lane stops it as a group), killed with the lane (PR_SET_PDEATHSIG):
+            # a lane killed by SIGKILL leaves no child writing into its run folder
             proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
             lowest_priority(proc.pid)
             self.session["calls"] += 1
             self.state["current"] = {"part": part, "pid": proc.pid, "since": utc_now(), "command": shown}
@@ -476,6 +478,9 @@ class Lane:
             if command not in entry["commands"]:
                 entry["commands"].append(command)
             entry.setdefault("started", utc_now())
+        now_flight = next((name for name, ok in done.items() if not ok), None)
+        if now_flight is not None and command not in pieces[now_flight]["commands"]:
+            pieces[now_flight]["commands"].append(command)   # it began in this call (timed from the next poll)
         for name, ok in done.items():
             entry = pieces[name]
             if ok and entry["finished"] is None:
