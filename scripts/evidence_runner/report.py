@@ -89,7 +89,7 @@ def cpu_lane_results(ctx: Ctx) -> str:
     from gsimclr.report import PAPER
 
     base = ctx.root / RESULTS_DIR
-    if not base.is_dir():
+    if not base.is_dir() and not (ctx.root / REPO_LANE_JSON).is_file():
         return ""
     out = ["## CPU lane: the paper's CIFAR-10 recipe on this CPU\n",
            "CPU runs of the exact presets (`paper-cifar10`: the notebooks' recipe, quirks included; `paper-cifar10-clean`: "
@@ -112,7 +112,10 @@ def cpu_lane_results(ctx: Ctx) -> str:
             if pieces:
                 cols.append((seed, pieces))
         if not cols:
-            out.append(f"**{preset}**: no piece finished yet.\n")
+            started = [part_name(preset, s) for s in seeds if (ctx.root / "results/evidence/cpu-lane/state/runs" /
+                                                              part_name(preset, s)).is_dir()]
+            out.append(f"**{preset}**: no piece finished yet"
+                       + (f" ({', '.join(started)} in progress: see its lane.json below)" if started else "") + ".\n")
             continue
         methods = ("simclr", "gsimclr")
         head = "| top-1 % | " + " | ".join(f"{t} seed {s}" for s, _ in cols for t in ("SimCLR", "G-SimCLR"))
