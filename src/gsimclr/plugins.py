@@ -14,8 +14,9 @@ imported once (a second load is a no-op), so a plug-in named twice registers onc
 Example:
     >>> plugin_arguments(["pretrain", "--plugin", "mine", "--plugin=theirs", "--lr", "0.1"])
     ['mine', 'theirs']
-    >>> load_plugins(["json"], entry_points=False, environment=False)  # a module that registers nothing
-    ['json']
+    >>> names = load_plugins(["json"], entry_points=False, environment=False)  # registers nothing
+    >>> load_plugins(["json"], entry_points=False, environment=False)  # a second load is a no-op
+    []
 """
 
 from __future__ import annotations
