@@ -4,6 +4,7 @@ last finished evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def _train(tmp: Path, method: str, minutes: list[float], monkeypatch, **extra):
     positions = []
     model = None
     for i, m in enumerate(minutes + [None]):
-        model = pretrain(cfg, data, out, pseudo, resume=i > 0, method=method, max_minutes=m)
+        # each call reads the same images from files with another place or time (another fingerprint)
+        moved = dataclasses.replace(data, fingerprint=f"{data.fingerprint}:call-{i}")
+        model = pretrain(cfg, moved, out, pseudo, resume=i > 0, method=method, max_minutes=m)
         meta = read_meta(out / "checkpoint.safetensors")
         positions.append((int(meta["epoch"]), (meta.get("partial") or {}).get("steps")))
         if positions[-1] == (EPOCHS, None):
@@ -116,8 +119,17 @@ def test_an_autoencoder_killed_between_epochs_continues_to_the_uncut_result(tmp_
     with pytest.raises(Killed):
         train_autoencoder(data, opts, tmp_path / "cut")
     assert (tmp_path / "cut" / PROGRESS).is_file()
+    counted = []
+
+    def counting(*args, **kwargs):
+        counted.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ae_module, "_reconstruction_loss", counting)
+    # the same images from files moved or mounted anew (another fingerprint): continued, not started over
+    resumed = train_autoencoder(dataclasses.replace(data, fingerprint="moved"), opts, tmp_path / "cut")
+    assert len(counted) == 3   # epochs 3, 4 and 5 only
     monkeypatch.setattr(ae_module, "_reconstruction_loss", real)
-    resumed = train_autoencoder(data, opts, tmp_path / "cut")
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()))
     def losses(path):
         return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(path / "metrics.jsonl")]

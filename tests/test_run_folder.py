@@ -228,6 +228,33 @@ def test_resume_with_the_same_inputs_reuses_every_stage(finished_run, capsys):
     assert f"{results['supervised']:.2f}" in capsys.readouterr().out
 
 
+def test_resume_on_the_same_images_moved_and_mounted_anew_reuses_every_stage(other_data, tmp_path, capsys):
+    """Resume compares the data by content: the same files copied to another place with new modification
+    times (a re-download, a new machine, a data disk mounted anew) continue the run; other images do not."""
+    import shutil
+
+    out = tmp_path / "run"
+    flags = [*TINY, "--methods", "simclr"]
+    assert main(["run", "--data", other_data, *flags, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    before = snapshot(out)
+    moved = tmp_path / "elsewhere" / "imgs"
+    shutil.copytree(other_data, moved)
+    for path in moved.rglob("*.png"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**12))
+    capsys.readouterr()
+    assert main(["run", "--data", str(moved), *flags, "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["methods"] == results["methods"]
+    after = snapshot(out)
+    trained = [name for name in before if name.endswith(".safetensors") or name.endswith(".npy")]
+    assert trained and all(after[name] == before[name] for name in trained)   # nothing trained again
+    # one image changed: the data differ, and resume says so
+    first = sorted(moved.rglob("*.png"))[0]
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(first)
+    err = one_line_error(capsys, ["run", "--data", str(moved), *flags, "--out", str(out), "--resume"])
+    assert "made from other inputs" in err and ("data train" in err or "data test" in err)   # its held-out split
+
+
 def test_pseudo_label_refuses_to_replace_labels_a_checkpoint_was_trained_with(finished_run, capsys, tmp_path):
     labels = (finished_run / "pseudo_labels" / "pseudo_labels.npy").read_bytes()
     err = one_line_error(capsys, ["pseudo-label", "--data", "digits", "--out", str(finished_run), "--seed", "5",

@@ -459,3 +459,28 @@ def test_an_unwritable_cache_folder_is_a_user_error(tmp_path, below):
     blocker.write_text("not a folder")
     with pytest.raises(UserError, match="cannot build the JPEG store .*GSIMCLR_CACHE"):
         build_store(list_encoded(str(tmp_path / "set")), 32, cache_dir=blocker / below if below else blocker)
+
+
+def test_a_store_of_the_same_images_elsewhere_has_the_same_content_id(tmp_path):
+    """Resume compares a store by content (gsimclr.data.identity): the same files in another place with
+    other modification times make another store entry with the same id; a subset, relabelling or other
+    images differ."""
+    import os
+    import shutil
+
+    from gsimclr.data.identity import content_id
+
+    sizes = [(40, 60), (30, 30), (100, 50), (20, 90)]
+    make_folder(tmp_path / "set", sizes)
+    shutil.copytree(tmp_path / "set", tmp_path / "moved" / "set")
+    for path in (tmp_path / "moved").rglob("*.JPEG"):
+        os.utime(path, (1, 1))
+    stores = [build_store(list_encoded(str(tmp_path / where)), stored_size=48, cache_dir=tmp_path / "cache")
+              for where in ("set", "moved/set")]
+    assert stores[0].fingerprint != stores[1].fingerprint and stores[0].path != stores[1].path
+    assert content_id(stores[0]) == content_id(stores[1])
+    assert content_id(stores[0].subset(np.array([1, 0, 2, 3]))) != content_id(stores[0])
+    assert content_id(stores[0].with_classes(np.array([1, 0, 1, 0]), ["dog", "cat"])) != content_id(stores[0])
+    make_folder(tmp_path / "other", sizes[::-1])
+    other = build_store(list_encoded(str(tmp_path / "other")), stored_size=48, cache_dir=tmp_path / "cache")
+    assert content_id(other) != content_id(stores[0])

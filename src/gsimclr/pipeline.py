@@ -9,7 +9,6 @@ the run's metadata (run.json, config.yaml) is written only once a command has be
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import platform
 import sys
@@ -43,7 +42,7 @@ from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_lab
                                       save_pseudo_labels)
 from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
-from gsimclr.run_folder import TSNE_ENCODER, RunFolder, array_digest, provenance, stage_fields
+from gsimclr.run_folder import TSNE_ENCODER, RunFolder, array_digest, provenance, provenance_key, stage_fields
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
@@ -126,7 +125,7 @@ def _folder(run_dir: Path | RunFolder) -> RunFolder:
 
 
 def pseudo_provenance(cfg: Config, train: ImageData) -> dict[str, Any]:
-    return provenance("pseudo_labels", cfg, {"train": train.fingerprint}, {"k": cfg.n_clusters})
+    return provenance("pseudo_labels", cfg, {"train": train}, {"k": cfg.n_clusters})
 
 
 def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.ndarray | None) -> dict[str, Any]:
@@ -140,17 +139,16 @@ def pretrain_provenance(cfg: Config, train: ImageData, method: str, pseudo: np.n
     extra += tuple(o.name for o in METHODS.declarations[method].options) if method in METHODS.declarations else ()
     # the --loss entry's own options (--tau-plus, --beta; none for NT-Xent, as before) join through the
     # "loss" field that picks it (run_folder.provenance, entry_fields)
-    return provenance("pretrain", cfg, {"train": train.fingerprint}, inputs, extra_fields=extra)
+    return provenance("pretrain", cfg, {"train": train}, inputs, extra_fields=extra)
 
 
 def eval_provenance(cfg: Config, train: ImageData, test: ImageData | None, checkpoint: Path) -> dict[str, Any]:
     checksum = read_meta(checkpoint).get("checksum") if checkpoint.exists() else None
-    return provenance("evaluation", cfg, {"train": train.fingerprint, "test": test.fingerprint if test else None},
-                      {"checkpoint": checksum})
+    return provenance("evaluation", cfg, {"train": train, "test": test}, {"checkpoint": checksum})
 
 
 def supervised_provenance(cfg: Config, train: ImageData, test: ImageData | None) -> dict[str, Any]:
-    return provenance("supervised", cfg, {"train": train.fingerprint, "test": test.fingerprint if test else None})
+    return provenance("supervised", cfg, {"train": train, "test": test})
 
 
 def guided_checkpoints(run_dir: Path | RunFolder) -> list[Path]:
@@ -584,7 +582,7 @@ def _evaluate_method(run: _Run, method: str, model: SimCLRModel, results: dict[s
     expected = eval_provenance(cfg, run.train, run.test, folder.checkpoint(method))
     kept = folder.stage_dir(method) / EVAL_PROGRESS
     if run.evaluable:
-        key = hashlib.sha256(json.dumps(expected, sort_keys=True, default=str).encode()).hexdigest()
+        key = provenance_key(expected)
         summary.update(evaluate_encoder(cfg, model, run.train, run.test, out=folder.stage_dir(method),
                                         progress=(kept, key)))
     folder.record(f"{method}/eval", expected)

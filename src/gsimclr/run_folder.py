@@ -24,7 +24,7 @@ acquisition, temporary files (``.*.tmp``) a killed writer left behind are remove
 while it holds the lock leaves nothing behind: no folder it created, no lock file it created.
 
 **Provenance.** Each stage records beside its outputs what it was made from (:func:`provenance`):
-the fingerprints of its data, the config fields it depends on (:func:`stage_fields`), the identity
+the content of its data (:func:`gsimclr.data.identity.content_id`), the config fields it depends on (:func:`stage_fields`), the identity
 of its inputs (e.g. the pseudo labels' digest for a guided method, the checkpoint's checksum for
 an evaluation) and the code version. ``--resume`` reuses a stage only when the recorded provenance
 equals the current one, and otherwise refuses, naming what differs (:meth:`RunFolder.reusable`).
@@ -329,23 +329,37 @@ class RunFolder:
                             "rerun with the same options or choose another --out")
 
 
-def provenance(kind: str, cfg: Any, data: dict[str, str], inputs: dict[str, Any] | None = None,
+def provenance(kind: str, cfg: Any, data: dict[str, Any], inputs: dict[str, Any] | None = None,
                extra_fields: Iterable[str] = ()) -> dict[str, Any]:
-    """What a stage of ``kind`` (a :data:`STAGE_SECTIONS` key) is made from: ``data`` (name ->
-    fingerprint), the config fields it depends on, ``inputs`` (name -> digest) and the code version."""
+    """What a stage of ``kind`` (a :data:`STAGE_SECTIONS` key) is made from: ``data`` (name -> image
+    set, or None), the config fields it depends on, ``inputs`` (name -> digest) and the code version.
+
+    Each image set is recorded by its content (:func:`gsimclr.data.identity.content_id`), which is what
+    resume compares, and by its files' fingerprint under ``files`` (where it was read from, for the
+    reader; not compared: the same images moved, copied or mounted anew continue)."""
     from gsimclr.config import entry_fields
+    from gsimclr.data.identity import content_id
 
     values = cfg.to_dict()
     fields = stage_fields(kind) + [f for f in extra_fields if f not in stage_fields(kind)]
     fields += [f for f in entry_fields(cfg, fields) if f not in fields]  # of the entries these options pick
-    return {"data": dict(data), "config": {f: values[f] for f in fields if f in values}, "inputs": dict(inputs or {}),
-            "code": __version__}
+    ids = {k: v if v is None or isinstance(v, str) else content_id(v) for k, v in data.items()}
+    files = {k: v if v is None or isinstance(v, str) else getattr(v, "fingerprint", None) for k, v in data.items()}
+    return {"data": ids, "config": {f: values[f] for f in fields if f in values}, "inputs": dict(inputs or {}),
+            "files": files, "code": __version__}
+
+
+def provenance_key(record: dict[str, Any]) -> str:
+    """A digest of what decides a provenance record's reuse (its data, inputs and options; not its files'
+    places and times, nor the code version), e.g. to key a stage's partial progress."""
+    decisive = {part: record.get(part, {}) for part in ("data", "inputs", "config")}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def differences(recorded: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """Human-readable differences between two provenance records (``what: recorded -> now``).
 
-    What the stage was made from decides: its data, inputs and options. An option the record does not
+    What the stage was made from decides: its data (by content), inputs and options. An option the record does not
     name (added to gsimclr after the stage was made) differs only when its value now is not its default:
     a new option's default keeps the behaviour that came before it. The gsimclr version alone is no
     difference (:meth:`RunFolder.check` notes it), so a long run continues across releases."""
@@ -357,6 +371,8 @@ def differences(recorded: dict[str, Any], expected: dict[str, Any]) -> list[str]
         for key in sorted(set(old) | set(new)):
             if part == "config" and key not in old and key in new and _is_default(option_default, key, new[key]):
                 continue
+            if part == "data" and "files" not in recorded and old.get(key) == expected.get("files", {}).get(key):
+                continue  # a record from before content ids (0.2.0 and older) names its data by its files
             if old.get(key) != new.get(key):
                 name = f"--{key.replace('_', '-')}" if part == "config" else f"{label} {key}"
                 out.append(f"{name}: {_short(old.get(key))} -> {_short(new.get(key))}")

@@ -224,6 +224,20 @@ class EncodedStore(Labelled):
         raise UserError(f"the JPEG store {self.path} is damaged ({problem}; decoding failed: "
                         f"{' '.join(str(exc).split())[:120]}); {outcome}")
 
+    def content_parts(self) -> list[np.ndarray]:
+        """What :func:`gsimclr.data.identity.content_id` hashes (beside the labels and classes): the CRC-32
+        of every MiB of ``images.bin`` (written with the store; its bytes themselves when the store has no
+        folder), where each image lies in it, and the stored sizes. No image is read."""
+        blocks = None
+        if self.path is not None:
+            try:
+                blocks = np.load(self.path / "blocks.npy")
+            except (OSError, ValueError):
+                blocks = None
+        if blocks is None:
+            blocks = np.asarray(self._data)
+        return [blocks, np.asarray(self._starts), np.asarray(self._ends), np.asarray(self.sizes)]
+
     def with_classes(self, labels: np.ndarray, classes: list[str]) -> "EncodedStore":
         """The same images with new ``labels`` indexing ``classes`` (see :func:`gsimclr.data.dataset.align_classes`)."""
         digest = decoded_cache.fingerprint(labels=np.asarray(labels, np.int64).tobytes().hex(), classes=classes)[:12]

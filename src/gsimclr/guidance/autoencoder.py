@@ -164,9 +164,12 @@ def _progress_key(opts: AutoencoderOptions, data: Labelled, val_data: Labelled |
     import hashlib
     import json
 
+    from gsimclr.data.identity import content_id
+
+    # the data by content, so a run whose files were moved or mounted anew continues (gsimclr.data.identity)
     what = {"options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device",)},
-            "data": getattr(data, "fingerprint", None), "n": len(data),
-            "val": None if val_data is None else (getattr(val_data, "fingerprint", None), len(val_data))}
+            "data": content_id(data), "n": len(data),
+            "val": None if val_data is None else (content_id(val_data), len(val_data))}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from gsimclr.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from gsimclr.config import Config, config_from_dict
 from gsimclr.data.dataset import ImageData
+from gsimclr.data.identity import content_id
 from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.store import EncodedStore
 from gsimclr.data.store_batches import store_views
@@ -318,8 +319,12 @@ class Pretrainer:
         if not self.ckpt.exists():
             return 0
         meta = read_meta(self.ckpt)
-        if meta.get("fingerprint") not in (None, self.data.fingerprint):
-            raise UserError(f"--resume: {self.ckpt} was trained on other data ({meta.get('fingerprint')})")
+        # the data by content (gsimclr.data.identity); a checkpoint of 0.2.0 or older names it by its files
+        same = meta["data"] == content_id(self.data) if "data" in meta else \
+            meta.get("fingerprint") in (None, self.data.fingerprint)
+        if not same:
+            raise UserError(f"--resume: {self.ckpt} was trained on other data "
+                            f"({meta.get('data', meta.get('fingerprint'))})")
         if meta.get("method", self.method.name) != self.method.name:
             raise UserError(f"--resume: {self.ckpt} was trained with {meta['method']}, not {self.method.name}")
         meta = load_checkpoint(self.ckpt, self.model, self.optimizer)
@@ -552,7 +557,7 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
         loss_fn = maybe_compile(loss_fn, device, cfg.compile)
     logger = RunLogger(out_dir, tensorboard=True, resume=resume,
                        wandb=wandb_options(cfg, out_dir, entry.name)) if world.is_main else None
-    meta = {"method": entry.name, "config": cfg.to_dict(), "fingerprint": data.fingerprint, "images": len(data),
+    meta = {"method": entry.name, "config": cfg.to_dict(), "fingerprint": data.fingerprint, "data": content_id(data), "images": len(data),
             "init": cfg.init}
     return Pretrainer(method=entry, model=model, optimizer=optimizer, views=views, sampler=sampler,
                       sampler_for=sampler_for, criterion=criterion, loss_fn=loss_fn, schedule=schedule,
