@@ -28,6 +28,7 @@ kill now would lose.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import datetime as dt
 import fcntl
@@ -60,6 +61,7 @@ average 21 (2026-12-07), one training step of the paper's autoencoder took 1.55 
 with two; the paper model's step in benchmarks/README.md "On a loaded CPU" reversed likewise. On an idle machine
 two threads would be faster (about 1.6x); ``--lane-threads 2`` when the machine is known to stay quiet."""
 CHECKPOINT_MINUTES = 5.0        # a checkpoint within a pretraining epoch this often: a kill loses at most this
+PERIOD_GAP_S = 1800.0         # more than this between two lane calls: another working period (see period_of)
 LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
 """Options every lane call adds to ``gsimclr run``: the fastest faithful setting on this CPU (see "Paper recipe
 on the CPU" in benchmarks/README.md); fp32, as the presets are."""
@@ -311,6 +313,33 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def data_mounted(data: str) -> str | None:
+    """When the data folder was last put in place (its modification time, UTC): a working period that
+    mounts or copies the data anew changes it."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(os.stat(data).st_mtime)) if data else None
+    except OSError:
+        return None
+
+
+def period_of(sessions: list[dict], session: dict, data: str) -> dict:
+    """Which working period a lane call belongs to: a new one when the machine booted anew, the data was
+    mounted anew, or more than :data:`PERIOD_GAP_S` passed since the last call ended (a working period is
+    3 hours; the lane is restarted within it only after a short stop). ``gap_s``: the time between."""
+    mounted = data_mounted(data)
+    if not sessions:
+        return {"period": 1, "gap_s": None, "data_mounted": mounted}
+    last = sessions[-1]
+    gap = None
+    with contextlib.suppress(TypeError, ValueError):
+        ended = calendar.timegm(time.strptime(last.get("ended") or last["started"], "%Y-%m-%d %H:%M:%S UTC"))
+        gap = round(calendar.timegm(time.strptime(session["started"], "%Y-%m-%d %H:%M:%S UTC")) - ended, 1)
+    new = (last.get("boot_id") != session.get("boot_id") or (gap is not None and gap > PERIOD_GAP_S)
+           or (mounted is not None and last.get("data_mounted") not in (None, mounted)))
+    period = int(last.get("period") or len({s.get("period") for s in sessions}) or 1) + (1 if new else 0)
+    return {"period": period, "gap_s": gap, "data_mounted": mounted}
+
+
 def versions_now() -> dict:
     from gsimclr.provenance import package_version
 
@@ -355,6 +384,7 @@ class Lane:
                             "commit": commit, "budget_s": self.budget_s, "work_s_at_start": self.state["work_s"],
                             "pieces_at_start": sum(len(v) for v in self.state["pieces"].values() if isinstance(v, dict)),
                             "cpu_s": 0.0, "wall_s": 0.0, "calls": 0}
+            self.session.update(period_of(self.state["sessions"], self.session, self.plan.data))
             self.state["sessions"].append(self.session)
             save_lane(self.plan, self.state)
             log(f"CPU lane: home {self.plan.home}, resumed from {source}, commit {commit}, budget {self.budget_s:.0f} s")
@@ -547,7 +577,8 @@ class Lane:
         entry = {"commands": sorted({c for p in pieces.values() for c in p.get("commands", [])}) or [command],
                  "finished": utc_now(), "wall_s": sum(p.get("wall_s", 0) for p in pieces.values()),
                  "cpu_s": sum(p.get("cpu_s", 0) for p in pieces.values())}
-        keys = ("started", "ended", "resumed_from", "host", "boot_id", "commit", "cpu_s", "wall_s")
+        keys = ("started", "ended", "period", "gap_s", "resumed_from", "host", "boot_id", "commit", "cpu_s", "wall_s",
+                "notes")
         payload = {**self.provenance(part, preset, seed, entry), "result": results,
                    "sessions": [{k: s.get(k) for k in keys} for s in self.state["sessions"] if part in s.get("parts", [])],
                    "pieces": {k: {kk: v.get(kk) for kk in ("wall_s", "cpu_s", "finished")} for k, v in pieces.items()}}
@@ -573,8 +604,10 @@ def status(plan: LanePlan) -> str:
         finally:
             os.close(fd)
     machines = len({s.get("boot_id") for s in state["sessions"]})
+    periods = len({s.get("period", 1) for s in state["sessions"]})
     lines.append(f"running: {'yes, pid ' + running if running else 'no'}; work so far {state['work_s'] / 3600:.2f} CPU h "
-                 f"over {len(state['sessions'])} lane call(s) on {machines} machine boot(s)")
+                 f"over {len(state['sessions'])} lane call(s) in {periods} working period(s) on {machines} machine "
+                 "boot(s)")
     rates = measured_rates(plan, state)
     for name in plan.names():
         run_dir = plan.run_dir(name)
