@@ -27,10 +27,10 @@ TINY = ("--train-limit 128 --test-limit 64 --epochs 2 --batch-size 16 --k 8 --ae
 VOLATILE = ("pretrain_s", "images_per_s", "seconds")
 
 
-def lane(home: Path, repo: Path, *extra: str) -> subprocess.Popen:
+def lane(home: Path, repo: Path, *extra: str, parts: str = "digits-quick:0") -> subprocess.Popen:
     env = {**os.environ, "GSIMCLR_LANE_POLL_S": "0.3", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT / "src")}
-    argv = [sys.executable, str(ROOT / "scripts" / "evidence.py"), "--lane", "cpu", "--lane-parts", "digits-quick:0",
+    argv = [sys.executable, str(ROOT / "scripts" / "evidence.py"), "--lane", "cpu", "--lane-parts", parts,
             "--lane-data", "digits", "--lane-options", TINY, "--lane-home", str(home), "--out-root", str(repo),
             "--checkpoint-minutes", "0.0001", "--budget-h", "0.5", *extra]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -62,13 +62,13 @@ def kill_within_pretraining(proc: subprocess.Popen, home: Path, timeout: float =
     raise AssertionError("the lane never checkpointed within an epoch")
 
 
-def table(repo: Path) -> dict:
+def table(repo: Path, part: str = PART) -> dict:
     """The part's results without the timings (which differ between runs)."""
     def strip(obj):
         if isinstance(obj, dict):
             return {k: strip(v) for k, v in obj.items() if k not in VOLATILE}
         return obj
-    return strip(json.loads((repo / cpu_lane.RESULTS_DIR / f"{PART}.json").read_text())["result"])
+    return strip(json.loads((repo / cpu_lane.RESULTS_DIR / f"{part}.json").read_text())["result"])
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,21 @@ def test_a_lane_on_a_new_machine_resumes_from_the_committed_state(uncut, tmp_pat
                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert status.returncode == 0, status.stderr
     assert f"{PART}: complete" in status.stdout and "committed state" in status.stdout
+
+
+def test_two_parts_at_once_each_give_the_table_they_give_alone(uncut, tmp_path):
+    """--lane-jobs 2 runs the next two parts side by side, one child each: each part's table is the one it
+    gives alone, and each child's CPU seconds go to its own part."""
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    session = finish(lane(home, repo, "--lane-jobs", "2", parts="digits-quick:0,digits-quick:1"))
+    assert session["jobs"] == 2 and sorted(session["parts"]) == [PART, "digits-quick-seed1"]
+    assert table(repo) == table(uncut)
+    assert table(repo, "digits-quick-seed1") != table(uncut)   # another seed: another table
+    state = json.loads((home / "lane.json").read_text())
+    for part in (PART, "digits-quick-seed1"):
+        pieces = state["pieces"][part]
+        assert all(p["finished"] and p["cpu_s"] > 0 for p in pieces.values()), pieces
+    # side by side: the second part began before the first one's last piece finished
+    first, second = state["pieces"][PART], state["pieces"]["digits-quick-seed1"]
+    assert min(p["started"] for p in second.values()) <= max(p["finished"] for p in first.values())
+    assert state["current"] is None

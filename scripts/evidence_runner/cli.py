@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     lane.add_argument("--lane-options", default="", help="--lane: more gsimclr run options for every call (quoted)")
     lane.add_argument("--lane-threads", type=int, default=None, help="--lane: torch threads of each call (default 1: "
                       "a background job on a shared 2-core machine; see LANE_THREADS)")
+    lane.add_argument("--lane-jobs", type=int, default=None, help="--lane: parts run at once, each one child "
+                      "(default 2: one per core of this 2-core machine; see LANE_JOBS)")
     lane.add_argument("--checkpoint-minutes", type=float, default=None,
                       help="--lane: pretraining checkpoints within an epoch this often (default 5)")
     return parser
@@ -234,12 +236,15 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--budget-h must be > 0, got {args.budget_h:g}")
     if args.lane_threads is not None and args.lane_threads < 1:
         parser.error(f"--lane-threads must be >= 1, got {args.lane_threads}")
+    if args.lane_jobs is not None and args.lane_jobs < 1:
+        parser.error(f"--lane-jobs must be >= 1, got {args.lane_jobs}")
     if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
         parser.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes:g}")
     plan = cpu_lane.LanePlan(parts=parts, data=os.path.abspath(data) if data and os.path.exists(data) else (data or ""),
                              options=cpu_lane.LANE_OPTIONS + tuple(shlex.split(args.lane_options)),
                              checkpoint_minutes=args.checkpoint_minutes or cpu_lane.CHECKPOINT_MINUTES,
                              threads=args.lane_threads or cpu_lane.LANE_THREADS,
+                             jobs=args.lane_jobs or cpu_lane.LANE_JOBS,
                              repo=Path(args.out_root or ROOT), home=args.lane_home)
     if args.status:
         print(cpu_lane.status(plan))
@@ -248,7 +253,8 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(json.dumps(cpu_lane.save_state(plan)))
         return 0
     session = cpu_lane.Lane(plan, args.budget_h * 3600).run()
-    print(json.dumps({k: session.get(k) for k in ("started", "ended", "resumed_from", "calls", "cpu_s", "wall_s")}))
+    shown = ("started", "ended", "period", "resumed_from", "jobs", "parts", "calls", "cpu_s", "wall_s")
+    print(json.dumps({k: session.get(k) for k in shown}))
     return 0
 
 

@@ -3,8 +3,8 @@ to the next (issue 24).
 
 A working period's CPU is idle much of the time. ``python scripts/evidence.py --lane cpu`` (``make
 evidence-cpu`` starts it in the background at ``nice -n 19``) continues the next unfinished *part* of
-:data:`LANE_PARTS` (``paper-cifar10`` seed 0, then ``paper-cifar10-clean`` seed 0, then seeds 1 and 2) as one
-``gsimclr run --resume`` child, within a time budget, with a checkpoint within every pretraining epoch
+:data:`LANE_PARTS` (``paper-cifar10`` seed 0, then ``paper-cifar10-clean`` seed 0, then seeds 1 and 2), each as
+a ``gsimclr run --resume`` child, :data:`LANE_JOBS` parts at once, within a time budget, with a checkpoint within every pretraining epoch
 every :data:`CHECKPOINT_MINUTES` minutes (``--checkpoint-minutes``), so a kill loses at most that much of a
 pretraining, or the evaluation stage in flight.
 
@@ -60,6 +60,11 @@ the working period's own jobs run, and a 2-thread step waits for the later one. 
 average 21 (2026-12-07), one training step of the paper's autoencoder took 1.55 s with one thread and 4.1-4.9 s
 with two; the paper model's step in benchmarks/README.md "On a loaded CPU" reversed likewise. On an idle machine
 two threads would be faster (about 1.6x); ``--lane-threads 2`` when the machine is known to stay quiet."""
+LANE_JOBS = 2
+"""Parts run at once, each one child of :data:`LANE_THREADS` threads. The parts are independent and a
+one-thread child uses one core, so on this 2-core machine two at once do about twice the work of one while the
+working period is idle, and both yield to it (nice 19) when it is not. Seed 0 of the exact preset still runs
+first and as fast as alone; its clean variant runs beside it."""
 CHECKPOINT_MINUTES = 5.0        # a checkpoint within a pretraining epoch this often: a kill loses at most this
 PERIOD_GAP_S = 1800.0         # more than this between two lane calls: another working period (see period_of)
 LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
@@ -131,6 +136,7 @@ class LanePlan:
     options: tuple[str, ...] = LANE_OPTIONS
     checkpoint_minutes: float = CHECKPOINT_MINUTES
     threads: int = LANE_THREADS
+    jobs: int = LANE_JOBS
     repo: Path = ROOT
     home: Path | None = None
 
@@ -346,6 +352,22 @@ def versions_now() -> dict:
     return {k: package_version(k) for k in ("torch", "torchvision", "numpy", "scikit-learn", "gsimclr")}
 
 
+@dataclass
+class Call:
+    """A ``gsimclr run`` child of the lane: its part, process, log file and what was accounted of it."""
+
+    part: str
+    preset: str
+    seed: int
+    proc: subprocess.Popen
+    logf: Any
+    shown: str
+    pieces: dict
+    started: float
+    last_wall: float
+    last_cpu: float = 0.0
+
+
 class Lane:
     """One working period's lane: restore, then run parts in order until the budget ends."""
 
@@ -381,32 +403,53 @@ class Lane:
             self.state, source = restore(self.plan)
             commit = git_commit(ROOT)
             self.session = {"started": utc_now(), "ended": None, "resumed_from": source, **machine(),
-                            "commit": commit, "budget_s": self.budget_s, "work_s_at_start": self.state["work_s"],
+                            "commit": commit, "budget_s": self.budget_s, "jobs": self.plan.jobs,
+                            "work_s_at_start": self.state["work_s"],
                             "pieces_at_start": sum(len(v) for v in self.state["pieces"].values() if isinstance(v, dict)),
                             "cpu_s": 0.0, "wall_s": 0.0, "calls": 0}
             self.session.update(period_of(self.state["sessions"], self.session, self.plan.data))
             self.state["sessions"].append(self.session)
             save_lane(self.plan, self.state)
-            log(f"CPU lane: home {self.plan.home}, resumed from {source}, commit {commit}, budget {self.budget_s:.0f} s")
+            log(f"CPU lane: home {self.plan.home}, resumed from {source}, commit {commit}, budget {self.budget_s:.0f} s, "
+                f"{self.plan.jobs} part(s) at once")
             signal.signal(signal.SIGTERM, self._on_term)
-            failures = 0
+            calls: dict[str, Call] = {}
+            failures: dict[str, int] = {}
+            retry_at: dict[str, float] = {}
             try:
-                for preset, seed in self.plan.parts:
-                    part = part_name(preset, seed)
-                    if self.plan.result_path(part).exists():
+                while not self.stop and self.seconds_left() > 60:
+                    for preset, seed in self.plan.parts:   # the next unfinished parts, in order, up to --lane-jobs
+                        part = part_name(preset, seed)
+                        if (len(calls) >= self.plan.jobs or part in calls or self.plan.result_path(part).exists()
+                                or failures.get(part, 0) >= 3 or retry_at.get(part, 0) > time.monotonic()):
+                            continue
+                        calls[part] = self.start_call(preset, seed)
+                    if not calls:
+                        pending = [p for p in self.plan.names()
+                                   if not self.plan.result_path(p).exists() and failures.get(p, 0) < 3]
+                        if not pending:
+                            break    # every part complete, or failed three times in this call
+                        time.sleep(min(POLL_S, max(0.0, self.seconds_left() - 60)))   # a retry's wait
                         continue
-                    while not self.plan.result_path(part).exists() and not self.stop and self.seconds_left() > 60:
-                        code = self.run_call(preset, seed)
-                        if code not in (0, None):
-                            failures += 1
-                            if failures >= 3:
-                                log(f"CPU lane: {part} failed {failures} times; stopping (see {self.log_path(part)})")
-                                self.stop = True
-                            else:
-                                time.sleep(min(60, max(0, self.seconds_left() - 60)))
-                    if self.stop or self.seconds_left() <= 60:
-                        break
+                    time.sleep(POLL_S)
+                    for part, call in list(calls.items()):
+                        code = self.poll_call(call)
+                        if code is None:
+                            continue
+                        del calls[part]
+                        self.end_call(call)
+                        if code != 0:
+                            failures[part] = failures.get(part, 0) + 1
+                            retry_at[part] = time.monotonic() + 60
+                            if failures[part] >= 3:
+                                log(f"CPU lane: {part} failed {failures[part]} times; not retried in this call "
+                                    f"(see {self.log_path(part)})")
+                if calls:
+                    log(f"CPU lane: budget over or asked to stop; stopping {', '.join(calls)}")
             finally:
+                for call in calls.values():
+                    self.stop_call(call)
+                    self.end_call(call)
                 self.session["ended"] = utc_now()
                 save_lane(self.plan, self.state)
             return self.session
@@ -430,9 +473,10 @@ class Lane:
             argv.append("--resume")
         return argv
 
-    def run_call(self, preset: str, seed: int) -> int | None:
-        """One ``gsimclr run`` child for the part, watched every :data:`POLL_S`: each piece it finishes is
-        written as a JSON file at once; the child is stopped when the budget ends."""
+    def start_call(self, preset: str, seed: int) -> "Call":
+        """One ``gsimclr run`` child for the part, at the lowest priority, in a session of its own (the lane
+        stops it as a group) and killed with the lane (PR_SET_PDEATHSIG): a lane killed by SIGKILL leaves no
+        child writing into its run folder."""
         part = part_name(preset, seed)
         argv = self.command(preset, seed)
         shown = " ".join(shlex.quote(a) for a in ["gsimclr", *argv[3:]])
@@ -443,53 +487,55 @@ class Lane:
         pieces = self.state["pieces"].setdefault(part, {})
         if part not in self.session.setdefault("parts", []):
             self.session["parts"].append(part)
-        started_wall, last_wall, last_cpu = time.monotonic(), time.monotonic(), 0.0
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with open(self.log_path(part), "a") as logf:
-            logf.write(f"\n[{utc_now()}] {shown}\n")
-            logf.flush()
-            # a session of its own (the lane stops it as a group), killed with the lane (PR_SET_PDEATHSIG):
-            # a lane killed by SIGKILL leaves no child writing into its run folder
-            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-            lowest_priority(proc.pid)
-            self.session["calls"] += 1
-            self.state["current"] = {"part": part, "pid": proc.pid, "since": utc_now(), "command": shown}
-            code = None
-            while True:
-                try:
-                    code = proc.wait(timeout=POLL_S)
-                except subprocess.TimeoutExpired:
-                    code = None
-                if code is None:
-                    cpu = process_cpu_s(proc.pid)
-                else:   # exited: its exact total from the kernel's accounting of reaped children
-                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu = max(last_cpu, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-                now = time.monotonic()
-                self.account(part, pieces, now - last_wall, max(0.0, cpu - last_cpu), shown, preset, seed)
-                last_wall, last_cpu = now, cpu
-                if code is not None:
-                    break
-                if self.stop or self.seconds_left() <= 0:
-                    log(f"CPU lane: budget over or asked to stop; stopping {part} (pid {proc.pid})")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-                    self.account(part, pieces, time.monotonic() - last_wall, max(0.0, cpu - last_cpu), shown, preset, seed)
-                    code = None
-                    break
-        self.state["current"] = None
-        self.export_zoo(part, seed)
-        self.finish_part(part, preset, seed, shown, now - started_wall)
-        save_lane(self.plan, self.state)
+        logf = open(self.log_path(part), "a")
+        logf.write(f"\n[{utc_now()}] {shown}\n")
+        logf.flush()
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        lowest_priority(proc.pid)
+        self.session["calls"] += 1
+        self.state["current"] = [c for c in (self.state.get("current") or []) if isinstance(c, dict)
+                                 and c.get("part") != part] + [
+            {"part": part, "pid": proc.pid, "since": utc_now(), "command": shown}]
+        now = time.monotonic()
+        return Call(part, preset, seed, proc, logf, shown, pieces, now, now)
+
+    def poll_call(self, call: "Call") -> int | None:
+        """Account the child's wall and CPU seconds since the last poll; its exit code once it exited. Its CPU
+        seconds come from /proc while it runs and, at exit, from the kernel's accounting of that one child
+        (wait4), so two children at once are told apart."""
+        pid, status, usage = os.wait4(call.proc.pid, os.WNOHANG)
+        if pid == 0:
+            cpu, code = process_cpu_s(call.proc.pid), None
+        else:
+            code = os.waitstatus_to_exitcode(status)
+            call.proc.returncode = code
+            cpu = max(call.last_cpu, usage.ru_utime + usage.ru_stime)
+        now = time.monotonic()
+        self.account(call.part, call.pieces, now - call.last_wall, max(0.0, cpu - call.last_cpu), call.shown,
+                     call.preset, call.seed)
+        call.last_wall, call.last_cpu = now, cpu
         return code
+
+    def stop_call(self, call: "Call") -> None:
+        """SIGTERM to the child's group (a pretraining saves its position and exits), SIGKILL after 30 s."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(call.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.poll_call(call) is None:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(call.proc.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.2)
+
+    def end_call(self, call: "Call") -> None:
+        call.logf.close()
+        self.state["current"] = [c for c in (self.state.get("current") or []) if isinstance(c, dict)
+                                 and c.get("part") != call.part] or None
+        self.export_zoo(call.part, call.seed)
+        self.finish_part(call.part, call.preset, call.seed, call.shown, time.monotonic() - call.started)
+        save_lane(self.plan, self.state)
 
     def account(self, part: str, pieces: dict, wall: float, cpu: float, command: str, preset: str, seed: int) -> None:
         """Add this poll's wall and CPU seconds to the piece that was in flight when the interval began (the
@@ -657,7 +703,9 @@ def status(plan: LanePlan) -> str:
 def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
     """What a kill now would lose of a piece other than pretraining: the autoencoder's epoch in flight (it
     saves its progress after every epoch), else the whole piece's time in this call."""
-    since = (state.get("current") or {}).get("since")
+    current = state.get("current") or []
+    current = [current] if isinstance(current, dict) else current   # one call at a time before --lane-jobs
+    since = next((c.get("since") for c in current if c.get("part") == run_dir.name), None)
     started = dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp() if since else None
     progress = run_dir / "pseudo_labels" / "autoencoder_progress.safetensors"
     if piece == "pseudo_labels" and progress.exists() and (started is None or progress.stat().st_mtime > started):
