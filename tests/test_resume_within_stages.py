@@ -184,3 +184,89 @@ def test_an_evaluation_stage_cut_between_evaluations_continues_with_the_next(tmp
     calls.clear()
     pipeline.evaluate_encoder(cfg, model, train, test, which=tuple(names), progress=(kept[0], "key-2"))
     assert calls == names
+
+
+def test_fits_cut_in_an_epoch_continue_to_the_uncut_result_and_finished_ones_are_not_trained_again(tmp_path):
+    """Inside ``resumable`` every fit keeps its progress after each epoch: a stage of two fits (a head,
+    then every layer with early stopping, as the notebooks' fine-tune) killed in the second one's third
+    epoch continues there, the first one restored as it ended, to the uncut weights and summaries."""
+    from gsimclr.evaluation.early_stopping import EarlyStopping
+    from gsimclr.evaluation.fit import FitOptions, fit, resumable
+    from gsimclr.evaluation.images import TensorBatches
+
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 6), torch.randint(0, 3, (96,))
+    steps = {"n": 0, "kill_at": None}
+
+    def stage():
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+        def loss(batch):
+            steps["n"] += 1
+            if steps["n"] == steps["kill_at"]:
+                raise Killed
+            return torch.nn.functional.cross_entropy(net(batch[0]), batch[1])
+        first = fit(net, TensorBatches(x, y), loss, FitOptions(epochs=3, lr=0.01, batch_size=16), params=net[2].parameters())
+        noise = torch.randn(3)   # the global stream between the two fits
+        second = fit(net, TensorBatches(x, y), loss, FitOptions(epochs=6, lr=0.02, batch_size=16, shuffle="numpy"),
+                     validate=lambda: float(torch.nn.functional.cross_entropy(net(x), y).detach()),
+                     early_stopping=EarlyStopping(patience=10, restore="best"))
+        return net.state_dict(), first, second, noise
+
+    uncut = stage()
+    per_fit = 3 * 6      # steps of the first fit (96 / 16 = 6 per epoch)
+    steps.update(n=0, kill_at=per_fit + 2 * 6 + 3)   # the second fit's third epoch
+    folder = tmp_path / "progress"
+    with pytest.raises(Killed):
+        with resumable(folder, "key-1"):
+            stage()
+    assert sorted(p.name for p in folder.iterdir()) == ["fit-0.progress.pt", "fit-1.progress.pt"]
+    steps.update(n=0, kill_at=None)
+    with resumable(folder, "key-1"):
+        resumed = stage()
+    assert steps["n"] == 4 * 6          # only the second fit's epochs 3-6 ran again
+    assert all(torch.equal(a, b) for a, b in zip(uncut[0].values(), resumed[0].values()))
+    assert resumed[1:3] == uncut[1:3] and torch.equal(resumed[3], uncut[3])
+    assert not folder.exists()          # removed once the stage ended
+    # progress made under another key is not continued
+    steps.update(n=0, kill_at=per_fit + 3)
+    with pytest.raises(Killed):
+        with resumable(folder, "key-1"):
+            stage()
+    steps.update(n=0, kill_at=None)
+    with resumable(folder, "key-2"):
+        stage()
+    assert steps["n"] == per_fit + 6 * 6
+
+
+def test_the_supervised_baseline_cut_in_an_epoch_continues_to_the_uncut_result(tmp_path, monkeypatch, one_thread):
+    """The paper's supervised baseline (the notebooks' protocol, early stopping on the test loss) keeps its
+    progress after each epoch inside ``gsimclr run``: killed in its third epoch it continues there."""
+    from gsimclr import pipeline
+    from gsimclr.evaluation import fit as fit_module
+
+    cfg, data, _ = _setup(eval_protocol="notebook", supervised_epochs=4, supervised_n_blocks=0, defaults="keras",
+                          es_patience=10)
+    train, test = data.subset(np.arange(96)), data.subset(np.arange(96, 128))
+    uncut = pipeline.stage_supervised(cfg, train, test)
+    real = fit_module.backward_step
+    calls = {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 * 6 + 2:      # 96 images in batches of 16: the third epoch
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "backward_step", dies)
+    with pytest.raises(Killed):
+        with fit_module.resumable(tmp_path / "p", "k"):
+            pipeline.stage_supervised(cfg, train, test)
+    assert (tmp_path / "p" / "fit-0.progress.pt").is_file()
+    calls["n"] = -10**9    # counts, never kills
+
+    with fit_module.resumable(tmp_path / "p", "k"):
+        resumed = pipeline.stage_supervised(cfg, train, test)
+    assert calls["n"] == -10**9 + 2 * 6   # epochs 3 and 4 only
+    assert resumed == uncut

@@ -31,6 +31,7 @@ from gsimclr.distributed import current_world, wait_for_main
 from gsimclr.errors import UserError
 from gsimclr.evaluation import EVALUATIONS, check_evaluations, enabled_evaluations
 from gsimclr.evaluation.context import EvalContext
+from gsimclr.evaluation.fit import resumable
 from gsimclr.data.splits import holdout_split
 from gsimclr.evaluation.classifier import supervised
 from gsimclr.io import write_json, write_text
@@ -50,6 +51,7 @@ from gsimclr.training.pretrain import (backbone_options, build_backbone, check_r
                                        load_encoder, pretrain)  # load_encoder: also importable from here, as before
 from gsimclr.transforms.augment import NORMALIZATIONS
 
+SUPERVISED_PROGRESS = "supervised.progress"   # the supervised baseline's training, epoch by epoch (removed when done)
 EVAL_PROGRESS = "eval.progress.json"   # each finished evaluation of a stage in flight (removed once eval.json is written)
 
 
@@ -336,7 +338,13 @@ def evaluate_encoder(cfg: Config, model: SimCLRModel, train: ImageData, test: Im
             done = kept["done"] if kept.get("key") == progress[1] else {}
     result: dict[str, Any] = {}
     for name in names:
-        result[name] = done[name] if name in done else EVALUATIONS.get(name)(ctx)
+        if name in done:
+            result[name] = done[name]
+        elif progress is None:
+            result[name] = EVALUATIONS.get(name)(ctx)
+        else:   # its training keeps its progress after every epoch too (a 35-epoch fine-tune on one core)
+            with resumable(progress[0].parent / f"{name}.progress", progress[1]):
+                result[name] = EVALUATIONS.get(name)(ctx)
         if progress is not None and name not in done:
             done[name] = result[name]
             write_json(progress[0], {"key": progress[1], "done": done})
@@ -596,7 +604,9 @@ def _supervised_baseline(run: _Run) -> float:
     expected = supervised_provenance(run.cfg, run.train, run.test)
     if run.resume and run.folder.reusable("supervised", expected, [run.folder.supervised]):
         return json.loads(run.folder.supervised.read_text())["top1"]
-    sup = stage_supervised(run.cfg, run.train, run.test)
+    # its training keeps its progress after every epoch (hours on one CPU core): a kill loses one epoch
+    with resumable(run.folder.root / SUPERVISED_PROGRESS, provenance_key(expected)):
+        sup = stage_supervised(run.cfg, run.train, run.test)
     run.folder.record("supervised", expected)
     write_json(run.folder.supervised, sup)
     return sup["top1"]

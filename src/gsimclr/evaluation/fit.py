@@ -37,8 +37,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -165,6 +167,91 @@ def _device(module: nn.Module, params: list) -> torch.device:
     return params[0].device if params else next(module.parameters()).device
 
 
+_RESUMABLE: contextvars.ContextVar = contextvars.ContextVar("gsimclr_resumable_fit", default=None)
+
+
+@contextlib.contextmanager
+def resumable(folder: str | Path, key: str) -> Iterator[None]:
+    """Every :func:`fit` inside keeps its progress after each epoch in ``folder`` (one file per call, in
+    call order): a stage killed in its 40th epoch continues with the 41st, and a call that had finished is
+    not trained again (its module, summary and random streams are restored), to the uncut result. A file
+    made under another ``key`` (other options, data or inputs) is ignored. The files are removed when the
+    block ends without an error; after a kill they stay for the next run.
+
+    The supervised baseline (hours on one CPU core) and each evaluation of a run are made resumable this
+    way (:mod:`gsimclr.pipeline`)."""
+    folder = Path(folder)
+    token = _RESUMABLE.set({"folder": folder, "key": key, "calls": 0})
+    try:
+        yield
+    finally:
+        _RESUMABLE.reset(token)
+    for path in folder.glob("fit-*.progress.pt"):   # reached only without an error: the stage is done
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+class _Progress:
+    """One :func:`fit` call's progress file inside :func:`resumable` (nothing outside it)."""
+
+    def __init__(self):
+        place = _RESUMABLE.get()
+        self.path = None
+        if place is not None:
+            self.path = place["folder"] / f"fit-{place['calls']}.progress.pt"
+            self.key = place["key"]
+            place["calls"] += 1
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a torn or foreign file: trained again
+            return None
+        return state if isinstance(state, dict) and state.get("key") == self.key else None
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        from gsimclr.io import atomic_path
+
+        with atomic_path(self.path) as tmp:
+            torch.save({"key": self.key, **state}, tmp)
+
+
+def _random_state(order: "_Order") -> dict:
+    return {"order_torch": None if order.torch is None else order.torch.get_state(),
+            "order_numpy": None if order.numpy is None else repr(order.numpy.bit_generator.state),
+            "torch": torch.get_rng_state()}
+
+
+def _set_random_state(order: "_Order", state: dict) -> None:
+    import ast
+
+    if order.torch is not None and state.get("order_torch") is not None:
+        order.torch.set_state(state["order_torch"])
+    if order.numpy is not None and state.get("order_numpy") is not None:
+        order.numpy.bit_generator.state = ast.literal_eval(state["order_numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _early_state(es: EarlyStopping | None) -> dict | None:
+    if es is None:
+        return None
+    return {"best": float(es.best), "best_epoch": es.best_epoch, "wait": es.wait, "epochs_run": es.epochs_run,
+            "stopped_early": es.stopped_early, "restored_epoch": es.restored_epoch, "best_state": es.best_state}
+
+
+def _set_early_state(es: EarlyStopping | None, state: dict | None) -> None:
+    if es is None or state is None:
+        return
+    es.best, es.best_epoch, es.wait = state["best"], state["best_epoch"], state["wait"]
+    es.epochs_run, es.stopped_early, es.restored_epoch = state["epochs_run"], state["stopped_early"], state["restored_epoch"]
+    es.best_state = state["best_state"]
+
+
 def fit(module: nn.Module, data, loss: Callable[[object], torch.Tensor], options: FitOptions, *,
         params: Iterable[torch.nn.Parameter] | None = None, train_mode: Callable[[], None] | None = None,
         validate: Callable[[], float] | None = None, early_stopping: EarlyStopping | None = None) -> dict:
@@ -172,7 +259,8 @@ def fit(module: nn.Module, data, loss: Callable[[object], torch.Tensor], options
 
     Each epoch: ``train_mode()`` (default ``module.train()``), the batches in a fresh order, then, with
     ``early_stopping``, the ``validate()`` loss decides whether to stop (early stopping saves and
-    restores ``module``'s weights). Returns ``{"epochs_run", ...}``: early stopping's summary when given."""
+    restores ``module``'s weights). Returns ``{"epochs_run", ...}``: early stopping's summary when given.
+    Inside :func:`resumable` it continues from its last whole epoch."""
     params = [p for p in (params if params is not None else module.parameters())]
     device = _device(module, params)
     opt = options.make_optimizer(params)
@@ -185,8 +273,32 @@ def fit(module: nn.Module, data, loss: Callable[[object], torch.Tensor], options
         if validate is None:
             raise ValueError("early stopping needs a validation loss")
         early_stopping.start(module)
-    epochs_run = 0
-    for epoch in tqdm(range(options.epochs), desc=options.progress, unit="epoch", leave=False,
+    progress = _Progress()
+    kept = progress.load()
+    start = 0
+    if kept is not None:
+        module.load_state_dict(kept["module"])
+        _set_early_state(early_stopping, kept["early_stopping"])
+        _set_random_state(order, kept["random"])
+        if kept["done"]:   # this call had finished: as it ended, without training again
+            return kept["summary"]
+        opt.load_state_dict(kept["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(kept["scheduler"])
+        if scaler is not None and kept.get("scaler"):
+            scaler.load_state_dict(kept["scaler"])
+        start = kept["epoch"]
+    epochs_run = start
+
+    def state(done: bool, summary: dict | None = None) -> dict:
+        return {"done": done, "epoch": epochs_run, "summary": summary, "module": module.state_dict(),
+                "optimizer": None if done else opt.state_dict(),
+                "scheduler": None if done or sched is None else sched.state_dict(),
+                "scaler": None if done or scaler is None else scaler.state_dict(),
+                "early_stopping": _early_state(early_stopping), "random": _random_state(order)}
+
+    stopped = False
+    for epoch in tqdm(range(start, options.epochs), desc=options.progress, unit="epoch", leave=False,
                       disable=None if options.progress else True):
         (train_mode or module.train)()
         for batch in data.batches(order.next(), epoch):
@@ -197,12 +309,18 @@ def fit(module: nn.Module, data, loss: Callable[[object], torch.Tensor], options
             if sched is not None:
                 sched.step()
         epochs_run = epoch + 1
-        if early_stopping is not None and early_stopping.update(epochs_run, validate(), module):
+        stopped = early_stopping is not None and early_stopping.update(epochs_run, validate(), module)
+        if stopped:
             break
+        if epochs_run < options.epochs:
+            progress.save(state(False))
     if early_stopping is None:
-        return {"epochs_run": epochs_run}
-    early_stopping.finish(module)
-    return early_stopping.summary()
+        summary = {"epochs_run": epochs_run}
+    else:
+        early_stopping.finish(module)
+        summary = early_stopping.summary()
+    progress.save(state(True, summary))
+    return summary
 
 
 @torch.no_grad()
