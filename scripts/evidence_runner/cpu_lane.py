@@ -675,7 +675,7 @@ def status(plan: LanePlan) -> str:
                 images = pos["images"] or 50_000
                 total = (pos["epochs"] or 15) * images
                 left = total - pos["epoch"] * images - pos["images_into_epoch"]
-                rate = pos["images_per_s"] or rates.get("images_per_s") or 100.0
+                rate = pos["images_per_s"] or rates.get("images_per_s") or benchmark_rate(plan)
                 eta += left / rate
                 if piece == flight:
                     lines.append(f"  {piece}: epoch {pos['epoch']}/{pos['epochs']}"
@@ -710,9 +710,24 @@ def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
     progress = run_dir / "pseudo_labels" / "autoencoder_progress.safetensors"
     if piece == "pseudo_labels" and progress.exists() and (started is None or progress.stat().st_mtime > started):
         return f"a kill now loses the autoencoder epoch in flight ({(time.time() - progress.stat().st_mtime) / 60:.1f} min)"
+    # the supervised baseline and each evaluation keep their training's progress after every epoch
+    folders = [run_dir / "supervised.progress"] if piece == "supervised" else \
+        sorted((run_dir / piece.rsplit("-", 1)[0]).glob("*.progress")) if piece.endswith("-eval") else []
+    saved = [p.stat().st_mtime for f in folders for p in f.glob("fit-*.progress.pt")]
+    if saved and (started is None or max(saved) > started):
+        return f"a kill now loses the epoch in flight ({(time.time() - max(saved)) / 60:.1f} min since the last save)"
     if started is None:
         return "a kill now loses this piece's time in the current call"
     return f"a kill now loses about {(time.time() - started) / 60:.1f} min (no checkpoint within this piece yet)"
+
+
+def benchmark_rate(plan: LanePlan) -> float:
+    """Pretraining images/s of a lane child before its part measured any: the paper model's one-thread rate in
+    ``benchmarks/results/paper-cpu.json`` (variant ``eager-1t``, as the lane runs it), else 40."""
+    bench = read_json(plan.repo / "benchmarks" / "results" / "paper-cpu.json") or {}
+    with contextlib.suppress(AttributeError, KeyError, TypeError):
+        return float(bench["summary"]["variants"]["eager-1t"]["images_per_s"])
+    return 40.0
 
 
 DEFAULT_PIECE_S = {"pseudo_labels": 1800.0, "eval": 2400.0, "supervised": 3600.0}
