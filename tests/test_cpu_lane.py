@@ -136,3 +136,20 @@ def test_two_parts_at_once_each_give_the_table_they_give_alone(uncut, tmp_path):
     first, second = state["pieces"][PART], state["pieces"]["digits-quick-seed1"]
     assert min(p["started"] for p in second.values()) <= max(p["finished"] for p in first.values())
     assert state["current"] is None
+
+
+def test_working_periods_are_told_apart_by_boot_gap_and_data_mount(tmp_path):
+    """A lane call starts a new working period on a new boot, after more than PERIOD_GAP_S without the lane,
+    or when the data was mounted anew (its folder's time changed); a restart within a period does not."""
+    data = tmp_path / "data"
+    data.mkdir()
+    first = {"started": "2026-12-07 04:47:36 UTC", "ended": "2026-12-07 07:36:44 UTC", "boot_id": "a",
+             **cpu_lane.period_of([], {"started": "2026-12-07 04:47:36 UTC", "boot_id": "a"}, str(data))}
+    assert first["period"] == 1 and first["gap_s"] is None and first["data_mounted"]
+    soon = cpu_lane.period_of([first], {"started": "2026-12-07 07:40:00 UTC", "boot_id": "a"}, str(data))
+    assert soon["period"] == 1 and soon["gap_s"] == 196.0
+    later = cpu_lane.period_of([first], {"started": "2026-12-07 11:47:42 UTC", "boot_id": "a"}, str(data))
+    assert later["period"] == 2 and later["gap_s"] > cpu_lane.PERIOD_GAP_S
+    assert cpu_lane.period_of([first], {"started": "2026-12-07 07:40:00 UTC", "boot_id": "b"}, str(data))["period"] == 2
+    os.utime(data, (1, 1))   # mounted anew within the gap
+    assert cpu_lane.period_of([first], {"started": "2026-12-07 07:40:00 UTC", "boot_id": "a"}, str(data))["period"] == 2

@@ -93,7 +93,7 @@ def cpu_lane_results(ctx: Ctx) -> str:
         return ""
     out = ["## CPU lane: the paper's CIFAR-10 recipe on this CPU\n",
            "CPU runs of the exact presets (`paper-cifar10`: the notebooks' recipe, quirks included; `paper-cifar10-clean`: "
-           "the same without them), fp32, on this project's shared 2-core development machine, run by the CPU lane "
+           "the same without them), fp32, one torch thread per part, on this project's shared 2-core development machine, run by the CPU lane "
            "in the background at the lowest priority and carried from one working period to the next "
            "(`make evidence-cpu`; see \"The CPU lane\" in [benchmarks/README.md](benchmarks/README.md)). Each cell "
            "comes from a JSON file under `results/evidence/cpu/<part>/` with its command, commit, CPU, versions, date, "
@@ -158,12 +158,23 @@ def cpu_lane_results(ctx: Ctx) -> str:
         out.append("\n".join(lines) + "\n")
     if lane:
         sessions = lane.get("sessions", [])
+        periods = sorted({s.get("period", 1) for s in sessions})
+        crossings = [s for prev, s in zip(sessions, sessions[1:]) if s.get("period", 1) != prev.get("period", 1)]
         out.append(f"The lane's progress (committed copy, [{REPO_LANE_JSON}]({REPO_LANE_JSON})): "
-                   f"{lane.get('work_s', 0) / 3600:.2f} CPU hours over {len(sessions)} lane call(s) on "
-                   f"{len({s.get('boot_id') for s in sessions})} machine boot(s); "
-                   + "; ".join(f"{s.get('started', '')[:16]} on {s.get('host')} (boot {str(s.get('boot_id'))[:8]}), "
-                               f"resumed from {s.get('resumed_from')}, {s.get('cpu_s', 0) / 3600:.2f} CPU h"
+                   f"{lane.get('work_s', 0) / 3600:.2f} CPU hours over {len(sessions)} lane call(s) in "
+                   f"{len(periods)} working period(s) on {len({s.get('boot_id') for s in sessions})} machine boot(s)"
+                   + (": it resumed across " + "; ".join(
+                       f"the boundary before period {s.get('period')} ({(s.get('gap_s') or 0) / 3600:.1f} h after the "
+                       f"last call, data mounted {s.get('data_mounted') or '?'}; resumed from {s.get('resumed_from')})"
+                       for s in crossings) if crossings else "") + ". Calls: "
+                   + "; ".join(f"{s.get('started', '')[:16]} on {s.get('host')} (boot {str(s.get('boot_id'))[:8]}, "
+                               f"period {s.get('period', 1)}), resumed from {s.get('resumed_from')}, "
+                               f"{s.get('cpu_s', 0) / 3600:.2f} CPU h"
+                               + (f", {len(s['parts'])} parts at once" if len(s.get("parts") or []) > 1 else "")
                                for s in sessions) + ".\n")
+        notes = [n for s in sessions for n in (s.get("notes") or [])]
+        if notes:
+            out.append("Notes recorded in the lane's JSON: " + " ".join(f"({i}) {n}." for i, n in enumerate(notes, 1)) + "\n")
     return "\n".join(out)
 
 
