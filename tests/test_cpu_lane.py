@@ -153,3 +153,26 @@ def test_working_periods_are_told_apart_by_boot_gap_and_data_mount(tmp_path):
     assert cpu_lane.period_of([first], {"started": "2026-12-07 07:40:00 UTC", "boot_id": "b"}, str(data))["period"] == 2
     os.utime(data, (1, 1))   # mounted anew within the gap
     assert cpu_lane.period_of([first], {"started": "2026-12-07 07:40:00 UTC", "boot_id": "a"}, str(data))["period"] == 2
+
+
+def test_save_state_carries_the_first_part_and_keeps_a_later_large_one_as_committed(tmp_path):
+    """The committed state grows the repository: the first unfinished part is carried as it is now; a part
+    behind it only while it is small, else its last committed copy stays unchanged (or it is not carried)."""
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    plan = cpu_lane.LanePlan(parts=(("p", 0), ("q", 0)), data="digits", home=home, repo=repo)
+    for part in ("p-seed0", "q-seed0"):
+        (home / "runs" / part / "stage").mkdir(parents=True)
+        (home / "runs" / part / "stage" / "small.json").write_text("{}")
+    saved = cpu_lane.save_state(plan)
+    assert saved["parts"] == ["p-seed0", "q-seed0"]            # both small: both carried
+    for part in ("p-seed0", "q-seed0"):
+        (home / "runs" / part / "stage" / "big.bin").write_bytes(os.urandom(int(1.5 * 2**20)))
+    saved = cpu_lane.save_state(plan)
+    state = repo / cpu_lane.REPO_STATE / "runs"
+    assert saved["parts"] == ["p-seed0"] and saved["kept_as_committed"] == ["q-seed0"]
+    assert (state / "p-seed0" / "stage" / "big.bin").is_file() and not (state / "q-seed0" / "stage" / "big.bin").exists()
+    assert (state / "q-seed0" / "stage" / "small.json").is_file()   # the earlier snapshot, unchanged
+    shutil.rmtree(state / "q-seed0")
+    cpu_lane.write_json_atomic(repo / cpu_lane.REPO_STATE / "lane.json", {})
+    saved = cpu_lane.save_state(plan)
+    assert saved["not_carried"] == ["q-seed0"] and not (state / "q-seed0").exists()

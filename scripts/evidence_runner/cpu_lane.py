@@ -77,6 +77,7 @@ REPO_STATE = "results/evidence/cpu-lane/state"
 REPO_LANE_JSON = "results/evidence/cpu-lane/lane.json"
 POLL_S = float(os.environ.get("GSIMCLR_LANE_POLL_S", 10.0))   # how often the lane looks at its child
 STATE_EXCLUDE = ("tensorboard", ".png", ".lock", ".tmp")
+SMALL_PART_MIB = 1.0            # a part behind the first one is carried as it is now only while this small
 STATE_LIMIT_MIB = 20.0          # a committed state larger than this is refused (the repository's budget)
 
 
@@ -251,7 +252,14 @@ def unpack_state(plan: LanePlan) -> None:
 def save_state(plan: LanePlan) -> dict:
     """Copy the unfinished parts' run folders (without TensorBoard files and plots) and ``lane.json`` into
     the folder :data:`REPO_STATE`, replacing what it held: one path, whose unchanged files (a finished
-    pretraining's checkpoint) git stores once, so each working period's commit adds only what changed."""
+    pretraining's checkpoint) git stores once, so each working period's commit adds only what changed.
+
+    The repository's growth is the price of this insurance (a new machine; the same machine keeps the home
+    folder), so only the first unfinished part (the one the lane finishes first) is carried as it is now.
+    A part behind it (``--lane-jobs 2``) is carried as it is now only while it is small (under
+    :data:`SMALL_PART_MIB`: no checkpoint yet); otherwise its last committed copy is kept unchanged (a
+    consistent earlier snapshot, which git already holds), or, if none was committed, it is not carried (a
+    new machine would start it again)."""
     import shutil
 
     state = load_lane(plan)
@@ -261,15 +269,27 @@ def save_state(plan: LanePlan) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "runs").mkdir(parents=True)
     size = 0
-    for part in unfinished:
+    carried, kept, dropped = [], [], []
+    for i, part in enumerate(unfinished):
         root = plan.run_dir(part)
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if path.is_file() and not any(x in rel for x in STATE_EXCLUDE):
-                target = tmp / "runs" / part / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-                size += path.stat().st_size
+        files = [p for p in sorted(root.rglob("*")) if p.is_file()
+                 and not any(x in p.relative_to(root).as_posix() for x in STATE_EXCLUDE)]
+        part_size = sum(p.stat().st_size for p in files)
+        if i > 0 and part_size / 2**20 > SMALL_PART_MIB:
+            old = dest / "runs" / part
+            if old.is_dir():
+                shutil.copytree(old, tmp / "runs" / part)
+                size += sum(p.stat().st_size for p in old.rglob("*") if p.is_file())
+                kept.append(part)
+            else:
+                dropped.append(part)
+            continue
+        for path in files:
+            target = tmp / "runs" / part / path.relative_to(root).as_posix()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        size += part_size
+        carried.append(part)
     write_json_atomic(tmp / "lane.json", state)
     if size / 2**20 > STATE_LIMIT_MIB:
         shutil.rmtree(tmp)
@@ -282,7 +302,8 @@ def save_state(plan: LanePlan) -> dict:
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
     write_json_atomic(plan.repo / REPO_LANE_JSON, state)
-    return {"path": str(dest), "mib": round(size / 2**20, 2), "parts": unfinished, "work_s": state.get("work_s")}
+    return {"path": str(dest), "mib": round(size / 2**20, 2), "parts": carried, "kept_as_committed": kept,
+            "not_carried": dropped, "work_s": state.get("work_s")}
 
 
 # ------------------------------------------------------------------------------------------ the supervisor
