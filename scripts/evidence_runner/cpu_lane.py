@@ -35,7 +35,6 @@ import fcntl
 import json
 import os
 import platform
-import resource
 import shlex
 import signal
 import socket
