@@ -484,3 +484,25 @@ def test_a_store_of_the_same_images_elsewhere_has_the_same_content_id(tmp_path):
     make_folder(tmp_path / "other", sizes[::-1])
     other = build_store(list_encoded(str(tmp_path / "other")), stored_size=48, cache_dir=tmp_path / "cache")
     assert content_id(other) != content_id(stores[0])
+
+
+def test_a_cached_set_brings_the_content_id_computed_when_it_was_stored(tmp_path, monkeypatch):
+    """The decoded-image cache keeps each entry's content id in its sealed meta.json: a set read back has
+    the id of the images it stored, without hashing them again (a large cache is not read whole at start)."""
+    from gsimclr.data import cache as decoded_cache
+    from gsimclr.data import identity
+    from gsimclr.data.dataset import ImageData
+
+    data = ImageData(np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3), dtype=np.uint8),
+                     np.arange(20) % 2, ["a", "b"], "toy", decoded_cache.fingerprint(kind="toy"))
+    expected = identity.content_id(data)
+    decoded_cache.save(data, tmp_path)
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(identity, "_update_array", no_hashing)
+    loaded = decoded_cache.load(data.fingerprint, tmp_path)
+    assert identity.content_id(loaded) == expected
+    with pytest.raises(AssertionError):          # a subset is its own set: hashed
+        identity.content_id(loaded.subset(np.arange(5)))

@@ -139,13 +139,20 @@ def _open(entry: Path, key: str) -> ImageData | None:
         meta = json.loads((entry / "meta.json").read_text())
         images = np.load(entry / "images.npy", mmap_mode="c")
         labels = np.load(entry / "labels.npy") if meta["labelled"] else None
-        return ImageData(images, labels, meta["classes"], meta["name"], key, meta["skipped"], meta["paths"])
+        data = ImageData(images, labels, meta["classes"], meta["name"], key, meta["skipped"], meta["paths"])
+        if isinstance(meta.get("content_id"), str):   # computed when stored (gsimclr.data.identity)
+            from gsimclr.data.identity import remember
+
+            remember(data, meta["content_id"])
+        return data
     except (OSError, ValueError, KeyError, TypeError):  # changed between the check and the open
         return None
 
 
 def save(data: ImageData, cache_dir: str | os.PathLike | None = None) -> None:
     """Store ``data`` under ``data.fingerprint``, replacing any entry there."""
+    from gsimclr.data.identity import content_id
+
     entry = ensure_folder(cache_root(cache_dir) / data.fingerprint, "decoded-image cache folder")
     with entry_lock(entry):
         remove_stale(entry, ".*.tmp")
@@ -159,6 +166,7 @@ def save(data: ImageData, cache_dir: str | os.PathLike | None = None) -> None:
             "skipped": data.skipped,
             "paths": data.paths,
             "labelled": data.labels is not None,
+            "content_id": content_id(data),   # what resume compares, computed once here (gsimclr.data.identity)
             "manifest": write_manifest(entry, small=["labels.npy"] if data.labels is not None else [],
                                        large=["images.npy"]),
         }

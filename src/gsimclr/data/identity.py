@@ -8,7 +8,8 @@ are the same data, and a long run must continue on them. :func:`content_id` is w
 a SHA-256 of the pixels, labels and class names, whatever files they came from.
 
 Its cost (measured on this project's 2-core CPU): 0.12 s for CIFAR-10's 50,000 decoded training images
-(153 MB), once per image set per process (kept on the object). An encoded JPEG store is not read for it:
+(153 MB), once per image set per process (kept on the object); a set read from the decoded-image cache
+brings the id the cache computed when it stored it (:func:`remember`), so a large one is not read whole. An encoded JPEG store is not read for it:
 its id hashes the store's per-MiB CRC-32 list (written when the store was built) and its index arrays.
 
 Example:
@@ -57,6 +58,12 @@ def content_id(data: Any) -> str:
     except (AttributeError, TypeError):  # an object without a __dict__: computed each time
         pass
     return value
+
+
+def remember(data: Any, value: str) -> None:
+    """Give ``data`` its content id without hashing it: one the decoded-image cache computed when it stored
+    the same images (its sealed ``meta.json`` keeps it), so a large cached set is not read whole at start."""
+    data.__dict__[_ATTRIBUTE] = value
 
 
 def _update_array(digest, array: np.ndarray) -> None:
