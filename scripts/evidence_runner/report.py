@@ -147,6 +147,8 @@ def cpu_lane_results(ctx: Ctx) -> str:
                 vals = [v for _, v in sup if v is not None]
                 cells += [f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) >= 2 else "", ""]
             lines.append("| Fully supervised (all labels) | " + " | ".join(cells) + f" | {paper['supervised']} | |")
+        if len(lines) == 3:   # a header and no row: no evaluation or baseline has finished yet
+            lines = [f"**{preset}**: no evaluation has finished yet (the table's rows appear as they do)."]
         lines.append("")
         for seed, pieces in cols:
             pl = (pieces.get("pseudo_labels") or {}).get("result") or {}
