@@ -179,3 +179,22 @@ def test_save_state_carries_the_first_part_and_keeps_a_later_large_one_as_commit
     cpu_lane.write_json_atomic(repo / cpu_lane.REPO_STATE / "lane.json", {})
     saved = cpu_lane.save_state(plan)
     assert saved["not_carried"] == ["q-seed0"] and not (state / "q-seed0").exists()
+
+
+def test_a_piece_begun_and_ended_within_one_poll_has_a_start(tmp_path, monkeypatch):
+    """A piece first seen already finished (it began and ended between two polls) still gets ``started``
+    (the poll that first saw it), so every finished piece can be placed in time."""
+    lane_ = cpu_lane.Lane(cpu_lane.LanePlan(home=tmp_path / "home", repo=tmp_path / "repo"), budget_s=60)
+    lane_.state, lane_.session = {"work_s": 0.0}, {"cpu_s": 0.0, "wall_s": 0.0}
+    written = []
+    monkeypatch.setattr(cpu_lane, "save_lane", lambda plan, state: None)
+    monkeypatch.setattr(lane_, "write_piece", lambda *args: written.append(args[3]))
+    polls = iter([{"pseudo_labels": False}, {"pseudo_labels": True, "simclr-pretrain": True}])
+    monkeypatch.setattr(cpu_lane, "pieces_of", lambda run_dir: next(polls))
+    pieces: dict = {}
+    lane_.account(PART, pieces, 1.0, 1.0, "cmd", "digits-quick", 0)
+    lane_.account(PART, pieces, 1.0, 1.0, "cmd", "digits-quick", 0)
+    assert written == ["pseudo_labels", "simclr-pretrain"]
+    for name, entry in pieces.items():
+        assert entry["finished"] and entry["started"] <= entry["finished"], (name, entry)
+    assert pieces["simclr-pretrain"]["cpu_s"] == 0 and pieces["pseudo_labels"]["cpu_s"] == 2.0

@@ -565,7 +565,10 @@ class Lane:
         self.session["cpu_s"] += cpu
         self.session["wall_s"] += wall
         for name in done:
-            pieces.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "commands": [], "finished": None})
+            # "started": when the lane first saw the piece (a piece begun and ended within one poll is first seen
+            # finished, so its start is that poll's time)
+            pieces.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "commands": [], "finished": None,
+                                     "started": utc_now()})
         was = next((name for name, entry in pieces.items() if entry["finished"] is None and name in done), None)
         if was is not None:
             entry = pieces[was]
@@ -573,7 +576,6 @@ class Lane:
             entry["cpu_s"] += cpu
             if command not in entry["commands"]:
                 entry["commands"].append(command)
-            entry.setdefault("started", utc_now())
         now_flight = next((name for name, ok in done.items() if not ok), None)
         if now_flight is not None and command not in pieces[now_flight]["commands"]:
             pieces[now_flight]["commands"].append(command)   # it began in this call (timed from the next poll)
