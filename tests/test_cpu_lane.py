@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -198,3 +199,22 @@ def test_a_piece_begun_and_ended_within_one_poll_has_a_start(tmp_path, monkeypat
     for name, entry in pieces.items():
         assert entry["finished"] and entry["started"] <= entry["finished"], (name, entry)
     assert pieces["simclr-pretrain"]["cpu_s"] == 0 and pieces["pseudo_labels"]["cpu_s"] == 2.0
+
+
+def test_a_parts_stages_run_side_by_side_and_each_workers_cpu_goes_to_its_stage(uncut, tmp_path):
+    """Each lane call is ``gsimclr run --jobs 2`` (LANE_STAGE_JOBS): SimCLR and G-SimCLR pretrain at once,
+    each worker's CPU seconds go to its own stage's piece, and the table is the one of stages run one after
+    another (``--lane-stage-jobs 1``)."""
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    session = finish(lane(home, repo, "--lane-stage-jobs", "1"))
+    assert session["stage_jobs"] == 1 and table(repo) == table(uncut)
+    state = json.loads((tmp_path / "home" / "lane.json").read_text())
+    assert "--jobs 1" in state["pieces"][PART]["simclr-pretrain"]["commands"][0]
+    state = json.loads((uncut.parent / "home" / "lane.json").read_text())
+    assert state["sessions"][-1]["stage_jobs"] == 2
+    simclr, gsimclr = (state["pieces"][PART][f"{m}-pretrain"] for m in ("simclr", "gsimclr"))
+    assert "--jobs 2" in simclr["commands"][0]
+    assert simclr["cpu_s"] > 0 and gsimclr["cpu_s"] > 0, (simclr, gsimclr)
+    assert gsimclr["started"] <= simclr["finished"] and simclr["started"] <= gsimclr["finished"]   # side by side
+    log = (uncut.parent / "home" / "logs" / f"{PART}.log").read_text()
+    assert re.search(r"^simclr: started in worker process \d+$", log, re.MULTILINE)

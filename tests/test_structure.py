@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("__main__", "docs_cli"),
     ("cli",),
+    ("stage_jobs",),            # gsimclr run --jobs: a run's stages in worker processes
     ("export", "pipeline"),     # the commands' back ends: a run's stages; exporting a trained encoder
     ("report",),
     ("training",),              # the trainer: receives a method's parts, runs its epochs, writes checkpoints

@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     lane.add_argument("--lane-threads", type=int, default=None, help="--lane: torch threads of each call (default 1: "
                       "a background job on a shared 2-core machine; see LANE_THREADS)")
     lane.add_argument("--lane-jobs", type=int, default=None, help="--lane: parts run at once, each one child "
-                      "(default 2: one per core of this 2-core machine; see LANE_JOBS)")
+                      "(default 1: each part's stages already use both cores; see LANE_JOBS)")
+    lane.add_argument("--lane-stage-jobs", type=int, default=None, help="--lane: gsimclr run --jobs of each call, "
+                      "its stages in this many worker processes of --lane-threads each (default 2: one per core of "
+                      "this 2-core machine; see LANE_STAGE_JOBS)")
     lane.add_argument("--checkpoint-minutes", type=float, default=None,
                       help="--lane: pretraining checkpoints within an epoch this often (default 5)")
     return parser
@@ -238,6 +241,8 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--lane-threads must be >= 1, got {args.lane_threads}")
     if args.lane_jobs is not None and args.lane_jobs < 1:
         parser.error(f"--lane-jobs must be >= 1, got {args.lane_jobs}")
+    if args.lane_stage_jobs is not None and args.lane_stage_jobs < 1:
+        parser.error(f"--lane-stage-jobs must be >= 1, got {args.lane_stage_jobs}")
     if args.checkpoint_minutes is not None and not args.checkpoint_minutes > 0:
         parser.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes:g}")
     plan = cpu_lane.LanePlan(parts=parts, data=os.path.abspath(data) if data and os.path.exists(data) else (data or ""),
@@ -245,6 +250,7 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                              checkpoint_minutes=args.checkpoint_minutes or cpu_lane.CHECKPOINT_MINUTES,
                              threads=args.lane_threads or cpu_lane.LANE_THREADS,
                              jobs=args.lane_jobs or cpu_lane.LANE_JOBS,
+                             stage_jobs=args.lane_stage_jobs or cpu_lane.LANE_STAGE_JOBS,
                              repo=Path(args.out_root or ROOT), home=args.lane_home)
     if args.status:
         print(cpu_lane.status(plan))
@@ -253,7 +259,7 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(json.dumps(cpu_lane.save_state(plan)))
         return 0
     session = cpu_lane.Lane(plan, args.budget_h * 3600).run()
-    shown = ("started", "ended", "period", "resumed_from", "jobs", "parts", "calls", "cpu_s", "wall_s")
+    shown = ("started", "ended", "period", "resumed_from", "jobs", "stage_jobs", "parts", "calls", "cpu_s", "wall_s")
     print(json.dumps({k: session.get(k) for k in shown}))
     return 0
 

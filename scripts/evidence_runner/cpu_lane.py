@@ -35,6 +35,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shlex
 import signal
 import socket
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,21 @@ the working period's own jobs run, and a 2-thread step waits for the later one. 
 average 21 (2026-12-07), one training step of the paper's autoencoder took 1.55 s with one thread and 4.1-4.9 s
 with two; the paper model's step in benchmarks/README.md "On a loaded CPU" reversed likewise. On an idle machine
 two threads would be faster (about 1.6x); ``--lane-threads 2`` when the machine is known to stay quiet."""
-LANE_JOBS = 2
-"""Parts run at once, each one child of :data:`LANE_THREADS` threads. The parts are independent and a
-one-thread child uses one core, so on this 2-core machine two at once do about twice the work of one while the
-working period is idle, and both yield to it (nice 19) when it is not. Seed 0 of the exact preset still runs
-first and as fast as alone; its clean variant runs beside it."""
+LANE_JOBS = 1
+"""Parts run at once, each one child. One: the part in flight already keeps both cores busy with its stages
+(:data:`LANE_STAGE_JOBS`), so each part is finished before the next begins (seed 0 of the exact preset first,
+as the order says). Up to 2026-12-07 14:40 UTC the lane ran two parts at once, one thread each."""
+LANE_STAGE_JOBS = 2
+"""``gsimclr run --jobs`` of each lane call: its stages in this many worker processes of :data:`LANE_THREADS`
+threads each (SimCLR and G-SimCLR pretraining side by side once the pseudo labels exist, the supervised baseline
+beside them). On this 2-core machine two one-thread workers do about twice the work of one and finish a part in
+about half the time; both yield to the working period's jobs (nice 19) when it is busy."""
 CHECKPOINT_MINUTES = 5.0        # a checkpoint within a pretraining epoch this often: a kill loses at most this
 PERIOD_GAP_S = 1800.0         # more than this between two lane calls: another working period (see period_of)
 LANE_OPTIONS: tuple[str, ...] = ("--device", "cpu")
 """Options every lane call adds to ``gsimclr run``: the fastest faithful setting on this CPU (see "Paper recipe
 on the CPU" in benchmarks/README.md); fp32, as the presets are."""
+WORKER_LINE = re.compile(r"^(\S+): started in worker process (\d+)$", re.MULTILINE)   # gsimclr run --jobs
 RESULTS_DIR = "results/evidence/cpu"
 ZOO_DIR = "results/evidence/cpu/zoo"
 ZOO_SEEDS = (0,)                # backbones kept in the repository (4.4 MB each: seed 0 of each preset fits its budget)
@@ -137,6 +143,7 @@ class LanePlan:
     checkpoint_minutes: float = CHECKPOINT_MINUTES
     threads: int = LANE_THREADS
     jobs: int = LANE_JOBS
+    stage_jobs: int = LANE_STAGE_JOBS
     repo: Path = ROOT
     home: Path | None = None
 
@@ -386,6 +393,9 @@ class Call:
     started: float
     last_wall: float
     last_cpu: float = 0.0
+    log_offset: int = 0                              # where this call's lines begin in the part's log
+    workers: dict = field(default_factory=dict)      # pid -> stage, from "<stage>: started in worker process <pid>"
+    worker_cpu: dict = field(default_factory=dict)   # pid -> its CPU seconds at the last poll
 
 
 class Lane:
@@ -424,6 +434,7 @@ class Lane:
             commit = git_commit(ROOT)
             self.session = {"started": utc_now(), "ended": None, "resumed_from": source, **machine(),
                             "commit": commit, "budget_s": self.budget_s, "jobs": self.plan.jobs,
+                            "stage_jobs": self.plan.stage_jobs,
                             "work_s_at_start": self.state["work_s"],
                             "pieces_at_start": sum(len(v) for v in self.state["pieces"].values() if isinstance(v, dict)),
                             "cpu_s": 0.0, "wall_s": 0.0, "calls": 0}
@@ -431,7 +442,7 @@ class Lane:
             self.state["sessions"].append(self.session)
             save_lane(self.plan, self.state)
             log(f"CPU lane: home {self.plan.home}, resumed from {source}, commit {commit}, budget {self.budget_s:.0f} s, "
-                f"{self.plan.jobs} part(s) at once")
+                f"{self.plan.jobs} part(s) at once, {self.plan.stage_jobs} stage worker(s) each")
             signal.signal(signal.SIGTERM, self._on_term)
             calls: dict[str, Call] = {}
             failures: dict[str, int] = {}
@@ -488,7 +499,7 @@ class Lane:
         minutes = max(1.0, (self.seconds_left() - 30) / 60)
         argv = [sys.executable, "-m", "gsimclr", "run", "--preset", preset, "--data", self.plan.data, "--seed", str(seed),
                 "--out", str(out), *self.plan.options, "--checkpoint-minutes", f"{self.plan.checkpoint_minutes:g}",
-                "--max-minutes", f"{minutes:.1f}"]
+                "--max-minutes", f"{minutes:.1f}", "--jobs", str(self.plan.stage_jobs)]
         if out.exists():
             argv.append("--resume")
         return argv
@@ -501,7 +512,8 @@ class Lane:
         argv = self.command(preset, seed)
         shown = " ".join(shlex.quote(a) for a in ["gsimclr", *argv[3:]])
         self.log_path(part).parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.plan.threads)}
+        # the call's threads: LANE_THREADS for each of its --jobs workers (each gets the call's share)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.plan.threads * self.plan.stage_jobs)}
         src = str(ROOT / "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         pieces = self.state["pieces"].setdefault(part, {})
@@ -518,7 +530,7 @@ class Lane:
                                  and c.get("part") != part] + [
             {"part": part, "pid": proc.pid, "since": utc_now(), "command": shown}]
         now = time.monotonic()
-        return Call(part, preset, seed, proc, logf, shown, pieces, now, now)
+        return Call(part, preset, seed, proc, logf, shown, pieces, now, now, log_offset=logf.tell())
 
     def poll_call(self, call: "Call") -> int | None:
         """Account the child's wall and CPU seconds since the last poll; its exit code once it exited. Its CPU
@@ -533,9 +545,29 @@ class Lane:
             cpu = max(call.last_cpu, usage.ru_utime + usage.ru_stime)
         now = time.monotonic()
         self.account(call.part, call.pieces, now - call.last_wall, max(0.0, cpu - call.last_cpu), call.shown,
-                     call.preset, call.seed)
+                     call.preset, call.seed, self.stage_cpu(call))
         call.last_wall, call.last_cpu = now, cpu
         return code
+
+    def stage_cpu(self, call: "Call") -> dict[str, float]:
+        """The CPU seconds of each stage's worker (``gsimclr run --jobs``) since the last poll, by stage; {} for
+        a call without workers. A worker is named by the line ``<stage>: started in worker process <pid>`` of the
+        call's log; its last poll interval before it exits is counted in the call's total only."""
+        with contextlib.suppress(OSError):
+            with open(self.log_path(call.part), "rb") as f:
+                f.seek(call.log_offset)
+                text = f.read().decode(errors="replace")
+            complete = text.rsplit("\n", 1)[0] if "\n" in text else ""
+            call.log_offset += len(complete.encode()) + (1 if complete else 0)
+            for stage, pid in WORKER_LINE.findall(complete):
+                call.workers[int(pid)] = stage
+        by_stage: dict[str, float] = {}
+        for pid, stage in call.workers.items():
+            now = process_cpu_s(pid) if Path(f"/proc/{pid}").exists() else 0.0
+            if now > call.worker_cpu.get(pid, 0.0):
+                by_stage[stage] = by_stage.get(stage, 0.0) + now - call.worker_cpu.get(pid, 0.0)
+                call.worker_cpu[pid] = now
+        return by_stage
 
     def stop_call(self, call: "Call") -> None:
         """SIGTERM to the child's group (a pretraining saves its position and exits), SIGKILL after 30 s."""
@@ -557,33 +589,43 @@ class Lane:
         self.finish_part(call.part, call.preset, call.seed, call.shown, time.monotonic() - call.started)
         save_lane(self.plan, self.state)
 
-    def account(self, part: str, pieces: dict, wall: float, cpu: float, command: str, preset: str, seed: int) -> None:
-        """Add this poll's wall and CPU seconds to the piece that was in flight when the interval began (the
-        first unfinished one at the previous poll), and write each piece that has finished."""
+    def account(self, part: str, pieces: dict, wall: float, cpu: float, command: str, preset: str, seed: int,
+                by_stage: dict[str, float] | None = None) -> None:
+        """Add this poll's wall and CPU seconds to the pieces in flight when the interval began, and write each
+        piece that has finished. A call without stage workers runs one piece at a time: the first unfinished
+        one at the previous poll gets the call's CPU seconds. With workers (``--jobs``), each worker's seconds
+        (``by_stage``) go to its stage's first unfinished piece (a method's pretraining, then its evaluation)."""
         done = pieces_of(self.plan.run_dir(part))
         self.state["work_s"] += cpu
         self.session["cpu_s"] += cpu
         self.session["wall_s"] += wall
         for name in done:
-            # "started": when the lane first saw the piece (a piece begun and ended within one poll is first seen
-            # finished, so its start is that poll's time)
-            pieces.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "commands": [], "finished": None,
-                                     "started": utc_now()})
-        was = next((name for name, entry in pieces.items() if entry["finished"] is None and name in done), None)
-        if was is not None:
-            entry = pieces[was]
+            pieces.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "commands": [], "finished": None})
+        unfinished = [name for name, entry in pieces.items() if entry["finished"] is None and name in done]
+        if by_stage:
+            shares: dict[str, float] = {}
+            for stage, seconds in by_stage.items():
+                name = next((n for n in unfinished if n == stage or n.startswith(stage + "-")), None)
+                if name is not None:
+                    shares[name] = shares.get(name, 0.0) + seconds
+        else:
+            shares = {unfinished[0]: cpu} if unfinished else {}
+        for name, seconds in shares.items():
+            entry = pieces[name]
             entry["wall_s"] += wall
-            entry["cpu_s"] += cpu
+            entry["cpu_s"] += seconds
             if command not in entry["commands"]:
                 entry["commands"].append(command)
+            entry.setdefault("started", utc_now())   # when the lane first saw it run
         now_flight = next((name for name, ok in done.items() if not ok), None)
-        if now_flight is not None and command not in pieces[now_flight]["commands"]:
+        if now_flight is not None and command not in pieces[now_flight]["commands"] and not by_stage:
             pieces[now_flight]["commands"].append(command)   # it began in this call (timed from the next poll)
         for name, ok in done.items():
             entry = pieces[name]
             if ok and entry["finished"] is None:
                 if not entry["commands"]:   # began and finished within one poll interval (timed with the one before)
                     entry["commands"].append(command)
+                entry.setdefault("started", utc_now())   # first seen finished: its start is that poll's time
                 entry["finished"] = utc_now()
                 self.write_piece(part, preset, seed, name, entry)
         save_lane(self.plan, self.state)

@@ -26,7 +26,7 @@ from pathlib import Path
 from gsimclr import __version__
 from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_config, option_commands, option_readers,
                             parse_value, preset_description, preset_names, read_preset, section_fields, type_name)
-from gsimclr.errors import UserError, one_line_warnings
+from gsimclr.errors import Terminated, UserError, one_line_warnings, raise_terminated
 from gsimclr.evaluation import EVALUATIONS
 from gsimclr.methods import (METHODS, check_method_images, check_method_options, default_methods, guided_form,
                              parse_methods)
@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             stage.add_argument("--methods", default=",".join(default_methods()),
                                help=f"comma-separated methods to pretrain and evaluate ({', '.join(methods)})")
+            stage.add_argument("--jobs", type=int, default=1, metavar="N",
+                               help="stages run at once, each in its own worker process with an equal share of the "
+                                    "threads: the methods side by side once the pseudo labels exist, the supervised "
+                                    "baseline beside them; each worker holds its own copy of in-memory data "
+                                    "(default: 1, one stage after another)")
         if name == "pretrain":
             stage.add_argument("--method", default=methods[0], choices=methods)
         if name in EVAL_COMMANDS or name == "embed":
@@ -233,6 +238,9 @@ def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
     options the methods cannot train with (no data, no PyTorch: before any work)."""
     if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be >= 1 epoch, got {args.stop_after}")
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
     minutes = getattr(args, "max_minutes", None)
     if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
         raise UserError(f"--max-minutes must be a finite number > 0, got {minutes:g}")
@@ -372,13 +380,23 @@ def cmd_run(args) -> None:
     cfg = _config(args)
     methods = parse_methods(args.methods)
     world = _start_world(cfg)
+    if args.jobs > 1 and world.distributed:
+        raise UserError(f"--jobs {args.jobs} runs stages in worker processes of one command; under torchrun "
+                        "(WORLD_SIZE > 1) every process trains every stage: give --jobs 1")
     folder = RunFolder(_run_dir(args))
     with folder.lock():
         _require_new(args, folder)
         barrier()  # every process has checked the run folder before rank 0 writes to it
         if world.is_main:
             print(f"run folder: {folder.root}")
-        results = run_all(cfg, folder, args.resume, methods, stop_after=args.stop_after, max_minutes=args.max_minutes)
+        if args.jobs > 1:
+            from gsimclr.stage_jobs import run_all_in_jobs
+
+            results = run_all_in_jobs(cfg, folder, args.resume, methods, args.jobs, stop_after=args.stop_after,
+                                      max_minutes=args.max_minutes)
+        else:
+            results = run_all(cfg, folder, args.resume, methods, stop_after=args.stop_after,
+                              max_minutes=args.max_minutes)
     close_world()
     if not world.is_main:
         return
@@ -704,22 +722,13 @@ def _in_own_words(message: str, argv: list[str]) -> str:
     return _FLAG.sub(setting, message)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: atomic writes remove their
-    temporary files, the run folder's lock is released, and the exit is one line."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def _on_sigterm():
     """Install the SIGTERM handler (main thread only); returns the previous one to restore, or None."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.signal(signal.SIGTERM, raise_terminated)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,13 @@ def one_line_warnings():
         saved.__exit__(None, None, None)   # restores showwarning and the filters
 
     return restore
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: atomic writes remove their
+    temporary files, the run folder's lock is released, and the exit is one line."""
+
+
+def raise_terminated(signum, frame):
+    """The SIGTERM handler of a command (and of each ``--jobs`` worker): raise :class:`Terminated`."""
+    raise Terminated()

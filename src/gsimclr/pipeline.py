@@ -480,6 +480,8 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
             argv: list[str] | None = None) -> dict[str, Any]:
     """Pseudo labels, SimCLR and G-SimCLR pretraining, every evaluation, the supervised baseline and the table.
 
+    :func:`gsimclr.stage_jobs.run_all_in_jobs` runs the same stages in worker processes at once (``--jobs``).
+
     ``stop_after`` (epochs) or ``max_minutes`` (pretraining time per method) end this call early and return
     ``{"incomplete": True}`` while a method is unfinished; ``--resume`` continues from there, reusing
     only the stages whose provenance matches this call's (:func:`check_resume`, before anything is
@@ -492,8 +494,7 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
     log = log if current_world().is_main else _quiet
     methods = tuple(default_methods()) if methods is None else tuple(methods)
     run = _open_run(cfg, _folder(run_dir), methods, resume, argv, log)
-    results: dict[str, Any] = {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
-                               "linear_protocol": cfg.linear_protocol, "loss": cfg.loss, "methods": {}}
+    results = results_header(cfg)
     pseudo = _pseudo_labels_before(run, methods, results, log)
     for method in methods:
         if not _run_method(run, method, pseudo, results, log, stop_after, max_minutes):
@@ -504,6 +505,12 @@ def run_all(cfg: Config, run_dir: Path | RunFolder, resume: bool = False, method
         results["supervised"] = _supervised_baseline(run)
     _write_results(run.folder, results, run.evaluable)
     return results
+
+
+def results_header(cfg: Config) -> dict[str, Any]:
+    """results.json before any stage: the settings its table names, and no method yet."""
+    return {"data": cfg.data, "knn_k": cfg.knn_k, "label_fraction": cfg.label_fraction,
+            "linear_protocol": cfg.linear_protocol, "loss": cfg.loss, "methods": {}}
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,12 @@ def load_plugins(modules: Iterable[str] = (), entry_points: bool = True, environ
     return done
 
 
+def loaded_modules() -> list[str]:
+    """The modules loaded by name so far (``GSIMCLR_PLUGINS``, ``--plugin``), in no set order: what a worker
+    process (``gsimclr run --jobs``) loads again to hold the same registrations."""
+    return sorted(m for m in _loaded if not m.startswith("entry point "))
+
+
 def _import(module: str, what: str, load) -> None:
     try:
         load()
