@@ -148,3 +148,17 @@ def test_a_stopped_command_ends_its_workers_and_resume_gives_the_uncut_table(one
     assert done.returncode == 0, done.stderr
     assert stable(json.loads((out / "results.json").read_text())) == \
         stable(json.loads((one_after_another / "results.json").read_text()))
+
+
+def _large_result(name: str, payload: dict, conn) -> None:
+    """A worker that sends more than a pipe holds (the pseudo labels of a large set do)."""
+    import numpy as np
+
+    conn.send(("ok", {"labels": np.arange(2_000_000, dtype=np.int64), "incomplete": False}))
+    conn.close()
+
+
+def test_a_result_larger_than_the_pipe_is_read_while_the_worker_sends_it():
+    done = run_jobs([Job("pseudo_labels"), Job("simclr", ("pseudo_labels",))], {}, 2, lambda *a: None,
+                    target=_large_result)
+    assert done["pseudo_labels"]["labels"].shape == (2_000_000,) and int(done["simclr"]["labels"][-1]) == 1_999_999

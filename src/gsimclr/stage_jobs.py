@@ -27,7 +27,7 @@ import signal
 import sys
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -54,7 +54,7 @@ class Job:
     after: tuple[str, ...] = ()
     process: Any = None
     conn: Any = None
-    result: Any = field(default=None)
+    message: Any = None    # what the worker sent: (kind, value), or False when it closed its pipe without a word
 
 
 def stage_graph(methods: tuple[str, ...], pseudo_first: bool, guided: Callable[[str], bool],
@@ -126,12 +126,14 @@ def run_all_in_jobs(cfg: "Config", folder: "RunFolder", resume: bool, methods: t
     return results
 
 
-def run_jobs(graph: list[Job], payload: dict[str, Any], jobs: int, log: Callable[..., None]) -> dict[str, Any]:
+def run_jobs(graph: list[Job], payload: dict[str, Any], jobs: int, log: Callable[..., None],
+             target: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run ``graph``'s stages, at most ``jobs`` at once, each as soon as the stages it waits for are done;
     the results by stage name. ``payload`` is what every worker needs (:func:`_worker`). A failed worker
     ends the others and raises: a :class:`UserError` with its one-line message, else a RuntimeError with
-    its traceback."""
+    its traceback. ``target(name, payload, conn)`` is the worker (default :func:`_worker`)."""
     context = multiprocessing.get_context("spawn")
+    target = target or _worker
     pending, running, done = list(graph), [], {}
     try:
         while pending or running:
@@ -141,7 +143,7 @@ def run_jobs(graph: list[Job], payload: dict[str, Any], jobs: int, log: Callable
                 pending.remove(job)
                 extra = {"pseudo": done[PSEUDO_LABELS]["labels"]} if PSEUDO_LABELS in job.after else {}
                 job.conn, child = context.Pipe(duplex=False)
-                job.process = context.Process(target=_worker, args=(job.name, {**payload, **extra}, child),
+                job.process = context.Process(target=target, args=(job.name, {**payload, **extra}, child),
                                               name=f"gsimclr-{job.name}", daemon=True)
                 job.process.start()
                 child.close()
@@ -149,8 +151,11 @@ def run_jobs(graph: list[Job], payload: dict[str, Any], jobs: int, log: Callable
                 log(f"{job.name}: started in worker process {job.process.pid}")
             if not running:   # nothing can start: a stage waits for one that is not in the graph
                 raise RuntimeError(f"stages wait for what no stage makes: {[(j.name, j.after) for j in pending]}")
-            finished = wait([j.process.sentinel for j in running])
-            for job in [j for j in running if j.process.sentinel in finished]:
+            # a result larger than the pipe's buffer (a set's pseudo labels) is read while its worker still sends it
+            ready_now = wait([j.process.sentinel for j in running] + [j.conn for j in running if j.message is None])
+            for job in [j for j in running if j.message is None and j.conn in ready_now]:
+                job.message = _receive(job.conn)
+            for job in [j for j in running if j.process.sentinel in ready_now]:
                 running.remove(job)
                 done[job.name] = _collect(job)
                 if done[job.name].get("incomplete"):
@@ -160,17 +165,22 @@ def run_jobs(graph: list[Job], payload: dict[str, Any], jobs: int, log: Callable
     return done
 
 
+def _receive(conn) -> tuple[str, Any] | bool:
+    """A worker's message, or False once its end of the pipe closed without one."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return False
+
+
 def _collect(job: Job) -> dict[str, Any]:
     """A finished worker's result, or its failure raised here."""
-    message = None
-    if job.conn.poll():
-        try:
-            message = job.conn.recv()
-        except (EOFError, OSError):
-            message = None
+    message = job.message
+    if message is None and job.conn.poll():
+        message = _receive(job.conn)
     job.process.join()
     job.conn.close()
-    if message is None:
+    if not message:
         raise RuntimeError(f"the {job.name} stage's worker ended with exit code {job.process.exitcode} "
                            "and no result")
     kind, value = message
