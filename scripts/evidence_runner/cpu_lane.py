@@ -537,15 +537,18 @@ class Lane:
         seconds come from /proc while it runs and, at exit, from the kernel's accounting of that one child
         (wait4), so two children at once are told apart."""
         pid, status, usage = os.wait4(call.proc.pid, os.WNOHANG)
+        by_stage = self.stage_cpu(call)
         if pid == 0:
-            cpu, code = process_cpu_s(call.proc.pid), None
+            # the child's own seconds and its reaped workers' (cutime), plus its workers still alive or unreaped
+            live = sum(call.worker_cpu.get(w, 0.0) for w in call.workers if Path(f"/proc/{w}").exists())
+            cpu, code = max(call.last_cpu, process_cpu_s(call.proc.pid) + live), None
         else:
             code = os.waitstatus_to_exitcode(status)
             call.proc.returncode = code
             cpu = max(call.last_cpu, usage.ru_utime + usage.ru_stime)
         now = time.monotonic()
         self.account(call.part, call.pieces, now - call.last_wall, max(0.0, cpu - call.last_cpu), call.shown,
-                     call.preset, call.seed, self.stage_cpu(call))
+                     call.preset, call.seed, by_stage)
         call.last_wall, call.last_cpu = now, cpu
         return code
 
@@ -728,9 +731,13 @@ def status(plan: LanePlan) -> str:
             lines.append(f"- {name}: not started")
             continue
         done = pieces_of(run_dir)
-        flight = next((k for k, ok in done.items() if not ok), None)
-        lines.append(f"- {name}: {sum(done.values())} of {len(done)} pieces done; in flight: {flight}")
-        eta = 0.0
+        flights = in_flight(done, plan.stage_jobs)
+        current = state.get("current") or []
+        current = [current] if isinstance(current, dict) else current
+        part_runs = bool(running) and name in {c.get("part") for c in current if isinstance(c, dict)}
+        lines.append(f"- {name}: {sum(done.values())} of {len(done)} pieces done; "
+                     f"{'in flight' if part_runs else 'next'}: {', '.join(flights) or None}")
+        eta, left_s = 0.0, {}
         for piece, ok in done.items():
             if ok:
                 continue
@@ -740,21 +747,23 @@ def status(plan: LanePlan) -> str:
                 total = (pos["epochs"] or 15) * images
                 left = total - pos["epoch"] * images - pos["images_into_epoch"]
                 rate = pos["images_per_s"] or rates.get("images_per_s") or benchmark_rate(plan)
-                eta += left / rate
-                if piece == flight:
+                left_s[piece] = left / rate
+                if piece in flights:
                     lines.append(f"  {piece}: epoch {pos['epoch']}/{pos['epochs']}"
                                  + (f", {pos['steps_into_epoch']} steps into the next" if pos["steps_into_epoch"] else "")
                                  + f", {rate:.1f} images/s measured, last loss {pos['last_loss']}")
-                    if pos["checkpoint_age_s"] is not None and running:
+                    if pos["checkpoint_age_s"] is not None and part_runs:
                         lines.append(f"  a kill now loses about {pos['checkpoint_age_s'] / 60:.1f} min of pretraining "
                                      f"(checkpoints every {plan.checkpoint_minutes:g} min)")
             else:
                 kind = piece_kind(piece)
-                eta += rates.get(kind, DEFAULT_PIECE_S.get(kind, 1800))
-                if piece == flight and running:
+                left_s[piece] = rates.get(kind, DEFAULT_PIECE_S.get(kind, 1800))
+                if piece in flights and part_runs:
                     spent = (state.get("pieces", {}).get(name, {}).get(piece, {}) or {}).get("wall_s", 0)
                     lines.append(f"  {piece}: {spent / 60:.1f} min of lane time so far; " + kill_loss(state, run_dir, piece))
-        lines.append(f"  ETA of the part: {eta / 3600:.1f} h of lane time at the measured rates")
+        eta = part_eta(left_s, plan.stage_jobs)
+        lines.append(f"  ETA of the part: {eta / 3600:.1f} h of lane time at the measured rates"
+                     + (f", {plan.stage_jobs} stages at once" if plan.stage_jobs > 1 else ""))
     if committed is None:
         lines.append("committed state: none")
     else:
@@ -762,6 +771,47 @@ def status(plan: LanePlan) -> str:
                      f"updated {committed.get('updated')}; home holds {state['work_s'] / 3600:.2f} CPU h"
                      + (" (newer: run --save-state before stopping)" if state["work_s"] > committed.get("work_s", 0) else ""))
     return "\n".join(lines)
+
+
+def in_flight(done: dict, stage_jobs: int = 1) -> list[str]:
+    """The pieces a part's call runs now: the first unfinished one, or with ``gsimclr run --jobs`` (``stage_jobs``
+    > 1) the first unfinished piece of each stage whose inputs exist (a method after the pseudo labels, up to
+    ``stage_jobs`` of them in the run's order).
+
+    >>> done = {"pseudo_labels": True, "simclr-pretrain": False, "simclr-eval": False, "gsimclr-pretrain": False,
+    ...         "gsimclr-eval": False, "supervised": False}
+    >>> in_flight(done), in_flight(done, 2)
+    (['simclr-pretrain'], ['simclr-pretrain', 'gsimclr-pretrain'])
+    """
+    unfinished = [k for k, ok in done.items() if not ok]
+    if stage_jobs <= 1:
+        return unfinished[:1]
+    stages = []
+    for piece in unfinished:
+        stage = piece.rsplit("-", 1)[0] if piece.endswith(("-pretrain", "-eval")) else piece
+        waits = piece not in ("pseudo_labels", "supervised") and not done.get("pseudo_labels", True)
+        if stage not in {s for s, _ in stages} and not waits:
+            stages.append((stage, piece))
+        elif stage not in {s for s, _ in stages}:
+            stages.append((stage, None))   # its turn comes after the pseudo labels
+    return [piece for _, piece in stages if piece is not None][:stage_jobs]
+
+
+def part_eta(left_s: dict[str, float], stage_jobs: int = 1) -> float:
+    """Seconds of lane time until a part is complete, from each unfinished piece's seconds: their sum one after
+    another; with ``stage_jobs`` stages at once, the longer of the longest chain (the pseudo labels, then a
+    method's pretraining and evaluation) and the work shared evenly by the workers.
+
+    >>> part_eta({"simclr-pretrain": 10, "gsimclr-pretrain": 10, "supervised": 4}, 2)
+    12.0
+    """
+    total = float(sum(left_s.values()))
+    if stage_jobs <= 1:
+        return total
+    chains = [left_s.get(f"{m}-pretrain", 0.0) + left_s.get(f"{m}-eval", 0.0)
+              for m in {k.rsplit("-", 1)[0] for k in left_s if k.endswith(("-pretrain", "-eval"))}]
+    longest = left_s.get("pseudo_labels", 0.0) + max(chains, default=0.0)
+    return max(longest, left_s.get("supervised", 0.0), total / stage_jobs)
 
 
 def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
