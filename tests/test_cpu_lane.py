@@ -218,3 +218,41 @@ def test_a_parts_stages_run_side_by_side_and_each_workers_cpu_goes_to_its_stage(
     assert gsimclr["started"] <= simclr["finished"] and simclr["started"] <= gsimclr["finished"]   # side by side
     log = (uncut.parent / "home" / "logs" / f"{PART}.log").read_text()
     assert re.search(r"^simclr: started in worker process \d+$", log, re.MULTILINE)
+
+
+def test_save_state_keeps_the_committed_copy_where_the_repository_budget_would_pass(tmp_path, monkeypatch):
+    """Every saved file version stays in git's history: a save whose changed files would take the lane past
+    REPO_BUDGET_MIB keeps the last committed copy of that part (its home folder keeps the newer one); files
+    already committed cost nothing; the growth is measured from the repository's history."""
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    plan = cpu_lane.LanePlan(parts=(("p", 0),), data="digits", home=home, repo=repo)
+    (home / "runs" / "p-seed0" / "stage").mkdir(parents=True)
+    (home / "runs" / "p-seed0" / "stage" / "ckpt.bin").write_bytes(os.urandom(2**20))
+    monkeypatch.setattr(cpu_lane, "finish_reserve_mib", lambda run_dir: 0.0)
+    monkeypatch.setattr(cpu_lane, "repo_growth_mib", lambda repo: cpu_lane.REPO_BUDGET_MIB - 1.5)
+    saved = cpu_lane.save_state(plan)
+    assert saved["parts"] == ["p-seed0"] and saved["over_budget"] == []
+    monkeypatch.setattr(cpu_lane, "repo_growth_mib", lambda repo: cpu_lane.REPO_BUDGET_MIB - 0.5)
+    assert cpu_lane.save_state(plan)["parts"] == ["p-seed0"]   # unchanged: nothing new to store
+    before = (repo / cpu_lane.REPO_STATE / "runs" / "p-seed0" / "stage" / "ckpt.bin").read_bytes()
+    (home / "runs" / "p-seed0" / "stage" / "ckpt.bin").write_bytes(os.urandom(2**20))
+    saved = cpu_lane.save_state(plan)
+    assert saved["over_budget"] == ["p-seed0"] and saved["kept_as_committed"] == ["p-seed0"] and saved["parts"] == []
+    assert (repo / cpu_lane.REPO_STATE / "runs" / "p-seed0" / "stage" / "ckpt.bin").read_bytes() == before
+    # room left, but not for the finished checkpoints still to come: the checkpoint in flight is not carried
+    monkeypatch.setattr(cpu_lane, "repo_growth_mib", lambda repo: cpu_lane.REPO_BUDGET_MIB - 3)
+    assert cpu_lane.save_state(plan)["parts"] == ["p-seed0"]
+    (home / "runs" / "p-seed0" / "stage" / "ckpt.bin").write_bytes(os.urandom(2**20))
+    monkeypatch.setattr(cpu_lane, "finish_reserve_mib", lambda run_dir: 2.5)
+    assert cpu_lane.save_state(plan)["over_budget"] == ["p-seed0"]
+    monkeypatch.setattr(cpu_lane, "finish_reserve_mib", lambda run_dir: 1.5)
+    assert cpu_lane.save_state(plan)["parts"] == ["p-seed0"]
+    # the measure itself: every version ever committed under results/evidence, from git
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s"], check=True)
+    monkeypatch.undo()
+    assert abs(cpu_lane.repo_growth_mib(repo) - 1.0) < 0.01   # the last save's one file version
+    reserve = cpu_lane.finish_reserve_mib(home / "runs" / "p-seed0")
+    assert reserve == 10.0   # two methods, no checkpoint yet: 5 MiB each
+    assert cpu_lane.repo_growth_mib(tmp_path / "not-a-repository") == 0.0

@@ -4,7 +4,7 @@ to the next (issue 24).
 A working period's CPU is idle much of the time. ``python scripts/evidence.py --lane cpu`` (``make
 evidence-cpu`` starts it in the background at ``nice -n 19``) continues the next unfinished *part* of
 :data:`LANE_PARTS` (``paper-cifar10`` seed 0, then ``paper-cifar10-clean`` seed 0, then seeds 1 and 2), each as
-a ``gsimclr run --resume`` child, :data:`LANE_JOBS` parts at once, within a time budget, with a checkpoint within every pretraining epoch
+a ``gsimclr run --resume --jobs`` child (:data:`LANE_STAGE_JOBS` stage workers), :data:`LANE_JOBS` part(s) at once, within a time budget, with a checkpoint within every pretraining epoch
 every :data:`CHECKPOINT_MINUTES` minutes (``--checkpoint-minutes``), so a kill loses at most that much of a
 pretraining, or the evaluation stage in flight.
 
@@ -84,6 +84,14 @@ POLL_S = float(os.environ.get("GSIMCLR_LANE_POLL_S", 10.0))   # how often the la
 STATE_EXCLUDE = ("tensorboard", ".png", ".lock", ".tmp")
 SMALL_PART_MIB = 1.0            # a part behind the first one is carried as it is now only while this small
 STATE_LIMIT_MIB = 20.0          # a committed state larger than this is refused (the repository's budget)
+REPO_BUDGET_MIB = 23.0
+"""What the lane may add to the repository over its whole program (issue 24: "less than ~25 MB", from a
+1.6 MB repository): the bytes of every file version ever committed under ``results/evidence`` (git history,
+uncompressed: :func:`repo_growth_mib`). A state save or a zoo export that would pass it keeps the last
+committed copy instead (the home folder still holds the newer one). A pretraining checkpoint in flight is
+carried only while room remains for every method's finished checkpoint afterwards (:func:`finish_reserve_mib`):
+the finished one, saved once and unchanged after, is what the part's evaluations and the zoo need on a new
+machine, whereas a checkpoint in flight is replaced by the next save (4.9 MB each for the paper model)."""
 
 
 def lane_home() -> Path:
@@ -255,6 +263,44 @@ def unpack_state(plan: LanePlan) -> None:
     shutil.copyfile(src / "lane.json", plan.lane_json)
 
 
+def repo_growth_mib(repo: Path, under: str = "results/evidence") -> float:
+    """MiB of every distinct file version ever committed under ``under`` in ``repo``'s git history
+    (uncompressed; 0 outside a git checkout): what the lane has added to the repository so far."""
+    try:
+        objects = subprocess.run(["git", "-C", str(repo), "rev-list", "--objects", "--all", "--", under],
+                                 capture_output=True, text=True, timeout=120, check=True).stdout
+        sizes = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch-check=%(objecttype) %(objectsize)"],
+                               input="\n".join(line.split(" ", 1)[0] for line in objects.splitlines()),
+                               capture_output=True, text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0.0
+    return sum(int(size) for kind, size in (line.split() for line in sizes.splitlines() if line.strip())
+               if kind == "blob") / 2**20
+
+
+def finish_reserve_mib(run_dir: Path, methods: tuple[str, ...] = ("simclr", "gsimclr")) -> float:
+    """MiB to keep free for the finished checkpoints of ``run_dir``'s methods whose pretraining is not finished
+    (each the size of its checkpoint in flight, else 5 MiB)."""
+    done = pieces_of(run_dir, methods)
+    reserve = 0.0
+    for method in methods:
+        if not done.get(f"{method}-pretrain"):
+            ckpt = run_dir / method / "checkpoint.safetensors"
+            reserve += ckpt.stat().st_size / 2**20 if ckpt.exists() else 5.0
+    return reserve
+
+
+def _new_bytes(files: list[Path], root: Path, committed: Path) -> int:
+    """Bytes of ``files`` (under ``root``) whose committed copy (under ``committed``) is missing or differs:
+    what saving them would add to the repository."""
+    new = 0
+    for path in files:
+        old = committed / path.relative_to(root)
+        if not (old.is_file() and old.stat().st_size == path.stat().st_size and old.read_bytes() == path.read_bytes()):
+            new += path.stat().st_size
+    return new
+
+
 def save_state(plan: LanePlan) -> dict:
     """Copy the unfinished parts' run folders (without TensorBoard files and plots) and ``lane.json`` into
     the folder :data:`REPO_STATE`, replacing what it held: one path, whose unchanged files (a finished
@@ -265,7 +311,8 @@ def save_state(plan: LanePlan) -> dict:
     A part behind it (``--lane-jobs 2``) is carried as it is now only while it is small (under
     :data:`SMALL_PART_MIB`: no checkpoint yet); otherwise its last committed copy is kept unchanged (a
     consistent earlier snapshot, which git already holds), or, if none was committed, it is not carried (a
-    new machine would start it again)."""
+    new machine would start it again). A part whose changed files would take the lane past
+    :data:`REPO_BUDGET_MIB` of repository growth is kept as committed too (``over_budget``)."""
     import shutil
 
     state = load_lane(plan)
@@ -275,13 +322,17 @@ def save_state(plan: LanePlan) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "runs").mkdir(parents=True)
     size = 0
-    carried, kept, dropped = [], [], []
+    carried, kept, dropped, over = [], [], [], []
+    grown = repo_growth_mib(plan.repo)
     for i, part in enumerate(unfinished):
         root = plan.run_dir(part)
         files = [p for p in sorted(root.rglob("*")) if p.is_file()
                  and not any(x in p.relative_to(root).as_posix() for x in STATE_EXCLUDE)]
         part_size = sum(p.stat().st_size for p in files)
-        if i > 0 and part_size / 2**20 > SMALL_PART_MIB:
+        adds = _new_bytes(files, root, dest / "runs" / part) / 2**20
+        if grown + adds + finish_reserve_mib(root) > REPO_BUDGET_MIB and adds > 0:
+            over.append(part)
+        if (i > 0 and part_size / 2**20 > SMALL_PART_MIB) or part in over:
             old = dest / "runs" / part
             if old.is_dir():
                 shutil.copytree(old, tmp / "runs" / part)
@@ -290,6 +341,7 @@ def save_state(plan: LanePlan) -> dict:
             else:
                 dropped.append(part)
             continue
+        grown += adds
         for path in files:
             target = tmp / "runs" / part / path.relative_to(root).as_posix()
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +361,8 @@ def save_state(plan: LanePlan) -> dict:
     shutil.rmtree(old, ignore_errors=True)
     write_json_atomic(plan.repo / REPO_LANE_JSON, state)
     return {"path": str(dest), "mib": round(size / 2**20, 2), "parts": carried, "kept_as_committed": kept,
-            "not_carried": dropped, "work_s": state.get("work_s")}
+            "not_carried": dropped, "over_budget": over, "repo_growth_mib": round(grown, 2),
+            "repo_budget_mib": REPO_BUDGET_MIB, "work_s": state.get("work_s")}
 
 
 # ------------------------------------------------------------------------------------------ the supervisor
@@ -642,6 +695,12 @@ class Lane:
         for method in ("simclr", "gsimclr"):
             dest = self.plan.repo / ZOO_DIR / f"{part}-{method}"
             if not done.get(f"{method}-pretrain") or (dest / "export.json").exists():
+                continue
+            weights = self.plan.run_dir(part) / method / "checkpoint.safetensors"
+            grown = repo_growth_mib(self.plan.repo)
+            if grown + weights.stat().st_size / 2**20 > REPO_BUDGET_MIB:
+                log(f"CPU lane: {part} {method} backbone not exported into the repository: it would pass the lane's "
+                    f"budget ({grown:.1f} of {REPO_BUDGET_MIB:g} MiB used; its checkpoint stays in {weights.parent})")
                 continue
             argv = [sys.executable, "-m", "gsimclr", "export", "--out", str(self.plan.run_dir(part)), "--method", method,
                     "--output", str(dest), "--format", "hf", "--overwrite"]
