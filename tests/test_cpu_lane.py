@@ -256,3 +256,26 @@ def test_save_state_keeps_the_committed_copy_where_the_repository_budget_would_p
     reserve = cpu_lane.finish_reserve_mib(home / "runs" / "p-seed0")
     assert reserve == 10.0   # two methods, no checkpoint yet: 5 MiB each
     assert cpu_lane.repo_growth_mib(tmp_path / "not-a-repository") == 0.0
+
+
+def test_a_finished_seed0_pretraining_is_kept_in_the_zoo_loadable_and_exportable(uncut, tmp_path):
+    """The zoo keeps each finished pretraining of seed 0 byte for byte (the checkpoint the state carries, so
+    git stores it once), with zoo.json; the project's loader reads it and ``gsimclr export`` exports it."""
+    from gsimclr.training.pretrain import load_encoder
+
+    home = uncut.parent / "home"
+    for method in ("simclr", "gsimclr"):
+        entry = uncut / cpu_lane.ZOO_DIR / f"{PART}-{method}"
+        kept = (entry / "checkpoint.safetensors").read_bytes()
+        assert kept == (home / "runs" / PART / method / "checkpoint.safetensors").read_bytes()
+        info = json.loads((entry / "zoo.json").read_text())
+        assert info["method"] == method and info["preset"] == "digits-quick" and info["epoch"] == 2
+        assert info["sha256"] == cpu_lane.sha256_of(entry / "checkpoint.safetensors")
+        model, cfg, meta = load_encoder(entry)
+        assert meta["method"] == method and cfg.epochs == 2
+    out = tmp_path / "hf"
+    done = subprocess.run([sys.executable, "-m", "gsimclr", "export", str(uncut / cpu_lane.ZOO_DIR / f"{PART}-gsimclr"),
+                           "--format", "hf", "--output", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 0, done.stderr
+    assert (out / "hf" / "model.safetensors").is_file()

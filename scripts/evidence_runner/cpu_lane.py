@@ -77,7 +77,7 @@ on the CPU" in benchmarks/README.md); fp32, as the presets are."""
 WORKER_LINE = re.compile(r"^(\S+): started in worker process (\d+)$", re.MULTILINE)   # gsimclr run --jobs
 RESULTS_DIR = "results/evidence/cpu"
 ZOO_DIR = "results/evidence/cpu/zoo"
-ZOO_SEEDS = (0,)                # backbones kept in the repository (4.4 MB each: seed 0 of each preset fits its budget)
+ZOO_SEEDS = (0,)                # finished pretrainings kept in the repository (the checkpoint the state carries)
 REPO_STATE = "results/evidence/cpu-lane/state"
 REPO_LANE_JSON = "results/evidence/cpu-lane/lane.json"
 POLL_S = float(os.environ.get("GSIMCLR_LANE_POLL_S", 10.0))   # how often the lane looks at its child
@@ -288,6 +288,28 @@ def finish_reserve_mib(run_dir: Path, methods: tuple[str, ...] = ("simclr", "gsi
             ckpt = run_dir / method / "checkpoint.safetensors"
             reserve += ckpt.stat().st_size / 2**20 if ckpt.exists() else 5.0
     return reserve
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def in_history(repo: Path, path: Path) -> bool:
+    """Whether a file with ``path``'s exact content is already stored in ``repo``'s git objects (then
+    committing it again costs nothing)."""
+    try:
+        blob = subprocess.run(["git", "-C", str(repo), "hash-object", str(path)], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(repo), "cat-file", "-e", blob], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _new_bytes(files: list[Path], root: Path, committed: Path) -> int:
@@ -687,29 +709,45 @@ class Lane:
         save_lane(self.plan, self.state)
 
     def export_zoo(self, part: str, seed: int) -> None:
-        """Each finished pretraining of a :data:`ZOO_SEEDS` seed, exported once (after the call: the run
-        holds its folder's lock while it runs) with ``gsimclr export --format hf`` into :data:`ZOO_DIR`."""
+        """Each finished pretraining of a :data:`ZOO_SEEDS` seed, kept once (after the call: the run holds its
+        folder's lock while it runs) in :data:`ZOO_DIR`/<part>-<method>/: its checkpoint, byte for byte (the
+        project's own loader reads it strictly, ``gsimclr export`` turns it into a torchvision, Hugging Face or
+        ONNX backbone), and ``zoo.json`` (what it is and how to use it). The checkpoint is the one a state save
+        carries once its pretraining has finished, so git stores the two as one file: the zoo costs the
+        repository nothing more than the insurance does (:data:`REPO_BUDGET_MIB`)."""
+        import shutil
+
         if seed not in ZOO_SEEDS:
             return
-        done = pieces_of(self.plan.run_dir(part))
+        run_dir = self.plan.run_dir(part)
+        done = pieces_of(run_dir)
         for method in ("simclr", "gsimclr"):
             dest = self.plan.repo / ZOO_DIR / f"{part}-{method}"
-            if not done.get(f"{method}-pretrain") or (dest / "export.json").exists():
+            weights = run_dir / method / "checkpoint.safetensors"
+            if not done.get(f"{method}-pretrain") or (dest / "zoo.json").exists():
                 continue
-            weights = self.plan.run_dir(part) / method / "checkpoint.safetensors"
+            cost = 0.0 if in_history(self.plan.repo, weights) else weights.stat().st_size / 2**20
             grown = repo_growth_mib(self.plan.repo)
-            if grown + weights.stat().st_size / 2**20 > REPO_BUDGET_MIB:
-                log(f"CPU lane: {part} {method} backbone not exported into the repository: it would pass the lane's "
+            if grown + cost > REPO_BUDGET_MIB:
+                log(f"CPU lane: {part} {method} backbone not kept in the repository: it would pass the lane's "
                     f"budget ({grown:.1f} of {REPO_BUDGET_MIB:g} MiB used; its checkpoint stays in {weights.parent})")
                 continue
-            argv = [sys.executable, "-m", "gsimclr", "export", "--out", str(self.plan.run_dir(part)), "--method", method,
-                    "--output", str(dest), "--format", "hf", "--overwrite"]
-            env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
-            with open(self.log_path(part), "a") as logf:
-                logf.write(f"[{utc_now()}] export {method}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
-            log(f"CPU lane: {part} {method} backbone " + ("exported to " + str(dest) if proc.returncode == 0
-                                                           else f"export failed (exit {proc.returncode})"))
+            meta = checkpoint_meta(weights) or {}
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copyfile(weights, tmp / "checkpoint.safetensors")
+            rel = dest.relative_to(self.plan.repo).as_posix()
+            write_json_atomic(tmp / "zoo.json", {
+                "part": part, "seed": seed, "method": method, "preset": part.rsplit("-seed", 1)[0],
+                "model": (meta.get("config") or {}).get("model"), "epoch": meta.get("epoch"),
+                "bytes": weights.stat().st_size, "sha256": sha256_of(weights),
+                "load": f"from gsimclr.training.pretrain import load_encoder; model, cfg, meta = load_encoder('{rel}')",
+                "export": f"gsimclr export {rel} --format hf --output {part}-{method}-hf",
+                "results": f"{RESULTS_DIR}/{part}/{method}-eval.json"})
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+            log(f"CPU lane: {part} {method} backbone kept in {dest}")
 
     def provenance(self, part: str, preset: str, seed: int, entry: dict) -> dict:
         from gsimclr.provenance import git_commit
