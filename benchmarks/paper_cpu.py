@@ -66,6 +66,9 @@ VARIANTS: dict[str, dict] = {
                    "what": "eager, default NCHW layout (model and views put back by the benchmark)"},
     "eager-1t": {"kind": "gsimclr", "threads": 1, "compile": "off", "precision": "fp32",
                  "what": "eager, channels_last, fp32, 1 thread"},
+    "eager-1t-x2": {"kind": "gsimclr", "threads": 1, "compile": "off", "precision": "fp32", "copies": 2,
+                    "what": "two eager-1t processes at once, their images together (gsimclr run --jobs 2: "
+                            "SimCLR and G-SimCLR side by side, one core each)"},
     "eager-passive": {"kind": "gsimclr", "threads": 2, "compile": "off", "precision": "fp32",
                       "env": {"OMP_WAIT_POLICY": "PASSIVE"},
                       "what": "eager, 2 threads, OMP_WAIT_POLICY=PASSIVE (no spinning between parallel regions)"},
@@ -291,6 +294,32 @@ def worker_main(spec_json: str) -> int:
     return 0
 
 
+class WorkerGroup:
+    """A variant of ``copies`` identical workers whose windows run at the same time: a window is every copy's
+    steps, its images all of theirs and its seconds the slowest copy's (what ``gsimclr run --jobs`` gets)."""
+
+    def __init__(self, name: str, spec: dict, inductor_cache: str | None):
+        self.name, self.spec = name, spec
+        self.copies = [Worker(f"{name}.{i}", spec, inductor_cache) for i in range(spec["copies"])]
+
+    def read(self) -> dict:
+        msgs = [w.read() for w in self.copies]
+        return next((m for m in msgs if "error" in m), msgs[0])
+
+    def ask(self, steps: int) -> dict:
+        for w in self.copies:
+            w.send(steps)
+        msgs = [w.read() for w in self.copies]
+        if any("error" in m for m in msgs):
+            return next(m for m in msgs if "error" in m)
+        return {"seconds": max(m["seconds"] for m in msgs), "images": sum(m["images"] for m in msgs),
+                "copies_seconds": [m["seconds"] for m in msgs]}
+
+    def close(self) -> None:
+        for w in self.copies:
+            w.close()
+
+
 class Worker:
     """The coordinator's handle on one worker process."""
 
@@ -309,9 +338,12 @@ class Worker:
             return {"error": f"worker exited with {self.proc.wait()}"}
         return json.loads(line)
 
-    def ask(self, steps: int) -> dict:
+    def send(self, steps: int) -> None:
         self.proc.stdin.write(json.dumps({"window": steps}) + "\n")
         self.proc.stdin.flush()
+
+    def ask(self, steps: int) -> dict:
+        self.send(steps)
         return self.read()
 
     def close(self) -> None:
@@ -375,7 +407,8 @@ def summarise(state: dict) -> dict:
         if not got:
             continue
         spec = VARIANTS[name]
-        entry = {"what": spec["what"], "threads": spec["threads"], "env": spec.get("env", {}),
+        entry = {"what": spec["what"], "threads": spec["threads"] * spec.get("copies", 1),
+                 "processes": spec.get("copies", 1), "env": spec.get("env", {}),
                  "compile": spec.get("compile", "off"), "precision": spec.get("precision", "fp32"),
                  "layout": spec.get("layout", "channels_last" if spec["kind"] == "gsimclr" else "nchw"),
                  "images_per_s": statistics.median(got), "windows_images_per_s": rates,
@@ -580,7 +613,7 @@ def main(argv=None) -> int:
             spec = dict(VARIANTS[name], name=name, data=data, subset=args.subset, warmup=args.warmup,
                         count_flops=name == BASELINE)
             log(f"[{name}] starting ({spec['what']})")
-            return Worker(name, spec, cache_root)
+            return (WorkerGroup if spec.get("copies", 1) > 1 else Worker)(name, spec, cache_root)
 
         # one at a time (each warm-up, a compile where compiling, runs alone) or all at once (--parallel-warmup:
         # faster on a loaded machine; the warm-up seconds then overlap and say nothing)

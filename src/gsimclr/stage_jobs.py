@@ -3,10 +3,11 @@
 A run's stages form a small graph: the pseudo labels (autoencoder or file) come before every method that
 reads them (a guided method trains with them; an unguided one reports their pairs in its batches), each
 method's pretraining and evaluation is otherwise independent of the others, and the supervised baseline
-depends on nothing. One process with more threads scales poorly on a CPU (the paper model at batch 64:
-72.6 images/s on 2 threads against 42.6 on 1, 1.70x, benchmarks/results/paper-cpu.md), whereas two
-processes of one thread each give 2x; ``--jobs 2`` on two cores therefore finishes SimCLR and G-SimCLR
-together in about the time one of them takes alone.
+depends on nothing. One process with more threads scales less well on a CPU than processes do: the paper
+model at batch 64 on this project's 2-core CPU trains at 45.3 images/s in one process of one thread, 76.7 in
+one of two threads (1.69x) and 86.0 in two one-thread processes together (1.90x; side by side in one run,
+benchmarks/results/paper-cpu-jobs.md), so ``--jobs 2`` on two cores finishes SimCLR and G-SimCLR together in
+about the time one of them takes alone.
 
 The command's process keeps the run folder's lock and its metadata, starts each ready stage in a worker
 (``spawn``: no threads or CUDA state are forked) with its share of the threads (the command's threads
