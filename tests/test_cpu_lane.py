@@ -239,6 +239,9 @@ def test_save_state_keeps_the_committed_copy_where_the_repository_budget_would_p
     saved = cpu_lane.save_state(plan)
     assert saved["over_budget"] == ["p-seed0"] and saved["kept_as_committed"] == ["p-seed0"] and saved["parts"] == []
     assert (repo / cpu_lane.REPO_STATE / "runs" / "p-seed0" / "stage" / "ckpt.bin").read_bytes() == before
+    # lane.json says which lane work the kept run folder holds
+    committed = json.loads((repo / cpu_lane.REPO_STATE / "lane.json").read_text())
+    assert committed["snapshots"]["p-seed0"]["work_s"] == 0.0
     # room left, but not for the finished checkpoints still to come: the checkpoint in flight is not carried
     monkeypatch.setattr(cpu_lane, "repo_growth_mib", lambda repo: cpu_lane.REPO_BUDGET_MIB - 3)
     assert cpu_lane.save_state(plan)["parts"] == ["p-seed0"]
@@ -279,3 +282,29 @@ def test_a_finished_seed0_pretraining_is_kept_in_the_zoo_loadable_and_exportable
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 0, done.stderr
     assert (out / "hf" / "model.safetensors").is_file()
+
+
+def test_a_new_machine_says_which_work_a_kept_snapshot_lacks(tmp_path, monkeypatch):
+    """After a save kept a part's older run folder (the repository budget), a lane on a new machine resumes
+    from it and its session notes how much lane work was not carried."""
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    plan = cpu_lane.LanePlan(parts=(("p", 0),), data="digits", home=home, repo=repo)
+    (home / "runs" / "p-seed0").mkdir(parents=True)
+    (home / "runs" / "p-seed0" / "ckpt.bin").write_bytes(b"early")
+    cpu_lane.save_lane(plan, {**cpu_lane.new_lane_state(), "work_s": 3600.0})
+    monkeypatch.setattr(cpu_lane, "finish_reserve_mib", lambda run_dir: 0.0)
+    assert cpu_lane.save_state(plan)["parts"] == ["p-seed0"]
+    (home / "runs" / "p-seed0" / "ckpt.bin").write_bytes(b"later")
+    cpu_lane.save_lane(plan, {**cpu_lane.load_lane(plan), "work_s": 4 * 3600.0})
+    monkeypatch.setattr(cpu_lane, "repo_growth_mib", lambda repo: cpu_lane.REPO_BUDGET_MIB)
+    assert cpu_lane.save_state(plan)["over_budget"] == ["p-seed0"]
+    shutil.rmtree(home)   # a new machine
+    lane_ = cpu_lane.Lane(plan, budget_s=0)   # no time to run anything: restore and record the session only
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        session = lane_.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)   # the lane's own handler, installed in this process
+    assert session["resumed_from"] == "repository"
+    assert (home / "runs" / "p-seed0" / "ckpt.bin").read_bytes() == b"early"
+    assert any("3.00 CPU h after it were not carried" in n for n in session["notes"]), session

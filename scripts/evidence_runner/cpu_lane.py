@@ -370,6 +370,14 @@ def save_state(plan: LanePlan) -> dict:
             shutil.copy2(path, target)
         size += part_size
         carried.append(part)
+    # which lane work each committed run folder holds: a part kept as committed is older than lane.json's work
+    previous = read_json(dest / "lane.json") or {}
+    snaps = dict(previous.get("snapshots") or {})
+    for part in kept:
+        snaps.setdefault(part, {"saved": previous.get("updated"), "work_s": previous.get("work_s")})
+    for part in carried:
+        snaps[part] = {"saved": utc_now(), "work_s": state.get("work_s")}
+    state = {**state, "snapshots": {p: snaps[p] for p in carried + kept}}
     write_json_atomic(tmp / "lane.json", state)
     if size / 2**20 > STATE_LIMIT_MIB:
         shutil.rmtree(tmp)
@@ -514,6 +522,14 @@ class Lane:
                             "pieces_at_start": sum(len(v) for v in self.state["pieces"].values() if isinstance(v, dict)),
                             "cpu_s": 0.0, "wall_s": 0.0, "calls": 0}
             self.session.update(period_of(self.state["sessions"], self.session, self.plan.data))
+            if source == "repository":   # a run folder kept as committed is older than the lane's work
+                for part, snap in (self.state.get("snapshots") or {}).items():
+                    lost = self.state.get("work_s", 0) - (snap.get("work_s") or 0)
+                    if lost > 60:
+                        self.session.setdefault("notes", []).append(
+                            f"resumed from the repository: {part}'s run folder is the snapshot saved {snap.get('saved')} "
+                            f"(at {(snap.get('work_s') or 0) / 3600:.2f} CPU h of lane work); the "
+                            f"{lost / 3600:.2f} CPU h after it were not carried (repository budget) and are done again")
             self.state["sessions"].append(self.session)
             save_lane(self.plan, self.state)
             log(f"CPU lane: home {self.plan.home}, resumed from {source}, commit {commit}, budget {self.budget_s:.0f} s, "
