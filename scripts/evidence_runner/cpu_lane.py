@@ -883,6 +883,10 @@ def status(plan: LanePlan) -> str:
         lines.append(f"committed state ({REPO_STATE}): {committed.get('work_s', 0) / 3600:.2f} CPU h of work, "
                      f"updated {committed.get('updated')}; home holds {state['work_s'] / 3600:.2f} CPU h"
                      + (" (newer: run --save-state before stopping)" if state["work_s"] > committed.get("work_s", 0) else ""))
+        for part, snap in (committed.get("snapshots") or {}).items():
+            if (snap.get("work_s") or 0) < committed.get("work_s", 0) - 60:
+                lines.append(f"  {part}: its committed run folder is the snapshot saved {snap.get('saved')} (at "
+                             f"{(snap.get('work_s') or 0) / 3600:.2f} CPU h; kept within the repository budget)")
     return "\n".join(lines)
 
 
