@@ -145,7 +145,8 @@ def run_jobs(graph: list[Job], payload: dict[str, Any], jobs: int, log: Callable
                 extra = {"pseudo": done[PSEUDO_LABELS]["labels"]} if PSEUDO_LABELS in job.after else {}
                 job.conn, child = context.Pipe(duplex=False)
                 job.process = context.Process(target=target, args=(job.name, {**payload, **extra}, child),
-                                              name=f"gsimclr-{job.name}", daemon=True)
+                                              name=f"gsimclr-{job.name}")   # not daemonic: a stage may
+                # start processes of its own (a plug-in's DataLoader workers); run_jobs ends every worker itself
                 job.process.start()
                 child.close()
                 running.append(job)
