@@ -961,8 +961,10 @@ def benchmark_rate(plan: LanePlan) -> float:
     return 40.0
 
 
-DEFAULT_PIECE_S = {"pseudo_labels": 1800.0, "eval": 2400.0, "supervised": 3600.0}
-"""Planned seconds of the pieces other than pretraining before any was measured on this machine."""
+DEFAULT_PIECE_S = {"pseudo_labels": 1800.0, "eval": 2400.0, "supervised": 3 * 3600.0}
+"""Planned seconds of the pieces other than pretraining before any was measured on this machine. The supervised
+ResNet-20: 3.2-3.8 h at most by FLOPs at the 2-thread step rate (benchmarks/results/paper-cpu*.md, 75 epochs;
+early stopping ends it sooner), so 3 h on one core is a middle guess (it was 1 h until 2026-12-07)."""
 
 
 def measured_rates(plan: LanePlan, state: dict) -> dict:
