@@ -291,13 +291,10 @@ def finish_reserve_mib(run_dir: Path, methods: tuple[str, ...] = ("simclr", "gsi
 
 
 def sha256_of(path: Path) -> str:
-    import hashlib
+    """A file's SHA-256 (the package's own, which also names store and cache files)."""
+    from gsimclr.data.checksums import sha256
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256(path)
 
 
 def in_history(repo: Path, path: Path) -> bool:
