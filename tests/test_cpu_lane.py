@@ -308,3 +308,18 @@ def test_a_new_machine_says_which_work_a_kept_snapshot_lacks(tmp_path, monkeypat
     assert session["resumed_from"] == "repository"
     assert (home / "runs" / "p-seed0" / "ckpt.bin").read_bytes() == b"early"
     assert any("3.00 CPU h after it were not carried" in n for n in session["notes"]), session
+
+
+def test_a_kill_loses_no_more_pretraining_than_the_current_call_has_run(tmp_path, monkeypatch):
+    """The status's "a kill now loses" counts from the checkpoint or from the start of the lane's current
+    call, whichever is later: a checkpoint written before the lane last stopped loses nothing of the pause."""
+    run_dir = tmp_path / PART
+    now = 1_800_000_000.0
+    monkeypatch.setattr(cpu_lane.time, "time", lambda: now)
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now - 120))
+    state = {"current": [{"part": PART, "pid": 1, "since": since}]}
+    assert cpu_lane.pretrain_kill_loss(state, run_dir, 3600.0) == pytest.approx(120.0)   # the pause is not lost
+    assert cpu_lane.pretrain_kill_loss(state, run_dir, 60.0) == pytest.approx(60.0)      # saved within this call
+    assert cpu_lane.pretrain_kill_loss({"current": None}, run_dir, 3600.0) == 3600.0      # no call: the age
+    other = {"current": [{"part": "another-part", "pid": 1, "since": since}]}
+    assert cpu_lane.pretrain_kill_loss(other, run_dir, 3600.0) == 3600.0

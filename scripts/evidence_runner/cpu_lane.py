@@ -863,7 +863,8 @@ def status(plan: LanePlan) -> str:
                                  + (f", {pos['steps_into_epoch']} steps into the next" if pos["steps_into_epoch"] else "")
                                  + f", {rate:.1f} images/s measured, last loss {pos['last_loss']}")
                     if pos["checkpoint_age_s"] is not None and part_runs:
-                        lines.append(f"  a kill now loses about {pos['checkpoint_age_s'] / 60:.1f} min of pretraining "
+                        lost = pretrain_kill_loss(state, run_dir, pos["checkpoint_age_s"])
+                        lines.append(f"  a kill now loses about {lost / 60:.1f} min of pretraining "
                                      f"(checkpoints every {plan.checkpoint_minutes:g} min)")
             else:
                 kind = piece_kind(piece)
@@ -928,13 +929,25 @@ def part_eta(left_s: dict[str, float], stage_jobs: int = 1) -> float:
     return max(longest, left_s.get("supervised", 0.0), total / stage_jobs)
 
 
+def call_started(state: dict, run_dir: Path) -> float | None:
+    """When the lane's current call for this part began (epoch seconds), if one runs."""
+    current = state.get("current") or []
+    current = [current] if isinstance(current, dict) else current   # one call at a time before --lane-jobs
+    since = next((c.get("since") for c in current if isinstance(c, dict) and c.get("part") == run_dir.name), None)
+    return dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp() if since else None
+
+
+def pretrain_kill_loss(state: dict, run_dir: Path, checkpoint_age_s: float) -> float:
+    """Seconds of pretraining a kill now would lose: the time since the checkpoint, but never more than the
+    current call has run (a checkpoint written before the lane stopped loses nothing of the pause)."""
+    started = call_started(state, run_dir)
+    return checkpoint_age_s if started is None else max(0.0, min(checkpoint_age_s, time.time() - started))
+
+
 def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
     """What a kill now would lose of a piece other than pretraining: the autoencoder's epoch in flight (it
     saves its progress after every epoch), else the whole piece's time in this call."""
-    current = state.get("current") or []
-    current = [current] if isinstance(current, dict) else current   # one call at a time before --lane-jobs
-    since = next((c.get("since") for c in current if c.get("part") == run_dir.name), None)
-    started = dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp() if since else None
+    started = call_started(state, run_dir)
     progress = run_dir / "pseudo_labels" / "autoencoder_progress.safetensors"
     if piece == "pseudo_labels" and progress.exists() and (started is None or progress.stat().st_mtime > started):
         return f"a kill now loses the autoencoder epoch in flight ({(time.time() - progress.stat().st_mtime) / 60:.1f} min)"
