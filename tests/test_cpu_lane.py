@@ -323,3 +323,41 @@ def test_a_kill_loses_no_more_pretraining_than_the_current_call_has_run(tmp_path
     assert cpu_lane.pretrain_kill_loss({"current": None}, run_dir, 3600.0) == 3600.0      # no call: the age
     other = {"current": [{"part": "another-part", "pid": 1, "since": since}]}
     assert cpu_lane.pretrain_kill_loss(other, run_dir, 3600.0) == 3600.0
+
+
+def test_the_cpu_table_has_every_row_of_the_protocol_the_preset_evaluates_with(tmp_path, monkeypatch):
+    """RESULTS.md's CPU table takes its rows from the evaluation registry: a ``paper-cifar10`` part (the
+    notebooks' protocol: ``linear_notebook``, ``finetune_notebook``) shows Linear P1/P2/P3 and the 10%
+    fine-tune beside the paper's numbers, as a ``digits-quick`` part (ours) shows its own rows."""
+    from evidence_runner.context import Ctx
+    from evidence_runner.report import cpu_lane_results
+
+    def piece(part: str, name: str, result: dict) -> None:
+        path = tmp_path / cpu_lane.RESULTS_DIR / part / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"piece": name, "result": result, "cpu_s": 36.0, "wall_s": 36.0,
+                                    "date": "2026-12-07 17:00:00 UTC", "commit": "0" * 40}))
+
+    def notebook(offset: float) -> dict:
+        return {"knn": 30.0 + offset, "class_pairs_per_batch": 201.5,
+                "linear_notebook": {p: {"top1": 35.0 + i + offset, "selected_on": "test"} for i, p in enumerate(("P1", "P2", "P3"))},
+                "finetune_notebook": {"top1": 41.0 + offset, "selected_on": "test"}}
+
+    piece("paper-cifar10-seed0", "simclr-eval", notebook(0.0))
+    piece("paper-cifar10-seed0", "gsimclr-eval", notebook(0.5))
+    piece("paper-cifar10-seed0", "supervised", {"top1": 70.25})
+    text = cpu_lane_results(Ctx(root=tmp_path, runs=tmp_path / "runs", data={}, device="cpu"))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["Linear P1 (notebook protocol)"] == "| Linear P1 (notebook protocol) | 35.00 | 35.50 | 37.69 | 38.15 |"
+    assert rows["Linear P3 (notebook protocol)"].split(" | ")[1:3] == ["37.00", "37.50"]
+    assert rows["Fine-tune (10% labels, notebook protocol)"].endswith("| 41.00 | 41.50 | 42.21 | 43.1 |")
+    assert rows["kNN (k=200)"].split(" | ")[1:3] == ["30.00", "30.50"]
+    assert "Fully supervised (all labels)" in rows and "70.25" in rows["Fully supervised (all labels)"]
+    order = [name for name in rows if name != "top-1 %"]
+    assert order.index("Fine-tune (10% labels, notebook protocol)") < order.index("kNN (k=200)")   # the paper's rows first
+    assert not any("(ours)" in name for name in rows)   # no empty rows of the other protocol
+
+    piece("digits-quick-seed0", "simclr-eval", {"linear": {"P1": 80.0, "P2": 81.0, "P3": 82.0}, "knn": 90.0, "finetune": 85.0})
+    monkeypatch.setattr(cpu_lane, "LANE_PARTS", [("digits-quick", 0)])
+    text = cpu_lane_results(Ctx(root=tmp_path, runs=tmp_path / "runs", data={}, device="cpu"))
+    assert "| Linear P2 (ours) | 81.00 |" in text and "| Fine-tune (10% labels) | 85.00 |" in text

@@ -3,6 +3,8 @@ its parts) under a provenance header, and ``RESULTS.md`` generated from every pa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from evidence_runner.context import Ctx, Stage, header, write_text
 
 
@@ -66,11 +68,24 @@ def cpu_results(ctx: Ctx) -> str:
             f"[benchmarks/results/tta-cpu.md](benchmarks/results/tta-cpu.md).\n\n" + "\n".join(rows) + "\n")
 
 
-CPU_ROWS = (("Linear P1", ("linear", "P1"), "P1"), ("Linear P2", ("linear", "P2"), "P2"),
-            ("Linear P3", ("linear", "P3"), "P3"), ("kNN (k=200)", ("knn",), None),
-            ("Fine-tune (10% labels)", ("finetune",), "finetune"),
-            ("Same-class pairs / batch", ("class_pairs_per_batch",), None),
-            ("Same-pseudo-label pairs / batch", ("pseudo_pairs_per_batch",), None))
+DIAGNOSTIC_ROWS = (("Same-class pairs / batch", "class_pairs_per_batch"),
+                   ("Same-pseudo-label pairs / batch", "pseudo_pairs_per_batch"))
+"""The false-negative diagnostics shown under the evaluations' rows (means over the pretraining epochs)."""
+
+
+def part_header(preset: str, part_json: Path) -> dict:
+    """The results header a part's table rows are titled by (kNN k, label fraction, linear protocol): the
+    finished part's own, else its preset's."""
+    import json
+
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import results_header
+
+    if part_json.is_file():
+        result = json.loads(part_json.read_text()).get("result") or {}
+        if "knn_k" in result:
+            return result
+    return results_header(load_config(preset, {}))
 
 
 def _dig(obj, keys):
@@ -86,6 +101,7 @@ def cpu_lane_results(ctx: Ctx) -> str:
     import statistics
 
     from evidence_runner.cpu_lane import LANE_PARTS, RESULTS_DIR, REPO_LANE_JSON, part_name
+    from gsimclr.evaluation import table_rows
     from gsimclr.report import PAPER
 
     base = ctx.root / RESULTS_DIR
@@ -124,11 +140,21 @@ def cpu_lane_results(ctx: Ctx) -> str:
             head += f" | SimCLR mean ± sd (n={len(cols)}) | G-SimCLR mean ± sd (n={len(cols)})"
         head += " | SimCLR (paper) | G-SimCLR (paper) |"
         lines = [f"**{preset}**\n", head, "|---" * (head.count("|") - 1) + "|"]
-        for name, keys, paper_key in CPU_ROWS:
+        header = part_header(preset, base / f"{part_name(preset, cols[0][0])}.json")
+        cols_by_seed = dict(cols)
+        evaluated = {(s, m): table_rows(header, (pieces.get(f"{m}-eval") or {}).get("result") or {})
+                     for s, pieces in cols for m in methods}
+        rows = [(title, key, lambda s, m, i=i: evaluated[s, m][i][2])
+                for i, (key, title, _) in enumerate(table_rows(header, {}))]
+        rows += [(title, key, lambda s, m, key=key: _dig((cols_by_seed[s].get(f"{m}-eval") or {}).get("result") or {},
+                                                          (key,)))
+                 for title, key in DIAGNOSTIC_ROWS]
+        rows.sort(key=lambda row: row[1] not in paper["simclr"])   # the paper's rows first, in registry order
+        for name, key, value_of in rows:
             cells, per_method = [], {m: [] for m in methods}
-            for _, pieces in cols:
+            for seed, _ in cols:
                 for m in methods:
-                    v = _dig((pieces.get(f"{m}-eval") or {}).get("result") or {}, keys)
+                    v = value_of(seed, m)
                     cells.append("" if v is None else f"{v:.2f}")
                     if v is not None:
                         per_method[m].append(v)
@@ -138,7 +164,7 @@ def cpu_lane_results(ctx: Ctx) -> str:
                 for m in methods:
                     vals = per_method[m]
                     cells.append(f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) >= 2 else "")
-            cells += [str(paper[m].get(paper_key, "")) if paper_key else "" for m in methods]
+            cells += [str(paper[m].get(key, "")) for m in methods]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         sup = [(s, _dig((p.get("supervised") or {}).get("result") or {}, ("top1",))) for s, p in cols]
         if any(v is not None for _, v in sup):
