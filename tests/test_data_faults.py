@@ -87,6 +87,29 @@ def test_class_folder_reached_through_a_link_keeps_its_own_label(tmp_path):
     assert data.labels.tolist() == [0, 1] and data.skipped == 0
 
 
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_a_fifo_or_device_with_an_image_name_is_skipped_not_read_forever(tmp_path, store):
+    """Reading a FIFO named x.jpg blocks until something writes to it: the command hung forever."""
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    root = tmp_path / "imgs"
+    for c, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+        for i in range(3):
+            png(root / c / f"{i}.png", colour)
+    os.mkfifo(root / "a" / "pipe.jpg")
+    os.symlink("/dev/zero", root / "b" / "zeros.png")   # endless: decoding it would never end either
+    cfg = load_config(None, {"data": str(root), "image_size": 8, "batch_size": 2, "store": store})
+    with pytest.warns(UserWarning, match=r"2 image name\(s\) .* not regular files"):
+        train, test = load_data(cfg)
+    assert len(train) + len(test) == 6
+    for c in ("a", "b"):
+        for i in range(3):
+            os.remove(root / c / f"{i}.png")
+    with pytest.warns(UserWarning), pytest.raises(UserError, match="no images"):
+        load_data(cfg)
+
+
 # --------------------------------------------------------------------------------- parquet
 
 

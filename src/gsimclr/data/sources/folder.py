@@ -6,6 +6,7 @@ class folders are left out with a warning."""
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -46,9 +47,13 @@ def _folder_split(root: Path, split: str) -> tuple[list[str], int, np.ndarray | 
         classes = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
     if folder is None:
         return None
-    files, bad_links = _scan_images(folder)
+    files, bad_links, not_files = _scan_images(folder)
     if bad_links:
         warnings.warn(f"skipped {bad_links} dangling or looping symlink(s) in {folder}", stacklevel=5)
+    if not_files:
+        warnings.warn(f"skipped {len(not_files)} image name(s) in {folder} that are not regular files (a FIFO, "
+                      f"socket or device), e.g. {not_files[0]}", stacklevel=5)
+    bad_links += len(not_files)
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
     labels = _folder_labels(folder, files, classes) if classes else None
@@ -95,9 +100,10 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _scan_images(folder: Path) -> tuple[list[str], int]:
-    """(image files under ``folder``, count of dangling or looping symlinks skipped), files in sorted
-    order with hidden names skipped. Symlinks are followed safely: each file and each folder is
+def _scan_images(folder: Path) -> tuple[list[str], int, list[str]]:
+    """(image files under ``folder``, count of dangling or looping symlinks skipped, the image names that
+    are not regular files: FIFOs, sockets, devices, which would block or never end when read), files in
+    sorted order with hidden names skipped. Symlinks are followed safely: each file and each folder is
     taken once, by its first path in sorted order (compared by real path; a top-level folder by its
     own name), a link to ``folder`` or one of its ancestors is a loop and is skipped, as are links
     that lead nowhere."""
@@ -108,6 +114,7 @@ def _scan_images(folder: Path) -> tuple[list[str], int]:
     seen_files: set[str] = set()
     found: list[str] = []
     bad_links = 0
+    not_files: list[str] = []
     for parent, dirs, names in os.walk(folder, followlinks=True):
         kept = []
         for d in sorted(x for x in dirs if not x.startswith(".")):
@@ -128,15 +135,18 @@ def _scan_images(folder: Path) -> tuple[list[str], int]:
                 continue
             path = os.path.join(parent, n)
             try:
-                os.stat(path)  # follows the link: a dangling or looping one raises
+                info = os.stat(path)  # follows the link: a dangling or looping one raises
             except OSError:
                 bad_links += 1
+                continue
+            if not stat.S_ISREG(info.st_mode):  # a FIFO named x.jpg blocks its reader forever
+                not_files.append(path)
                 continue
             real = os.path.realpath(path)
             if real not in seen_files:
                 seen_files.add(real)
                 found.append(path)
-    return found, bad_links
+    return found, bad_links, not_files
 
 
 def _folder_labels(folder: Path, files: list[str], classes: list[str]) -> np.ndarray:
