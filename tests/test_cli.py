@@ -263,6 +263,14 @@ def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_p
     (["run", "--label-sampling", "uniform_replace"], "--label-sampling uniform_replace"),
     (["embed", "--output", "features.txt"], "--output must be a file ending in .npy or .parquet"),
     (["embed", "--output", ""], "--output must be a file ending in .npy or .parquet"),
+    # a doubled or trailing comma was dropped silently: 256,,50 built a 256,50 head
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--head-dims", "256,,50"],
+     "--head-dims: invalid value '256,,50' (an empty item between commas)"),
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--head-dims", "32,16,"],
+     "--head-dims: invalid value '32,16,' (an empty item between commas)"),
+    # past 2**64 - 1 PyTorch's seeding raised a traceback (and seed + 1 of the fine-tuning past 2**64 - 2)
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--seed", "18446744073709551616"],
+     "--seed must be <= 4294967295, got 18446744073709551616"),
 ])
 def test_more_user_errors_are_one_line(capsys, tmp_path, argv, needle):
     out = tmp_path / "out"

@@ -264,7 +264,7 @@ class Config:
                           "when stopping triggers (on_stop: tf.keras 2.3, the notebooks')",
                           choices="gsimclr.evaluation.early_stopping:RESTORES")
     # execution
-    seed: int = opt(0, "execution", "random seed", min=0)
+    seed: int = opt(0, "execution", "random seed", min=0, max=2**32 - 1)
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
     precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it, fp16 with a "
                          "gradient scaler on those that do not, fp32 on the CPU)", choices="gsimclr.runtime:PRECISIONS")
@@ -450,8 +450,11 @@ def parse_value(name: str, raw: Any) -> Any:
     try:
         if typing.get_origin(kind) is list:
             item = typing.get_args(kind)[0]
-            items = raw if isinstance(raw, (list, tuple)) else [x for x in str(raw).split(",") if x.strip()]
-            return [_scalar(item, x) for x in items]
+            items = raw if isinstance(raw, (list, tuple)) else [x for x in str(raw).split(",")]
+            if any(isinstance(x, str) and not x.strip() for x in items) and any(str(x).strip() for x in items):
+                # "256,,50" is a typo, not 256,50: a dropped width would change the network silently
+                raise UserError(f"{flag(name)}: invalid value {raw!r} (an empty item between commas)")
+            return [_scalar(item, x) for x in items if not isinstance(x, str) or x.strip()]
         return _scalar(kind, raw)
     except (TypeError, ValueError):
         raise UserError(f"{flag(name)}: invalid value {raw!r} (expected {type_name(name)})") from None
@@ -511,7 +514,8 @@ def check_value(name: str, value: Any, choices: bool = True, ranges: bool = True
                               ("gt", lambda b: v > b, ">"), ("lt", lambda b: v < b, "<")):
             bound = meta[key]
             if bound is not None and not ok(bound):
-                raise UserError(f"{flag(name)} must be {word} {bound:g}, got {v}")
+                shown = bound if isinstance(bound, int) else f"{bound:g}"   # 4294967295, not 4.29497e+09
+                raise UserError(f"{flag(name)} must be {word} {shown}, got {v}")
     if meta["check"] is not None:
         problem = resolve_function(meta["check"])(value)
         if problem:

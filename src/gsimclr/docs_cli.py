@@ -46,7 +46,7 @@ def _config_row(name: str, action: argparse.Action) -> tuple[str, str, str, str,
     if isinstance(default, list):
         default = ",".join(map(str, default))
     kind = type_name(name)
-    bounds = [f"{word} {meta[key]:g}" for key, word in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
+    bounds = [f"{word} {meta[key] if isinstance(meta[key], int) else format(meta[key], 'g')}" for key, word in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
               if meta[key] is not None]
     if bounds:
         kind += ", " + " and ".join(bounds)
