@@ -271,11 +271,21 @@ def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_p
     # past 2**64 - 1 PyTorch's seeding raised a traceback (and seed + 1 of the fine-tuning past 2**64 - 2)
     (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--seed", "18446744073709551616"],
      "--seed must be <= 4294967295, got 18446744073709551616"),
+    # sizes past what any machine holds were tracebacks: numpy's MemoryError, PyTorch's allocator or overflow
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--head-dims", "99999999999999999999"], "--head-dims widths must be >= 1 and <= 16777216"),
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--cache-size", "99999999999999999999"], "--cache-size must be <= 65536"),
 ])
 def test_more_user_errors_are_one_line(capsys, tmp_path, argv, needle):
     out = tmp_path / "out"
     assert needle in _error_of(capsys, [*argv, "--out", str(out)] if argv[0] != "presets" else argv)
     assert not out.exists()
+
+
+def test_out_of_memory_is_one_line(capsys, tmp_path):
+    """Options asking for more memory than the machine has (here 1,437 decoded digits at 65536 px, 5.6 TiB)
+    ended in numpy's MemoryError traceback (PyTorch's allocator and a GPU's OutOfMemoryError alike)."""
+    err = _error_of(capsys, ["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--cache-size", "65536", "--out", str(tmp_path / "out")])
+    assert "out of memory (Unable to allocate" in err and "--cache-size" in err
 
 
 def test_preset_file_errors_name_the_file(capsys, tmp_path):

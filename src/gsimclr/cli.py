@@ -26,7 +26,7 @@ from pathlib import Path
 from gsimclr import __version__
 from gsimclr.config import (FIELDS, SECTIONS, Config, choices_of, flag, load_config, option_commands, option_readers,
                             parse_value, preset_description, preset_names, read_preset, section_fields, type_name)
-from gsimclr.errors import Terminated, UserError, one_line_warnings, raise_terminated
+from gsimclr.errors import Terminated, UserError, one_line_warnings, out_of_memory, raise_terminated
 from gsimclr.evaluation import EVALUATIONS
 from gsimclr.methods import (METHODS, check_method_images, check_method_options, default_methods, guided_form,
                              parse_methods)
@@ -679,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f" {exc.filename}" if exc.filename else ""
         print(f"gsimclr: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        message = out_of_memory(exc)
+        if message is None:
+            raise
+        print(f"gsimclr: error: {message}", file=sys.stderr)
         return 2
     except Terminated:
         print("gsimclr: terminated (SIGTERM); files being written were discarded (a run continues with --resume)", file=sys.stderr)

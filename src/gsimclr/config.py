@@ -71,11 +71,17 @@ def _device_check(value: str) -> str | None:
     return f"--device must be auto, cpu, mps, cuda or cuda:N, got {value!r}"
 
 
+MAX_WIDTH = 2**24
+"""The widest projection layer (a 2**24-wide layer on a 2048-wide backbone is 137 GB of weights)."""
+MAX_SIDE = 65536
+"""The largest --image-size and --cache-size (one decoded image at this side is 12.9 GB)."""
+
+
 def _positive_list(value: list[int]) -> str | None:
     if not value:
         return "needs at least one width"
-    if any(v < 1 for v in value):
-        return f"widths must be >= 1, got {','.join(map(str, value))}"
+    if any(v < 1 or v > MAX_WIDTH for v in value):   # past 2**63 PyTorch could not even say it is out of memory
+        return f"widths must be >= 1 and <= {MAX_WIDTH}, got {','.join(map(str, value))}"
     return None
 
 
@@ -86,9 +92,9 @@ class Config:
                     "cifar100[:ROOT], stl10[:ROOT], hf:NAME[:CONFIG] (a Hugging Face data set id or local folder)")
     test_data: str | None = opt(None, "data", "evaluation data (default: the source's test split, else 20% of a "
                                 "labelled training set)")
-    image_size: int = opt(32, "data", "the model's input size in pixels", min=8)
+    image_size: int = opt(32, "data", "the model's input size in pixels", min=8, max=MAX_SIDE)
     cache_size: int | None = opt(None, "data", "stored resolution: the side of decoded images, or the capped shorter "
-                                 "side of the JPEG store (default: --image-size)", min=8)
+                                 "side of the JPEG store (default: --image-size)", min=8, max=MAX_SIDE)
     store: str = opt("auto", "data", "where images live while training: memory (one decoded uint8 array), jpeg (the "
                      "memory-mapped encoded store, decoded batch by batch), or auto (memory while the decoded set "
                      "fits --memory-budget-gb)", choices=("auto", "memory", "jpeg"))

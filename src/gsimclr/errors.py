@@ -4,6 +4,8 @@ Anything a user can cause (a bad path, an empty folder, a corrupt image, an inva
 :class:`UserError`. The CLI prints its message on one line and exits with status 2, never a traceback.
 """
 
+import re
+
 
 class UserError(Exception):
     """An error caused by the user's input; its message is shown as is, on one line."""
@@ -49,6 +51,29 @@ def one_line_warnings():
         saved.__exit__(None, None, None)   # restores showwarning and the filters
 
     return restore
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """The one-line message of an allocation that failed because the options ask for more memory than the
+    machine has (numpy's ``MemoryError``, PyTorch's CPU allocator or ``OutOfMemoryError`` on a GPU), else
+    None. Such a failure is the options', not a bug: e.g. ``--head-dims 1000000000000``, a ``--cache-size``
+    whose decoded images outgrow memory, a batch too large for the GPU.
+
+    >>> out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+    ...                            "you tried to allocate 4000 bytes."))[:60]
+    "out of memory (DefaultCPUAllocator: can't allocate memory: y"
+    >>> out_of_memory(RuntimeError("shape mismatch")) is None
+    True
+    """
+    text = " ".join(str(exc).split("\n")[0].split())
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        pass
+    elif not (isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())):
+        return None
+    text = re.sub(r"^\[enforce fail[^\]]*\]\s*(err == 0\.\s*)?", "", text)   # PyTorch's C++ prefix
+    detail = text[:200] or type(exc).__name__
+    return (f"out of memory ({detail}): the options ask for more memory than this machine has; give a smaller "
+            f"--batch-size, --image-size, --cache-size, --head-dims or model")
 
 
 class Terminated(KeyboardInterrupt):

@@ -222,7 +222,7 @@ def _worker(name: str, payload: dict[str, Any], conn) -> None:
     """A worker process: one stage of the run, its result or failure sent through ``conn``."""
     _die_with_parent()
     os.environ["TQDM_DISABLE"] = "1"   # one progress bar per stage would garble the terminal; the log says it
-    from gsimclr.errors import one_line_warnings, raise_terminated
+    from gsimclr.errors import one_line_warnings, out_of_memory, raise_terminated
 
     signal.signal(signal.SIGTERM, raise_terminated)
     one_line_warnings()
@@ -232,8 +232,9 @@ def _worker(name: str, payload: dict[str, Any], conn) -> None:
         conn.send(("user", str(exc).splitlines()[0] if str(exc) else repr(exc)))
     except KeyboardInterrupt:
         conn.send(("interrupted", None))
-    except BaseException:   # noqa: BLE001 - the command reports it
-        conn.send(("error", traceback.format_exc()))
+    except BaseException as exc:   # noqa: BLE001 - the command reports it
+        memory = out_of_memory(exc)
+        conn.send(("user", memory) if memory else ("error", traceback.format_exc()))
     finally:
         conn.close()
 
