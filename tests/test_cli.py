@@ -288,6 +288,26 @@ def test_out_of_memory_is_one_line(capsys, tmp_path):
     assert "out of memory (Unable to allocate" in err and "--cache-size" in err
 
 
+@pytest.mark.parametrize("argv,needle", [
+    # an empty path was read as "not given": --out "" wrote runs/<preset>-<time>, export --output "" the current folder
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--train-limit", "200", "--out", ""],
+     "--out needs a value, got an empty string"),
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--train-limit", "200", "--out", " "],
+     "--out needs a value, got an empty string"),
+    (["linear-eval", "--checkpoint", ""], "--checkpoint needs a value, got an empty string"),
+    (["export", "RUN", "--output", ""], "--output needs a value, got an empty string"),
+    (["export", ""], "CHECKPOINT needs a value, got an empty string"),
+    (["summarize", "RUN", "", "--output", "x.md"], "RUNS needs a value, got an empty string"),
+    (["summarize", "RUN", "--output", ""], "--output needs a value, got an empty string"),
+])
+def test_empty_paths_are_refused_not_read_as_not_given(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)   # an empty --out or --output meant a folder here
+    run = tmp_path / "run"
+    run.mkdir()
+    assert needle in _error_of(capsys, [str(run) if a == "RUN" else a for a in argv])
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and not any(run.iterdir())
+
+
 def test_preset_file_errors_name_the_file(capsys, tmp_path):
     bad_type = tmp_path / "bad.yaml"
     bad_type.write_text("epochs: many\n")

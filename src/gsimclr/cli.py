@@ -657,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
                     "supervised": cmd_supervised, "embed": cmd_embed}
         if args.command == "embed":
             _check_embed_output(args.output)
+        _check_blank_values(parser, args)
         if args.command in COMMANDS:
             cfg = _config(args)  # the whole configuration is checked before anything heavy is imported or done
             _check_stage_flags(args, cfg)
@@ -696,6 +697,22 @@ def main(argv: list[str] | None = None) -> int:
         restore_warnings()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _check_blank_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A command's own path or name given as an empty string (``--out ""``, ``--checkpoint ""``,
+    ``--output ""``, a blank CHECKPOINT or run) is refused in one line, not read as "not given" (``--out ""``
+    wrote a new ``runs/<preset>-<time>``, ``export --output ""`` exported into the current folder). The
+    configuration's options check their own values (an optional one's ``""`` is its default), as do
+    ``--show`` and ``--plugin``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in sub._actions:
+        if action.dest in FIELDS or action.dest in ("show", "plugin", "help"):
+            continue
+        value = getattr(args, action.dest, None)
+        if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
+            name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest).upper()
+            raise UserError(f"{name} needs a value, got an empty string")
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
