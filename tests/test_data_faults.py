@@ -336,6 +336,30 @@ def test_a_label_past_the_schema_class_names_is_an_error(tmp_path):
         list_store(tmp_path / "c.parquet", tmp_path)
 
 
+@pytest.mark.parametrize("metadata,message", [
+    ("{not json", r"'huggingface' schema metadata is not valid JSON"),
+    ('{"info": {"features": {"label": {"_type": "ClassLabel", "names": 5}}}}', r"class names that are not a list"),
+    ('[1]', None),                                  # another shape: no class names, the labels as they are
+    ('{"info": "x"}', None),
+    ('{"info": {"features": [1, 2]}}', None),
+])
+def test_odd_huggingface_schema_metadata_is_named_or_ignored_on_both_paths(tmp_path, metadata, message):
+    """Metadata that was not JSON, or not of the expected shape, ended in a JSONDecodeError, AttributeError
+    or TypeError traceback."""
+    img = encoded(Image.new("RGB", (8, 8)))
+    table = pa.table({"image": pa.array([{"bytes": img, "path": None}] * 2), "label": [0, 1]})
+    pq.write_table(table.replace_schema_metadata({"huggingface": metadata}), tmp_path / "m.parquet")
+    for store in ("memory", "jpeg"):
+        if message:
+            with pytest.raises(UserError, match=r"m\.parquet: .*" + message):
+                load_split(str(tmp_path / "m.parquet"), image_size=8) if store == "memory" else list_store(
+                    tmp_path / "m.parquet", tmp_path)
+        else:
+            data = load_split(str(tmp_path / "m.parquet"), image_size=8) if store == "memory" else list_store(
+                tmp_path / "m.parquet", tmp_path)
+            assert data.labels.tolist() == [0, 1] and data.classes is None
+
+
 def test_all_null_or_minus_one_labels_are_unlabelled_on_both_paths(tmp_path):
     img = encoded(Image.new("RGB", (8, 8)))
     for name, labels in (("nulls", [None, None]), ("minus", [-1, -1])):

@@ -105,7 +105,7 @@ def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.n
 
     if kind == "str":
         return _string_labels(values, row, column, files, siblings)
-    classes = _parquet_class_names(_read_parquet_schema(files[0]), column)
+    classes = _parquet_class_names(_read_parquet_schema(files[0]), column, files[0])
     missing = np.isnan(values) | (values == -1)
     if missing.all():
         warnings.warn(f"label column {column!r} holds only nulls (or -1): the data is unlabelled", stacklevel=5)
@@ -221,15 +221,28 @@ def _parquet_image_column(schema, path: Path, required: bool = True) -> str | No
     raise UserError(f"no image column (a struct with a 'bytes' field) in parquet file {path}")
 
 
-def _parquet_class_names(schema, label_column: str) -> list[str] | None:
-    """Class names from the ``huggingface`` schema metadata (a ClassLabel feature), if present."""
+def _parquet_class_names(schema, label_column: str, path: Path | None = None) -> list[str] | None:
+    """Class names from the ``huggingface`` schema metadata (a ClassLabel feature), if present. Metadata
+    that is not JSON, or a ClassLabel whose names are not a list, is an error naming ``path``; metadata of
+    another shape (no ``info.features`` mapping) holds no class names."""
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw is None:
         return None
-    feature = json.loads(raw).get("info", {}).get("features", {}).get(label_column, {})
-    if feature.get("_type") != "ClassLabel" or "names" not in feature:
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"parquet file {path}: its 'huggingface' schema metadata is not valid JSON ({_first_line(exc)}); "
+                        "fix or remove it") from None
+    info = meta.get("info") if isinstance(meta, dict) else None
+    features = info.get("features") if isinstance(info, dict) else None
+    feature = features.get(label_column) if isinstance(features, dict) else None
+    if not isinstance(feature, dict) or feature.get("_type") != "ClassLabel" or "names" not in feature:
         return None
-    return [str(n) for n in feature["names"]]
+    names = feature["names"]
+    if not isinstance(names, list) or any(isinstance(n, (dict, list)) or n is None for n in names):
+        raise UserError(f"parquet file {path}: the 'huggingface' schema metadata gives label column {label_column!r} "
+                        f"class names that are not a list of names ({_first_line(ValueError(names))}); fix or remove it")
+    return [str(n) for n in names]
 
 
 def list_parquet(files: list[Path], name: str, split: str, siblings: list[Path]) -> EncodedListing:
