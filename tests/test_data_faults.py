@@ -360,6 +360,19 @@ def test_odd_huggingface_schema_metadata_is_named_or_ignored_on_both_paths(tmp_p
             assert data.labels.tolist() == [0, 1] and data.classes is None
 
 
+@pytest.mark.parametrize("value,kind", [("abc", "string"), (7, "int64")])
+def test_an_image_struct_whose_bytes_are_not_binary_is_named_on_both_paths(tmp_path, value, kind):
+    """A str 'bytes' field was taken for a file path (a FileNotFoundError traceback, or another file read as the
+    image); an int one failed with a TypeError traceback."""
+    table = pa.table({"image": pa.array([{"bytes": value, "path": None}] * 2), "label": [0, 1]})
+    pq.write_table(table, tmp_path / "s.parquet")
+    message = rf"s\.parquet: column 'image' has a 'bytes' field of type {kind}, not binary"
+    with pytest.raises(UserError, match=message):
+        load_split(str(tmp_path / "s.parquet"), image_size=8)
+    with pytest.raises(UserError, match=message):
+        list_store(tmp_path / "s.parquet", tmp_path)
+
+
 def test_all_null_or_minus_one_labels_are_unlabelled_on_both_paths(tmp_path):
     img = encoded(Image.new("RGB", (8, 8)))
     for name, labels in (("nulls", [None, None]), ("minus", [-1, -1])):

@@ -213,11 +213,18 @@ def _parquet_image_column(schema, path: Path, required: bool = True) -> str | No
     """The first column whose type is a struct with a ``bytes`` field (Hugging Face's Image feature)."""
     import pyarrow as pa
 
+    wrong = None
     for field in schema:
         if pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0:
-            return field.name
+            kind = field.type.field("bytes").type
+            if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+                return field.name
+            wrong = wrong or (field.name, kind)   # a str "bytes" was read as a file path, an int failed deep inside
     if not required:
         return None
+    if wrong:
+        raise UserError(f"parquet file {path}: column {wrong[0]!r} has a 'bytes' field of type {wrong[1]}, not binary; "
+                        "the image column's 'bytes' must hold the encoded image files")
     raise UserError(f"no image column (a struct with a 'bytes' field) in parquet file {path}")
 
 
