@@ -562,6 +562,22 @@ def test_a_deleted_metrics_log_is_refused_on_resume(tmp_path):
         RunLogger(tmp_path, tensorboard=False, resume=True).truncate(2)
 
 
+@pytest.mark.parametrize("record,what", [
+    ("[]", "a JSON list"), ("null", "a JSON NoneType"), ('{"config": 5}', "'config': a JSON int"),
+    ('{"data": [], "config": {}}', "'data': a JSON list"),
+])
+def test_a_provenance_record_that_is_not_an_object_is_named_on_resume(tmp_path, capsys, record, what):
+    """provenance.json holding valid JSON of another shape ended in an AttributeError or TypeError traceback."""
+    folder = fake_run(tmp_path / "run")
+    folder.provenance_file("simclr").write_text(record + "\n")
+    before = contents(folder.root)
+    err = one_line(capsys, ["pretrain", "--resume", "--out", str(folder.root), "--data", "digits",
+                            "--image-size", "16", "--n-blocks", "0", "--head-dims", "16,8", "--device", "cpu",
+                            "--batch-size", "64", "--tsne-points", "0"])
+    assert f"provenance.json is damaged: it holds {what}, not a provenance record" in err
+    assert contents(folder.root) == before
+
+
 def test_summarize_prints_no_nan(tmp_path):
     from gsimclr.report import summarize_results
 

@@ -295,9 +295,18 @@ class RunFolder:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            recorded = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {path}: {exc}") from None
+        # every reader looks keys up in the record and in its parts: [] or {"config": 5} is damage, not a difference
+        parts = ("data", "inputs", "config", "files")
+        bad = (type(recorded).__name__ if not isinstance(recorded, dict) else
+               next((f"{p!r}: a JSON {type(recorded[p]).__name__}" for p in parts
+                     if p in recorded and not isinstance(recorded[p], dict)), None))
+        if bad:
+            raise UserError(f"{path} is damaged: it holds {'a JSON ' if ':' not in bad else ''}{bad}, not a provenance "
+                            "record; restore the file, or start a new run with another --out")
+        return recorded
 
     def record(self, stage: str, prov: dict[str, Any]) -> None:
         """Store ``stage``'s provenance beside it (before its outputs, so they are never unlabelled)."""
