@@ -578,6 +578,46 @@ def test_a_provenance_record_that_is_not_an_object_is_named_on_resume(tmp_path, 
     assert contents(folder.root) == before
 
 
+TINY_RUN = ["run", "--preset", "digits-quick", "--train-limit", "300", "--epochs", "1", "--ae-epochs", "1",
+            "--batch-size", "32", "--k", "32", "--linear-epochs", "2", "--finetune-head-epochs", "1",
+            "--finetune-epochs", "1", "--supervised-epochs", "1", "--tsne-points", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("finished") / "run"
+    assert main([*TINY_RUN, "--out", str(root)]) == 0
+    return root
+
+
+@pytest.mark.parametrize("output,text,problem", [
+    ("simclr/eval.json", "[]", "a JSON list, not an object"),
+    ("supervised.json", "{bad", "Expecting property name"),
+    ("supervised.json", '{"x": 1}', "no 'top1'"),
+    ("pseudo_labels/pseudo_labels.json", '{"x": 1}', "no 'k'"),
+])
+def test_a_damaged_stage_output_is_named_on_resume(finished_run, tmp_path, capsys, output, text, problem):
+    """A stage's JSON output that was not JSON or of another shape ended in a JSONDecodeError, TypeError,
+    AttributeError or KeyError traceback when --resume reused the stage."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(finished_run, root)
+    (root / output).write_text(text + "\n")
+    outputs = lambda: {k: v for k, v in contents(root).items() if k not in ("run.json", ".lock")}  # noqa: E731
+    before = outputs()
+    err = one_line(capsys, [*TINY_RUN, "--resume", "--out", str(root)])
+    assert f"{output} is damaged ({problem}" in err and "restore it, or " in err
+    assert outputs() == before
+    if "pseudo_labels" in output:   # new pseudo labels would not be those G-SimCLR's checkpoint was trained with
+        assert "start a new run with another --out" in err
+        return
+    assert "delete it and --resume redoes what made it" in err
+    (root / output).unlink()   # as the message says: --resume redoes that stage
+    assert main([*TINY_RUN, "--resume", "--out", str(root)]) == 0
+    assert (root / output).is_file()
+
+
 def test_summarize_prints_no_nan(tmp_path):
     from gsimclr.report import summarize_results
 

@@ -43,7 +43,8 @@ from gsimclr.guidance.sources import (autoencoder_pseudo_labels, file_pseudo_lab
                                       save_pseudo_labels)
 from gsimclr.methods import METHODS, default_methods, loss_title, title
 from gsimclr.report import markdown_table, summary_lines
-from gsimclr.run_folder import TSNE_ENCODER, RunFolder, array_digest, provenance, provenance_key, stage_fields
+from gsimclr.run_folder import (TSNE_ENCODER, RunFolder, array_digest, provenance, provenance_key, read_output,
+                                 stage_fields)
 from gsimclr.runtime import resolve_device
 from gsimclr.models.registry import create_backbone
 from gsimclr.tracking import read_metrics
@@ -177,7 +178,9 @@ def stage_pseudo_labels(cfg: Config, train: ImageData, run_dir: Path | RunFolder
     folder = _folder(run_dir)
     out = folder.pseudo_dir
     if resume and reusable_pseudo_labels(cfg, train, folder):
-        return {"labels": load_pseudo_labels(folder.pseudo_labels, len(train)), **json.loads(folder.pseudo_meta.read_text())}
+        return {"labels": load_pseudo_labels(folder.pseudo_labels, len(train)), **read_output(
+            folder.pseudo_meta, ("k",), "restore it, or start a new run with another --out (pseudo labels made anew "
+            "would not be those the guided checkpoints were trained with)")}
     if cfg.n_clusters > len(train):
         raise UserError(f"--k {cfg.n_clusters} is larger than the dataset ({len(train)} images)")
     if source == "autoencoder" and cfg.ae_select == "test" and test is None:
@@ -312,7 +315,7 @@ def stage_pretrain(cfg: Config, train: ImageData, run_dir: Path | RunFolder, met
 
 
 def _write_timing(timing_path: Path, seconds: float) -> None:
-    previous = json.loads(timing_path.read_text())["pretrain_s"] if timing_path.exists() else 0.0
+    previous = read_output(timing_path, ("pretrain_s",))["pretrain_s"] if timing_path.exists() else 0.0
     write_json(timing_path, {"pretrain_s": previous + seconds})
 
 
@@ -385,7 +388,7 @@ def stage_results(run_dir: Path | RunFolder, method: str) -> dict[str, Any]:
     folder = _folder(run_dir)
     out = folder.stage_dir(method)
     records = read_metrics(folder.metrics(method))
-    timing = json.loads(folder.timing(method).read_text()) if folder.timing(method).exists() else {}
+    timing = read_output(folder.timing(method)) if folder.timing(method).exists() else {}
     summary = {"epochs": len(records), "pretrain_s": timing.get("pretrain_s", sum(r["epoch_s"] for r in records))}
     if records:
         summary["final_loss"] = records[-1]["loss"]
@@ -395,7 +398,7 @@ def stage_results(run_dir: Path | RunFolder, method: str) -> dict[str, Any]:
         if values:
             summary[key] = float(np.mean(values))
     if (out / "pseudo_labels.json").exists():  # encoder pseudo labels: the latest clustering
-        summary["pseudo_labels"] = json.loads((out / "pseudo_labels.json").read_text())
+        summary["pseudo_labels"] = read_output(out / "pseudo_labels.json")
     return summary
 
 
@@ -570,7 +573,7 @@ def _run_method(run: _Run, method: str, pseudo: np.ndarray | None, results: dict
     cfg, folder = run.cfg, run.folder
     if run.resume and folder.reusable(f"{method}/eval", eval_provenance(cfg, run.train, run.test,
                                                                         folder.checkpoint(method)), [folder.eval(method)]):
-        results["methods"][method] = json.loads(folder.eval(method).read_text())
+        results["methods"][method] = read_output(folder.eval(method))
         return True
     model = stage_pretrain(cfg, run.train, folder, method, pseudo, run.resume, stop_after, max_minutes,
                            (run.train, run.test) if run.evaluable else None)
@@ -610,7 +613,7 @@ def _supervised_baseline(run: _Run) -> float:
     """The supervised baseline's top-1 (%), reused on ``--resume`` when its provenance matches."""
     expected = supervised_provenance(run.cfg, run.train, run.test)
     if run.resume and run.folder.reusable("supervised", expected, [run.folder.supervised]):
-        return json.loads(run.folder.supervised.read_text())["top1"]
+        return read_output(run.folder.supervised, ("top1",))["top1"]
     # its training keeps its progress after every epoch (hours on one CPU core): a kill loses one epoch
     with resumable(run.folder.root / SUPERVISED_PROGRESS, provenance_key(expected)):
         sup = stage_supervised(run.cfg, run.train, run.test)

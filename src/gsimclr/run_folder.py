@@ -365,6 +365,23 @@ def provenance_key(record: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def read_output(path: Path, keys: tuple[str, ...] = (),
+                fix: str = "restore it, or delete it and --resume redoes what made it") -> dict[str, Any]:
+    """A stage's JSON output (``eval.json``, ``supervised.json``, ``pseudo_labels.json``, ``timing.json``) as
+    a dict holding ``keys``; a damaged one (not JSON, another shape, a key missing) is a one-line UserError
+    naming it and ``fix``, where it was a traceback on ``--resume``."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        problem = " ".join(str(exc).split())[:200]
+    else:
+        if isinstance(value, dict) and all(k in value for k in keys):
+            return value
+        problem = (f"a JSON {type(value).__name__}, not an object" if not isinstance(value, dict) else
+                   f"no {next(k for k in keys if k not in value)!r}")
+    raise UserError(f"{path} is damaged ({problem}); {fix}")
+
+
 def differences(recorded: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """Human-readable differences between two provenance records (``what: recorded -> now``).
 
