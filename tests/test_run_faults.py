@@ -618,6 +618,23 @@ def test_a_damaged_stage_output_is_named_on_resume(finished_run, tmp_path, capsy
     assert (root / output).is_file()
 
 
+@pytest.mark.parametrize("results", ['{"methods": {"simclr": 5}}', '{"methods": {"simclr": {"linear": {"P3": "x"}}}}',
+                                     '{"methods": {}, "supervised": "x"}', '{"methods": {"simclr": {"knn": [1]}}}'])
+def test_a_hand_edited_results_file_is_named_by_summarize_and_left_out_of_the_model_card(finished_run, tmp_path, capsys,
+                                                                                       results):
+    """results.json of the right top-level shape but odd values ended summarize (and export's model card) in an
+    AttributeError or TypeError traceback."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(finished_run, root)
+    (root / "results.json").write_text(results + "\n")
+    err = one_line(capsys, ["summarize", str(root)])
+    assert f"summarize: {root / 'results.json'} is damaged (" in err and "gsimclr run --resume --out" in err
+    assert main(["export", str(root), "--format", "hf", "--output", str(tmp_path / "exp")]) == 0
+    assert "(no results.json in the run folder" in (tmp_path / "exp" / "hf" / "README.md").read_text()
+
+
 def test_summarize_prints_no_nan(tmp_path):
     from gsimclr.report import summarize_results
 

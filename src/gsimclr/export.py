@@ -292,14 +292,18 @@ def _model_card(target: dict, config: dict, run: dict | None, results: dict | No
              f"{list(config['mean'])} and std {list(config['std'])}; outputs: pooled features.", ""]
     lines += ["## Training run", ""]
     if run:
-        lines += ["```", run.get("command", "(command not recorded)"), "```", "",
+        lines += ["```", str(run.get("command", "(command not recorded)")), "```", "",
                   f"gsimclr {run.get('gsimclr_version', '?')}, torch {run.get('torch', '?')}, device "
                   f"{run.get('device', '?')}, started {run.get('started', '?')}, commit {run.get('git_commit')}.", ""]
     else:
         lines += ["(no run.json beside the checkpoint: command not recorded)", ""]
     lines += ["## Results", ""]
-    if results and results.get("methods"):
-        lines += [markdown_table(results), "", f"Data: {results.get('data')}.", ""]
+    try:   # a hand-edited results.json may hold anything: the card then goes without the table
+        table = markdown_table(results) if results and results.get("methods") else None
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError):
+        table, results = None, None
+    if table is not None:
+        lines += [table, "", f"Data: {results.get('data')}.", ""]
     else:
         lines += ["(no results.json in the run folder: not evaluated)", ""]
     return "\n".join(lines)
@@ -329,10 +333,12 @@ def _write_hf(job: ExportJob, folder: Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> dict | None:
+    """A JSON object of the run folder for the model card, or None (missing, damaged, or another shape)."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 EXPORT_FORMATS.register("state_dict", ExportFormat("backbone.pth, the state dict for torch.load(weights_only=True)",

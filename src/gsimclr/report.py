@@ -149,6 +149,12 @@ def summarize(run_dirs: list[str | Path], paper: str | None = None) -> str:
             raise UserError(f"summarize: cannot read {folder.results_json}: {exc}") from None
         if not isinstance(result, dict) or not isinstance(result.get("methods", {}), dict):
             raise UserError(f"summarize: {folder.results_json} is not a gsimclr results file")
+        try:   # a hand-edited file: a number where a table is, text where a number is
+            summarize_results([result], paper)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            raise UserError(f"summarize: {folder.results_json} is damaged ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:150]}); restore it, or write it anew with gsimclr run "
+                            f"--resume --out {d}") from None
         results.append(result)
         configs.append(_run_config(folder))
     _check_comparable(run_dirs, results, configs)
