@@ -308,6 +308,27 @@ def test_empty_paths_are_refused_not_read_as_not_given(capsys, tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["run"] and not any(run.iterdir())
 
 
+def test_a_leading_tilde_is_the_home_folder_in_every_path(capsys, tmp_path, monkeypatch):
+    """--data and --init expanded ~, but --out=~/run (which the shell leaves as it is) made a folder named ~
+    in the current one, and --checkpoint, summarize's runs and --output, --pseudo-labels file:~/... were
+    not found."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    quick = ["--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200"]
+    assert main(["pretrain", *quick, "--out=~/run"]) == 0
+    assert (home / "run" / "simclr" / "checkpoint.safetensors").is_file() and not any(work.iterdir())
+    capsys.readouterr()
+    np.save(home / "labels.npy", np.zeros(10, np.int64))
+    err = _error_of(capsys, ["pretrain", *quick, "--method", "gsimclr", "--k", "16", "--pseudo-labels",
+                             "file:~/labels.npy", "--out", str(tmp_path / "other")])
+    assert "holds 10 rows for" in err   # found and read
+    err = _error_of(capsys, ["summarize", "~/run", "--output", "~/table.md"])
+    assert f"summarize: {home / 'run'} has no results.json" in err
+    assert not any(work.iterdir())
+
+
 def test_preset_file_errors_name_the_file(capsys, tmp_path):
     bad_type = tmp_path / "bad.yaml"
     bad_type.write_text("epochs: many\n")

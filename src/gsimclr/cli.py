@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -704,7 +705,8 @@ def _check_blank_values(parser: argparse.ArgumentParser, args: argparse.Namespac
     ``--output ""``, a blank CHECKPOINT or run) is refused in one line, not read as "not given" (``--out ""``
     wrote a new ``runs/<preset>-<time>``, ``export --output ""`` exported into the current folder). The
     configuration's options check their own values (an optional one's ``""`` is its default), as do
-    ``--show`` and ``--plugin``."""
+    ``--show`` and ``--plugin``. A leading ``~`` is the home folder, as in ``--data`` and ``--init``
+    (``--out=~/run``, which the shell leaves as it is, made a folder named ``~`` here)."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
     for action in sub._actions:
         if action.dest in FIELDS or action.dest in ("show", "plugin", "help"):
@@ -713,6 +715,10 @@ def _check_blank_values(parser: argparse.ArgumentParser, args: argparse.Namespac
         if any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value])):
             name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest).upper()
             raise UserError(f"{name} needs a value, got an empty string")
+        if isinstance(value, list):
+            setattr(args, action.dest, [os.path.expanduser(v) if isinstance(v, str) else v for v in value])
+        elif isinstance(value, str) and value.startswith("~"):
+            setattr(args, action.dest, os.path.expanduser(value))
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,

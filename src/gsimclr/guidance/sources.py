@@ -157,8 +157,8 @@ def _read_parquet_embeddings(path: Path) -> np.ndarray:
 def locate_file(path: str | Path) -> Path:
     """The file a ``file:PATH`` source reads (a run folder or pseudo_labels folder gives its
     ``pseudo_labels.npy``); UserError when there is none. Reads nothing, so the command line checks it
-    before any work."""
-    path = Path(path)
+    before any work. ``~`` is the home folder, as in ``--data`` and ``--init``."""
+    path = Path(path).expanduser()
     if path.is_dir():
         for candidate in (path / "pseudo_labels.npy", path / "pseudo_labels" / "pseudo_labels.npy"):
             if candidate.is_file():
