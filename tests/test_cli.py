@@ -274,6 +274,16 @@ def test_encoder_and_file_pseudo_labels_with_attraction_end_to_end(capsys, tmp_p
     # sizes past what any machine holds were tracebacks: numpy's MemoryError, PyTorch's allocator or overflow
     (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--head-dims", "99999999999999999999"], "--head-dims widths must be >= 1 and <= 16777216"),
     (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--cache-size", "99999999999999999999"], "--cache-size must be <= 65536"),
+    # --n-blocks 100000 spent many minutes building a model that could not train
+    (["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1", "--train-limit", "200", "--n-blocks", "100000"], "--n-blocks must be <= 1000, got 100000"),
+    (["supervised", "--preset", "digits-quick", "--supervised-n-blocks", "1001"], "--supervised-n-blocks must be <= 1000, got 1001"),
+    # --methods dropped a blank item (simclr,,gsimclr) where --head-dims refuses it
+    (["run", "--preset", "digits-quick", "--methods", "simclr,,gsimclr"], "--methods: invalid value 'simclr,,gsimclr' (an empty item between commas)"),
+    (["run", "--preset", "digits-quick", "--methods", "simclr,"], "--methods: invalid value 'simclr,' (an empty item between commas)"),
+    # --resume belongs to the commands that continue a run's stages; a reading command ignored it
+    (["knn", "--resume"], "unrecognized arguments: --resume"),
+    (["embed", "--output", "f.npy", "--resume"], "unrecognized arguments: --resume"),
+    (["supervised", "--resume"], "unrecognized arguments: --resume"),
 ])
 def test_more_user_errors_are_one_line(capsys, tmp_path, argv, needle):
     out = tmp_path / "out"
@@ -402,3 +412,11 @@ def test_sigterm_during_pretraining_exits_with_one_line_and_resumes(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (out / "simclr" / "checkpoint.safetensors").exists() and not list(out.rglob(".*.tmp"))
+
+
+def test_a_diverged_pretraining_names_both_options_that_cause_it(capsys, tmp_path):
+    """A NaN loss was blamed on --lr alone, also when a tiny --temperature (1e-300: 0 in float32) caused it."""
+    err = _error_of(capsys, ["pretrain", "--preset", "digits-quick", "--epochs", "1", "--ae-epochs", "1",
+                             "--train-limit", "128", "--temperature", "1e-300", "--device", "cpu",
+                             "--out", str(tmp_path / "out")])
+    assert "pretraining diverged at epoch 1" in err and "--lr (now" in err and "--temperature" in err

@@ -122,11 +122,17 @@ PLUGIN_HELP = ("import this module first: its registrations add methods, losses,
                "(repeatable; also GSIMCLR_PLUGINS=a,b and the gsimclr.plugins entry points)")
 
 
+RESUMABLE = ("run", "pretrain", "pseudo-label")
+"""The commands that continue a run folder's stages with ``--resume`` (the others read a run, or write one
+result beside it, and take no ``--resume``)."""
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, name: str) -> None:
     run = parser.add_argument_group("run folder")
     run.add_argument("--preset", help=f"a shipped preset ({', '.join(preset_names())}) or a YAML file")
     run.add_argument("--out", help="the run folder (default: runs/<preset>-<time>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    if name in RESUMABLE:
+        run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     names = set(command_options(name))
     for section, title in SECTIONS.items():
         members = [n for n in section_fields(section) if n in names]
@@ -310,7 +316,7 @@ def _check_data(args: argparse.Namespace, cfg: Config) -> None:
     makes_labels = args.command == "pseudo-label" or any(METHODS[m].guided for m in _trained_methods(args)) \
         or (args.command == "pretrain" and args.pseudo_labels is not None)   # an unguided method's diagnostics
     source, path = parse_source(cfg.pseudo_labels)
-    if makes_labels and not args.resume and source == "file":  # a new run reads its file:PATH of pseudo labels
+    if makes_labels and not getattr(args, "resume", False) and source == "file":  # a new run reads its file:PATH of pseudo labels
         locate_file(path)
     # --train-limit bounds the images: what cannot fit it is refused now, not after the data is read (each
     # command checks only what it uses: pseudo-label trains no --batch-size batches, only its --k)
@@ -343,7 +349,7 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 
 def _require_new(args: argparse.Namespace, folder) -> None:
-    if not args.resume and not folder.is_empty():
+    if not getattr(args, "resume", False) and not folder.is_empty():
         raise UserError(f"run folder {folder.root} is not empty; pass --resume to continue it or choose another --out")
 
 

@@ -75,6 +75,9 @@ MAX_WIDTH = 2**24
 """The widest projection layer (a 2**24-wide layer on a 2048-wide backbone is 137 GB of weights)."""
 MAX_SIDE = 65536
 """The largest --image-size and --cache-size (one decoded image at this side is 12.9 GB)."""
+MAX_BLOCKS = 1000
+"""The largest --n-blocks (paper_resnet depth 9,011, 2.8e8 parameters, ~40 s to build here; ResNet-1001, the deepest CIFAR
+ResNet, is n = 111): a larger one took minutes to build and then could not train."""
 
 
 def _positive_list(value: list[int]) -> str | None:
@@ -123,7 +126,8 @@ class Config:
     init: str | None = opt(None, "model", "start pretraining from local backbone weights: a torchvision or timm state "
                            "dict (.pth/.safetensors), a gsimclr checkpoint or an exported folder (the supervised "
                            "baseline stays from scratch)", metavar="PATH")
-    n_blocks: int = opt(3, "model", "paper_resnet: identity blocks per group (depth 9 * n_blocks + 11)", min=0)
+    n_blocks: int = opt(3, "model", "paper_resnet: identity blocks per group (depth 9 * n_blocks + 11)", min=0,
+                        max=MAX_BLOCKS)
     head_dims: list[int] = opt([256, 128, 50], "model", "projection head widths, comma-separated (P1 is the "
                                "output of the last hidden layer)", check=_positive_list, metavar="W,W,...")
     head_batch_norm: bool = opt(False, "model", "BatchNorm in the projection head")
@@ -249,7 +253,7 @@ class Config:
     supervised_model: str | None = opt(None, "supervised", "supervised baseline backbone (default: --model)",
                                        choices="gsimclr.models.registry:BACKBONES")
     supervised_n_blocks: int | None = opt(None, "supervised", "paper_resnet depth of the supervised baseline (default: "
-                                          "--n-blocks; 1 is the notebooks' ResNet20)", min=0)
+                                          "--n-blocks; 1 is the notebooks' ResNet20)", min=0, max=MAX_BLOCKS)
     supervised_head: str = opt("linear", "supervised", "notebook protocol: the classifier on the backbone, a Dense "
                                "layer on pooled features or BN-ReLU-pool-Dense (bn_relu: resnet_cifar10.classifier)",
                                choices=("linear", "bn_relu"))

@@ -128,8 +128,10 @@ def guided_form(name: str) -> str:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``--methods``: comma-separated registered names, each once."""
-    methods = tuple(m.strip() for m in text.split(",") if m.strip())
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+    methods = tuple(m.strip() for m in text.split(","))
+    if "" in methods and text.strip():
+        raise UserError(f"--methods: invalid value {text!r} (an empty item between commas)")
+    if not methods or "" in methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
         raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {text!r}")
     return methods
 

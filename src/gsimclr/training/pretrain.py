@@ -465,7 +465,8 @@ class Pretrainer:
 
     def _check_loss(self, epoch: int, mean_loss: float, batch_sizes: list[int]) -> None:
         if not np.isfinite(mean_loss):
-            raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr")
+            raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr (now "
+                            f"{self.settings.lr:g}), or raise --temperature if it is tiny")
         # collapsed embeddings give exactly the chance loss; an untrained network only hovers near it
         chance = self.chance_loss(batch_sizes) if self.chance_loss is not None else None
         at_chance = chance is not None and abs(mean_loss - chance) < 1e-3
