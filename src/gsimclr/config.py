@@ -80,6 +80,21 @@ MAX_BLOCKS = 1000
 ResNet, is n = 111): a larger one took minutes to build and then could not train."""
 
 
+def comma_items(raw: str, option: str) -> list[str]:
+    """The items of a comma-separated option value, stripped; "" gives none. An empty item between
+    items ("256,,50", "simclr,") is a typo, not a shorter list: a UserError naming ``option``.
+
+    >>> comma_items(" 256, 50 ", "--head-dims"), comma_items("", "--head-dims")
+    (['256', '50'], [])
+    """
+    items = [x.strip() for x in str(raw).split(",")]
+    if not any(items):
+        return []
+    if not all(items):
+        raise UserError(f"{option}: invalid value {raw!r} (an empty item between commas)")
+    return items
+
+
 def _positive_list(value: list[int]) -> str | None:
     if not value:
         return "needs at least one width"
@@ -460,10 +475,8 @@ def parse_value(name: str, raw: Any) -> Any:
     try:
         if typing.get_origin(kind) is list:
             item = typing.get_args(kind)[0]
-            items = raw if isinstance(raw, (list, tuple)) else [x for x in str(raw).split(",")]
-            if any(isinstance(x, str) and not x.strip() for x in items) and any(str(x).strip() for x in items):
-                # "256,,50" is a typo, not 256,50: a dropped width would change the network silently
-                raise UserError(f"{flag(name)}: invalid value {raw!r} (an empty item between commas)")
+            # "256,,50" is a typo, not 256,50: a dropped width would change the network silently
+            items = raw if isinstance(raw, (list, tuple)) else comma_items(raw, flag(name))
             return [_scalar(item, x) for x in items if not isinstance(x, str) or x.strip()]
         return _scalar(kind, raw)
     except (TypeError, ValueError):

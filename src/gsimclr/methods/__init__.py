@@ -36,6 +36,7 @@ from typing import Any
 
 from gsimclr.errors import UserError
 from gsimclr.loss import loss_title as _loss_title
+from gsimclr.config import comma_items
 from gsimclr.options import Declares, Option, flag
 from gsimclr.registry import Registry
 
@@ -128,10 +129,8 @@ def guided_form(name: str) -> str:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """``--methods``: comma-separated registered names, each once."""
-    methods = tuple(m.strip() for m in text.split(","))
-    if "" in methods and text.strip():
-        raise UserError(f"--methods: invalid value {text!r} (an empty item between commas)")
-    if not methods or "" in methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+    methods = tuple(comma_items(text, "--methods"))
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
         raise UserError(f"--methods must list some of {', '.join(METHODS.names())} (each once), got {text!r}")
     return methods
 
