@@ -422,3 +422,25 @@ def test_data_without_a_training_split_is_a_user_error(tmp_path, store):
     cfg = load_config(None, {"data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2, "store": store})
     with pytest.raises(UserError, match="has no training split"):
         load_data(cfg)
+
+
+def test_parquet_images_given_by_path_are_read_from_their_files(tmp_path):
+    """``Dataset.to_parquet`` of images from local files writes ``{"bytes": null, "path": ...}``: every image
+    was unreadable ("none of the 3 images could be read"). A relative path is taken from the parquet file's
+    folder; a path to no file is an unreadable image like a corrupt one, on both paths."""
+    png(tmp_path / "set" / "imgs" / "blue.png", (0, 0, 200))
+    png(tmp_path / "elsewhere" / "green.png", (0, 200, 0))
+    rows = [{"bytes": None, "path": "imgs/blue.png"},
+            {"bytes": None, "path": str(tmp_path / "elsewhere" / "green.png")},
+            {"bytes": encoded(Image.new("RGB", (8, 8), (200, 0, 0))), "path": "ignored.png"},
+            {"bytes": None, "path": str(tmp_path / "missing.png")}]
+    path = tmp_path / "set" / "train.parquet"
+    pq.write_table(pa.table({"image": pa.array(rows), "label": [0, 1, 2, 0]}), path)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        both = _both_paths(path, tmp_path=tmp_path)
+    for data in both:
+        assert len(data) == 3 and data.labels.tolist() == [0, 1, 2] and data.skipped == 1
+        colours = data.read(np.arange(3), 8)[:, 4, 4].numpy()
+        assert np.abs(colours.astype(int) - [[0, 0, 200], [0, 200, 0], [200, 0, 0]]).max() <= 8, type(data)
+    with pytest.raises(UserError, match=r"train\.parquet row 3 \(FileNotFoundError"):
+        load_split(str(path), image_size=8, on_corrupt="error", cache=False)

@@ -143,8 +143,18 @@ def _openable(source: str | bytes):
 def _worker_count(sources: Sequence[str | bytes]) -> int:
     """Decoding threads: one for tiny images (Python-bound, threads only contend for the GIL), else all cores."""
     sample = sources[:: max(1, len(sources) // 64)]
-    sizes = [os.path.getsize(s) if isinstance(s, str) else len(s or b"") for s in sample]
+    sizes = [_encoded_size(s) for s in sample]
     return 1 if np.mean(sizes) < _SMALL_FILE_BYTES else os.cpu_count() or 1
+
+
+def _encoded_size(source: str | bytes | None) -> int:
+    """Bytes of an encoded image or image file; 0 for one that is missing (reported when decoding)."""
+    if not isinstance(source, str):
+        return len(source or b"")
+    try:
+        return os.path.getsize(source)
+    except OSError:
+        return 0
 
 
 def run_chunked(work: Callable[[int], None], count: int, workers: int) -> None:

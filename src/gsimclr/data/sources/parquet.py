@@ -1,5 +1,6 @@
 """Hugging Face-style parquet data sets: ``PATH.parquet`` or a folder of ``*.parquet`` files (sharded,
-``train-*``/``test-*`` name prefixes give the splits); the image column is a struct with ``bytes``, the
+``train-*``/``test-*`` name prefixes give the splits); the image column is a struct with ``bytes`` (or,
+where those are null, a ``path`` to the image file: :func:`image_payloads`), the
 labels ``label``/``labels`` (integers, whole-number floats, or strings mapped to class indices in the
 sorted names of every split); a null, -1 or out-of-range label is an error naming its row. Decoded
 data and the encoded store read labels through the same code."""
@@ -48,17 +49,36 @@ def _parquet_names_key(files: list[Path], siblings: list[Path]) -> dict:
 def _decode_parquet(files: list[Path], name: str, key: str, options: dict, siblings: list[Path]) -> ImageData:
     """Read the image bytes and labels of ``files`` and decode the images (columns and labels: see
     :func:`_parquet_columns` and :func:`_parquet_split_labels`)."""
-    import pyarrow.compute as pc
-
     image_column, label_column, _ = _parquet_columns(files)
     tables = [_read_parquet_table(f, [image_column]) for f in files]
     if sum(t.num_rows for t in tables) == 0:
         raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
     labels, classes = _parquet_split_labels(files, siblings)
-    encoded = [b for t in tables for b in pc.struct_field(t.column(image_column), "bytes").to_pylist()]
+    encoded = [b for f, t in zip(files, tables) for b in image_payloads(t.column(image_column), f)]
     row_names = [f"{f} row {row}" for f, t in zip(files, tables) for row in range(t.num_rows)]
     images, kept = decode_images(encoded, row_names, options)
     return ImageData(images, None if labels is None else labels[kept], classes, name, key, len(encoded) - len(kept))
+
+
+def image_payloads(column, parquet_file: Path) -> list[bytes | str | None]:
+    """Each row's image: its encoded ``bytes``, else the file at its ``path`` (a Hugging Face Image column
+    written from local files, e.g. by ``Dataset.to_parquet``, holds ``{"bytes": null, "path": ...}``), a
+    relative path taken from the parquet file's folder when the file is there, else as given; None
+    (unreadable, counted or named like a corrupt image) when a row has neither."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.struct_field(column, "bytes").to_pylist()
+    index = column.type.get_field_index("path")
+    if index < 0 or not pa.types.is_string(column.type.field(index).type) or all(b is not None for b in encoded):
+        return encoded
+    paths = pc.struct_field(column, "path").to_pylist()
+    return [b if b is not None or not p else _image_path(p, parquet_file) for b, p in zip(encoded, paths)]
+
+
+def _image_path(path: str, parquet_file: Path) -> str:
+    beside = Path(parquet_file).parent / Path(path).expanduser()
+    return str(beside) if beside.is_file() else str(Path(path).expanduser())
 
 
 def _parquet_columns(files: list[Path]) -> tuple[str, str | None, str | None]:
@@ -253,7 +273,6 @@ def _parquet_class_names(schema, label_column: str, path: Path | None = None) ->
 
 
 def list_parquet(files: list[Path], name: str, split: str, siblings: list[Path]) -> EncodedListing:
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     image_column, _, _ = _parquet_columns(files)
@@ -268,7 +287,7 @@ def list_parquet(files: list[Path], name: str, split: str, siblings: list[Path])
         for f in files:
             row = 0
             for batch in pq.ParquetFile(f).iter_batches(batch_size=n, columns=[image_column]):
-                encoded = pc.struct_field(batch.column(0), "bytes").to_pylist()
+                encoded = image_payloads(batch.column(0), f)
                 yield [(f"{f} row {row + i}", b if b is not None else b"") for i, b in enumerate(encoded)]
                 row += len(encoded)
 

@@ -70,5 +70,5 @@ def _listing(spec: str, split: str) -> EncodedListing | None:
 
 register_source("path", DataSource(
     "FOLDER | PATH.parquet", "an image folder (FOLDER/<class>/*.jpg, or flat: unlabelled; train/, test/ or val/ "
-    "sub-folders are splits) or Hugging Face parquet (files train-*/test-*; images in a struct with 'bytes', "
+    "sub-folders are splits) or Hugging Face parquet (files train-*/test-*; images in a struct with 'bytes' or 'path', "
     "labels in 'label')", _load, _listing, in_memory=False, prefix=False))
