@@ -187,3 +187,49 @@ def test_the_hub_probe():
         server.server_close()
     assert not hub_reachable("http://127.0.0.1:9", timeout=0.5)
     assert not hub_reachable("not a url", timeout=0.5)
+
+
+def test_resize_stretch_applies_to_hugging_face_images(tmp_path):
+    """--resize stretch was ignored for hf: data (always the centre crop), and shared the crop's cache entry."""
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[:, :10], wide[:, 10:30], wide[:, 30:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    datasets.Dataset.from_dict({"image": [Image.fromarray(wide)] * 2},
+                               features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(tmp_path / "w"))
+    crop = load_split(f"hf:{tmp_path / 'w'}", image_size=8, cache_dir=str(tmp_path / "c"))
+    stretched = load_split(f"hf:{tmp_path / 'w'}", image_size=8, cache_dir=str(tmp_path / "c"), resize="stretch")
+    assert (crop.images[0, 4] == (0, 255, 0)).all()
+    assert stretched.images[0, 4, 0].tolist() == [255, 0, 0] and stretched.images[0, 4, -1].tolist() == [0, 0, 255]
+
+
+def _labelled(tmp_path, name, labels, feature, test_labels=None):
+    rng = np.random.default_rng(2)
+    features = datasets.Features({"image": datasets.Image(), "label": feature})
+    parts = {"train": datasets.Dataset.from_dict({"image": _images(len(labels), rng, (8, 8)), "label": labels},
+                                                 features=features)}
+    if test_labels is not None:
+        parts["test"] = datasets.Dataset.from_dict({"image": _images(len(test_labels), rng, (8, 8)),
+                                                    "label": test_labels}, features=features)
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / name))
+    return f"hf:{tmp_path / name}"
+
+
+def test_hugging_face_labels_follow_the_parquet_rules(tmp_path):
+    """A null or -1 label among others was kept as -1 (the whole set then counted as unlabelled, silently);
+    string labels and a bool label column were read as an unlabelled set. Now as parquet labels: some
+    null/-1 is an error naming the row, all of them an unlabelled set with a warning, strings index the
+    sorted names of every split, another type is an error."""
+    with pytest.raises(UserError, match=r"train row 1: null label in column 'label' \(1 of 3"):
+        load_split(_labelled(tmp_path, "nulls", [0, None, 1], datasets.Value("int64")), cache=False)
+    with pytest.raises(UserError, match=r"train row 2: null label.*null or -1"):
+        load_split(_labelled(tmp_path, "minus", [0, 1, -1], datasets.ClassLabel(names=["a", "b"])), cache=False)
+    with pytest.raises(UserError, match=r"train row 0: label 0.5 .*whole numbers"):
+        load_split(_labelled(tmp_path, "frac", [0.5, 1.0], datasets.Value("float32")), cache=False)
+    with pytest.warns(UserWarning, match="only nulls"):
+        data = load_split(_labelled(tmp_path, "none", [-1, -1], datasets.ClassLabel(names=["a", "b"])), cache=False)
+    assert data.labels is None and data.classes is None
+    spec = _labelled(tmp_path, "names", ["dog", "cat", "dog"], datasets.Value("string"), ["eel", "cat"])
+    train, test = load_split(spec, cache=False), load_split(spec, "test", cache=False)
+    assert train.classes == test.classes == ["cat", "dog", "eel"]
+    assert train.labels.tolist() == [1, 0, 1] and test.labels.tolist() == [2, 0]
+    with pytest.raises(UserError, match=r"label column 'label' is Value\('bool'\).*integers or strings"):
+        load_split(_labelled(tmp_path, "bools", [True, False], datasets.Value("bool")), cache=False)

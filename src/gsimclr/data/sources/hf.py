@@ -1,6 +1,7 @@
 """Hugging Face data sets: ``hf:NAME[:CONFIG]``, a hub id (downloaded by ``datasets``) or a local folder
 (``save_to_disk`` or a data folder); the image column is the first Image feature, the labels the first
-ClassLabel (else an integer ``label``/``labels`` column). Decoded like parquet images, through the
+ClassLabel (else a ``label``/``labels`` column of numbers or strings), read by the rules of parquet
+labels (:func:`~gsimclr.data.sources.parquet.numeric_labels`). Decoded like parquet images (``resize`` too), through the
 decoded-image cache keyed by the data set's own fingerprint and files. Without network a hub id is
 read from the local cache alone, or fails at once (:func:`hub_reachable`)."""
 
@@ -16,6 +17,7 @@ from gsimclr.data import cache as decoded_cache
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources.base import DataSource, Plan, Request, register_source, split_aliases
 from gsimclr.data.sources.decoding import decode_images
+from gsimclr.data.sources.parquet import numeric_labels, string_labels
 from gsimclr.errors import UserError
 
 
@@ -135,38 +137,53 @@ def _hf_split(dataset, split: str):
     return next((dataset[names[a]] for a in split_aliases(split) if a in names), None)
 
 
-def _hf_columns(features, name: str) -> tuple[str, str | None]:
-    """(image column: the first Image feature, label column: the first ClassLabel, else an integer
-    ``label``/``labels`` column, else None)."""
+def _hf_columns(features, name: str) -> tuple[str, str | None, str | None]:
+    """(image column: the first Image feature, label column: the first ClassLabel, else a ``label``/``labels``
+    column of integers, floats or strings, else None; its kind: "class", "number", "str" or None). A
+    ``label``/``labels`` column of another type is an error, as for parquet (not a set silently unlabelled)."""
     datasets = _import_datasets()
     image = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
     if image is None:
         raise UserError(f"--data hf:{name}: no Image column among {', '.join(features)}")
     label = next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if label is not None:
+        return image, label, "class"
+    label = next((c for c in ("label", "labels") if c in features), None)
     if label is None:
-        label = next((c for c in ("label", "labels") if c in features and isinstance(features[c], datasets.Value)
-                      and features[c].dtype.startswith("int")), None)
-    return image, label
+        return image, None, None
+    dtype = getattr(features[label], "dtype", None) if isinstance(features[label], datasets.Value) else None
+    if dtype and dtype.startswith(("int", "uint", "float")):
+        return image, label, "number"
+    if dtype in ("string", "large_string"):
+        return image, label, "str"
+    raise UserError(f"--data hf:{name}: label column {label!r} is {features[label]}; labels must be integers or "
+                    "strings (or a ClassLabel)")
 
 
 def _load_hf(rest: str | None, request: Request) -> ImageData | None:
     """A Hugging Face data set split, decoded like parquet images (same resizing, corrupt-image
     handling and decoded-image cache, keyed by the data set's own fingerprint and files)."""
     name, config = _split_hf_spec(rest or "")
-    part = _hf_split(_open_hf(name, config), request.split)
+    dataset = _open_hf(name, config)
+    part = _hf_split(dataset, request.split)
     if part is None:
         return None
     options = {"split": request.split, "image_size": request.image_size, "on_corrupt": request.on_corrupt}
+    if request.resize != "crop":  # only then, so that the caches of crop-decoded data keep their keys
+        options["resize"] = request.resize
     files = [f["filename"] for f in part.cache_files if os.path.exists(f["filename"])]
+    others = [p for p in (dataset.values() if hasattr(dataset, "keys") else ()) if p is not part]
+    _, label_column, kind = _hf_columns(part.features, name)
+    names_from = {"names_from": sorted(p._fingerprint for p in others)} if kind == "str" else {}
     key = decoded_cache.fingerprint(kind="hf", name=name, config=config, dataset=part._fingerprint,
-                                    files=decoded_cache.file_stats(files), **options)
+                                    files=decoded_cache.file_stats(files), labels=2, **names_from, **options)
     label = Path(name).name if Path(name).expanduser().exists() else name
-    return Plan(key, lambda: _decode_hf(part, name, label, key, options)).load(request)
+    return Plan(key, lambda: _decode_hf(part, others, name, label, key, options)).load(request)
 
 
-def _decode_hf(part, name: str, label_name: str, key: str, options: dict) -> ImageData:
+def _decode_hf(part, others, name: str, label_name: str, key: str, options: dict) -> ImageData:
     datasets = _import_datasets()
-    image_column, label_column = _hf_columns(part.features, name)
+    image_column, label_column, kind = _hf_columns(part.features, name)
     if len(part) == 0:
         raise UserError(f"--data hf:{name}: the {options['split']} split has no rows")
     raw = part.cast_column(image_column, datasets.Image(decode=False))[image_column]
@@ -175,13 +192,31 @@ def _decode_hf(part, name: str, label_name: str, key: str, options: dict) -> Ima
     missing = [i for i, s in enumerate(sources) if not s]
     for i in missing:  # neither bytes nor a path: an unreadable image, reported like a corrupt one
         sources[i] = b""
+    labels, classes = _hf_labels(part, others, label_column, kind, row_names.__getitem__)
     images, kept = decode_images(sources, row_names, options)
-    labels, classes = None, None
-    if label_column:
-        labels = np.array([-1 if v is None else v for v in part[label_column]], dtype=np.int64)[kept]
-        feature = part.features[label_column]
-        classes = [str(n) for n in feature.names] if isinstance(feature, datasets.ClassLabel) else None
-    return ImageData(images, labels, classes, label_name, key, len(sources) - len(kept))
+    return ImageData(images, None if labels is None else labels[kept], classes, label_name, key,
+                     len(sources) - len(kept))
+
+
+def _hf_labels(part, others, column: str | None, kind: str | None, row):
+    """(int64 labels or None, class names or None) of a split, by the rules of parquet labels
+    (:func:`~gsimclr.data.sources.parquet.numeric_labels`: some null or -1 labels are an error naming the row,
+    all of them an unlabelled set; string labels index the sorted names of every split)."""
+    if column is None:
+        return None, None
+    values = part[column]
+    if kind == "str":
+        def other_names():
+            for other in others:
+                if column in other.features:
+                    yield from other[column]
+
+        return string_labels(np.array(values, dtype=object), row, column, other_names)
+    feature = part.features[column]
+    classes = [str(n) for n in feature.names] if kind == "class" else None
+    numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    labels = numeric_labels(numbers, row, column, classes)
+    return (None, None) if labels is None else (labels, classes)
 
 
 register_source("hf", DataSource("hf:NAME[:CONFIG]", "a Hugging Face dataset by id (downloaded by `datasets`) or a "

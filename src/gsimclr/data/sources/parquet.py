@@ -126,10 +126,18 @@ def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.n
     if kind == "str":
         return _string_labels(values, row, column, files, siblings)
     classes = _parquet_class_names(_read_parquet_schema(files[0]), column, files[0])
+    labels = numeric_labels(values, row, column, classes)
+    return (None, None) if labels is None else (labels, classes)
+
+
+def numeric_labels(values: np.ndarray, row, column: str, classes: list[str] | None) -> np.ndarray | None:
+    """Numeric labels (float64, NaN for null) as int64 class indices, or None (with a warning) when all
+    are null or -1 (an unlabelled set). Some null or -1 labels, a negative label, a fraction, or a label
+    past ``classes`` is an error naming its row (``row(i)``); the rule of parquet and Hugging Face data."""
     missing = np.isnan(values) | (values == -1)
     if missing.all():
         warnings.warn(f"label column {column!r} holds only nulls (or -1): the data is unlabelled", stacklevel=5)
-        return None, None
+        return None
     if missing.any():
         first = int(np.flatnonzero(missing)[0])
         raise UserError(f"{row(first)}: null label in column {column!r} ({int(missing.sum())} of {len(values)} rows "
@@ -140,7 +148,7 @@ def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.n
         allowed = f"0 to {len(classes) - 1} (the schema's {len(classes)} class names)" if classes else "0 or more"
         raise UserError(f"{row(first)}: label {values[first]:g} in column {column!r} is not a class index: labels "
                         f"must be whole numbers {allowed}")
-    return values.astype(np.int64), classes
+    return values.astype(np.int64)
 
 
 def _label_values(values, kind: str) -> np.ndarray:
@@ -155,6 +163,21 @@ def _label_values(values, kind: str) -> np.ndarray:
 
 
 def _string_labels(values: np.ndarray, row, column: str, files: list[Path], siblings: list[Path]):
+    def other_names():  # the other splits' names, so that every split maps a name to the same index
+        for f in siblings:
+            if f in files:
+                continue
+            schema = _read_parquet_schema(f)
+            if column in schema.names and _label_kind(schema, column) == "str":
+                yield from _label_values(_read_parquet_table(f, [column]).column(column), "str").tolist()
+
+    return string_labels(values, row, column, other_names)
+
+
+def string_labels(values: np.ndarray, row, column: str, other_names=None):
+    """String labels (an object array, None for null) as int64 indices into the sorted names found in
+    ``values`` and ``other_names()`` (the other splits' labels, read only when needed), and those names;
+    (None, None) with a warning when all are null; some null is an error naming the first row."""
     nulls = np.array([v is None for v in values], bool)
     if nulls.all():
         warnings.warn(f"label column {column!r} holds only nulls: the data is unlabelled", stacklevel=6)
@@ -164,13 +187,8 @@ def _string_labels(values: np.ndarray, row, column: str, files: list[Path], sibl
         raise UserError(f"{row(first)}: null label in column {column!r} ({int(nulls.sum())} of {len(values)} rows); "
                         "fill or remove those rows")
     names = set(values.tolist())
-    for f in siblings:  # the other splits' names, so that every split maps a name to the same index
-        if f in files:
-            continue
-        schema = _read_parquet_schema(f)
-        if column in schema.names and _label_kind(schema, column) == "str":
-            other = _label_values(_read_parquet_table(f, [column]).column(column), "str")
-            names.update(v for v in other.tolist() if v is not None)
+    if other_names is not None:
+        names.update(v for v in other_names() if v is not None)
     names = sorted(names)
     index = {n: i for i, n in enumerate(names)}
     return np.array([index[v] for v in values], dtype=np.int64), names
