@@ -130,6 +130,11 @@ def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.n
     return (None, None) if labels is None else (labels, classes)
 
 
+MAX_CLASSES = 1_000_000
+"""Integer labels without class names must be below this: a classifier has one output per index up to the
+largest label, so an id such as 10**12 asked for terabytes (an "out of memory" blaming the options)."""
+
+
 def numeric_labels(values: np.ndarray, row, column: str, classes: list[str] | None) -> np.ndarray | None:
     """Numeric labels (float64, NaN for null) as int64 class indices, or None (with a warning) when all
     are null or -1 (an unlabelled set). Some null or -1 labels, a negative label, a fraction, or a label
@@ -142,11 +147,12 @@ def numeric_labels(values: np.ndarray, row, column: str, classes: list[str] | No
         first = int(np.flatnonzero(missing)[0])
         raise UserError(f"{row(first)}: null label in column {column!r} ({int(missing.sum())} of {len(values)} rows "
                         "null or -1); fill or remove those rows")
-    bad = (values < 0) | (values != np.round(values)) | (values >= (len(classes) if classes else np.inf))
+    bad = (values < 0) | (values != np.round(values)) | (values >= (len(classes) if classes else MAX_CLASSES))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        allowed = f"0 to {len(classes) - 1} (the schema's {len(classes)} class names)" if classes else "0 or more"
-        raise UserError(f"{row(first)}: label {values[first]:g} in column {column!r} is not a class index: labels "
+        allowed = (f"0 to {len(classes) - 1} (the schema's {len(classes)} class names)" if classes else
+                   f"0 to {MAX_CLASSES - 1:,} (ids of another kind can be strings: each distinct one becomes a class)")
+        raise UserError(f"{row(first)}: label {values[first]:.15g} in column {column!r} is not a class index: labels "
                         f"must be whole numbers {allowed}")
     return values.astype(np.int64)
 
