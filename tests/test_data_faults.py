@@ -446,3 +446,25 @@ def test_parquet_images_given_by_path_are_read_from_their_files(tmp_path):
         assert np.abs(colours.astype(int) - [[0, 0, 200], [0, 200, 0], [200, 0, 0]]).max() <= 8, type(data)
     with pytest.raises(UserError, match=r"train\.parquet row 3 \(FileNotFoundError"):
         load_split(str(path), image_size=8, on_corrupt="error", cache=False)
+
+
+def test_a_label_column_named_otherwise_is_found_by_its_class_label_or_warned_about(tmp_path):
+    """CIFAR-100's Hugging Face parquet (``img``, ``fine_label``, ``coarse_label``) was read as an unlabelled
+    set, silently. The first ClassLabel of the schema metadata is the label column, as for ``hf:`` data;
+    without metadata, a column that looks like labels is named in a warning."""
+    import json
+
+    img = encoded(Image.new("RGB", (8, 8)))
+    table = pa.table({"img": pa.array([{"bytes": img, "path": None}] * 3), "fine_label": [2, 0, 1],
+                      "coarse_label": [1, 1, 0]})
+    features = {"img": {"_type": "Image"}, "fine_label": {"_type": "ClassLabel", "names": ["apple", "bee", "cup"]},
+                "coarse_label": {"_type": "ClassLabel", "names": ["x", "y"]}}
+    meta = {"huggingface": json.dumps({"info": {"features": features}})}
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "hf.parquet")
+    for data in _both_paths(tmp_path / "hf.parquet", tmp_path=tmp_path):
+        assert data.labels.tolist() == [2, 0, 1] and data.classes == ["apple", "bee", "cup"]
+    pq.write_table(table, tmp_path / "plain.parquet")
+    with pytest.warns(UserWarning, match=r"no 'label' or 'labels' column: .*'fine_label', 'coarse_label' look like "
+                                         r"labels: rename one to 'label'"):
+        for data in _both_paths(tmp_path / "plain.parquet", tmp_path=tmp_path):
+            assert data.labels is None

@@ -110,6 +110,12 @@ def _parquet_split_labels(files: list[Path], siblings: list[Path]) -> tuple[np.n
     label, a fraction, or a label past the schema's class names is an error naming its row."""
     _, column, kind = _parquet_columns(files)
     if column is None:
+        schema = _read_parquet_schema(files[0])
+        alike = [c for c in schema.names if any(w in c.lower() for w in ("label", "class", "target"))
+                 and _label_kind(schema, c) in ("int", "str")]
+        if alike:
+            warnings.warn(f"{files[0]} has no 'label' or 'labels' column: the data is read as unlabelled (its column(s) "
+                          f"{', '.join(map(repr, alike))} look like labels: rename one to 'label')", stacklevel=5)
         return None, None
     counts, chunks = [], []
     for f in files:
@@ -244,13 +250,26 @@ def _label_kind(schema, column: str | None) -> str | None:
 
 
 def _parquet_label_column(schema, path: Path | None = None) -> str | None:
-    """The first of ``label``/``labels``, else None (unlabelled); one holding neither numbers nor strings
+    """The first of ``label``/``labels``, else the first ClassLabel of the schema metadata
+    (:func:`_class_label_column`), else None (unlabelled); one holding neither numbers nor strings
     is an error (rather than a set silently read as unlabelled)."""
-    column = next((c for c in ("label", "labels") if c in schema.names), None)
+    column = next((c for c in ("label", "labels") if c in schema.names), None) or _class_label_column(schema)
     if column is not None and _label_kind(schema, column) is None:
         raise UserError(f"parquet file {path}: label column {column!r} has type {schema.field(column).type}; "
                         "labels must be integers or strings")
     return column
+
+
+def _class_label_column(schema) -> str | None:
+    """The first column that the ``huggingface`` schema metadata calls a ClassLabel (CIFAR-100's
+    ``fine_label``, as ``hf:`` data picks it); None when there is none or the metadata cannot be read (an
+    unlabelled set does not fail on metadata it never needed)."""
+    try:
+        features = json.loads((schema.metadata or {}).get(b"huggingface", b"null"))["info"]["features"]
+        return next((c for c, f in features.items() if c in schema.names and isinstance(f, dict)
+                     and f.get("_type") == "ClassLabel"), None)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _parquet_image_column(schema, path: Path, required: bool = True) -> str | None:
