@@ -113,3 +113,15 @@ def test_written_pictures_are_at_print_resolution(tmp_path):
             dpi = image.info.get("dpi", (0, 0))[0]
         assert width >= 0.9 * inches * PRINT_DPI, (name, width)
         assert round(dpi) == PRINT_DPI, (name, dpi)
+
+
+def test_a_tsne_map_of_a_few_test_images(tmp_path):
+    """A labelled set of 24 images holds out 5 test images: t-SNE's perplexity 5 was not below the 5 points,
+    a ValueError traceback at the end of the run. A map of 2 to 5 points is drawn; of 1 point, none, with a
+    one-line warning."""
+    for n in (2, 5):
+        plot_tsne(np.random.default_rng(n).normal(size=(n, 8)), np.arange(n) % 2, tmp_path / f"t{n}.png")
+        assert (tmp_path / f"t{n}.png").stat().st_size > 0
+    with pytest.warns(UserWarning, match="no t-SNE map t1.png: it needs 2 points or more, got 1"):
+        plot_tsne(np.zeros((1, 8)), np.zeros(1, int), tmp_path / "t1.png")
+    assert not (tmp_path / "t1.png").exists()

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -141,9 +142,13 @@ def plot_tsne(features: np.ndarray, labels: np.ndarray | None, path: str | Path,
         return
     from sklearn.manifold import TSNE
 
+    if len(features) < 2:  # t-SNE needs two points (a 1-image test set)
+        warnings.warn(f"no t-SNE map {Path(path).name}: it needs 2 points or more, got {len(features)}", stacklevel=2)
+        return
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(features), min(max_points, len(features)), replace=False)
-    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, max(5, len(idx) // 4))).fit_transform(
+    perplexity = min(30, max(5, len(idx) // 4), len(idx) - 1)  # below the number of points (5 test images failed)
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(
         features[idx].astype(np.float32))
     _save(tsne_figure(xy, None if labels is None else np.asarray(labels)[idx], title, class_names, context,
                       label_kind), path)
