@@ -468,3 +468,47 @@ def test_a_label_column_named_otherwise_is_found_by_its_class_label_or_warned_ab
                                          r"labels: rename one to 'label'"):
         for data in _both_paths(tmp_path / "plain.parquet", tmp_path=tmp_path):
             assert data.labels is None
+
+
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_an_image_folder_with_only_evaluation_splits_has_no_training_split(tmp_path, store):
+    """A folder holding only val/ (or test/) was read as one class named "val", its class folders nested
+    inside it: every image labelled alike, accuracies a trivial 100%."""
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    for c in ("ant", "bee"):
+        for i in range(2):
+            png(tmp_path / "set" / "val" / c / f"{i}.png")
+    cfg = load_config(None, {"data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2, "store": store})
+    with pytest.raises(UserError, match="has no training split"):
+        load_data(cfg)
+    cfg = load_config(None, {"data": "digits", "test_data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2,
+                             "store": store})
+    _, test = load_data(cfg)   # as --test-data it is the evaluation split, labelled by its class folders
+    assert len(test) == 4 and sorted(test.labels.tolist()) == [10, 10, 11, 11]
+
+
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_empty_class_folders_and_test_classes_without_training_images_are_warned_about(tmp_path, store):
+    """A class folder holding no images (only a README), and test/ classes with no train/ images, were
+    silent: extra classifier outputs, and test images no classifier can get right."""
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    for c in ("ant", "bee"):
+        for i in range(3):
+            png(tmp_path / "set" / "train" / c / f"{i}.png")
+    (tmp_path / "set" / "train" / "cow").mkdir()
+    (tmp_path / "set" / "train" / "cow" / "README.txt").write_text("to do")
+    for c in ("bee", "cow", "dog"):
+        png(tmp_path / "set" / "test" / c / "0.png")
+    cfg = load_config(None, {"data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2, "store": store})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, test = load_data(cfg)
+    messages = {str(w.message) for w in caught}
+    assert any(m.startswith("1 class folder(s) in ") and m.endswith("train hold no images (.jpg, .jpeg, .png, .webp, "
+                                                                     ".bmp, .gif, .tif, .tiff): cow") for m in messages)
+    assert "2 of the 3 evaluation images belong to 2 class(es) without training images: cow, dog" in messages
+    assert train.classes == test.classes == ["ant", "bee", "cow", "dog"]

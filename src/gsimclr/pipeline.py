@@ -13,6 +13,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,24 @@ def load_data(cfg: Config, pretraining: bool = True) -> tuple[ImageData | Encode
     test = _limit(test, cfg.test_limit, cfg.seed + 1) if test is not None else None
     if pretraining and cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
+    _warn_untrained_classes(train, test)
     return train, test
+
+
+def _warn_untrained_classes(train, test) -> None:
+    """Warn when evaluation images belong to a class that no training image has (a test/ class folder
+    missing from train/, or one emptied by --train-limit): no classifier can get them right. A class name
+    the training set lacks altogether is warned about by :func:`align_classes` already."""
+    if test is None or test.labels is None or not train.has_labels or not len(test):
+        return
+    named = len(train.classes) if train.classes is not None else None
+    trained = set(np.unique(train.labels).tolist())
+    missing = [int(c) for c in np.unique(test.labels) if c >= 0 and c not in trained and (named is None or c < named)]
+    if missing:
+        names = [str(test.classes[c]) if test.classes is not None and c < len(test.classes) else str(c) for c in missing]
+        images = int(np.isin(test.labels, missing).sum())
+        warnings.warn(f"{images} of the {len(test)} evaluation images belong to {len(missing)} class(es) without training "
+                      f"images: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}", stacklevel=3)
 
 
 def _budget(cfg: Config) -> int | None:

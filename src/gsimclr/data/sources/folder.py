@@ -1,5 +1,7 @@
 """Image folders: ``FOLDER/<class>/*.jpg`` (labelled by class sub-folder) or flat (unlabelled),
-optionally split into ``train/`` and ``test/`` (or ``val/``) sub-folders. Symlinks are followed safely
+optionally split into ``train/`` and ``test/`` (or ``val/``) sub-folders (a folder of only ``test/`` or
+``val/`` has no training split; it is not one class named "val"). Class folders without images are named in
+a warning. Symlinks are followed safely
 (each file and folder once; dangling and looping links are skipped and counted); images lying beside
 class folders are left out with a warning."""
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from gsimclr.data import cache as decoded_cache
 from gsimclr.data.dataset import ImageData
-from gsimclr.data.sources.base import EncodedListing, Plan, split_aliases
+from gsimclr.data.sources.base import SPLIT_ALIASES, EncodedListing, Plan, split_aliases
 from gsimclr.data.sources.decoding import decode_images
 from gsimclr.errors import UserError
 
@@ -65,13 +67,22 @@ def _folder_split(root: Path, split: str) -> tuple[list[str], int, np.ndarray | 
                       f"class), e.g. {Path(files[loose[0]]).name}", stacklevel=5)
         keep = np.flatnonzero(labels >= 0)
         files, labels = [files[i] for i in keep], labels[keep]
+    if labels is not None:
+        counts = np.bincount(labels, minlength=len(classes))
+        empty = [c for c in _class_dirs(folder) if counts[classes.index(c)] == 0]
+        if empty:
+            warnings.warn(f"{len(empty)} class folder(s) in {folder} hold no images ({', '.join(IMAGE_EXTENSIONS)}): "
+                          f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}", stacklevel=5)
     return files, bad_links, labels, classes or None
 
 
 def _split_dirs(root: Path) -> dict[str, Path] | None:
-    """Sub-folders by lower-case name when ``root`` has a ``train/`` sub-folder, else None."""
+    """Sub-folders by lower-case name when ``root`` has a ``train/`` sub-folder, or only evaluation split
+    folders (``test/``, ``val/`` ...: a data set without its training split, not one class named "val"),
+    else None."""
     subdirs = {d.name.lower(): d for d in _subdirs(root)}
-    return subdirs if "train" in subdirs else None
+    evaluation = {a for s, aliases in SPLIT_ALIASES.items() if s != "train" for a in aliases}
+    return subdirs if "train" in subdirs or (subdirs and set(subdirs) <= evaluation) else None
 
 
 def _class_dirs(folder: Path) -> list[str]:
