@@ -512,3 +512,16 @@ def test_empty_class_folders_and_test_classes_without_training_images_are_warned
                                                                      ".bmp, .gif, .tif, .tiff): cow") for m in messages)
     assert "2 of the 3 evaluation images belong to 2 class(es) without training images: cow, dog" in messages
     assert train.classes == test.classes == ["ant", "bee", "cow", "dog"]
+
+
+def test_a_training_set_of_one_class_is_warned_about(tmp_path):
+    """One class folder (or one parquet label) gave 100% in every row of the results, silently."""
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    for i in range(6):
+        png(tmp_path / "set" / "cat" / f"{i}.png")
+    cfg = load_config(None, {"data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2})
+    with pytest.warns(UserWarning, match=r"every training image has one label \(cat\): the classifiers learn nothing"):
+        train, test = load_data(cfg)
+    assert len(train) + len(test) == 6

@@ -75,6 +75,11 @@ def load_data(cfg: Config, pretraining: bool = True) -> tuple[ImageData | Encode
     if pretraining and cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
     _warn_untrained_classes(train, test)
+    if train.has_labels and len(train) and len(np.unique(train.labels)) == 1:
+        only = int(train.labels[0])
+        name = train.classes[only] if train.classes is not None and only < len(train.classes) else str(only)
+        warnings.warn(f"every training image has one label ({name}): the classifiers learn nothing, their accuracy is "
+                      f"the share of evaluation images labelled {name}", stacklevel=2)
     return train, test
 
 
