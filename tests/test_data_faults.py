@@ -525,3 +525,16 @@ def test_a_training_set_of_one_class_is_warned_about(tmp_path):
     with pytest.warns(UserWarning, match=r"every training image has one label \(cat\): the classifiers learn nothing"):
         train, test = load_data(cfg)
     assert len(train) + len(test) == 6
+
+
+def test_an_image_longer_than_jpeg_allows_is_kept_in_the_store(tmp_path):
+    """A 70,000 x 2 strip decoded in memory but was skipped as unreadable by the JPEG store (libjpeg's limit
+    is 65,500 px a side), with libjpeg's own line on stderr."""
+    root = tmp_path / "strips"
+    png(root / "a.png", (0, 200, 0), size=(70_000, 2))
+    png(root / "b.png", (200, 0, 0), size=(2, 70_000))
+    png(root / "c.png", (0, 0, 200))
+    for data in _both_paths(root, tmp_path=tmp_path):
+        assert len(data) == 3 and data.skipped == 0, type(data)
+        colours = data.read(np.arange(3), 8)[:, 4, 4].numpy().astype(int)
+        assert np.abs(colours - [[0, 200, 0], [200, 0, 0], [0, 0, 200]]).max() <= 8, type(data)

@@ -434,14 +434,23 @@ def _draft_request(width: int, height: int, stored_size: int) -> tuple[int, int]
     return max(1, -(-width * stored_size // shorter)), max(1, -(-height * stored_size // shorter))
 
 
+JPEG_MAX_SIDE = 65_500
+"""libjpeg's largest side: a longer image (a 2 x 70,000 strip) is stored scaled down to it, thinner."""
+
+
 def _encode_image(img: Image.Image, stored_size: int, quality: int):
     width, height = img.size
     original = (height, width)
-    shorter = min(width, height)
-    if shorter > stored_size:
-        scale = stored_size / shorter
-        width, height = max(stored_size, round(width * scale)), max(stored_size, round(height * scale))
-        img = img.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    target = (width, height)
+    if min(width, height) > stored_size:
+        scale = stored_size / min(width, height)
+        target = (max(stored_size, round(width * scale)), max(stored_size, round(height * scale)))
+    if max(target) > JPEG_MAX_SIDE:  # was skipped as unreadable, libjpeg printing its own line
+        scale = JPEG_MAX_SIDE / max(target)
+        target = (max(1, min(JPEG_MAX_SIDE, round(target[0] * scale))), max(1, min(JPEG_MAX_SIDE, round(target[1] * scale))))
+    if target != (width, height):
+        width, height = target
+        img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
     buffer = io.BytesIO()
     img.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue(), (height, width), original
