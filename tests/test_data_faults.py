@@ -538,3 +538,20 @@ def test_an_image_longer_than_jpeg_allows_is_kept_in_the_store(tmp_path):
         assert len(data) == 3 and data.skipped == 0, type(data)
         colours = data.read(np.arange(3), 8)[:, 4, 4].numpy().astype(int)
         assert np.abs(colours - [[0, 200, 0], [200, 0, 0], [0, 0, 200]]).max() <= 8, type(data)
+
+
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_an_unreadable_file_with_a_newline_or_a_non_utf8_byte_in_its_name_is_named_on_one_line(tmp_path, store,
+                                                                                                capsys):
+    """The one-line error took the message up to the newline in the file's name: the reason was cut off."""
+    from gsimclr.cli import main
+
+    for i in range(4):
+        png(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "imgs" / os.fsdecode(b"bad\xff\nname.jpg")).write_bytes(b"not an image")
+    code = main(["pretrain", "--data", str(tmp_path / "imgs"), "--on-corrupt", "error", "--store", store,
+                 "--image-size", "8", "--batch-size", "2", "--epochs", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("gsimclr: error: cannot read image ") and "bad\\xff\\nname.jpg (UnidentifiedImageError" in err

@@ -11,6 +11,21 @@ class UserError(Exception):
     """An error caused by the user's input; its message is shown as is, on one line."""
 
 
+def printable(name) -> str:
+    """``name`` (a file name) fit for a one-line message: a newline or other control character is escaped as
+    Python writes it (a name with a newline cut the message at it), and a byte that is not UTF-8 (a lone
+    surrogate from the file system) as ``\\xNN``.
+
+    >>> printable("a\\nb.jpg"), printable("caf\\udce9.png"), printable("ünï code.png")
+    ('a\\\\nb.jpg', 'caf\\\\xe9.png', 'ünï code.png')
+    """
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else repr(c)[1:-1] for c in text)
+
+
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
     """``warnings.formatwarning`` for the CLI: ``gsimclr: warning: MESSAGE`` on one line, without the
     file, line number and source line of the code that warned (they mean nothing to a user)."""

@@ -61,7 +61,7 @@ from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.prefetch import Prefetcher
 from gsimclr.data.sources.base import EncodedListing
 from gsimclr.data.sources.decoding import to_rgb
-from gsimclr.errors import UserError
+from gsimclr.errors import UserError, printable
 
 STORE_VERSION = 1
 """Bump when the stored bytes change for the same source and options."""
@@ -315,7 +315,7 @@ def _reusable(store: EncodedStore, on_corrupt: str) -> EncodedStore:
     is refused under ``on_corrupt="error"``, naming the first one as that build would."""
     if on_corrupt == "error" and store.skipped:
         first = store.meta.get("first_unreadable") or ["an image", "unreadable"]
-        raise UserError(f"cannot read image {first[0]} ({first[1]})")
+        raise UserError(f"cannot read image {printable(first[0])} ({first[1]})")
     return store
 
 
@@ -372,7 +372,7 @@ def _write_entry(folder: Path, listing: EncodedListing, key: str, stored_size: i
             for (name, _), result in zip(chunk, results):
                 if isinstance(result, str):
                     if on_corrupt == "error":
-                        raise UserError(f"cannot read image {name} ({' '.join(result.split())})")
+                        raise UserError(f"cannot read image {printable(name)} ({' '.join(result.split())})")
                     first_error = first_error or [str(name), " ".join(result.split())]
                 else:
                     data, size, original = result
@@ -385,7 +385,8 @@ def _write_entry(folder: Path, listing: EncodedListing, key: str, stored_size: i
         out.flush()
         os.fsync(out.fileno())
     if not kept:
-        raise UserError(f"none of the {position} images of {listing.name} could be read, e.g. {first_error[0]}")
+        raise UserError(f"none of the {position} images of {listing.name} could be read, "
+                        f"e.g. {printable(first_error[0])}")
     np.save(folder / "offsets.npy", np.asarray(offsets, np.int64))
     np.save(folder / "sizes.npy", np.asarray(sizes, np.int32).reshape(-1, 2))
     np.save(folder / "original_sizes.npy", np.asarray(original_sizes, np.int32).reshape(-1, 2))
@@ -447,7 +448,8 @@ def _encode_image(img: Image.Image, stored_size: int, quality: int):
         target = (max(stored_size, round(width * scale)), max(stored_size, round(height * scale)))
     if max(target) > JPEG_MAX_SIDE:  # was skipped as unreadable, libjpeg printing its own line
         scale = JPEG_MAX_SIDE / max(target)
-        target = (max(1, min(JPEG_MAX_SIDE, round(target[0] * scale))), max(1, min(JPEG_MAX_SIDE, round(target[1] * scale))))
+        target = (max(1, min(JPEG_MAX_SIDE, round(target[0] * scale))),
+                  max(1, min(JPEG_MAX_SIDE, round(target[1] * scale))))
     if target != (width, height):
         width, height = target
         img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps
 
-from gsimclr.errors import UserError
+from gsimclr.errors import UserError, printable
 
 DEFAULT_IMAGE_SIZE = 256
 _DECODE_CHUNK = 256  # images per thread-pool task
@@ -45,9 +45,9 @@ def decode_images(sources: Sequence[str | bytes], names: Sequence[str], options:
     run_chunked(decode, len(sources), workers)
     if errors and options["on_corrupt"] == "error":
         first = min(errors)
-        raise UserError(f"cannot read image {names[first]} ({' '.join(errors[first].split())})")
+        raise UserError(f"cannot read image {printable(names[first])} ({' '.join(errors[first].split())})")
     if len(errors) == len(sources):
-        raise UserError(f"none of the {len(sources)} images could be read, e.g. {names[min(errors)]}")
+        raise UserError(f"none of the {len(sources)} images could be read, e.g. {printable(names[min(errors)])}")
     kept = np.setdiff1d(np.arange(len(sources)), list(errors))
     return (images[kept] if errors else images), kept
 
