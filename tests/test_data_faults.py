@@ -555,3 +555,20 @@ def test_an_unreadable_file_with_a_newline_or_a_non_utf8_byte_in_its_name_is_nam
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("gsimclr: error: cannot read image ") and "bad\\xff\\nname.jpg (UnidentifiedImageError" in err
+
+
+def test_the_skipped_images_warning_says_how_to_find_them(tmp_path):
+    """"skipped 1 unreadable image(s)" named none of them; the store's reason named Pillow's buffer
+    ("cannot identify image file <_io.BytesIO object at 0x7f...>")."""
+    for i in range(2):
+        png(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "imgs" / "text.jpg").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable .*; --on-corrupt error stops at the first, naming it"):
+        load_split(str(tmp_path / "imgs"), image_size=8)
+    with pytest.warns(UserWarning) as caught:
+        list_store(tmp_path / "imgs", tmp_path)
+    assert [str(w.message) for w in caught] == [f"skipped 1 unreadable image(s) in imgs, e.g. {tmp_path / 'imgs' / 'text.jpg'} "
+                                                "(UnidentifiedImageError: cannot identify image file)"]
+    img = encoded(Image.new("RGB", (8, 8)))
+    with pytest.raises(UserError, match=r"bad\.parquet row 1 \(UnidentifiedImageError: cannot identify image file\)$"):
+        load_split(str(parquet(tmp_path / "bad.parquet", [img, b"junk"])), image_size=8, on_corrupt="error")

@@ -60,7 +60,7 @@ from gsimclr.data.dataset import Labelled, index_chunks
 from gsimclr.data.decode import BatchDecoder, default_backend
 from gsimclr.data.prefetch import Prefetcher
 from gsimclr.data.sources.base import EncodedListing
-from gsimclr.data.sources.decoding import to_rgb
+from gsimclr.data.sources.decoding import decode_error, to_rgb
 from gsimclr.errors import UserError, printable
 
 STORE_VERSION = 1
@@ -350,7 +350,9 @@ def _build_entry(entry: Path, listing: EncodedListing, key: str, stored_size: in
     except Damaged as damage:  # written just now: the disk or another writer changed it
         raise UserError(f"the JPEG store {entry} just written does not verify ({damage}): check the disk") from None
     if store.skipped:
-        warnings.warn(f"skipped {store.skipped} unreadable image(s) in {listing.name}", stacklevel=2)
+        first = store.meta.get("first_unreadable") or ["an image", "unreadable"]
+        warnings.warn(f"skipped {store.skipped} unreadable image(s) in {listing.name}, e.g. {printable(first[0])} "
+                      f"({first[1]})", stacklevel=2)
     return store
 
 
@@ -404,7 +406,7 @@ def _encode_or_error(payload, stored_size: int, quality: int):
     try:
         return encode_capped(payload, stored_size, quality)
     except Exception as exc:  # corrupt files fail in many ways: OSError, SyntaxError, ValueError...
-        return f"{type(exc).__name__}: {exc}"
+        return decode_error(exc)
 
 
 def encode_capped(payload: str | bytes | np.ndarray, stored_size: int, quality: int = DEFAULT_QUALITY):

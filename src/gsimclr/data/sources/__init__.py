@@ -71,7 +71,8 @@ def load_split(
     source, argument = source_for(spec)
     data = source.load(argument, Request(split, image_size, on_corrupt, cache, cache_dir, resize))
     if data is not None and data.skipped:
-        warnings.warn(f"skipped {data.skipped} unreadable image(s) or broken link(s) in {spec} ({split})", stacklevel=2)
+        warnings.warn(f"skipped {data.skipped} unreadable image(s) or broken link(s) in {spec} ({split}); "
+                      "--on-corrupt error stops at the first, naming it", stacklevel=2)
     return data
 
 

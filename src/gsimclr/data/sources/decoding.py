@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,7 +41,7 @@ def decode_images(sources: Sequence[str | bytes], names: Sequence[str], options:
         try:
             images[i] = decode_one(sources[i], size, options.get("resize", "crop"))
         except Exception as exc:  # corrupt files fail in many ways: OSError, SyntaxError, ValueError...
-            errors[i] = f"{type(exc).__name__}: {exc}"
+            errors[i] = decode_error(exc)
 
     run_chunked(decode, len(sources), workers)
     if errors and options["on_corrupt"] == "error":
@@ -50,6 +51,13 @@ def decode_images(sources: Sequence[str | bytes], names: Sequence[str], options:
         raise UserError(f"none of the {len(sources)} images could be read, e.g. {printable(names[min(errors)])}")
     kept = np.setdiff1d(np.arange(len(sources)), list(errors))
     return (images[kept] if errors else images), kept
+
+
+def decode_error(exc: BaseException) -> str:
+    """Why an image could not be read, on one line, without the in-memory buffer Pillow names in place of a
+    file ("cannot identify image file <_io.BytesIO object at 0x7f...>")."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", " ".join(str(exc).split()))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def decode_one(source: str | bytes, size: int, resize: str = "crop") -> np.ndarray:
