@@ -572,3 +572,15 @@ def test_the_skipped_images_warning_says_how_to_find_them(tmp_path):
     img = encoded(Image.new("RGB", (8, 8)))
     with pytest.raises(UserError, match=r"bad\.parquet row 1 \(UnidentifiedImageError: cannot identify image file\)$"):
         load_split(str(parquet(tmp_path / "bad.parquet", [img, b"junk"])), image_size=8, on_corrupt="error")
+
+
+def test_parquet_shards_in_split_folders_keep_their_splits(tmp_path):
+    """``train/0000.parquet`` and ``test/0000.parquet`` (shards named by their folder, not a prefix): every
+    shard was read as training data, the test images among them, and no test split was found."""
+    img = encoded(Image.new("RGB", (8, 8)))
+    parquet(tmp_path / "set" / "train" / "0000.parquet", [img] * 3, [0, 1, 0])
+    parquet(tmp_path / "set" / "train" / "0001.parquet", [img] * 2, [1, 1])
+    parquet(tmp_path / "set" / "validation" / "0000.parquet", [img] * 2, [1, 0])
+    for split, expected in (("train", [0, 1, 0, 1, 1]), ("test", [1, 0])):
+        for data in _both_paths(tmp_path / "set", split, tmp_path=tmp_path):
+            assert data.labels.tolist() == expected, (split, type(data).__name__)

@@ -20,13 +20,19 @@ from gsimclr.data.sources.decoding import decode_images
 from gsimclr.errors import UserError
 
 
-def parquet_split_files(files: list[Path], split: str) -> list[Path]:
-    """The files of ``split``, chosen by name prefix; files without any split prefix are all "train"."""
+def parquet_split_files(files: list[Path], split: str, root: Path | None = None) -> list[Path]:
+    """The files of ``split``, chosen by name prefix (``train-00000-of-00002.parquet``) or by the name of the
+    sub-folder of ``root`` they lie in (``train/0000.parquet``, ``test/0000.parquet``: the test shards
+    were read as training data); files without any split name are all "train"."""
     known = tuple(alias for aliases in SPLIT_ALIASES.values() for alias in aliases)
-    if not any(f.name.lower().startswith(known) for f in files):
+
+    def names(f: Path) -> list[str]:
+        return [f.name.lower()] + ([f.parent.name.lower()] if root is not None and f.parent != root else [])
+
+    if not any(n.startswith(known) for f in files for n in names(f)):
         return files if split == "train" else []
     for prefix in split_aliases(split):
-        chosen = [f for f in files if f.name.lower().startswith(prefix)]
+        chosen = [f for f in files if any(n.startswith(prefix) for n in names(f))]
         if chosen:
             return chosen
     return []

@@ -50,7 +50,7 @@ def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str, li
         return ("parquet", [path], path.stem, [path]) if split == "train" else None
     parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
     if parquet_files:
-        files = parquet_split_files(parquet_files, split)
+        files = parquet_split_files(parquet_files, split, path)
         return ("parquet", files, path.name, parquet_files) if files else None
     return "folder", path, path.name, None
 
