@@ -584,3 +584,14 @@ def test_parquet_shards_in_split_folders_keep_their_splits(tmp_path):
     for split, expected in (("train", [0, 1, 0, 1, 1]), ("test", [1, 0])):
         for data in _both_paths(tmp_path / "set", split, tmp_path=tmp_path):
             assert data.labels.tolist() == expected, (split, type(data).__name__)
+
+
+def test_the_hubs_parquet_conversion_layout_is_parquet(tmp_path):
+    """``CONFIG/SPLIT/0000.parquet`` (the Hub's refs/convert/parquet download) lies deeper than the two levels
+    looked at: the folder was taken for an image folder ("no images found")."""
+    img = encoded(Image.new("RGB", (8, 8)))
+    parquet(tmp_path / "set" / "plain_text" / "train" / "0000.parquet", [img] * 3, [0, 1, 0])
+    parquet(tmp_path / "set" / "plain_text" / "test" / "0000.parquet", [img] * 2, [1, 1])
+    for split, expected in (("train", [0, 1, 0]), ("test", [1, 1])):
+        for data in _both_paths(tmp_path / "set", split, tmp_path=tmp_path):
+            assert data.labels.tolist() == expected, (split, type(data).__name__)

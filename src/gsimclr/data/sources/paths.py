@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from gsimclr.data.dataset import ImageData
-from gsimclr.data.sources.base import DataSource, EncodedListing, Plan, Request, known_names, register_source
+from gsimclr.data.sources.base import SPLIT_ALIASES, DataSource, EncodedListing, Plan, Request, known_names, register_source
 from gsimclr.data.sources.folder import list_folder, plan_folder
 from gsimclr.data.sources.parquet import list_parquet, parquet_split_files, plan_parquet
 from gsimclr.errors import UserError
@@ -49,6 +49,9 @@ def _locate_path(spec: str, split: str) -> tuple[str, list[Path] | Path, str, li
     if path.is_file():
         return ("parquet", [path], path.stem, [path]) if split == "train" else None
     parquet_files = sorted(path.glob("*.parquet")) + sorted(path.glob("*/*.parquet"))
+    if not parquet_files:  # the Hub's parquet conversion, CONFIG/SPLIT/0000.parquet (split folders only: cheap)
+        aliases = dict.fromkeys(a for names in SPLIT_ALIASES.values() for a in names)
+        parquet_files = sorted(f for a in aliases for f in path.glob(f"*/{a}/*.parquet"))
     if parquet_files:
         files = parquet_split_files(parquet_files, split, path)
         return ("parquet", files, path.name, parquet_files) if files else None
