@@ -448,6 +448,31 @@ def test_parquet_images_given_by_path_are_read_from_their_files(tmp_path):
         load_split(str(path), image_size=8, on_corrupt="error", cache=False)
 
 
+def test_an_image_file_a_parquet_row_points_to_is_read_anew_when_it_changes(tmp_path):
+    """The cache keys of a parquet set covered the parquet files alone: replacing an image file that a
+    ``path`` row points to served the old pixels from the cache, in memory and in the JPEG store. The
+    files' sizes and times are now part of the key; a parquet file with every image inside keeps its key."""
+    import os
+
+    from gsimclr.data.sources.parquet import _referenced_files_key
+
+    image = png(tmp_path / "set" / "imgs" / "a.png", (0, 0, 200))
+    path = tmp_path / "set" / "train.parquet"
+    kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    rows = pa.array([{"bytes": None, "path": "imgs/a.png"}] * 2, type=kind)
+    pq.write_table(pa.table({"image": rows, "label": [0, 1]}), path)
+    for data in _both_paths(path, tmp_path=tmp_path):
+        assert data.read(np.arange(2), 8)[:, 4, 4].numpy().tolist()[0][2] >= 190
+    png(image, (200, 0, 0))
+    os.utime(image, ns=(1, 10**18))  # a different time even where the clock is coarse
+    for data in _both_paths(path, tmp_path=tmp_path):
+        assert data.read(np.arange(2), 8)[:, 4, 4].numpy().tolist()[0][0] >= 190, type(data)
+    inside = tmp_path / "inside.parquet"
+    pq.write_table(pa.table({"image": pa.array([{"bytes": encoded(Image.new("RGB", (8, 8))), "path": "x.png"}]),
+                             "label": [0]}), inside)
+    assert _referenced_files_key([inside]) == {}
+
+
 def test_a_label_column_named_otherwise_is_found_by_its_class_label_or_warned_about(tmp_path):
     """CIFAR-100's Hugging Face parquet (``img``, ``fine_label``, ``coarse_label``) was read as an unlabelled
     set, silently. The first ClassLabel of the schema metadata is the label column, as for ``hf:`` data;

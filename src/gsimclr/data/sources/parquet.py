@@ -40,7 +40,7 @@ def parquet_split_files(files: list[Path], split: str, root: Path | None = None)
 
 def plan_parquet(files: list[Path], name: str, options: dict, siblings: list[Path]) -> Plan:
     key = decoded_cache.fingerprint(kind="parquet", files=decoded_cache.file_stats(files), **options,
-                                    **_parquet_names_key(files, siblings))
+                                    **_parquet_names_key(files, siblings), **_referenced_files_key(files))
     return Plan(key, lambda: _decode_parquet(files, name, key, options, siblings))
 
 
@@ -50,6 +50,32 @@ def _parquet_names_key(files: list[Path], siblings: list[Path]) -> dict:
     if kind != "str":
         return {}
     return {"class_names_from": decoded_cache.file_stats(siblings), "string_labels": 2}
+
+
+def _referenced_files_key(files: list[Path]) -> dict:
+    """Extra fingerprint part for rows whose image is a ``path`` to a file (null ``bytes``): each such
+    file's size and time, so that editing or replacing an image it points to is not served from the
+    cache. Parquet files whose statistics show no null ``bytes`` (every image inside) are not read, and
+    add nothing: their fingerprint is unchanged."""
+    import pyarrow.parquet as pq
+
+    image_column, _, _ = _parquet_columns(files)
+    referenced: list[str] = []
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        nulls = []
+        for group in range(meta.num_row_groups):
+            for i in range(meta.num_columns):
+                column = meta.row_group(group).column(i)
+                if column.path_in_schema == f"{image_column}.bytes":
+                    stats = column.statistics if column.is_stats_set else None
+                    nulls.append(None if stats is None or not stats.has_null_count else stats.null_count)
+        if nulls and all(n == 0 for n in nulls):
+            continue
+        table = _read_parquet_table(f, [image_column])
+        referenced += [p for p in image_payloads(table.column(image_column), f) if isinstance(p, str)]
+    existing = [p for p in referenced if Path(p).is_file()]
+    return {"referenced_files": decoded_cache.file_stats(existing)} if referenced else {}
 
 
 def _decode_parquet(files: list[Path], name: str, key: str, options: dict, siblings: list[Path]) -> ImageData:
@@ -330,7 +356,7 @@ def list_parquet(files: list[Path], name: str, split: str, siblings: list[Path])
         raise UserError(f"no images (no rows) in {', '.join(map(str, files))}")
     labels, classes = _parquet_split_labels(files, siblings)
     key = decoded_cache.fingerprint(kind="parquet-files", files=decoded_cache.file_stats(files), split=split,
-                                    **_parquet_names_key(files, siblings))
+                                    **_parquet_names_key(files, siblings), **_referenced_files_key(files))
 
     def chunks(n: int):
         for f in files:
