@@ -620,3 +620,31 @@ def test_the_hubs_parquet_conversion_layout_is_parquet(tmp_path):
     for split, expected in (("train", [0, 1, 0]), ("test", [1, 1])):
         for data in _both_paths(tmp_path / "set", split, tmp_path=tmp_path):
             assert data.labels.tolist() == expected, (split, type(data).__name__)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "stl10"])
+def test_a_torchvision_set_whose_download_server_is_silent_fails_fast_in_one_line(tmp_path, monkeypatch, name):
+    """A missing torchvision data set is downloaded; where the server's name lookup or connection hangs
+    (no network), urllib waited without end. The server is probed first, with a timeout."""
+    import socket
+    import time
+
+    from torchvision import datasets
+
+    from gsimclr.data.sources import torchvision_sets
+
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/archive.tar.gz"
+    monkeypatch.setattr(datasets.CIFAR10 if name == "cifar10" else datasets.STL10, "url", url)
+    monkeypatch.setattr(torchvision_sets, "DOWNLOAD_PROBE_SECONDS", 0.5)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(UserError, match=rf"{name} is not at .* and its download server does not answer within "
+                                            rf"0.5 s \(http://127.0.0.1:.*\): connect, or put the data set there"):
+            load_split(f"{name}:{tmp_path / 'none'}")
+    finally:
+        silent.close()
+    assert time.perf_counter() - started < 15
+    assert socket.getdefaulttimeout() is None

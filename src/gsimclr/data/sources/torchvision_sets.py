@@ -15,6 +15,11 @@ from gsimclr.data.sources.decoding import resize_square
 from gsimclr.errors import UserError
 
 DEFAULT_TORCHVISION_ROOT = "~/.cache/gsimclr/datasets"
+DOWNLOAD_PROBE_SECONDS = 10.0
+"""How long the download server may take to answer before a missing data set is refused (name
+resolution included: a lookup that hangs without network has no timeout of its own)."""
+DOWNLOAD_STALL_SECONDS = 120.0
+"""How long a download may receive nothing before it fails (urllib's sockets wait forever otherwise)."""
 TORCHVISION_SETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10",
                     "stl10-unlabeled": "STL-10 (train: its 100,000 unlabelled images)"}
 
@@ -59,11 +64,24 @@ def _open_torchvision(name: str, root: str, kwargs: dict):
         return cls(root, download=False, **kwargs)
     except RuntimeError:  # not found or corrupted: try downloading
         pass
+    import socket
+
+    from gsimclr.data.sources.hf import hub_reachable
+
+    url = getattr(cls, "url", "")
+    if url and not hub_reachable(url, timeout=DOWNLOAD_PROBE_SECONDS):
+        raise UserError(f"{name} is not at {root} and its download server does not answer within "
+                        f"{DOWNLOAD_PROBE_SECONDS:g} s ({url}): connect, or put the data set there and give "
+                        f"--data {name}:ROOT")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_STALL_SECONDS)
     try:
         return cls(root, download=True, **kwargs)
     except Exception as exc:  # network, checksum or archive failure
         detail = " ".join(str(exc).split())
         raise UserError(f"{name} is not at {root} and the download failed: {detail}") from exc
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _register(name: str, title: str) -> None:
