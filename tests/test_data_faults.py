@@ -648,3 +648,22 @@ def test_a_torchvision_set_whose_download_server_is_silent_fails_fast_in_one_lin
         silent.close()
     assert time.perf_counter() - started < 15
     assert socket.getdefaulttimeout() is None
+
+
+@pytest.mark.parametrize("store", ["memory", "jpeg"])
+def test_a_labelled_training_split_with_an_unlabelled_test_split_is_warned_about(tmp_path, store):
+    """train/ in class folders beside a flat test/ folder: every evaluation was skipped and only
+    results.md said so ("no labelled evaluation split"); it is now a one-line warning when the data is read."""
+    from gsimclr.config import load_config
+    from gsimclr.pipeline import load_data
+
+    for c in ("ant", "bee"):
+        for i in range(3):
+            png(tmp_path / "set" / "train" / c / f"{i}.png")
+    for i in range(3):
+        png(tmp_path / "set" / "test" / f"{i}.png")
+    cfg = load_config(None, {"data": str(tmp_path / "set"), "image_size": 8, "batch_size": 2, "store": store})
+    with pytest.warns(UserWarning, match=r"the evaluation split of .*set has no labels .*: nothing can be evaluated; "
+                                         "give a labelled --test-data"):
+        train, test = load_data(cfg)
+    assert train.has_labels and not test.has_labels

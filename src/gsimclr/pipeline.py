@@ -75,6 +75,9 @@ def load_data(cfg: Config, pretraining: bool = True) -> tuple[ImageData | Encode
     if pretraining and cfg.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(train)} training images)")
     _warn_untrained_classes(train, test)
+    if train.has_labels and test is not None and not test.has_labels:
+        warnings.warn(f"the evaluation split of {cfg.test_data or cfg.data} has no labels (images outside class folders, "
+                      "or no label column): nothing can be evaluated; give a labelled --test-data", stacklevel=2)
     if train.has_labels and len(train) and len(np.unique(train.labels)) == 1:
         only = int(train.labels[0])
         name = train.classes[only] if train.classes is not None and only < len(train.classes) else str(only)
