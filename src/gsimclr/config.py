@@ -354,6 +354,8 @@ _HINTS = typing.get_type_hints(Config)
 _CORE: list[tuple[str, Any, dataclasses.Field]] = [(f.name, _HINTS[f.name], f) for f in dataclasses.fields(Config)]
 FIELDS: dict[str, dataclasses.Field] = {}
 TYPES: dict[str, Any] = {}
+#: the names of Config's methods and properties (``cfg.validate``), which no entry's option may shadow
+_CONFIG_ATTRIBUTES = frozenset(name for name in dir(Config) if name not in {n for n, _, _ in _CORE})
 
 #: the light modules that keep the registries (their entries declare options); importing them here makes
 #: every shipped entry's options fields of Config (plug-ins: :mod:`gsimclr.plugins`)
@@ -372,6 +374,9 @@ def entry_options() -> dict[str, tuple[Any, str, tuple[str, ...], list[tuple[Reg
         for option, section, commands, entry in registry.options():
             if option.name in core:
                 raise ValueError(f"{registry.kind} {entry!r} declares option {option.name!r}, a core option")
+            if option.name in _CONFIG_ATTRIBUTES:
+                raise ValueError(f"{registry.kind} {entry!r} declares option {option.name!r}, the name of "
+                                 f"Config.{option.name}; choose another name")
             if option.name in found:
                 known, known_section, known_commands, owners = found[option.name]
                 if known != option or known_section != section:
