@@ -420,3 +420,27 @@ def test_a_diverged_pretraining_names_both_options_that_cause_it(capsys, tmp_pat
                              "--train-limit", "128", "--temperature", "1e-300", "--device", "cpu",
                              "--out", str(tmp_path / "out")])
     assert "pretraining diverged at epoch 1" in err and "--lr (now" in err and "--temperature" in err
+
+
+def test_preset_typos_and_repeated_keys_are_named(capsys, tmp_path):
+    """A mistyped preset name or option suggests the closest; a key given twice is refused (YAML alone keeps
+    the last value without a word), while YAML's merge keys still override; a preset of another shape says
+    what it found."""
+    for typed in ("paper-cifar1", "paper_cifar10", "PAPER-CIFAR10"):
+        err = _error_of(capsys, ["presets", "--show", typed])
+        assert f"unknown preset {typed!r} (did you mean 'paper-cifar10'?); choose one of" in err, err
+    assert "(did you mean" not in _error_of(capsys, ["presets", "--show", "xyz"])
+    typo, twice, merged, scalar = (tmp_path / n for n in ("typo.yaml", "twice.yaml", "merged.yaml", "scalar.yaml"))
+    typo.write_text("lrr: 0.1\n")
+    twice.write_text("epochs: 2\nlr: 0.1\nlr: 0.2\n")
+    merged.write_text("base: &b {lr: 0.5, epochs: 3}\n")
+    scalar.write_text("lr = 0.1\n")
+    assert f"preset {typo}: unknown option 'lrr' (did you mean 'lr'?)" in _error_of(capsys, ["run", "--preset", str(typo)])
+    assert f"preset {twice}: option 'lr' is given twice (line 3); keep one" in \
+        _error_of(capsys, ["run", "--preset", str(twice)])
+    assert f"preset {scalar} must be a YAML mapping of options (one 'option: value' a line), not a str" in \
+        _error_of(capsys, ["run", "--preset", str(scalar)])
+    from gsimclr.config import _preset_mapping
+
+    merged.write_text("base: &b {lr: 0.5, epochs: 3}\nrun:\n  <<: *b\n  lr: 0.2\n")
+    assert _preset_mapping(str(merged))["run"] == {"lr": 0.2, "epochs": 3}

@@ -146,3 +146,194 @@ def test_the_walkthrough_shows_the_files_the_test_runs():
     for block in blocks:
         missing = [line for line in _code_lines(block) if line not in source]
         assert not missing, missing
+
+
+def test_a_plugin_is_a_module_a_py_file_or_a_package_folder_and_bad_ones_are_one_line(plugins, tmp_path):
+    """``--plugin path/to/mine.py`` (and a package folder) loads the file as module ``mine``; a missing path,
+    a folder without ``__init__.py``, a file that is not Python, an odd file name, a name taken by another
+    module, sys.exit() at import and a plug-in that registers nothing are one line each."""
+    (tmp_path / "pkg" / "mine_pkg").mkdir(parents=True)
+    (tmp_path / "pkg" / "mine_pkg" / "__init__.py").write_text(
+        "from gsimclr.loss import LOSSES, Loss\nLOSSES.register('pkg_loss', Loss('pkg', lambda cfg: None))\n")
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "empty_plugin.py").write_text("x = 1\n")
+    (tmp_path / "loose" / "notes.txt").write_text("x\n")
+    (tmp_path / "loose" / "my-plugin.py").write_text("x = 1\n")
+    (tmp_path / "loose" / "json.py").write_text("x = 1\n")
+    (tmp_path / "loose" / "exits_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    simsiam = str(plugins / "simsiam_plugin.py")
+    code = f"""
+import contextlib, io, json, os
+from gsimclr.cli import main
+from gsimclr.plugins import loaded_modules
+out = []
+for argv in {[
+        ["pretrain", "--plugin", simsiam, "--method", "simsiam", "--predictor-dim", "8"],
+        ["pretrain", "--plugin", str(tmp_path / "pkg" / "mine_pkg"), "--plugin", simsiam, "--loss", "pkg_loss"],
+        ["presets", "--plugin", str(tmp_path / "nowhere.py")],
+        ["presets", "--plugin", str(tmp_path / "loose")],
+        ["presets", "--plugin", str(tmp_path / "loose" / "notes.txt")],
+        ["presets", "--plugin", str(tmp_path / "loose" / "my-plugin.py")],
+        ["presets", "--plugin", str(tmp_path / "loose" / "json.py")],
+        ["presets", "--plugin", str(tmp_path / "loose" / "exits_plugin.py")],
+        ["presets", "--plugin", "loose"],
+        ["presets", "--plugin", "not a module"],
+        ["presets", "--plugin", str(tmp_path / "loose" / "empty_plugin.py")]]!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        out.append([main(argv + ["--data", "/no/such/data"] if argv[0] == "pretrain" else argv), err.getvalue()])
+print(json.dumps([out, loaded_modules()]))"""
+    done = _gsimclr(["-c", code], tmp_path, module=None)
+    assert done.returncode == 0, done.stderr
+    results, loaded = json.loads(done.stdout.splitlines()[-1])
+    expected = [
+        "data path does not exist: /no/such/data",   # --method simsiam and --predictor-dim were taken
+        "data path does not exist: /no/such/data",   # so was --loss pkg_loss; the file loaded once, not twice
+        f"plug-in {tmp_path / 'nowhere.py'}: no such file or folder",
+        f"plug-in {tmp_path / 'loose'} is a folder without __init__.py; give the plug-in's .py file",
+        f"plug-in {tmp_path / 'loose' / 'notes.txt'} is not a Python file (.py) nor a module name",
+        "'my-plugin' is not a Python module name; rename it",
+        "a module named json is imported already (from ",
+        "failed to import: it called sys.exit(3)",
+        "plug-in loose: it is a folder without __init__.py (a namespace package), not a plug-in module",
+        "plug-in 'not a module' is neither a module name (such as mine or mypackage.mine) nor a .py file",
+        f"gsimclr: warning: plug-in {tmp_path / 'loose' / 'empty_plugin.py'} registered nothing"]
+    for (rc, err), needle in zip(results, expected):
+        assert err.count("\n") == 1 and needle in err, (needle, err)
+        assert rc == (0 if "warning" in needle else 2), err
+    # absolute paths in load order: what --jobs workers load again and run.json records
+    assert loaded == [simsiam, str(tmp_path / "pkg" / "mine_pkg"), str(tmp_path / "loose" / "empty_plugin.py")]
+
+
+def test_registrations_a_command_line_cannot_use_are_refused_naming_who_registered(tmp_path):
+    """An entry name with a space, a comma, a capital or nothing; a name a built-in or another plug-in took;
+    a method whose record is not one or names a bad recipe; an option named like the command line's own
+    flags or shadowing Config's methods: each plug-in is refused in one line, and nothing half-registers."""
+    head = "from gsimclr.loss import LOSSES, Loss\nfrom gsimclr.methods import METHODS, Method\n" \
+           "from gsimclr.options import Option\n"
+    cases = {
+        "LOSSES.register('my loss', Loss('x', lambda cfg: None))":
+            "loss name 'my loss' is not allowed: use lowercase letters, digits and _ . + - (such as 'my_loss')",
+        "LOSSES.register('MyLoss', Loss('x', lambda cfg: None))": "loss name 'MyLoss' is not allowed",
+        "LOSSES.register('a,b', Loss('x', lambda cfg: None))": "loss name 'a,b' is not allowed",
+        "LOSSES.register('', Loss('x', lambda cfg: None))": "loss name '' is not allowed",
+        "LOSSES.register('ntxent', Loss('x', lambda cfg: None))":
+            "loss 'ntxent' is registered twice (gsimclr registered it already); choose another name",
+        "METHODS.register('pseudo_labels', Method('pseudo_labels', 'P', guided=False))":
+            "method name 'pseudo_labels' is reserved",
+        "METHODS.register('aa', Method('bb', 'B', guided=False))": "method 'aa': its Method is named 'bb'",
+        "METHODS.register('cc', Method('cc', 'C', guided=False, recipe='oops'))":
+            "method 'cc': recipe must be 'module:Class'",
+        "LOSSES.register('l1', Loss('x', lambda cfg: None, options=(Option('out', 1, 'h'),)))":
+            "option name 'out' is taken by the command line's own --out; choose another name",
+        "LOSSES.register('l2', Loss('x', lambda cfg: None, options=(Option('validate', 1, 'h'),)))":
+            "loss 'l2' declares option 'validate', the name of Config.validate; choose another name",
+        "LOSSES.register('l3', Loss('x', lambda cfg: None, options=(Option('Lr', 1, 'h'),)))":
+            "option name 'Lr' must be lowercase",
+    }
+    for i, body in enumerate(cases):
+        (tmp_path / f"bad{i}_plugin.py").write_text(head + body + "\n")
+    (tmp_path / "first_plugin.py").write_text(head + "LOSSES.register('dupe', Loss('x', lambda cfg: None))\n")
+    (tmp_path / "second_plugin.py").write_text(head + "LOSSES.register('dupe', Loss('y', lambda cfg: None))\n")
+    for i, expected in enumerate(cases.values()):
+        done = _gsimclr(["presets", "--plugin", f"bad{i}_plugin"], tmp_path)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+    done = _gsimclr(["presets"], tmp_path, env_plugins="first_plugin,second_plugin")
+    assert done.stderr == ("gsimclr: error: plug-in second_plugin failed to import: ValueError: loss 'dupe' is "
+                           "registered twice (plug-in first_plugin registered it already); choose another name\n")
+    code = head + """
+from gsimclr.config import FIELDS
+try:
+    LOSSES.register('l2', Loss('x', lambda cfg: None, options=(Option('validate', 1, 'h'),)))
+except ValueError:
+    pass
+LOSSES.register('l2', Loss('x', lambda cfg: None, options=(Option('fine', 1, 'h'),)))
+print('validate' in FIELDS, 'fine' in FIELDS, LOSSES.origins['l2'])"""
+    done = _gsimclr(["-c", code], tmp_path, module=None)
+    assert done.stdout.split() == ["False", "True", "gsimclr"], done.stderr   # the refused one left nothing
+
+
+def test_command_flags_lists_every_argument_that_is_no_option():
+    from gsimclr.cli import _subparsers, build_parser
+    from gsimclr.config import FIELDS
+    from gsimclr.options import COMMAND_FLAGS
+
+    parser = build_parser()
+    dests = {a.dest for p in [parser, *_subparsers(parser).values()] for a in p._actions} - {"help", "version"}
+    assert dests - set(FIELDS) <= COMMAND_FLAGS
+
+
+def test_a_plugin_loss_or_method_that_cannot_train_is_one_line(tmp_path):
+    """A loss that returns a vector, a number or a detached tensor, a builder that returns nothing, and a
+    method recipe that is missing or lacks its hooks: one line naming it, not a traceback from the trainer."""
+    (tmp_path / "odd_plugin.py").write_text("""
+import torch
+from gsimclr.loss import LOSSES, Loss
+from gsimclr.methods import METHODS, Method
+from gsimclr.methods.base import Recipe
+
+class Vector(torch.nn.Module):
+    def forward(self, views, pseudo_labels=None):
+        return views.float().pow(2).sum(-1).mean(0)
+
+class Number(torch.nn.Module):
+    def forward(self, views, pseudo_labels=None):
+        return 3
+
+class Detached(torch.nn.Module):
+    def forward(self, views, pseudo_labels=None):
+        return views.detach().float().pow(2).mean()
+
+class Half(Recipe):
+    def build_model(self, cfg):
+        raise AssertionError
+
+LOSSES.register("vector", Loss("v", lambda cfg: Vector()))
+LOSSES.register("number", Loss("n", lambda cfg: Number()))
+LOSSES.register("detached", Loss("d", lambda cfg: Detached()))
+LOSSES.register("nothing", Loss("n", lambda cfg: None))
+METHODS.register("half", Method("half", "Half", guided=False, recipe=f"{__name__}:Half", default=False))
+METHODS.register("nowhere", Method("nowhere", "Nowhere", guided=False, recipe=f"{__name__}:Nope", default=False))
+""")
+    tiny = [*SMALL, "--train-limit", "64", "--model", "paper_resnet", "--n-blocks", "0", "--head-dims", "16,8"]
+    for extra, expected in (
+            (["--loss", "vector"], "the loss of SimCLR (Vector) returned a tensor of shape (32,), not a scalar tensor: "
+                                   "reduce it to one number (e.g. .mean())"),
+            (["--loss", "number"], "the loss of SimCLR (Number) returned int 3, not a scalar tensor"),
+            (["--loss", "detached"], "returned a tensor that does not depend on the model's parameters (detached?)"),
+            (["--loss", "nothing"], "--loss nothing: its build function returned NoneType, not a criterion"),
+            (["--method", "half"], "method half: recipe 'odd_plugin:Half': Half does not define build_criterion, "
+                                   "make_loss_fn"),
+            (["--method", "nowhere"], "method nowhere: recipe 'odd_plugin:Nope': module odd_plugin has no Nope")):
+        done = _gsimclr(["pretrain", *tiny, *extra, "--out", str(tmp_path / extra[1])], tmp_path,
+                        env_plugins="odd_plugin")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+
+
+def test_reading_a_run_made_with_a_plugin_that_is_not_loaded_names_it(tmp_path, capsys):
+    """run.json records the plug-ins a run was made with; a command on that run without them (an unknown
+    --method, an option of its config.yaml, no checkpoint of a known method) says which to add. (Not one to
+    load by itself: a run folder from elsewhere must not run code.)"""
+    from gsimclr.cli import main
+    from gsimclr.pipeline import write_run_info
+    from gsimclr.config import load_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_info(run, load_config(None, {"data": "digits"}), ["pretrain"])
+    assert json.loads((run / "run.json").read_text())["plugins"] == []
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "plugins": ["simsiam_plugin"]}))
+    (run / "simsiam").mkdir()
+    (run / "simsiam" / "checkpoint.safetensors").write_bytes(b"")
+    (run / "config.yaml").write_text("data: digits\npredictor_dim: 64\n")
+    hint = f"(the run in {run} was made with plug-in simsiam_plugin, not loaded now: add --plugin simsiam_plugin)"
+    for argv in (["knn", "--out", str(run), "--method", "simsiam"],
+                 ["pretrain", f"--preset={run / 'config.yaml'}", "--out", str(run), "--resume"],
+                 ["export", str(run)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.rstrip().endswith(hint), err
+    (run / "run.json").write_text(json.dumps({"command": "gsimclr pretrain --plugin 'my dir/mine.py' --method x"}))
+    assert main(["knn", "--out", str(run), "--method", "simsiam"]) == 2   # a run made before run.json said it
+    assert "made with plug-in my dir/mine.py, not loaded now: add --plugin 'my dir/mine.py')" in capsys.readouterr().err

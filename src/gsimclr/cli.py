@@ -118,8 +118,9 @@ def _option_help(name: str) -> str:
     return text.replace("%", "%%")  # argparse formats help with %
 
 
-PLUGIN_HELP = ("import this module first: its registrations add methods, losses, samplers and their options "
-               "(repeatable; also GSIMCLR_PLUGINS=a,b and the gsimclr.plugins entry points)")
+PLUGIN_HELP = ("import this module (a name on the Python path, or a .py file or package folder) first: its "
+               "registrations add methods, losses, samplers and their options (repeatable; also "
+               "GSIMCLR_PLUGINS=a,b and the gsimclr.plugins entry points)")
 
 
 RESUMABLE = ("run", "pretrain", "pseudo-label")
@@ -680,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UserError as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)  # (a `!r` here would quote every message)
-        print(f"gsimclr: error: {_in_own_words(message, argv)}", file=sys.stderr)
+        print(f"gsimclr: error: {_in_own_words(message, argv)}{_plugin_hint(message, argv)}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS:
@@ -755,6 +756,43 @@ def _in_own_words(message: str, argv: list[str]) -> str:
         return f"the run's {words}" if whose == "the run's" else f"the {words} setting"
 
     return _FLAG.sub(setting, message)
+
+
+_UNKNOWN = re.compile(r"unknown|invalid choice|unrecognized argument|no checkpoint|choose one of")
+
+
+def _plugin_hint(message: str, argv: list[str]) -> str:
+    """For an error about something unknown (a method, an option, a checkpoint's method), the plug-ins that
+    made a run this command reads and that are not loaded now (``run.json``'s ``plugins``, else the
+    ``--plugin`` of its command): `` (the run in R was made with plug-in P, not loaded now: add --plugin P)``."""
+    if not _UNKNOWN.search(message):
+        return ""
+    import shlex
+
+    from gsimclr.plugins import loaded_modules, plugin_arguments, plugin_path
+
+    loaded = set(loaded_modules())
+    for token in argv:
+        value = os.path.expanduser(token.split("=", 1)[1] if token.startswith("--") and "=" in token else token)
+        if token.startswith("-") and "=" not in token or not value.strip():
+            continue
+        path = Path(value)
+        for root in (path, path.parent, path.parent.parent) if path.exists() else ():
+            try:
+                info = json.loads((root / "run.json").read_text())
+                made = info.get("plugins")
+                if made is None:
+                    made = plugin_arguments(shlex.split(str(info.get("command", ""))))
+            except (OSError, ValueError, AttributeError):
+                continue
+            missing = [str(p) for p in made if isinstance(p, str) and not p.startswith("entry point ")
+                       and p not in loaded and str(Path(p).resolve() if plugin_path(p) else p) not in loaded]
+            if missing:
+                names = ", ".join(missing)
+                return (f" (the run in {root} was made with plug-in {names}, not loaded now: add "
+                        + " ".join(f"--plugin {shlex.quote(m)}" for m in missing) + ")")
+            break
+    return ""
 
 
 def _on_sigterm():

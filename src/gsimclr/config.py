@@ -354,6 +354,8 @@ _HINTS = typing.get_type_hints(Config)
 _CORE: list[tuple[str, Any, dataclasses.Field]] = [(f.name, _HINTS[f.name], f) for f in dataclasses.fields(Config)]
 FIELDS: dict[str, dataclasses.Field] = {}
 TYPES: dict[str, Any] = {}
+#: the names of Config's methods and properties (``cfg.validate``), which no entry's option may shadow
+_CONFIG_ATTRIBUTES = frozenset(name for name in dir(Config) if name not in {n for n, _, _ in _CORE})
 
 #: the light modules that keep the registries (their entries declare options); importing them here makes
 #: every shipped entry's options fields of Config (plug-ins: :mod:`gsimclr.plugins`)
@@ -372,6 +374,9 @@ def entry_options() -> dict[str, tuple[Any, str, tuple[str, ...], list[tuple[Reg
         for option, section, commands, entry in registry.options():
             if option.name in core:
                 raise ValueError(f"{registry.kind} {entry!r} declares option {option.name!r}, a core option")
+            if option.name in _CONFIG_ATTRIBUTES:
+                raise ValueError(f"{registry.kind} {entry!r} declares option {option.name!r}, the name of "
+                                 f"Config.{option.name}; choose another name")
             if option.name in found:
                 known, known_section, known_commands, owners = found[option.name]
                 if known != option or known_section != section:
@@ -559,9 +564,13 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     values = _preset_mapping(name_or_path)
     values.pop("description", None)
     values.pop("requires", None)
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = sorted(set(values) - set(FIELDS), key=str)
     if unknown:
-        raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}")
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), list(FIELDS), n=1, cutoff=0.75)
+        raise UserError(f"preset {name_or_path}: unknown option {unknown[0]!r}"
+                        + (f" (did you mean {close[0]!r}?)" if close else ""))
     parsed = {}
     for k, v in values.items():
         try:
@@ -596,15 +605,50 @@ def _preset_mapping(name_or_path: str) -> dict[str, Any]:
     else:
         res = resources.files("gsimclr.presets") / f"{name_or_path}.yaml"
         if not res.is_file():
-            raise UserError(f"unknown preset {name_or_path!r}; choose one of {', '.join(preset_names())}")
+            raise UserError(f"unknown preset {name_or_path!r}{_did_you_mean(name_or_path)}; choose one of "
+                            f"{', '.join(preset_names())} (or give a YAML file)")
         text = res.read_text()
     try:
-        values = yaml.safe_load(text) or {}
+        values = yaml.load(text, Loader=_PresetLoader)
+    except _RepeatedKey as exc:
+        raise UserError(f"preset {name_or_path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"preset {name_or_path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if values is None:
+        return {}
     if not isinstance(values, dict):
-        raise UserError(f"preset {name_or_path} must be a mapping of options")
+        raise UserError(f"preset {name_or_path} must be a YAML mapping of options (one 'option: value' a line), "
+                        f"not a {type(values).__name__}")
     return values
+
+
+def _did_you_mean(name: str) -> str:
+    """`` (did you mean 'paper-cifar10'?)`` for the shipped preset closest to a mistyped ``name``."""
+    import difflib
+
+    names = preset_names()
+    typed = name.strip().lower().replace("_", "-")
+    close = [n for n in names if n == typed] or difflib.get_close_matches(typed, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+class _PresetLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (plain YAML keeps the last value without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *base` then own keys: YAML's overriding
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _RepeatedKey(f"option {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 # Values of earlier versions, read as their present meaning (saved runs, old presets and command lines).

@@ -61,6 +61,13 @@ def add_section(name: str, title: str) -> None:
     SECTIONS.update([*items[:at], (name, title), *items[at:]])
 
 
+COMMAND_FLAGS = frozenset({"preset", "out", "resume", "stop_after", "max_minutes", "methods", "jobs", "method",
+                           "checkpoint", "split", "point", "output", "show", "plugin", "help", "version", "format",
+                           "overwrite", "runs", "paper", "command"})
+"""The command line's own arguments that are no configuration option (``--out``, ``--plugin``, ...): no
+entry's option may take their names (tests/test_cli.py checks this list against the parser)."""
+
+
 def flag(name: str) -> str:
     """The command-line flag of an option: ``label_fraction`` -> ``--label-fraction``."""
     return "--" + name.replace("_", "-")
@@ -97,8 +104,14 @@ class Option:
     metavar: str | None = None
 
     def __post_init__(self):
-        if not self.name.isidentifier() or self.name.startswith("_"):
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name.startswith("_"):
             raise ValueError(f"option name {self.name!r} must be a Python identifier (it is cfg.{self.name})")
+        if self.name != self.name.lower():
+            raise ValueError(f"option name {self.name!r} must be lowercase (it is {flag(self.name)}; such as "
+                             f"{self.name.lower()!r})")
+        if self.name in COMMAND_FLAGS:
+            raise ValueError(f"option name {self.name!r} is taken by the command line's own {flag(self.name)}; "
+                             "choose another name")
         if self.default is None and self.type is None:
             raise ValueError(f"option {self.name!r}: a None default needs a type")
 

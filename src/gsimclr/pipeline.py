@@ -135,13 +135,14 @@ def _limit(data: ImageData, n: int, seed: int) -> ImageData:
 
 def write_run_info(run_dir: Path | RunFolder, cfg: Config, argv: list[str] | None = None) -> None:
     """run.json and config.yaml: call only once the command has been accepted (its checks passed)."""
+    from gsimclr.plugins import loaded_modules
     from gsimclr.provenance import device_name, git_commit
 
     folder = _folder(run_dir)
     info = {"command": " ".join(["gsimclr"] + (argv if argv is not None else sys.argv[1:])),
             "gsimclr_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "host": platform.node(), "device": device_name(str(resolve_device(cfg.device))),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "plugins": loaded_modules()}
     write_json(folder.run_info, info)
     write_text(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

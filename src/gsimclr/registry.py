@@ -46,12 +46,43 @@ this one declares none.)
 from __future__ import annotations
 
 import importlib
+import re
+import sys
 from typing import Any, Callable, Iterable, TypeVar
 
 from gsimclr.errors import UserError
 from gsimclr.options import Declares, Option
 
 T = TypeVar("T")
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.+-]*")
+"""An entry's name: what ``--method``/``--loss``/... take, a comma list's item, a ``PREFIX:ARGUMENT``
+spec's prefix and a method's stage folder, so lowercase letters, digits and ``_ . + -``, first a letter
+or a digit (no space, comma, colon or slash; no folder ``.``/``..``)."""
+
+
+def check_name(kind: str, name: Any) -> None:
+    """A ValueError naming what is wrong with an entry's name (see :data:`_NAME`).
+
+    >>> check_name("loss", "my loss")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss name 'my loss' is not allowed: use lowercase letters, digits and _ . + - (such as 'my_loss')
+    """
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{kind} name {name!r} is not allowed: give a name such as 'mine'")
+    fixed = re.sub(r"[^a-z0-9_.+-]+", "_", name.strip().lower()).strip("_.+-") or "mine"
+    raise ValueError(f"{kind} name {name!r} is not allowed: use lowercase letters, digits and _ . + - "
+                     f"(such as {fixed!r})")
+
+
+def _origin() -> str:
+    """Who is registering now: the plug-in being imported (:data:`gsimclr.plugins.importing`), else gsimclr."""
+    plugins = sys.modules.get("gsimclr.plugins")
+    loading = getattr(plugins, "importing", None)
+    return f"plug-in {loading}" if loading else "gsimclr"
 
 
 class Registry(dict):
@@ -69,9 +100,13 @@ class Registry(dict):
 
     def __init__(self, kind: str, *, option: str | None = None, pick: Callable[[Any], str | None] | None = None,
                  selected: Callable[[Any], Iterable[str]] | None = None, section: str = "pretrain",
-                 commands: tuple[str, ...] = ("run", "pretrain")):
+                 commands: tuple[str, ...] = ("run", "pretrain"), reserved: Iterable[str] = (),
+                 entry_check: Callable[[str, Any], str | None] | None = None):
         super().__init__()
         self.kind = kind
+        self.reserved = frozenset(reserved)   # names the entries may not take (a method's: the run folder's own)
+        self.origins: dict[str, str] = {}     # name -> who registered it ("gsimclr", "plug-in mine")
+        self._entry_check = entry_check       # (name, entry) -> what is wrong with the entry, or None
         self.option, self.section, self.commands = option, section, commands
         self._pick, self._selected = pick, selected
         self._declared: dict[str, str] = {}  # name -> the module whose import registers it
@@ -84,9 +119,9 @@ class Registry(dict):
         first. A declared name the module does not register is a ``LookupError`` at its first lookup.
         ``declares``: what each of these entries owns (options, checks, titles), known at once."""
         for name in names:
-            if name in self._declared or dict.__contains__(self, name):
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._check_new(name)
             self._declared[name] = module
+            self.origins[name] = _origin()
         if declares is not None:
             self._set_declares(names, declares)
 
@@ -173,16 +208,47 @@ class Registry(dict):
 
         return wrap
 
+    @classmethod
+    def entry_count(cls) -> int:
+        """How many entries every registry holds (declared or registered): whether an import registered any."""
+        return len(cls.instances) + sum(len(dict.keys(r)) + len(r._declared) for r in cls.instances)
+
+    def _check_new(self, name: Any) -> None:
+        """A ValueError for a name an entry cannot take: not a valid name, reserved, or taken already (naming
+        who took it)."""
+        check_name(self.kind, name)
+        if name in self.reserved:
+            raise ValueError(f"{self.kind} name {name!r} is reserved (gsimclr uses it); choose another name")
+        if name in self._declared or dict.__contains__(self, name):
+            by = self.origins.get(name, "gsimclr")
+            raise ValueError(f"{self.kind} {name!r} is registered twice ({by} registered it already); "
+                             "choose another name")
+
     def _add(self, name: str, entry: Any, declares: Declares | None = None) -> None:
-        if dict.__contains__(self, name):
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        arriving = name in self._declared and not dict.__contains__(self, name)   # a declared name's registration
+        if not arriving:
+            self._check_new(name)
+        problem = self._entry_check(name, entry) if self._entry_check is not None else None
+        if problem:
+            raise ValueError(f"{self.kind} {name!r}: {problem}")
         if declares is None and isinstance(getattr(entry, "declares", None), Declares):
             declares = entry.declares  # a record that carries its own declarations (gsimclr.loss.Loss)
+        if declares is not None and name in self.declarations:
+            raise ValueError(f"{self.kind} {name!r} declares its options twice (in declare and register)")
         self[name] = entry
+        if not arriving:
+            self.origins[name] = _origin()
         if declares is not None:
-            if name in self.declarations:
-                raise ValueError(f"{self.kind} {name!r} declares its options twice (in declare and register)")
-            self._set_declares([name], declares)
+            try:
+                self._set_declares([name], declares)
+            except Exception:   # a refused declaration (an option shadowing another) registers nothing
+                dict.__delitem__(self, name)
+                self.declarations.pop(name, None)
+                if not arriving:
+                    self.origins.pop(name, None)
+                for listener in list(Registry.listeners):
+                    listener()
+                raise
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         """The entry registered as ``name``; an unknown name is a :class:`UserError` listing the choices."""

@@ -111,7 +111,13 @@ def build_criterion(cfg):
     if isinstance(build, str):
         module, _, attr = build.partition(":")
         build = getattr(importlib.import_module(module), attr)
-    return build(cfg)
+    criterion = build(cfg)
+    if not callable(criterion):   # a plug-in's builder that forgot its return
+        from gsimclr.errors import UserError
+
+        raise UserError(f"--loss {cfg.loss}: its build function returned {type(criterion).__name__}, not a criterion "
+                        "(a callable such as a torch.nn.Module)")
+    return criterion
 
 
 def check_loss(cfg) -> None:

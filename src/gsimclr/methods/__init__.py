@@ -60,8 +60,23 @@ class Method:
 
 @lru_cache(maxsize=None)
 def _recipe(method: Method) -> Any:
+    from gsimclr.methods.base import Recipe
+
     module, _, cls = method.recipe.partition(":")
-    return getattr(importlib.import_module(module), cls)(method)
+    where = f"method {method.name}: recipe {method.recipe!r}"
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise UserError(f"{where}: cannot import {module} ({type(exc).__name__}: {exc})") from None
+    except AttributeError:
+        raise UserError(f"{where}: module {module} has no {cls}") from None
+    if not (isinstance(found, type) and issubclass(found, Recipe)):
+        raise UserError(f"{where} is not a gsimclr.methods.base.Recipe subclass")
+    missing = [hook for hook in ("build_model", "build_criterion", "make_loss_fn") if getattr(found, hook) is
+               getattr(Recipe, hook)]
+    if missing:
+        raise UserError(f"{where}: {cls} does not define {', '.join(missing)} (see docs/extending.md, A method)")
+    return found(method)
 
 
 _MOCO_FITS = "gsimclr.methods.moco_queue:check_queue"   # the queue against the images
@@ -70,7 +85,20 @@ _MOCO_REQUIRES = (("views", 2, "contrasts a query with one key (2 views)"),
                   ("loss", "ntxent", "contrasts a query with its queue by its own InfoNCE loss (the other --loss "
                    "choices are not implemented for the queue); use --loss ntxent"))
 
-METHODS: Registry = Registry("method", section="pretrain", commands=("run", "pretrain"))
+def _check_entry(name: str, method: Any) -> str | None:
+    """What is wrong with a method's registration: its record, its stage name, its recipe reference."""
+    if not isinstance(method, Method):
+        return f"register a gsimclr.methods.Method record, not {type(method).__name__}"
+    if method.name != name:
+        return f"its Method is named {method.name!r}; the name is its stage folder and results key, give the same"
+    module, colon, cls = method.recipe.partition(":") if isinstance(method.recipe, str) else ("", "", "")
+    if not (colon and cls.isidentifier() and all(part.isidentifier() for part in module.split("."))):
+        return f"recipe must be 'module:Class' (a gsimclr.methods.base.Recipe subclass), got {method.recipe!r}"
+    return None
+
+
+METHODS: Registry = Registry("method", section="pretrain", commands=("run", "pretrain"),
+                             reserved=("pseudo_labels",), entry_check=_check_entry)  # (the run folder's own folder)
 _MOCO = Declares(options=(
     Option("queue_size", None, "MoCo: keys of earlier batches kept as negatives (default: 4096, or fewer on a small "
            "data set: whole batches up to the images minus one batch; MoCo v2: 65536 on ImageNet); with pseudo "

@@ -369,6 +369,8 @@ class Pretrainer:
         optimizer's update (the benchmarks time the two parts apart)."""
         with autocast(self.device, self.settings.precision):
             loss = self.loss_fn(self.train_model, views, labels, index)
+        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad):
+            raise UserError(_not_a_loss(self.method, self.criterion, loss))
         self.optimizer.zero_grad(set_to_none=True)
         backward_step(loss, self.optimizer, self.scaler)
         return loss.detach()
@@ -567,6 +569,18 @@ def build_pretrainer(cfg: Config, data: ImageData | EncodedStore, out_dir: str |
                       pseudo_labels=pseudo_labels, resume=resume, reclustering=reclustering,
                       monitor=KnnMonitor(cfg, *monitor, device) if monitor is not None else None,
                       chance_loss=lambda sizes: recipe.chance_loss(cfg, sizes), init_report=init_report)
+
+
+def _not_a_loss(method, criterion, loss) -> str:
+    """The one line for a training step whose loss cannot be trained on (a plug-in's loss or method that
+    returns a vector, a number or a detached tensor): what it returned and what it must return."""
+    source = (f"the loss of {method.title} ({type(criterion).__name__})" if criterion is not None
+              else f"the training step of {method.title}")
+    if isinstance(loss, torch.Tensor) and loss.dim() == 0:
+        return (f"{source} returned a tensor that does not depend on the model's parameters (detached?): compute "
+                "the loss from the embeddings it is given")
+    what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"{type(loss).__name__} {loss!r:.40}"
+    return f"{source} returned {what}, not a scalar tensor: reduce it to one number (e.g. .mean())"
 
 
 def check_step_memory(cfg: Config, model: torch.nn.Module, n_views: int, device: torch.device, processes: int = 1) -> None:
