@@ -41,7 +41,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     ("transforms",),
     ("checkpoint", "plots", "provenance", "tracking", "distributed", "runtime"),
-    ("io", "launch", "registry", "plugins"),
+    ("plugins",),               # loads plug-ins and counts what their import registered
+    ("io", "launch", "registry"),
     ("errors", "options", "presets", "__init__"),  # options: what an entry declares; presets: YAML files; __init__: the package itself (its version)
 ]
 

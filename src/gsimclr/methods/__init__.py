@@ -60,8 +60,6 @@ class Method:
 
 @lru_cache(maxsize=None)
 def _recipe(method: Method) -> Any:
-    from gsimclr.methods.base import Recipe
-
     module, _, cls = method.recipe.partition(":")
     where = f"method {method.name}: recipe {method.recipe!r}"
     try:
@@ -70,10 +68,13 @@ def _recipe(method: Method) -> Any:
         raise UserError(f"{where}: cannot import {module} ({type(exc).__name__}: {exc})") from None
     except AttributeError:
         raise UserError(f"{where}: module {module} has no {cls}") from None
-    if not (isinstance(found, type) and issubclass(found, Recipe)):
+    # Recipe is found in the class's bases, not imported: gsimclr.methods.base imports this module
+    recipe = next((c for c in getattr(found, "__mro__", ()) if c.__name__ == "Recipe"
+                   and c.__module__ == "gsimclr.methods.base"), None)
+    if recipe is None:
         raise UserError(f"{where} is not a gsimclr.methods.base.Recipe subclass")
     missing = [hook for hook in ("build_model", "build_criterion", "make_loss_fn") if getattr(found, hook) is
-               getattr(Recipe, hook)]
+               getattr(recipe, hook)]
     if missing:
         raise UserError(f"{where}: {cls} does not define {', '.join(missing)} (see docs/extending.md, A method)")
     return found(method)
