@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "pretrain":
             stage.add_argument("--method", default=methods[0], choices=methods)
         if name in EVAL_COMMANDS or name == "embed":
-            stage.add_argument("--checkpoint", help="a checkpoint file or stage folder (default: --out/<method>)")
+            stage.add_argument("--checkpoint", help="a checkpoint file, a stage folder, or a run folder (its --method "
+                               "stage) (default: --out/<method>)")
             stage.add_argument("--method", default=methods[0], choices=methods)
         if name == "embed":
             stage.add_argument("--split", default="train", help="train, test or unlabeled")
@@ -237,7 +238,35 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
     """Defaults, then ``base``, then --preset, then the flags given; validated as a whole."""
     if args.preset is not None and not args.preset.strip():
         raise UserError("--preset needs a value (a shipped preset or a YAML file)")
-    return load_config(args.preset, {k: parse_value(k, v) for k, v in _overrides(args).items()}, base=base)
+    overrides = {k: parse_value(k, v) for k, v in _overrides(args).items()}
+    return load_config(args.preset, overrides, base=None if base is None else _machine_here(base, overrides))
+
+
+def _machine_here(saved: dict, given: dict) -> dict:
+    """A checkpoint's configuration with its --device and --precision usable here: they name the machine
+    that trained it, so one this machine lacks (cuda or mps, fp16 without a GPU: a checkpoint read on
+    a laptop) becomes auto with a one-line warning, unless the flag is given (then it is checked as given)."""
+    import warnings
+
+    from gsimclr.runtime import resolve_device, resolve_precision
+
+    saved = dict(saved)
+    device = saved.get("device", "auto")
+    if "device" not in given and isinstance(device, str) and device not in ("auto", "cpu"):
+        try:
+            resolve_device(device)
+        except UserError:
+            warnings.warn(f"the checkpoint was trained with --device {device}, which this machine lacks; "
+                          "using --device auto (give --device to choose)", stacklevel=2)
+            saved["device"] = "auto"
+    if "precision" not in given and saved.get("precision") == "fp16":
+        try:
+            resolve_precision(resolve_device(given.get("device", saved.get("device", "auto"))), "fp16")
+        except UserError:
+            warnings.warn("the checkpoint was trained with --precision fp16, which needs a CUDA GPU; using "
+                          "--precision auto (give --precision to choose)", stacklevel=2)
+            saved["precision"] = "auto"
+    return saved
 
 
 def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
@@ -355,7 +384,10 @@ def _require_new(args: argparse.Namespace, folder) -> None:
 
 def _checkpoint_path(args: argparse.Namespace) -> Path:
     if args.checkpoint:
-        return Path(args.checkpoint)
+        from gsimclr.export import locate_checkpoint
+
+        # a file, a stage folder, or a run folder (its --method stage, as with --out and for export)
+        return locate_checkpoint(args.checkpoint, args.method, args.command)[0]
     if args.out:
         return Path(args.out) / args.method
     raise UserError("give --checkpoint (a checkpoint file or stage folder) or --out (a run folder)")
