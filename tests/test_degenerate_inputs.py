@@ -128,3 +128,53 @@ def test_a_checkpoint_trained_on_a_device_this_machine_lacks_is_evaluated_here(c
     assert any("trained with --precision fp16, which needs a CUDA GPU; using --precision auto" in w for w in warned)
     assert "--device cuda: CUDA is not available" in _error_of(capsys, ["knn", "--out", str(folder.root),
                                                                          "--device", "cuda", "--knn-k", "3"])
+
+
+TIMM_SMALL = ["--preset", "digits-quick", "--device", "cpu", "--train-limit", "200", "--batch-size", "16", "--epochs", "1",
+              "--ae-epochs", "1", "--k", "5", "--knn-k", "5"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    # three downsamplings after a 4x4 patchify stem leave less than a pixel: a RuntimeError traceback at the first
+    # forward, in `run` after the autoencoder had trained and written its pseudo labels
+    (["run", "--methods", "gsimclr", "--model", "timm:convnext_atto", "--image-size", "16"],
+     "--image-size 16 is too small for --model timm:convnext_atto (Calculated padded input size"),
+    (["pretrain", "--model", "timm:vit_tiny_patch16_224", "--image-size", "8"],
+     "--image-size 8 is too small for --model timm:vit_tiny_patch16_224 (Calculated padded input size per channel: "
+     "(8 x 8). Kernel size: (16 x 16)"),
+    (["supervised", "--model", "timm:convnext_atto", "--image-size", "16"], "too small for --model timm:convnext_atto"),
+])
+def test_an_image_size_the_backbone_cannot_take_is_refused_before_any_work(capsys, tmp_path, argv, needle):
+    pytest.importorskip("timm")
+    from test_cli import only
+
+    out = tmp_path / "out"
+    err = _error_of(capsys, [argv[0], *only(argv[0], TIMM_SMALL), *argv[1:], "--out", str(out)])
+    assert needle in err, err
+    assert "give a larger --image-size" in err
+    assert not out.exists()
+
+
+def test_the_size_check_draws_no_random_numbers():
+    """The check runs before every training stage: it must leave the seeded streams as they were."""
+    import torch
+
+    from gsimclr.models.registry import input_size_problem
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert input_size_problem("paper_resnet", 16, n_blocks=0) is None
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_another_image_size_for_a_fixed_size_checkpoint_is_refused(capsys, tmp_path):
+    """A ViT is built for the size it was trained at (its position embeddings): knn/embed --image-size 32 on
+    a 16 px run was timm's AssertionError traceback."""
+    pytest.importorskip("timm")
+    folder = fake_run(tmp_path / "run", model="timm:vit_tiny_patch16_224", patch_size=4)
+    for argv in (["knn", "--out", str(folder.root), "--knn-k", "3"],
+                 ["embed", "--out", str(folder.root), "--output", str(tmp_path / "f.npy")]):
+        err = _error_of(capsys, [*argv, "--image-size", "32"])
+        assert ("--image-size 32 does not fit the run's model timm:vit_tiny_patch16_224, built for 16 px images "
+                "(Input height (32) doesn't match model (16).); give --image-size 16") in err, err
+    assert not (tmp_path / "f.npy").exists() and not (folder.root / "simclr" / "knn.json").exists()

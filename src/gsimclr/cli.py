@@ -514,8 +514,17 @@ def _eval_setup(args):
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
+    _check_eval_size(cfg, saved)
     train, test = load_data(cfg, pretraining=False)
     return model, cfg, train, test
+
+
+def _check_eval_size(cfg: Config, saved: Config) -> None:
+    """--image-size given to read a checkpoint: its network (built for the size it was trained at) must take it."""
+    if cfg.image_size != saved.image_size:
+        from gsimclr.pipeline import check_input_size
+
+        check_input_size(cfg, built_for=saved)
 
 
 def _reading(args):
@@ -543,10 +552,12 @@ def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
 
 def cmd_supervised(args) -> None:
     from gsimclr.io import write_json
-    from gsimclr.pipeline import load_data, stage_supervised, supervised_provenance, write_run_info
+    from gsimclr.pipeline import (check_input_size, load_data, stage_supervised, supervised_provenance,
+                                  write_run_info)
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
+    check_input_size(cfg, cfg.supervised_model, cfg.supervised_n_blocks)
     folder = RunFolder(_run_dir(args))
     with folder.lock():
         folder.check_stage_target()
@@ -579,6 +590,7 @@ def _embed(args, output: Path) -> None:
 
     model, saved, _ = load_encoder(_checkpoint_path(args))
     cfg = _config(args, base=saved.to_dict())
+    _check_eval_size(cfg, saved)
     if args.split in ("train", "test"):
         # the images the run trains and evaluates on: --train-limit/--test-limit and the hold-out applied,
         # so that --split train feeds back as --pseudo-labels file:PATH row for row
