@@ -178,3 +178,27 @@ def test_another_image_size_for_a_fixed_size_checkpoint_is_refused(capsys, tmp_p
         assert ("--image-size 32 does not fit the run's model timm:vit_tiny_patch16_224, built for 16 px images "
                 "(Input height (32) doesn't match model (16).); give --image-size 16") in err, err
     assert not (tmp_path / "f.npy").exists() and not (folder.root / "simclr" / "knn.json").exists()
+
+
+def test_a_label_fraction_below_one_image_per_class_says_how_many_labels_it_uses():
+    """--label-fraction 0.001 of 100 images: the stratified draw's one image per class takes 10 (10%), while
+    the table says "Fine-tune (0.1% labels)"; the labels really used are said in one warning."""
+    import warnings
+
+    import numpy as np
+
+    from gsimclr.evaluation.notebook import sample_labelled
+    from gsimclr.evaluation.standard_linear import label_fraction_indices
+
+    labels = np.repeat(np.arange(10), 10)
+    with pytest.warns(UserWarning, match=r"--label-fraction 0.001 of 100 labelled images is less than one image per "
+                                         r"class: .* each of the 10 classes, 10 images \(10%\)"):
+        assert len(label_fraction_indices(labels, 0.001)) == 10
+    with pytest.warns(UserWarning, match="--standard-label-fraction 0.01 of 100"):
+        label_fraction_indices(labels, 0.01, option="--standard-label-fraction")
+    with pytest.warns(UserWarning, match="less than one image per class"):
+        sample_labelled(labels, 0.001, "stratified", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # a fraction the draw honours says nothing
+        assert len(label_fraction_indices(np.repeat(np.arange(10), 100), 0.1)) == 100
+        assert len(label_fraction_indices(np.repeat(np.arange(10), 10), 0.1)) == 10
