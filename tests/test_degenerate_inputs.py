@@ -202,3 +202,19 @@ def test_a_label_fraction_below_one_image_per_class_says_how_many_labels_it_uses
         warnings.simplefilter("error")   # a fraction the draw honours says nothing
         assert len(label_fraction_indices(np.repeat(np.arange(10), 100), 0.1)) == 100
         assert len(label_fraction_indices(np.repeat(np.arange(10), 10), 0.1)) == 10
+
+
+def test_evaluating_an_unfinished_pretraining_says_so(capsys, tmp_path):
+    """knn/embed on a run stopped by --stop-after (or a kill) printed results as if the run were finished."""
+    import warnings
+
+    folder = fake_run(tmp_path / "run", epochs=3)   # its checkpoint: epoch 1
+    with pytest.warns(UserWarning, match=r"simclr is epoch 1 of 3: its pretraining is unfinished \(continue it with "
+                                         r"--resume\)"):
+        assert main(["knn", "--out", str(folder.root), "--knn-k", "3", "--test-limit", "50"]) == 0
+    with pytest.warns(UserWarning, match="epoch 1 of 3"):
+        assert main(["embed", "--out", str(folder.root), "--output", str(tmp_path / "f.npy"), "--split", "test"]) == 0
+    finished = fake_run(tmp_path / "finished", epochs=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*unfinished")
+        assert main(["knn", "--out", str(finished.root), "--knn-k", "3", "--test-limit", "50"]) == 0

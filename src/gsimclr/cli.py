@@ -512,11 +512,25 @@ def _eval_setup(args):
     from gsimclr.pipeline import load_data
     from gsimclr.training.pretrain import load_encoder
 
-    model, saved, _ = load_encoder(_checkpoint_path(args))
+    path = _checkpoint_path(args)
+    model, saved, meta = load_encoder(path)
+    _note_unfinished(path, saved, meta)
     cfg = _config(args, base=saved.to_dict())
     _check_eval_size(cfg, saved)
     train, test = load_data(cfg, pretraining=False)
     return model, cfg, train, test
+
+
+def _note_unfinished(path: Path, saved: Config, meta: dict) -> None:
+    """A one-line warning when the checkpoint read is one of an unfinished pretraining (stopped by
+    --stop-after, --max-minutes or a kill): its results are not the run's."""
+    import warnings
+
+    epoch = meta.get("epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch < saved.epochs:
+        within = " (and part of the next)" if meta.get("partial") else ""
+        warnings.warn(f"{path} is epoch {epoch}{within} of {saved.epochs}: its pretraining is unfinished (continue it "
+                      "with --resume), so these results are not the finished run's", stacklevel=2)
 
 
 def _check_eval_size(cfg: Config, saved: Config) -> None:
@@ -588,7 +602,9 @@ def _embed(args, output: Path) -> None:
     from gsimclr.runtime import resolve_device
     from gsimclr.transforms.augment import NORMALIZATIONS
 
-    model, saved, _ = load_encoder(_checkpoint_path(args))
+    path = _checkpoint_path(args)
+    model, saved, meta = load_encoder(path)
+    _note_unfinished(path, saved, meta)
     cfg = _config(args, base=saved.to_dict())
     _check_eval_size(cfg, saved)
     if args.split in ("train", "test"):
