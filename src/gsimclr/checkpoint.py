@@ -135,6 +135,19 @@ def _release(version: str) -> tuple[int, ...]:
     return numbers + (0,) * (3 - len(numbers))
 
 
+def _mismatch(target: dict[str, Any], weights: dict[str, Any], exc: BaseException) -> str:
+    """What differs between a model's state dict and a checkpoint's weights, on one line (PyTorch's own
+    message spans many lines and its first says nothing)."""
+    missing = sorted(target.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - target.keys())
+    shapes = sorted(k for k in target.keys() & weights.keys() if tuple(target[k].shape) != tuple(weights[k].shape))
+    shown = [f"{k} {tuple(weights[k].shape)} vs {tuple(target[k].shape)}" for k in shapes]
+    problems = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+                for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (shown, "of another shape"))
+                if keys]
+    return "; ".join(problems) + " keys" if problems else " ".join(str(exc).split())[:300]
+
+
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Load weights (and optimizer state) in place; returns the metadata."""
@@ -152,7 +165,7 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise UserError(f"checkpoint {path} does not match the model: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"checkpoint {path} does not match the model: {_mismatch(model.state_dict(), weights, exc)}") from None
     if optimizer is not None and "optimizer" in meta:
         opt_meta = meta.pop("optimizer")
         state: dict[int, dict[str, Any]] = {}

@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "pretrain":
             stage.add_argument("--method", default=methods[0], choices=methods)
         if name in EVAL_COMMANDS or name == "embed":
-            stage.add_argument("--checkpoint", help="a checkpoint file or stage folder (default: --out/<method>)")
+            stage.add_argument("--checkpoint", help="a checkpoint file, a stage folder, or a run folder (its --method "
+                               "stage) (default: --out/<method>)")
             stage.add_argument("--method", default=methods[0], choices=methods)
         if name == "embed":
             stage.add_argument("--split", default="train", help="train, test or unlabeled")
@@ -238,7 +239,35 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
     """Defaults, then ``base``, then --preset, then the flags given; validated as a whole."""
     if args.preset is not None and not args.preset.strip():
         raise UserError("--preset needs a value (a shipped preset or a YAML file)")
-    return load_config(args.preset, {k: parse_value(k, v) for k, v in _overrides(args).items()}, base=base)
+    overrides = {k: parse_value(k, v) for k, v in _overrides(args).items()}
+    return load_config(args.preset, overrides, base=None if base is None else _machine_here(base, overrides))
+
+
+def _machine_here(saved: dict, given: dict) -> dict:
+    """A checkpoint's configuration with its --device and --precision usable here: they name the machine
+    that trained it, so one this machine lacks (cuda or mps, fp16 without a GPU: a checkpoint read on
+    a laptop) becomes auto with a one-line warning, unless the flag is given (then it is checked as given)."""
+    import warnings
+
+    from gsimclr.runtime import resolve_device, resolve_precision
+
+    saved = dict(saved)
+    device = saved.get("device", "auto")
+    if "device" not in given and isinstance(device, str) and device not in ("auto", "cpu"):
+        try:
+            resolve_device(device)
+        except UserError:
+            warnings.warn(f"the checkpoint was trained with --device {device}, which this machine lacks; "
+                          "using --device auto (give --device to choose)", stacklevel=2)
+            saved["device"] = "auto"
+    if "precision" not in given and saved.get("precision") == "fp16":
+        try:
+            resolve_precision(resolve_device(given.get("device", saved.get("device", "auto"))), "fp16")
+        except UserError:
+            warnings.warn("the checkpoint was trained with --precision fp16, which needs a CUDA GPU; using "
+                          "--precision auto (give --precision to choose)", stacklevel=2)
+            saved["precision"] = "auto"
+    return saved
 
 
 def _check_stage_flags(args: argparse.Namespace, cfg: Config) -> None:
@@ -356,7 +385,10 @@ def _require_new(args: argparse.Namespace, folder) -> None:
 
 def _checkpoint_path(args: argparse.Namespace) -> Path:
     if args.checkpoint:
-        return Path(args.checkpoint)
+        from gsimclr.export import locate_checkpoint
+
+        # a file, a stage folder, or a run folder (its --method stage, as with --out and for export)
+        return locate_checkpoint(args.checkpoint, args.method, args.command)[0]
     if args.out:
         return Path(args.out) / args.method
     raise UserError("give --checkpoint (a checkpoint file or stage folder) or --out (a run folder)")
@@ -481,10 +513,33 @@ def _eval_setup(args):
     from gsimclr.pipeline import load_data
     from gsimclr.training.pretrain import load_encoder
 
-    model, saved, _ = load_encoder(_checkpoint_path(args))
+    path = _checkpoint_path(args)
+    model, saved, meta = load_encoder(path)
+    _note_unfinished(path, saved, meta)
     cfg = _config(args, base=saved.to_dict())
+    _check_eval_size(cfg, saved)
     train, test = load_data(cfg, pretraining=False)
     return model, cfg, train, test
+
+
+def _note_unfinished(path: Path, saved: Config, meta: dict) -> None:
+    """A one-line warning when the checkpoint read is one of an unfinished pretraining (stopped by
+    --stop-after, --max-minutes or a kill): its results are not the run's."""
+    import warnings
+
+    epoch = meta.get("epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch < saved.epochs:
+        within = " (and part of the next)" if meta.get("partial") else ""
+        warnings.warn(f"{path} is epoch {epoch}{within} of {saved.epochs}: its pretraining is unfinished (continue it "
+                      "with --resume), so these results are not the finished run's", stacklevel=2)
+
+
+def _check_eval_size(cfg: Config, saved: Config) -> None:
+    """--image-size given to read a checkpoint: its network (built for the size it was trained at) must take it."""
+    if cfg.image_size != saved.image_size:
+        from gsimclr.pipeline import check_input_size
+
+        check_input_size(cfg, built_for=saved)
 
 
 def _reading(args):
@@ -512,10 +567,12 @@ def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
 
 def cmd_supervised(args) -> None:
     from gsimclr.io import write_json
-    from gsimclr.pipeline import load_data, stage_supervised, supervised_provenance, write_run_info
+    from gsimclr.pipeline import (check_input_size, load_data, stage_supervised, supervised_provenance,
+                                  write_run_info)
     from gsimclr.run_folder import RunFolder
 
     cfg = _config(args)
+    check_input_size(cfg, cfg.supervised_model, cfg.supervised_n_blocks)
     folder = RunFolder(_run_dir(args))
     with folder.lock():
         folder.check_stage_target()
@@ -546,8 +603,11 @@ def _embed(args, output: Path) -> None:
     from gsimclr.runtime import resolve_device
     from gsimclr.transforms.augment import NORMALIZATIONS
 
-    model, saved, _ = load_encoder(_checkpoint_path(args))
+    path = _checkpoint_path(args)
+    model, saved, meta = load_encoder(path)
+    _note_unfinished(path, saved, meta)
     cfg = _config(args, base=saved.to_dict())
+    _check_eval_size(cfg, saved)
     if args.split in ("train", "test"):
         # the images the run trains and evaluates on: --train-limit/--test-limit and the hold-out applied,
         # so that --split train feeds back as --pseudo-labels file:PATH row for row

@@ -315,7 +315,9 @@ class Config:
             from gsimclr.models.registry import check_backbone
 
             check_backbone(self.model)
-        if self.precision == "fp16":  # needs a CUDA device: refuse it before any work
+        if self.device not in ("auto", "cpu") or self.precision == "fp16":
+            # a device this machine lacks (cuda, cuda:N past its GPUs, mps), and fp16 (a CUDA device's), are
+            # refused before any work rather than at the first tensor moved there
             from gsimclr.runtime import resolve_device, resolve_precision
 
             resolve_precision(resolve_device(self.device), self.precision)

@@ -299,10 +299,36 @@ def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods:
         check_reclustering(cfg, len(train))  # before SimCLR's pretraining, not after it
     if evaluate and train.has_labels and test is not None and test.has_labels:
         check_evaluations(cfg, train, test, enabled_evaluations(cfg))  # before hours of pretraining, not after
+    if methods:
+        check_input_size(cfg)
+    if evaluate and train.has_labels and test is not None and test.has_labels and (
+            cfg.supervised_model is not None or cfg.supervised_n_blocks is not None):
+        check_input_size(cfg, cfg.supervised_model, cfg.supervised_n_blocks)
     if methods and cfg.init is not None:
         from gsimclr.models.weights import match_state_dict, read_state_dict
 
         match_state_dict(build_backbone(cfg), read_state_dict(cfg.init))  # before any stage trains
+def check_input_size(cfg: Config, model: str | None = None, n_blocks: int | None = None,
+                     built_for: Config | None = None) -> None:
+    """A UserError, before any work, when the backbone (``model``, default --model; ``built_for``: the
+    configuration a checkpoint's network was built with) cannot take --image-size images."""
+    from gsimclr.models.registry import input_size_problem
+
+    name = model or (built_for or cfg).model
+    options = backbone_options(built_for or cfg)
+    if n_blocks is not None:
+        options["n_blocks"] = n_blocks
+    problem = input_size_problem(name, cfg.image_size, **options)
+    if not problem:
+        return
+    if "match" in problem and built_for is not None:  # a fixed-size network (a ViT's position embeddings)
+        raise UserError(f"--image-size {cfg.image_size} does not fit --model {name}, built for "
+                        f"{built_for.image_size} px images ({problem}); give --image-size {built_for.image_size}")
+    patches = " or a smaller --patch-size" if built_for is None and "vit" in name else ""
+    raise UserError(f"--image-size {cfg.image_size} is too small for --model {name} ({problem}); give a larger "
+                    f"--image-size{patches}")
+
+
 def check_method(cfg: Config, method: str, n_images: int) -> None:
     """The method's own option checks (its recipe's) on ``n_images`` training images: a UserError
     before any work."""

@@ -32,7 +32,20 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"--device {name}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                        f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    if device.type == "mps" and not _mps_available():
+        raise UserError(f"--device {name}: MPS (Apple GPU) is not available on this machine; use auto, cpu or cuda")
     return device
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def bf16_supported(device: torch.device) -> bool:

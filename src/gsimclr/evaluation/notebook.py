@@ -169,9 +169,10 @@ def sample_labelled(labels: np.ndarray, fraction: float, sampling: str, seed: in
     duplicates kept: the ImageNet notebooks' ``np.random.choice(train_images, len // 10)``)."""
     if sampling not in LABEL_SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(LABEL_SAMPLINGS)}, got {sampling!r}")
+    from gsimclr.evaluation.standard_linear import check_every_class, check_stratified_floor
+
     if sampling == "stratified":
-        return label_subset(labels, fraction, seed)
-    from gsimclr.evaluation.standard_linear import check_every_class
+        return check_stratified_floor(labels, label_subset(labels, fraction, seed), fraction)
 
     n = len(labels)
     count = max(1, int(fraction * n + 1e-9))

@@ -59,7 +59,20 @@ def label_fraction_indices(labels: np.ndarray, fraction: float, sampling: str = 
         return picked
     from gsimclr.data.splits import label_subset  # the stratified draw fine-tuning always used
 
-    return label_subset(labels, fraction, seed)
+    return check_stratified_floor(labels, label_subset(labels, fraction, seed), fraction, option)
+
+
+def check_stratified_floor(labels: np.ndarray, picked: np.ndarray, fraction: float,
+                           option: str = "--label-fraction") -> np.ndarray:
+    """``picked``, with a warning when the stratified draw's one image per class took far more than the
+    fraction asked (``--label-fraction 0.001`` of 100 images in 10 classes is 10 images, 10%): the results
+    table names the fraction asked, so the labels really used are said."""
+    n, k = len(labels), len(np.unique(labels))
+    if n and len(picked) > 1.5 * max(1.0, fraction * n):
+        warnings.warn(f"{option} {fraction:g} of {n} labelled images is less than one image per class: the "
+                      f"stratified draw takes at least one of each of the {k} classes, {len(picked)} images "
+                      f"({100 * len(picked) / n:.3g}%)", stacklevel=2)
+    return picked
 
 
 def check_every_class(labels: np.ndarray, picked: np.ndarray, fraction: float, sampling: str,

@@ -250,3 +250,26 @@ def create_backbone(name: str, defaults: str = "torch", **options) -> "nn.Module
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(backbone_names())}")
     entry = BACKBONES[name]
     return apply_defaults(entry.build(**options), defaults, entry.keras_conv_init, entry.keras_bn_eps)
+
+
+def input_size_problem(name: str, size: int, defaults: str = "torch", **options) -> str | None:
+    """Why backbone ``name`` (built with ``options``) cannot take ``size`` px images, else None: e.g. a ViT
+    whose patches are larger than the image, or a ConvNeXt whose downsamplings leave less than one pixel
+    (PyTorch's "Kernel size can't be greater than actual input size" at the first forward). Found on the
+    meta device (no memory, no weights, no draw from the random streams) by one forward of two images;
+    a failure that is not about the input's size is left to the real build."""
+    import re
+
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            net = create_backbone(name, defaults, **options)
+            net(torch.zeros(2, 3, size, size))
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only a size problem is reported, anything else is the build's
+        text = " ".join(str(exc).split("\n")[0].split())
+        if re.search(r"input size|too small|doesn't match model|does not match model|output size", text, re.I):
+            return text[:200]
+    return None

@@ -74,7 +74,11 @@ def load_encoder(path: str | Path, cfg: Config | None = None) -> tuple[SimCLRMod
     if path.is_dir():
         path = path / CHECKPOINT
     meta = read_meta(path)  # a one-line error when missing, a folder, unreadable or edited
-    saved = config_from_dict(meta.get("config", {}))
+    if not isinstance(meta.get("config"), dict):  # another gsimclr file: the autoencoder's weights
+        what = "the pseudo-label autoencoder's weights" if "ae_model" in meta else "not a pretraining checkpoint"
+        raise UserError(f"{path} is {what}, not a pretrained encoder (it holds no method and configuration); "
+                        f"give a stage's {CHECKPOINT} (e.g. RUN/simclr/{CHECKPOINT})")
+    saved = config_from_dict(meta["config"])
     model = build_model(saved, meta.get("method", "simclr"))
     load_checkpoint(path, model)
     return model, saved, meta
