@@ -308,6 +308,8 @@ def check_inputs(cfg: Config, train: ImageData, test: ImageData | None, methods:
         from gsimclr.models.weights import match_state_dict, read_state_dict
 
         match_state_dict(build_backbone(cfg), read_state_dict(cfg.init))  # before any stage trains
+
+
 def check_input_size(cfg: Config, model: str | None = None, n_blocks: int | None = None,
                      built_for: Config | None = None) -> None:
     """A UserError, before any work, when the backbone (``model``, default --model; ``built_for``: the
