@@ -12,6 +12,7 @@ from gsimclr.data import cache as decoded_cache
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources.base import DataSource, Request, register_source
 from gsimclr.data.sources.decoding import resize_square
+from gsimclr.data.sources.hf import hub_reachable
 from gsimclr.errors import UserError
 
 DEFAULT_TORCHVISION_ROOT = "~/.cache/gsimclr/datasets"
@@ -65,8 +66,6 @@ def _open_torchvision(name: str, root: str, kwargs: dict):
     except RuntimeError:  # not found or corrupted: try downloading
         pass
     import socket
-
-    from gsimclr.data.sources.hf import hub_reachable
 
     url = getattr(cls, "url", "")
     if url and not hub_reachable(url, timeout=DOWNLOAD_PROBE_SECONDS):
