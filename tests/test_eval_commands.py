@@ -92,3 +92,22 @@ def test_pseudo_label_checks_only_the_options_it_uses(tmp_path, capsys, monkeypa
             "--device", "cpu", "--tsne-points", "0", "--out", str(tmp_path / "run")]
     assert main(argv) == 0, capsys.readouterr().err
     assert np.load(tmp_path / "run" / "pseudo_labels" / "pseudo_labels.npy").shape == (64,)
+
+
+def test_a_preset_keeps_the_checkpoints_inputs_unless_a_flag_changes_them(tmp_path, capsys, run):
+    """``knn --preset P --checkpoint C``: the preset came after the checkpoint's configuration, so a preset
+    with ``normalize: none`` read an ImageNet-normalised encoder's images as raw pixels (other features,
+    silently). The checkpoint's input size, normalisation and resize mode are kept, with a warning; a
+    flag given changes them."""
+    preset = tmp_path / "eval.yaml"
+    preset.write_text("normalize: none\nimage_size: 24\nknn_k: 7\n")
+    with pytest.warns(UserWarning, match=r"keeping the checkpoint's --image-size 16, --normalize imagenet \(give "
+                                         r"the flag to change it\)"):
+        assert main(["knn", "--checkpoint", str(run / "simclr"), "--preset", str(preset)]) == 0
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["knn", "--checkpoint", str(run / "simclr"), "--preset", str(preset), "--normalize", "none",
+                     "--image-size", "16"]) == 0
+    assert not [w for w in caught if "keeping the checkpoint's" in str(w.message)]

@@ -236,11 +236,31 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
-    """Defaults, then ``base``, then --preset, then the flags given; validated as a whole."""
+    """Defaults, then ``base`` (a checkpoint's configuration), then --preset, then the flags given;
+    validated as a whole. A preset does not change a checkpoint's :data:`CHECKPOINT_INPUTS` (a warning
+    says so); a flag does."""
     if args.preset is not None and not args.preset.strip():
         raise UserError("--preset needs a value (a shipped preset or a YAML file)")
     overrides = {k: parse_value(k, v) for k, v in _overrides(args).items()}
-    return load_config(args.preset, overrides, base=None if base is None else _machine_here(base, overrides))
+    base = None if base is None else _machine_here(base, overrides)
+    cfg = load_config(args.preset, overrides, base=base)
+    if base is None or not args.preset:
+        return cfg
+    kept = {k: base[k] for k in CHECKPOINT_INPUTS if k in base and overrides.get(k) is None and getattr(cfg, k) != base[k]}
+    if not kept:
+        return cfg
+    import warnings
+
+    warnings.warn(f"--preset {args.preset} would change the inputs the checkpoint was trained on; keeping the "
+                  f"checkpoint's {', '.join(f'{flag(k)} {v}' for k, v in kept.items())} (give the flag to change it)",
+                  stacklevel=2)
+    return load_config(args.preset, {**overrides, **kept}, base=base)
+
+
+CHECKPOINT_INPUTS = ("image_size", "normalize", "resize")
+"""What a pretrained encoder's inputs were: a command reading a checkpoint keeps these from it when a
+--preset would change them (features of ImageNet-normalised inputs read from raw pixels are others);
+a flag given changes them."""
 
 
 def _machine_here(saved: dict, given: dict) -> dict:
