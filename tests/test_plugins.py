@@ -284,6 +284,10 @@ class Detached(torch.nn.Module):
     def forward(self, views, pseudo_labels=None):
         return views.detach().float().pow(2).mean()
 
+class NotFinite(torch.nn.Module):
+    def forward(self, views, pseudo_labels=None):
+        return views.float().pow(2).mean() * float("nan")
+
 class Half(Recipe):
     def build_model(self, cfg):
         raise AssertionError
@@ -292,6 +296,7 @@ LOSSES.register("vector", Loss("v", lambda cfg: Vector()))
 LOSSES.register("number", Loss("n", lambda cfg: Number()))
 LOSSES.register("detached", Loss("d", lambda cfg: Detached()))
 LOSSES.register("nothing", Loss("n", lambda cfg: None))
+LOSSES.register("nan", Loss("nan", lambda cfg: NotFinite()))
 METHODS.register("half", Method("half", "Half", guided=False, recipe=f"{__name__}:Half", default=False))
 METHODS.register("nowhere", Method("nowhere", "Nowhere", guided=False, recipe=f"{__name__}:Nope", default=False))
 """)
@@ -302,6 +307,9 @@ METHODS.register("nowhere", Method("nowhere", "Nowhere", guided=False, recipe=f"
             (["--loss", "number"], "the loss of SimCLR (Number) returned int 3, not a scalar tensor"),
             (["--loss", "detached"], "returned a tensor that does not depend on the model's parameters (detached?)"),
             (["--loss", "nothing"], "--loss nothing: its build function returned NoneType, not a criterion"),
+            (["--loss", "nan"], "pretraining diverged at epoch 1 (loss nan); lower --lr (now 0.001), or raise "
+                                "--temperature if it is tiny; or check that --loss nan (plug-in odd_plugin) gives a "
+                                "finite loss"),
             (["--method", "half"], "method half: recipe 'odd_plugin:Half': Half does not define build_criterion, "
                                    "make_loss_fn"),
             (["--method", "nowhere"], "method nowhere: recipe 'odd_plugin:Nope': module odd_plugin has no Nope")):

@@ -187,11 +187,12 @@ class TrainSettings:
     guidance: str = "none"           # the loss-side guidance, for the diagnostics
     sync_batch_norm: bool = True
     checkpoint_minutes: float = 0.0  # also checkpoint within an epoch this often (0: at epoch ends only)
+    loss: str = "ntxent"             # --loss, for the divergence message
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TrainSettings":
         return cls(cfg.epochs, cfg.lr, cfg.seed, cfg.precision, cfg.checkpoint_every, cfg.monitor_every,
-                   cfg.guidance, cfg.sync_batch_norm, cfg.checkpoint_minutes)
+                   cfg.guidance, cfg.sync_batch_norm, cfg.checkpoint_minutes, cfg.loss)
 
 
 @dataclass
@@ -472,7 +473,7 @@ class Pretrainer:
     def _check_loss(self, epoch: int, mean_loss: float, batch_sizes: list[int]) -> None:
         if not np.isfinite(mean_loss):
             raise UserError(f"pretraining diverged at epoch {epoch + 1} (loss {mean_loss}); lower --lr (now "
-                            f"{self.settings.lr:g}), or raise --temperature if it is tiny")
+                            f"{self.settings.lr:g}), or raise --temperature if it is tiny{self._plugin_suspects()}")
         # collapsed embeddings give exactly the chance loss; an untrained network only hovers near it
         chance = self.chance_loss(batch_sizes) if self.chance_loss is not None else None
         at_chance = chance is not None and abs(mean_loss - chance) < 1e-3
@@ -480,6 +481,17 @@ class Pretrainer:
         if self._at_chance == 2 and self.world.is_main:
             warnings.warn(f"{self.method.name} epoch {epoch + 1}: the loss ({mean_loss:.3f}) is at its chance level, "
                           "the embeddings have collapsed; lower --lr", stacklevel=1)
+
+    def _plugin_suspects(self) -> str:
+        """The plug-ins that compute this run's loss (its method, its --loss), for the divergence message: a
+        plug-in's loss that is not finite from the first step is no learning rate's fault."""
+        from gsimclr.loss import LOSSES
+
+        loss = self.settings.loss
+        suspects = [f"--method {self.method.name} ({METHODS.origins.get(self.method.name)})",
+                    f"--loss {loss} ({LOSSES.origins.get(loss)})"]
+        suspects = [s for s in suspects if "(plug-in " in s]
+        return f"; or check that {' and '.join(suspects)} gives a finite loss" if suspects else ""
 
     def should_stop(self, epoch_s: float, started: float, stop_after: int | None, max_minutes: float | None) -> bool:
         """Stop this call early (with a checkpoint) after ``stop_after`` epochs of this call, or when one
