@@ -352,10 +352,10 @@ def test_missing_torchvision_data_with_failed_download_is_a_user_error(tmp_path,
     def no_download(self):
         raise OSError("network disabled in tests")
 
-    from gsimclr.data.sources import torchvision_sets
+    from gsimclr.data.sources import hf
 
     monkeypatch.setattr(CIFAR10, "download", no_download)
-    monkeypatch.setattr(torchvision_sets, "hub_reachable", lambda url, timeout=None: True)  # no network in tests
+    monkeypatch.setattr(hf, "hub_reachable", lambda url, timeout=None: True)  # no network in tests
     with pytest.raises(UserError, match="not at .* download failed"):
         load_split(f"cifar10:{tmp_path / 'nothing'}")
 

@@ -12,7 +12,6 @@ from gsimclr.data import cache as decoded_cache
 from gsimclr.data.dataset import ImageData
 from gsimclr.data.sources.base import DataSource, Request, register_source
 from gsimclr.data.sources.decoding import resize_square
-from gsimclr.data.sources.hf import hub_reachable
 from gsimclr.errors import UserError
 
 DEFAULT_TORCHVISION_ROOT = "~/.cache/gsimclr/datasets"
@@ -67,8 +66,10 @@ def _open_torchvision(name: str, root: str, kwargs: dict):
         pass
     import socket
 
+    from gsimclr.data.sources import hf  # imported here: the sources register in the order of their imports
+
     url = getattr(cls, "url", "")
-    if url and not hub_reachable(url, timeout=DOWNLOAD_PROBE_SECONDS):
+    if url and not hf.hub_reachable(url, timeout=DOWNLOAD_PROBE_SECONDS):
         raise UserError(f"{name} is not at {root} and its download server does not answer within "
                         f"{DOWNLOAD_PROBE_SECONDS:g} s ({url}): connect, or put the data set there and give "
                         f"--data {name}:ROOT")
