@@ -12,16 +12,9 @@ from gsimclr.cli import main
 from gsimclr.config import load_config
 from gsimclr.errors import UserError
 from test_run_faults import SMALL, fake_run
+from test_run_folder import one_line_error as _error_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _error_of(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("gsimclr: error:") and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
