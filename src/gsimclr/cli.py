@@ -531,6 +531,16 @@ def cmd_pretrain(args) -> None:
 
 def _eval_setup(args):
     from gsimclr.pipeline import load_data
+
+    model, cfg = _read_checkpoint(args)
+    train, test = load_data(cfg, pretraining=False)
+    return model, cfg, train, test
+
+
+def _read_checkpoint(args):
+    """The pretrained encoder that ``--checkpoint``/``--out`` names and the configuration to read it with:
+    the checkpoint's, then --preset and the flags (:func:`_config`); an unfinished pretraining is warned
+    about and an --image-size the network cannot take refused."""
     from gsimclr.training.pretrain import load_encoder
 
     path = _checkpoint_path(args)
@@ -538,8 +548,7 @@ def _eval_setup(args):
     _note_unfinished(path, saved, meta)
     cfg = _config(args, base=saved.to_dict())
     _check_eval_size(cfg, saved)
-    train, test = load_data(cfg, pretraining=False)
-    return model, cfg, train, test
+    return model, cfg
 
 
 def _note_unfinished(path: Path, saved: Config, meta: dict) -> None:
@@ -619,15 +628,10 @@ def _embed(args, output: Path) -> None:
     from gsimclr.evaluation.features import extract_features
     from gsimclr.io import atomic_path, save_npy
     from gsimclr.pipeline import load_data
-    from gsimclr.training.pretrain import load_encoder
     from gsimclr.runtime import resolve_device
     from gsimclr.transforms.augment import NORMALIZATIONS
 
-    path = _checkpoint_path(args)
-    model, saved, meta = load_encoder(path)
-    _note_unfinished(path, saved, meta)
-    cfg = _config(args, base=saved.to_dict())
-    _check_eval_size(cfg, saved)
+    model, cfg = _read_checkpoint(args)
     if args.split in ("train", "test"):
         # the images the run trains and evaluates on: --train-limit/--test-limit and the hold-out applied,
         # so that --split train feeds back as --pseudo-labels file:PATH row for row
