@@ -111,3 +111,16 @@ def test_a_preset_keeps_the_checkpoints_inputs_unless_a_flag_changes_them(tmp_pa
         assert main(["knn", "--checkpoint", str(run / "simclr"), "--preset", str(preset), "--normalize", "none",
                      "--image-size", "16"]) == 0
     assert not [w for w in caught if "keeping the checkpoint's" in str(w.message)]
+
+
+def test_a_loose_checkpoint_folder_keeps_no_lock_file(tmp_path, capsys, run):
+    """An evaluation of a checkpoint copied out of its run writes its result beside it and leaves no stray
+    ``.lock`` among the user's files (it left one before); a run folder keeps its lock file."""
+    loose = tmp_path / "mine"
+    loose.mkdir()
+    shutil.copy(run / "simclr" / "checkpoint.safetensors", loose / "encoder.safetensors")
+    argv = ["knn", "--checkpoint", str(loose / "encoder.safetensors"), "--train-limit", "40", "--test-limit", "30",
+            "--device", "cpu", "--knn-k", "5"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in loose.iterdir()) == ["encoder.safetensors", "knn.json"]
+    assert (run / ".lock").exists()

@@ -94,6 +94,29 @@ def test_second_pretrain_process_is_refused(tmp_path):
         holder.wait()
 
 
+def test_a_transient_lock_removes_only_the_lock_file_it_created(tmp_path):
+    """``lock(transient=True)`` (a loose checkpoint's folder): held like any lock while the command runs,
+    and its lock file is gone afterwards, after success or failure; a lock file that was there stays."""
+    folder = RunFolder(tmp_path / "mine")
+    folder.root.mkdir()
+    (folder.root / "encoder.safetensors").write_bytes(b"x")
+    with folder.lock(transient=True):
+        assert folder.lock_file.exists()
+        with pytest.raises(UserError, match="in use by another gsimclr command"):
+            with folder.lock():
+                pass
+        (folder.root / "knn.json").write_text("{}")
+    assert sorted(p.name for p in folder.root.iterdir()) == ["encoder.safetensors", "knn.json"]
+    with pytest.raises(RuntimeError):
+        with folder.lock(transient=True):
+            raise RuntimeError("the evaluation failed")
+    assert not folder.lock_file.exists()
+    folder.lock_file.write_text("")  # a lock file this command did not create is left alone
+    with folder.lock(transient=True):
+        pass
+    assert folder.lock_file.exists()
+
+
 def test_lock_removes_stale_temporaries_and_only_rank_0_locks(tmp_path, monkeypatch):
     folder = RunFolder(tmp_path / "run")
     (folder.root / "simclr").mkdir(parents=True)

@@ -572,22 +572,24 @@ def _check_eval_size(cfg: Config, saved: Config) -> None:
 
 
 def _reading(args):
-    """(the folder of the checkpoint a command reads: its run folder, else its stage folder; the stage folder)."""
+    """(the folder of the checkpoint a command reads: its run folder, else its stage folder; the stage folder;
+    whether that is a run folder)."""
     from gsimclr.export import locate_checkpoint
 
     ckpt, run_dir, _ = locate_checkpoint(_checkpoint_path(args), args.method if not args.checkpoint else None,
                                          args.command)
-    return (run_dir or ckpt.parent), ckpt.parent
+    return (run_dir or ckpt.parent), ckpt.parent, run_dir is not None
 
 
 def _cmd_eval(args, which: tuple[str, ...], key: str) -> None:
     from gsimclr.io import write_json
     from gsimclr.run_folder import RunFolder
 
-    root, stage = _reading(args)  # a missing checkpoint is refused before PyTorch is imported
+    root, stage, in_run = _reading(args)  # a missing checkpoint is refused before PyTorch is imported
     from gsimclr.pipeline import evaluate_encoder
 
-    with RunFolder(root).lock():  # the result is written beside the checkpoint
+    # the result is written beside the checkpoint; a loose checkpoint's folder keeps no lock file after
+    with RunFolder(root).lock(transient=not in_run):
         model, cfg, train, test = _eval_setup(args)
         result = evaluate_encoder(cfg, model, train, test, which)
         _print_json(result)
@@ -617,7 +619,7 @@ def cmd_supervised(args) -> None:
 def cmd_embed(args) -> None:
     from gsimclr.run_folder import RunFolder
 
-    root, _ = _reading(args)
+    root, _, _ = _reading(args)
     output = _check_embed_output(args.output, root)
     with RunFolder(root).lock(shared=True):
         _embed(args, output)

@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -213,14 +214,16 @@ class RunFolder:
 
     # -------------------------------------------------------------------------------------- lock
     @contextmanager
-    def lock(self, shared: bool = False) -> Iterator["RunFolder"]:
+    def lock(self, shared: bool = False, transient: bool = False) -> Iterator["RunFolder"]:
         """Hold the folder's lock for the duration of the ``with`` block.
 
         Exclusive (the default) for a command that writes here: rank 0 of a process group (or a process
         in none) takes it, creating the folder; the other ranks of the group never write. ``shared``
         for a command that only reads the folder (export elsewhere, embed, summarize): any number of
         readers at once, refused while a writer holds it; it creates nothing (a folder without a lock
-        file was never written by a running command)."""
+        file was never written by a running command). ``transient`` for a folder that is not a run folder
+        (a loose checkpoint's, where an evaluation writes its result): a lock file this command created is
+        removed again when it ends, while still held, so no stray ``.lock`` is left among the user's files."""
         if shared:
             with self._shared_lock():
                 yield self
@@ -262,6 +265,9 @@ class RunFolder:
             raise
         finally:
             try:
+                if transient and new_lock:
+                    with contextlib.suppress(OSError):
+                        self.lock_file.unlink()
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
