@@ -293,7 +293,8 @@ class Config:
     device: str = opt("auto", "execution", "auto, cpu, cuda, cuda:N or mps", check=_device_check)
     precision: str = opt("auto", "execution", "autocast precision (auto: bf16 on GPUs that have it, fp16 with a "
                          "gradient scaler on those that do not, fp32 on the CPU)", choices="gsimclr.runtime:PRECISIONS")
-    compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs)",
+    compile: str = opt("auto", "execution", "torch.compile mode (auto: on for GPUs, off on the CPU, where "
+                       "'on' ran the paper model at 0.71x eager: benchmarks/results/paper-cpu.md)",
                        choices=("auto", "on", "off", "max-autotune", "reduce-overhead"))
     tsne_points: int = opt(2000, "report", "points in the t-SNE maps (0: no maps)", min=0)
     wandb: bool = opt(False, "report", "also log metrics to Weights & Biases (needs wandb; WANDB_MODE=offline logs "
