@@ -325,6 +325,21 @@ def test_a_kill_loses_no_more_pretraining_than_the_current_call_has_run(tmp_path
     assert cpu_lane.pretrain_kill_loss(other, run_dir, 3600.0) == 3600.0
 
 
+def test_a_kill_loses_no_more_of_an_evaluation_than_it_has_run(tmp_path, monkeypatch):
+    """An evaluation that began after its pretraining, within the lane's current call, loses its own time at a
+    kill, not the whole call's (the status said 24 minutes of an evaluation 2 minutes old)."""
+    run_dir = tmp_path / PART
+    (run_dir / "simclr").mkdir(parents=True)
+    now = 1_800_000_000.0
+    monkeypatch.setattr(cpu_lane.time, "time", lambda: now)
+    stamp = lambda ago: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now - ago))  # noqa: E731
+    state = {"current": [{"part": PART, "pid": 1, "since": stamp(1440)}],
+             "pieces": {PART: {"simclr-eval": {"started": stamp(120)}}}}
+    assert "about 2.0 min" in cpu_lane.kill_loss(state, run_dir, "simclr-eval")
+    state["pieces"][PART]["simclr-eval"]["started"] = stamp(3 * 3600)   # begun in an earlier call: this call's time
+    assert "about 24.0 min" in cpu_lane.kill_loss(state, run_dir, "simclr-eval")
+
+
 def test_the_cpu_table_has_every_row_of_the_protocol_the_preset_evaluates_with(tmp_path, monkeypatch):
     """RESULTS.md's CPU table takes its rows from the evaluation registry: a ``paper-cifar10`` part (the
     notebooks' protocol: ``linear_notebook``, ``finetune_notebook``) shows Linear P1/P2/P3 and the 10%

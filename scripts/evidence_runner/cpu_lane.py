@@ -946,8 +946,13 @@ def pretrain_kill_loss(state: dict, run_dir: Path, checkpoint_age_s: float) -> f
 
 def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
     """What a kill now would lose of a piece other than pretraining: the autoencoder's epoch in flight (it
-    saves its progress after every epoch), else the whole piece's time in this call."""
+    saves its progress after every epoch), else the piece's time in this call: since the call began, or since
+    the piece began within it (an evaluation that follows its pretraining in the same call)."""
     started = call_started(state, run_dir)
+    own = (state.get("pieces", {}).get(run_dir.name, {}).get(piece) or {}).get("started")
+    if started is not None and own:
+        began = dt.datetime.strptime(own, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp()
+        started = max(started, began)
     progress = run_dir / "pseudo_labels" / "autoencoder_progress.safetensors"
     if piece == "pseudo_labels" and progress.exists() and (started is None or progress.stat().st_mtime > started):
         return f"a kill now loses the autoencoder epoch in flight ({(time.time() - progress.stat().st_mtime) / 60:.1f} min)"
