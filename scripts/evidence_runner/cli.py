@@ -259,7 +259,7 @@ def run_lane(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(json.dumps(cpu_lane.save_state(plan)))
         return 0
     session = cpu_lane.Lane(plan, args.budget_h * 3600).run()
-    shown = ("started", "ended", "period", "resumed_from", "jobs", "stage_jobs", "parts", "calls", "cpu_s", "wall_s")
+    shown = ("started", "ended", "period", "resumed_from", "jobs", "stage_jobs", "threads", "parts", "calls", "cpu_s", "wall_s")
     print(json.dumps({k: session.get(k) for k in shown}))
     return 0
 

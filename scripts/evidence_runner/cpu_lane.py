@@ -514,7 +514,7 @@ class Lane:
             commit = git_commit(ROOT)
             self.session = {"started": utc_now(), "ended": None, "resumed_from": source, **machine(),
                             "commit": commit, "budget_s": self.budget_s, "jobs": self.plan.jobs,
-                            "stage_jobs": self.plan.stage_jobs,
+                            "stage_jobs": self.plan.stage_jobs, "threads": self.plan.threads,
                             "work_s_at_start": self.state["work_s"],
                             "pieces_at_start": sum(len(v) for v in self.state["pieces"].values() if isinstance(v, dict)),
                             "cpu_s": 0.0, "wall_s": 0.0, "calls": 0}

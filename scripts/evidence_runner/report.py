@@ -109,7 +109,7 @@ def cpu_lane_results(ctx: Ctx) -> str:
         return ""
     out = ["## CPU lane: the paper's CIFAR-10 recipe on this CPU\n",
            "CPU runs of the exact presets (`paper-cifar10`: the notebooks' recipe, quirks included; `paper-cifar10-clean`: "
-           "the same without them), fp32, one torch thread per stage (since 2026-12-07 15:08 UTC two stages of a part side by side, `gsimclr run --jobs 2`), on this project's shared 2-core development machine, run by the CPU lane "
+           "the same without them), fp32, one torch thread per stage (since 2026-12-07 15:08 UTC two stages of a part side by side, `gsimclr run --jobs 2`; a stage left alone may be given both cores, `--lane-stage-jobs 1 --lane-threads 2`, as recorded in lane.json), on this project's shared 2-core development machine, run by the CPU lane "
            "in the background at the lowest priority and carried from one working period to the next "
            "(`make evidence-cpu`; see \"The CPU lane\" in [benchmarks/README.md](benchmarks/README.md)). Each cell "
            "comes from a JSON file under `results/evidence/cpu/<part>/` with its command, commit, CPU, versions, date, "
@@ -201,6 +201,7 @@ def cpu_lane_results(ctx: Ctx) -> str:
                                + (f", {len(s['parts'])} parts at once" if len(s.get("parts") or []) > 1
                                   and s.get("jobs", 2) > 1 else "")
                                + (f", {s['stage_jobs']} stages at once" if (s.get("stage_jobs") or 1) > 1 else "")
+                               + (f", {s['threads']} threads per stage" if (s.get("threads") or 1) > 1 else "")
                                for s in sessions) + ".\n")
         notes = [n for s in sessions for n in (s.get("notes") or [])]
         if notes:
