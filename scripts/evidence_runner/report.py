@@ -69,6 +69,8 @@ def cpu_results(ctx: Ctx) -> str:
 
 
 DIAGNOSTIC_ROWS = (("Same-class pairs / batch", "class_pairs_per_batch"),
+                   ("Same-class pairs / batch if shuffled at random (expected)", "class_pairs_random"),
+                   ("Same-class pairs / batch at the least any batching allows", "class_pairs_floor"),
                    ("Same-pseudo-label pairs / batch", "pseudo_pairs_per_batch"))
 """The false-negative diagnostics shown under the evaluations' rows (means over the pretraining epochs)."""
 
