@@ -934,7 +934,12 @@ def call_started(state: dict, run_dir: Path) -> float | None:
     current = state.get("current") or []
     current = [current] if isinstance(current, dict) else current   # one call at a time before --lane-jobs
     since = next((c.get("since") for c in current if isinstance(c, dict) and c.get("part") == run_dir.name), None)
-    return dt.datetime.strptime(since, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp() if since else None
+    return utc_seconds(since) if since else None
+
+
+def utc_seconds(stamp: str) -> float:
+    """Epoch seconds of a lane time stamp (``utc_now``'s ``%Y-%m-%d %H:%M:%S UTC``)."""
+    return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp()
 
 
 def pretrain_kill_loss(state: dict, run_dir: Path, checkpoint_age_s: float) -> float:
@@ -951,8 +956,7 @@ def kill_loss(state: dict, run_dir: Path, piece: str) -> str:
     started = call_started(state, run_dir)
     own = (state.get("pieces", {}).get(run_dir.name, {}).get(piece) or {}).get("started")
     if started is not None and own:
-        began = dt.datetime.strptime(own, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc).timestamp()
-        started = max(started, began)
+        started = max(started, utc_seconds(own))
     progress = run_dir / "pseudo_labels" / "autoencoder_progress.safetensors"
     if piece == "pseudo_labels" and progress.exists() and (started is None or progress.stat().st_mtime > started):
         return f"a kill now loses the autoencoder epoch in flight ({(time.time() - progress.stat().st_mtime) / 60:.1f} min)"
